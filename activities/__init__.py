@@ -1,0 +1,1 @@
+"""Activities: the only code that touches storage, LLMs and search."""

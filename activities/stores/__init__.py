@@ -1,0 +1,1 @@
+"""Store adapters behind one interface each; embedded defaults and production servers."""

@@ -1,0 +1,1 @@
+"""Starters: CLI and REST API. They only start, signal, query and schedule workflows."""

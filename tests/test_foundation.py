@@ -1,0 +1,97 @@
+"""Foundation: a worker process per queue against the real dev server, SIGTERM
+shutdown, the health workflow against real PostgreSQL, clear errors."""
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import uuid
+
+import pytest
+from typer.testing import CliRunner
+
+from stratmaster import queues
+from stratmaster.contracts.health import HealthCheckInput, HealthReport
+from stratmaster.errors import ServiceUnavailable
+from stratmaster.local_postgres import LocalPostgres
+from stratmaster.settings import Settings
+from stratmaster.temporal_client import connect
+from tests.conftest import free_port
+from workflows.health import HealthCheckWorkflow
+
+
+def _worker_env(settings: Settings, address: str, metrics_port: int) -> dict:
+    env = dict(os.environ)
+    env.update({
+        "STRATMASTER_TEMPORAL_ADDRESS": address,
+        "STRATMASTER_DATABASE_URL": settings.database_url,
+        "STRATMASTER_DATA_DIR": str(settings.data_dir),
+        "STRATMASTER_METRICS_PORT_BASE": str(metrics_port),
+    })
+    return env
+
+
+async def test_worker_process_runs_queue_and_stops_on_sigterm(temporal_env, settings):
+    address = temporal_env.client.service_client.config.target_host
+    metrics_port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "workers", "--queue", queues.MAINTENANCE, "--metrics-port", str(metrics_port)],
+        env=_worker_env(settings, address, metrics_port), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        report = await temporal_env.client.execute_workflow(
+            HealthCheckWorkflow.run, HealthCheckInput(services=["database"]),
+            id=f"health-{uuid.uuid4()}", task_queue=queues.MAINTENANCE,
+        )
+        assert isinstance(report, HealthReport)
+        db = {s.name: s for s in report.services}["database"]
+        assert db.ok and "PostgreSQL" in db.detail
+
+        # Prometheus metrics from the Temporal runtime on the worker's port
+        import httpx
+
+        body = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).text
+        assert "temporal_" in body
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, out
+    assert "worker stopped" in out
+
+
+async def test_health_reports_unreachable_database(temporal_env, settings, task_queue):
+    from temporalio.worker import Worker
+
+    from activities.health import HealthActivities
+
+    broken = settings.model_copy(update={"database_url": f"postgresql://x@127.0.0.1:{free_port()}/none"})
+    async with Worker(temporal_env.client, task_queue=task_queue, workflows=[HealthCheckWorkflow],
+                      activities=[HealthActivities(broken).check_services]):
+        report = await temporal_env.client.execute_workflow(
+            HealthCheckWorkflow.run, HealthCheckInput(services=["database"]), id=f"h-{uuid.uuid4()}", task_queue=task_queue)
+    assert not report.ok and not report.services[0].ok
+
+
+async def test_client_factory_gives_clear_error_when_temporal_down():
+    s = Settings(_env_file=None, temporal_address=f"127.0.0.1:{free_port()}")
+    with pytest.raises(ServiceUnavailable, match="Temporal is not reachable"):
+        await connect(s)
+
+
+def test_postgres_port_taken_is_a_clear_error(session_dir, postgres):
+    other = LocalPostgres(data_dir=session_dir / "pg-other", port=postgres.port)
+    with pytest.raises(ServiceUnavailable, match="is taken"):
+        other.start()
+
+
+def test_cli_prints_error_not_traceback(monkeypatch):
+    from starters.cli import app
+
+    monkeypatch.setenv("STRATMASTER_TEMPORAL_ADDRESS", f"127.0.0.1:{free_port()}")
+    from stratmaster.settings import get_settings
+
+    get_settings.cache_clear()
+    result = CliRunner().invoke(app, ["dev", "status"])
+    assert result.exit_code == 0 and "postgres" in result.output

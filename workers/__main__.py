@@ -1,0 +1,84 @@
+"""Run the worker for one task queue: `python -m workers --queue research-tasks`.
+
+Graceful shutdown on SIGTERM/SIGINT (in-flight activities get
+graceful_shutdown_timeout to finish); Prometheus metrics from the Temporal
+runtime on a per-worker port.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+
+from temporalio.contrib.opentelemetry import TracingInterceptor
+from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
+from temporalio.worker import Worker
+
+from stratmaster import queues
+from stratmaster.errors import ServiceUnavailable
+from stratmaster.logging import configure_logging
+from stratmaster.settings import get_settings
+from stratmaster.telemetry import configure_tracing
+from stratmaster.temporal_client import connect
+from workers.registry import build
+
+log = logging.getLogger("stratmaster.worker")
+
+
+def metrics_port_for(queue: str, base: int) -> int:
+    return base + (queues.ALL.index(queue) if queue in queues.ALL else len(queues.ALL))
+
+
+async def run(queue: str, metrics_port: int | None) -> None:
+    settings = get_settings()
+    configure_tracing(f"stratmaster-worker-{queue}", settings)
+    port = metrics_port if metrics_port is not None else metrics_port_for(queue, settings.metrics_port_base)
+    runtime = Runtime(telemetry=TelemetryConfig(metrics=PrometheusConfig(bind_address=f"{settings.bind_host}:{port}")))
+    client = await connect(settings, runtime=runtime, interceptors=[TracingInterceptor()])
+    spec = await build(queue, settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    with ThreadPoolExecutor(max_workers=spec.max_concurrent_activities) as pool:
+        worker = Worker(
+            client,
+            task_queue=queue,
+            workflows=spec.workflows,
+            activities=spec.activities,
+            activity_executor=pool,
+            max_concurrent_activities=spec.max_concurrent_activities,
+            graceful_shutdown_timeout=timedelta(seconds=20),
+        )
+        async with worker:
+            log.info("worker started", extra={"queue": queue, "metrics_port": port,
+                                                "workflows": [w.__name__ for w in spec.workflows]})
+            await stop.wait()
+            log.info("worker stopping", extra={"queue": queue})
+    if spec.close:
+        await spec.close()
+    log.info("worker stopped", extra={"queue": queue})
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m workers")
+    parser.add_argument("--queue", required=True, choices=list(queues.ALL))
+    parser.add_argument("--metrics-port", type=int, default=None)
+    args = parser.parse_args(argv)
+    configure_logging(json_logs=get_settings().log_json)
+    try:
+        asyncio.run(run(args.queue, args.metrics_port))
+    except ServiceUnavailable as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2)
+    except OSError as exc:  # e.g. metrics port taken
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2)
+
+
+if __name__ == "__main__":
+    main()
