@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import sys
+from datetime import timedelta
 from typing import Any, Callable, Coroutine
 
 import typer
@@ -66,6 +66,34 @@ def dev_status() -> None:
     for row in DevStack(get_settings()).status():
         table.add_row(*row)
     Console().print(table)
+
+
+@app.command("health")
+@friendly
+def health(services: list[str] = typer.Argument(None, help="services to check (default: all)")) -> None:
+    """Run HealthCheckWorkflow on the maintenance queue and print the report."""
+    import uuid
+
+    from stratmaster import queues
+    from stratmaster.contracts.health import HealthCheckInput
+    from stratmaster.temporal_client import connect
+    from workflows.health import HealthCheckWorkflow
+
+    async def go():
+        client = await connect()
+        return await client.execute_workflow(
+            HealthCheckWorkflow.run, HealthCheckInput(services=services or []),
+            id=f"health-cli-{uuid.uuid4().hex[:12]}", task_queue=queues.MAINTENANCE,
+            execution_timeout=timedelta(seconds=90),
+        )
+
+    report = run_async(go())
+    table = Table("service", "backend", "ok", "latency ms", "detail")
+    for s in report.services:
+        table.add_row(s.name, s.backend, "[green]yes[/green]" if s.ok else "[red]NO[/red]", f"{s.latency_ms:.1f}", s.detail[:80])
+    Console().print(table)
+    if not report.ok:
+        raise typer.Exit(1)
 
 
 def _mount() -> None:

@@ -88,10 +88,14 @@ def test_postgres_port_taken_is_a_clear_error(session_dir, postgres):
 
 def test_cli_prints_error_not_traceback(monkeypatch):
     from starters.cli import app
-
-    monkeypatch.setenv("STRATMASTER_TEMPORAL_ADDRESS", f"127.0.0.1:{free_port()}")
     from stratmaster.settings import get_settings
 
+    monkeypatch.setenv("STRATMASTER_TEMPORAL_ADDRESS", f"127.0.0.1:{free_port()}")
     get_settings.cache_clear()
-    result = CliRunner().invoke(app, ["dev", "status"])
-    assert result.exit_code == 0 and "postgres" in result.output
+    try:
+        result = CliRunner().invoke(app, ["health"])
+    finally:
+        get_settings.cache_clear()
+    assert result.exit_code == 2
+    assert "Temporal is not reachable" in result.output
+    assert "Traceback" not in result.output

@@ -1,0 +1,76 @@
+"""`stratmaster dev up/status/down` as a user runs them: real processes, own ports and data dir."""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.conftest import free_port
+
+
+def _cli(env, *args, timeout=240):
+    return subprocess.run([sys.executable, "-m", "starters.cli", *args], env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+@pytest.fixture
+def stack_env(tmp_path):
+    env = dict(os.environ)
+    env.update({
+        "STRATMASTER_DATA_DIR": str(tmp_path / "data"),
+        "STRATMASTER_TEMPORAL_ADDRESS": f"127.0.0.1:{free_port()}",
+        "STRATMASTER_TEMPORAL_UI_PORT": str(free_port()),
+        "STRATMASTER_POSTGRES_PORT": str(free_port()),
+        "STRATMASTER_API_PORT": str(free_port()),
+        "STRATMASTER_METRICS_PORT_BASE": str(free_port()),
+        "HF_HUB_OFFLINE": "1",
+    })
+    env.pop("STRATMASTER_DATABASE_URL", None)
+    yield env
+    _cli(env, "dev", "down", timeout=120)
+
+
+def test_dev_up_status_down(stack_env):
+    up = _cli(stack_env, "dev", "up")
+    assert up.returncode == 0, up.stdout + up.stderr
+    assert "Web UI" in up.stderr
+
+    # every worker stays up (a crashing worker would have exited by now)
+    time.sleep(8)
+    status = _cli(stack_env, "dev", "status")
+    lines = [line for line in status.stdout.splitlines() if "│" in line or "|" in line]
+    for name in ("postgres", "temporal", "worker-research-tasks", "worker-ingestion-tasks",
+                 "worker-mission-tasks", "worker-maintenance-tasks", "api"):
+        row = next((line for line in lines if name in line), "")
+        assert "up" in row, f"{name} not up:\n{status.stdout}\n" + _logs(stack_env)
+
+    health = _cli(stack_env, "health", "database", timeout=120)
+    assert health.returncode == 0, health.stdout + health.stderr
+    assert "postgres" in health.stdout
+
+    down = _cli(stack_env, "dev", "down", timeout=120)
+    assert down.returncode == 0, down.stderr
+    after = _cli(stack_env, "dev", "status")
+    assert " up" not in after.stdout
+
+
+def test_dev_up_port_taken_is_clear_error(stack_env):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", int(stack_env["STRATMASTER_TEMPORAL_ADDRESS"].rsplit(":", 1)[1])))
+        s.listen()
+        up = _cli(stack_env, "dev", "up")
+    assert up.returncode == 2
+    assert "is taken" in up.stderr and "Traceback" not in up.stderr
+
+
+def _logs(env) -> str:
+    logdir = os.path.join(env["STRATMASTER_DATA_DIR"], "logs")
+    out = []
+    for name in sorted(os.listdir(logdir)) if os.path.isdir(logdir) else []:
+        with open(os.path.join(logdir, name), errors="replace") as f:
+            out.append(f"--- {name}\n{f.read()[-1500:]}")
+    return "\n".join(out)
