@@ -69,6 +69,9 @@ class Settings(BaseSettings):
     chunk_overlap_tokens: int = 40
     max_document_bytes: int = 20 * 1024 * 1024
 
+    # Missions: how often workers re-check a mission's active cartridge (hot reload)
+    mission_config_ttl_seconds: float = 2.0
+
     # API
     api_port: int = 8080
     auth_mode: str = "dev"  # "dev" (loopback only) or "oidc"

@@ -1,3 +1,4 @@
+"""mission-tasks: cartridge activation, rollback, deactivation, purge, export."""
 from __future__ import annotations
 
 from stratmaster.settings import Settings
@@ -5,4 +6,16 @@ from workers.registry import QueueSpec
 
 
 async def build(settings: Settings) -> QueueSpec:
-    raise SystemExit("this task queue has no workflows yet")
+    from activities.missions import MissionActivities
+    from activities.stores.factory import build_stores
+    from workflows.missions import WORKFLOWS
+
+    stores = build_stores(settings)
+    missions = MissionActivities(settings, stores=stores)
+
+    async def close() -> None:
+        await missions.close()
+        await stores.close()
+
+    return QueueSpec(workflows=list(WORKFLOWS), activities=missions.all(), close=close,
+                     extra={"missions": missions, "stores": stores})

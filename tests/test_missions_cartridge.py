@@ -1,0 +1,129 @@
+"""Cartridge schema and validation (every problem in one pass, with lines), and
+the `stratmaster missions` CLI end to end against the real dev server."""
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from stratmaster.contracts.missions import Cartridge, validate_cartridge
+from tests.missions_support import DEMO, INVALID, cartridge_dict, cartridge_text, mission_worker, new_mission, pg_state
+
+
+def test_demo_cartridge_is_valid_and_complete():
+    result = validate_cartridge(DEMO.read_text())
+    assert result.ok, result.problems
+    c = result.cartridge
+    assert (c.mission, c.version, c.metadata.owners) == ("demo", "1.0.0", ["research-team@example.com"])
+    assert c.engines.graph and not c.engines.web
+    assert c.storage.vectors.hnsw_m == 16 and c.storage.vectors.quantization == "none"
+    assert c.entity_keywords()["TECHNOLOGY"][0] == "solid-state battery"
+    assert c.entity_patterns()["REGULATION"][0].search("see the EU Directive 2023/1791 on efficiency")
+    assert c.retention.research_days == 365 and c.retention.deactivated_days == 30
+    assert c.model_for("synthesis", "default-model") == "default-model"
+
+
+def test_invalid_cartridge_reports_every_problem_with_lines():
+    result = validate_cartridge(INVALID.read_text())
+    assert not result.ok and result.cartridge is None
+    found = {p.path: p for p in result.problems}
+    expected = {"metadata.id": 5, "metadata.version": 7, "metadata.owners": 8, "engines.telepathy": 13,
+                "quality.min_confidence": 15, "storage.vectors.hnsw_m": 18, "storage.vectors.quantization": 19,
+                "entities.0.name": 21, "entities.0.patterns": 22, "retention.backups_keep": 24}
+    assert {path: found[path].line for path in expected if path in found} == expected
+    assert found["engines.telepathy"].reason == "unknown field"
+    assert "unterminated character set" in found["entities.0.patterns"].reason
+
+
+@pytest.mark.parametrize("text, reason, line", [
+    ("metadata:\n  id: demo\n  name: [unclosed\n", "invalid YAML", 4),
+    ('{\n  "metadata": {"id": "demo",}\n}', "invalid JSON", 2),
+    ("", "empty cartridge", None),
+    ("- just\n- a list\n", "a cartridge is a mapping", None),
+    ("!!python/object/apply:os.system ['echo hi']\n", "invalid YAML", 1),  # safe loader: no code execution
+])
+def test_parse_errors_are_clear(text, reason, line):
+    result = validate_cartridge(text)
+    assert not result.ok
+    assert reason in result.problems[0].reason
+    assert result.problems[0].line == line
+
+
+def test_other_schema_rules():
+    bad = cartridge_dict("schema_rules")
+    bad["metadata"]["version"] = "01.2.3"
+    bad["engines"] = {"bm25": False, "dense": False, "web": False}
+    bad["entities"] = [{"name": "GADGET", "keywords": ["a"]}, {"name": "GADGET", "keywords": ["b"]},
+                       {"name": "PERSON", "keywords": ["c"]}, {"name": "EMPTY"}]
+    bad["routing"] = {"synthesis": "openai/x", "astrology": "y"}
+    problems = {(p.path, p.reason) for p in validate_cartridge(data=bad).problems}
+    paths = {p for p, _ in problems}
+    assert {"metadata.version", "engines", "entities.2.name", "entities.3", "routing.astrology"} <= paths
+    # duplicate names are a list-level rule, reported once the items themselves are fine
+    bad["entities"] = bad["entities"][:2]
+    assert any("duplicate entity type" in r for _, r in {(p.path, p.reason) for p in validate_cartridge(data=bad).problems})
+
+
+def test_duplicate_keys_and_formats_agree():
+    text = cartridge_text("dupes")
+    dup = text.replace("quality:\n", "quality:\n  min_confidence: 0.1\n", 1)
+    result = validate_cartridge(dup)
+    assert not result.ok and any(p.reason == "duplicate key" and p.path == "quality.min_confidence"
+                                 for p in result.problems)
+    as_json = json.dumps(yaml.safe_load(text), indent=1)
+    assert validate_cartridge(as_json).sha256 == validate_cartridge(text).sha256
+    assert Cartridge.model_validate(yaml.safe_load(text)).model_dump() == validate_cartridge(as_json).cartridge.model_dump()
+
+
+async def test_cli_end_to_end(temporal_env, settings, monkeypatch, tmp_path):
+    from starters.cli import app
+    from stratmaster.settings import get_settings
+
+    monkeypatch.setenv("STRATMASTER_TEMPORAL_ADDRESS", temporal_env.client.service_client.config.target_host)
+    get_settings.cache_clear()
+    runner = CliRunner()
+
+    async def cli(*args: str):
+        return await asyncio.to_thread(runner.invoke, app, list(args))
+
+    mission = new_mission("cli")
+    v1, v2 = tmp_path / "v1.yaml", tmp_path / "v2.json"
+    v1.write_text(cartridge_text(mission, "1.0.0"))
+    v2.write_text(json.dumps(cartridge_dict(mission, "1.1.0", quality={"min_confidence": 0.7})))
+    try:
+        res = await cli("missions", "validate", str(INVALID))
+        assert res.exit_code == 1 and "metadata.version" in res.output and "Traceback" not in res.output
+        res = await cli("missions", "validate", str(v1))
+        assert res.exit_code == 0 and "valid cartridge" in res.output
+        res = await cli("missions", "activate", str(INVALID))
+        assert res.exit_code == 1  # rejected before any workflow starts
+
+        async with mission_worker(temporal_env.client, settings):
+            res = await cli("missions", "activate", str(v1))
+            assert res.exit_code == 0 and "activated" in res.output, res.output
+            res = await cli("missions", "activate", str(v1))
+            assert "unchanged" in res.output
+            res = await cli("missions", "import", str(v2))
+            assert res.exit_code == 0 and "1.1.0: activated" in res.output, res.output
+            res = await cli("missions", "list")
+            assert mission in res.output
+            out = tmp_path / "export.yaml"
+            res = await cli("missions", "export", mission, "-o", str(out))
+            assert res.exit_code == 0, res.output
+            assert validate_cartridge(out.read_text()).cartridge.quality.min_confidence == 0.7
+            res = await cli("missions", "rollback", mission)
+            assert res.exit_code == 0 and "1.1.0 -> 1.0.0" in res.output, res.output
+            res = await cli("missions", "show", mission)
+            assert res.exit_code == 0 and "active=1.0.0" in res.output and "rollback" in res.output
+            res = await cli("missions", "rollback", mission)
+            assert res.exit_code == 1 and "no previous version" in res.output and "Traceback" not in res.output
+            res = await cli("missions", "deactivate", mission, "--retention-days", "3")
+            assert res.exit_code == 0 and "deactivated" in res.output
+        pg = await pg_state(settings, mission)
+        assert pg["tenant"]["status"] == "deactivated"
+        assert {a["actor"] for a in pg["audit"]} == {pg["audit"][0]["actor"]} and pg["audit"][0]["actor"].startswith("cli")
+    finally:
+        get_settings.cache_clear()
