@@ -8,12 +8,46 @@ Physical names (from the seeds' layout):
   full text    : index `tenant_<mission>_documents`
   graph        : space `tenant_<mission>`
   PostgreSQL   : rows keyed by tenant (mission) id
+
+Embedded defaults (no server URL set), all under `<data_dir>`:
+  objects/<bucket>/tenants/<mission>/...   filesystem object store (objects_fs)
+  objects/<bucket>/system/...              system area (backups, exports)
+  qdrant/<mission>/                        Qdrant local mode, one storage per mission
+  fulltext/<mission>.db                    SQLite FTS5 BM25 index
+  graph/<mission>.db                       SQLite graph
+
+Every store entry point calls check_mission() first: an invalid mission id is a
+non-retryable BadInput error before any path or name is built from it.
+
+Backup hooks (activities/store_dumps.py moves the records, the stores own them):
+  vectors.dump(mission)  -> [{"id", "vector", "payload"}]   (scrolled points)
+  fulltext.dump(mission) -> [Chunk fields as dicts]           (one per chunk)
+  graph.dump(mission)    -> [{"kind": "entity", ...} | {"kind": "relation", ...}]
+  store.load(mission, rows) upserts the rows back (idempotent; it does not drop
+  first, so restore into a fresh mission or drop() before loading).
+
+Optional (embedded adapters have it): vectors/fulltext.delete_document(mission,
+document_id) removes one document's chunks, for re-ingesting a changed document.
 """
 from __future__ import annotations
 
 from typing import Protocol, Sequence
 
+from stratmaster.contracts.common import validate_mission_id
 from stratmaster.contracts.knowledge import Chunk, Entity, Relation, SearchHit
+from stratmaster.errors import bad_input
+
+
+def check_mission(mission: str) -> str:
+    """The validated mission id, or a non-retryable BadInput error."""
+    try:
+        return validate_mission_id(mission if isinstance(mission, str) else "")
+    except ValueError as exc:
+        raise bad_input(f"invalid mission id {mission!r}: {exc}") from None
+
+
+class ObjectNotFound(FileNotFoundError):
+    """Raised by every object store adapter for a missing key."""
 
 
 def collection_name(mission: str) -> str:
@@ -33,32 +67,68 @@ def object_prefix(mission: str) -> str:
 
 
 class ObjectStore(Protocol):
+    """Keys are relative to `tenants/<mission>/` and start with one of the areas
+    `documents/`, `artifacts/`, `embeddings/` (e.g. `documents/<id>/report.pdf`).
+    `put` returns the full object key (`tenants/<mission>/documents/...`); get,
+    exists and delete also accept that full form back. `list` returns relative
+    keys (pass them straight to get). Keys with `..`, `.` or empty segments, a
+    leading `/`, backslashes or NUL are BadInput. Missing keys raise ObjectNotFound.
+
+    The system area (`system/<key>`, e.g. `backups/<id>/manifest.json`) is not
+    mission-scoped and follows the same key rules."""
+
     async def put(self, mission: str, key: str, data: bytes, content_type: str = "application/octet-stream") -> str: ...
     async def get(self, mission: str, key: str) -> bytes: ...
     async def exists(self, mission: str, key: str) -> bool: ...
     async def list(self, mission: str, prefix: str = "") -> list[str]: ...
+    async def delete(self, mission: str, key: str) -> bool: ...
     async def delete_mission(self, mission: str) -> int: ...
+    async def drop(self, mission: str) -> None: ...  # delete_mission without the count
+    async def put_system(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> str: ...
+    async def get_system(self, key: str) -> bytes: ...
+    async def list_system(self, prefix: str = "") -> list[str]: ...
+    async def delete_system(self, key: str) -> bool: ...
 
 
 class VectorStore(Protocol):
+    """Point id = chunk_id (a UUID; other strings are mapped with uuid5). Payload
+    keeps document_id, chunk_id, text, start, end, title, mission. upsert creates
+    the collection (dim from the vectors) when missing; search on a mission with
+    no collection returns []. Hits have source="dense", score = cosine."""
+
     async def ensure_collection(self, mission: str, dim: int) -> None: ...
     async def upsert(self, mission: str, chunks: Sequence[Chunk], vectors: Sequence[Sequence[float]]) -> None: ...
     async def search(self, mission: str, vector: Sequence[float], limit: int) -> list[SearchHit]: ...
     async def count(self, mission: str) -> int: ...
     async def drop(self, mission: str) -> None: ...
+    async def dump(self, mission: str) -> list[dict]: ...
+    async def load(self, mission: str, rows: Sequence[dict]) -> None: ...
 
 
 class FullTextIndex(Protocol):
+    """BM25 over chunks keyed by chunk_id (re-indexing a chunk replaces it).
+    `query` is plain user text: adapters treat it as a bag of words (OR), never
+    as query syntax. Hits have source="bm25", score > 0, higher is better."""
+
     async def ensure_index(self, mission: str) -> None: ...
     async def index(self, mission: str, chunks: Sequence[Chunk]) -> None: ...
     async def search(self, mission: str, query: str, limit: int) -> list[SearchHit]: ...
     async def count(self, mission: str) -> int: ...
     async def drop(self, mission: str) -> None: ...
+    async def dump(self, mission: str) -> list[dict]: ...
+    async def load(self, mission: str, rows: Sequence[dict]) -> None: ...
 
 
 class GraphStore(Protocol):
+    """Entities upserted by entity_id, relations by (source_id, target_id, type).
+    neighbours(names): entities linked (either direction) to the entities whose
+    name matches one of `names` case-insensitively, the matched entities
+    themselves excluded, strongest total relation weight first."""
+
     async def ensure_space(self, mission: str) -> None: ...
     async def upsert(self, mission: str, entities: Sequence[Entity], relations: Sequence[Relation]) -> None: ...
     async def neighbours(self, mission: str, names: Sequence[str], limit: int = 20) -> list[Entity]: ...
     async def count(self, mission: str) -> tuple[int, int]: ...
     async def drop(self, mission: str) -> None: ...
+    async def dump(self, mission: str) -> list[dict]: ...
+    async def load(self, mission: str, rows: Sequence[dict]) -> None: ...
