@@ -1,0 +1,114 @@
+"""Shared helpers of the API tests: the app on an in-memory ASGI transport (its
+Temporal client dependency pointed at the test server), the real in-process
+workers it talks to, and small polling helpers."""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import asyncpg
+import httpx
+from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.service import RPCError
+from temporalio.worker import Worker
+
+from starters.api import create_app, get_temporal
+from stratmaster import queues
+from stratmaster.settings import Settings
+
+LOOPBACK = ("127.0.0.1", 50123)
+
+
+def cartridge(mission: str, version: str = "1.0.0", **extra) -> dict:
+    return {"format": 1, "metadata": {"id": mission, "name": f"API test {mission}", "version": version,
+                                      "owners": ["api-tests@example.invalid"]}, **extra}
+
+
+def make_app(settings: Settings, client: Client, **kwargs):
+    app = create_app(settings, **kwargs)
+    app.dependency_overrides[get_temporal] = lambda: client
+    return app
+
+
+@contextlib.asynccontextmanager
+async def api_client(app, *, peer=LOOPBACK, base_url: str = "http://127.0.0.1", headers: dict | None = None):
+    """httpx client on the app (lifespan run, so startup checks apply)."""
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app, client=peer)
+        async with httpx.AsyncClient(transport=transport, base_url=base_url, headers=headers, timeout=60) as c:
+            yield c
+
+
+@contextlib.asynccontextmanager
+async def run_workers(client: Client, settings: Settings, queue_names: list[str]):
+    """Real workers (workers.<queue>.build) for the given queues, in-process."""
+    from workers.registry import build
+
+    specs, stack = [], contextlib.AsyncExitStack()
+    pool = ThreadPoolExecutor(8)
+    try:
+        for q in queue_names:
+            spec = await build(q, settings)
+            specs.append(spec)
+            await stack.enter_async_context(Worker(client, task_queue=q, workflows=spec.workflows,
+                                                   activities=spec.activities, activity_executor=pool,
+                                                   max_concurrent_activities=spec.max_concurrent_activities))
+        yield specs
+    finally:
+        await stack.aclose()
+        for spec in specs:
+            if spec.close:
+                await spec.close()
+        pool.shutdown(wait=False)
+
+
+async def wait_closed(client: Client, workflow_id: str, timeout: float = 120) -> WorkflowExecutionStatus:
+    deadline = time.monotonic() + timeout
+    while True:
+        desc = await client.get_workflow_handle(workflow_id).describe()
+        if desc.status != WorkflowExecutionStatus.RUNNING:
+            return desc.status
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{workflow_id} still running after {timeout}s")
+        await asyncio.sleep(0.2)
+
+
+async def terminate_quietly(client: Client, workflow_ids) -> None:
+    """Workflows the tests left pending (no worker for their queue) must not be
+    picked up by another test module's worker later in the session."""
+    for wid in set(workflow_ids):
+        try:
+            await client.get_workflow_handle(wid).terminate(reason="api test cleanup")
+        except RPCError:
+            pass
+
+
+async def audit_rows(settings: Settings, target: str | None = None, *, actor: str | None = None,
+                     expect: int = 1, timeout: float = 30) -> list[dict]:
+    """audit_log rows for a target (or actor), waiting for the audit workflows to write them."""
+    deadline = time.monotonic() + timeout
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        while True:
+            rows = await conn.fetch(
+                """SELECT * FROM audit_log WHERE ($1::text IS NULL OR target = $1) AND ($2::text IS NULL OR actor = $2)
+                   ORDER BY at, id""", target, actor)
+            if len(rows) >= expect or time.monotonic() > deadline:
+                return [{**r, "detail": json.loads(r["detail"]) if r["detail"] else None} for r in rows]
+            await asyncio.sleep(0.2)
+    finally:
+        await conn.close()
+
+
+async def ensure_mission(api: httpx.AsyncClient, client: Client, mission: str, headers: dict | None = None) -> None:
+    """Activate `mission` through the API unless it exists (another module may own it)."""
+    r = await api.get(f"/missions/{mission}", headers=headers)
+    if r.status_code == 200:
+        return
+    assert r.status_code == 404, r.text
+    r = await api.post("/missions", json=cartridge(mission), headers=headers)
+    assert r.status_code == 202, r.text
+    assert await wait_closed(client, r.json()["workflow_id"]) == WorkflowExecutionStatus.COMPLETED

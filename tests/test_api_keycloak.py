@@ -1,0 +1,183 @@
+"""The API in OIDC mode with REAL tokens from the Keycloak started by
+scripts/services/keycloak.sh (realm infra/keycloak/realm.json): missing,
+forged, expired and wrong-audience tokens are refused; per-mission roles decide
+read/write; platform-admin activates missions; every write (accepted or
+refused) is audited with the token's user."""
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import time
+import uuid
+
+import httpx
+import jwt
+import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from starters.auth import OidcVerifier
+from stratmaster import queues
+from tests.api_support import api_client, audit_rows, cartridge, make_app, run_workers, terminate_quietly, wait_closed
+
+KEYCLOAK = os.environ.get("STRATMASTER_TEST_KEYCLOAK_URL")
+if not KEYCLOAK:
+    if os.environ.get("CI") == "true":
+        raise RuntimeError("STRATMASTER_TEST_KEYCLOAK_URL is not set under CI: scripts/services/keycloak.sh did not run")
+    pytest.skip("needs Keycloak: source scripts/services/keycloak.sh (sets STRATMASTER_TEST_KEYCLOAK_URL)",
+                allow_module_level=True)
+
+pytestmark = pytest.mark.keycloak
+TOKEN_URL = f"{KEYCLOAK}/realms/stratmaster/protocol/openid-connect/token"
+MISSION = "demo"  # the realm's demo roles are for mission "demo"
+PASSWORDS = {"demo-user": "demo123", "demo-reader": "reader123", "other-user": "other123", "admin-user": "admin123"}
+
+
+async def password_token(user: str, client_id: str = "stratmaster-cli") -> str:
+    async with httpx.AsyncClient(timeout=30) as h:
+        r = await h.post(TOKEN_URL, data={"grant_type": "password", "client_id": client_id, "username": user,
+                                          "password": PASSWORDS[user], "scope": "openid"})
+    assert r.status_code == 200, r.text
+    return r.json()["access_token"]
+
+
+async def service_token() -> str:
+    async with httpx.AsyncClient(timeout=30) as h:
+        r = await h.post(TOKEN_URL, data={"grant_type": "client_credentials", "client_id": "stratmaster-api",
+                                          "client_secret": "dev-only-stratmaster-api-secret"})
+    assert r.status_code == 200, r.text
+    return r.json()["access_token"]
+
+
+def bearer(token: str) -> dict:
+    return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture(scope="module")
+async def tokens():
+    users = list(PASSWORDS)
+    got = await asyncio.gather(*(password_token(u) for u in users))
+    return dict(zip(users, got)) | {"service": await service_token()}
+
+
+@pytest.fixture(scope="module")
+async def workers(temporal_env, settings):
+    async with run_workers(temporal_env.client, settings, [queues.MAINTENANCE, queues.MISSIONS]):
+        yield
+
+
+@pytest.fixture
+async def started(client):
+    ids: list[str] = []
+    yield ids
+    await terminate_quietly(client, ids)
+
+
+@pytest.fixture
+async def api(client, settings, workers, tokens):
+    oidc = settings.model_copy(update={"auth_mode": "oidc", "keycloak_url": KEYCLOAK})
+    # leeway 0.5 s (default 5 s) so the expiry test waits less
+    app = make_app(oidc, client, verifier=OidcVerifier(KEYCLOAK, "stratmaster", "stratmaster-api", leeway=0.5))
+    async with api_client(app) as c:
+        r = await c.get(f"/missions/{MISSION}", headers=bearer(tokens["admin-user"]))
+        if r.status_code == 404:  # activate "demo" unless another module already did
+            r = await c.post("/missions", json=cartridge(MISSION), headers=bearer(tokens["admin-user"]))
+            assert r.status_code == 202, r.text
+            await wait_closed(client, r.json()["workflow_id"])
+        yield c
+
+
+async def test_missing_malformed_and_forged_tokens_are_401(api, tokens):
+    r = await api.get(f"/missions/{MISSION}")
+    assert r.status_code == 401 and r.headers["www-authenticate"].startswith("Bearer")
+    assert "missing bearer token" in r.json()["detail"]
+    assert (await api.get(f"/missions/{MISSION}", headers={"Authorization": "Basic abc"})).status_code == 401
+    assert (await api.get(f"/missions/{MISSION}", headers=bearer("not.a.jwt"))).status_code == 401
+
+    # same claims and key id as a real token, signed with another key
+    real = tokens["demo-user"]
+    claims = jwt.decode(real, options={"verify_signature": False})
+    kid = jwt.get_unverified_header(real)["kid"]
+    forged = jwt.encode(claims, rsa.generate_private_key(public_exponent=65537, key_size=2048), algorithm="RS256",
+                        headers={"kid": kid})
+    r = await api.get(f"/missions/{MISSION}", headers=bearer(forged))
+    assert r.status_code == 401 and "invalid token" in r.json()["detail"]
+    # alg=none / HS256 with the public key as secret: refused before any key lookup
+    none = jwt.encode(claims, None, algorithm="none", headers={"kid": kid})
+    assert (await api.get(f"/missions/{MISSION}", headers=bearer(none))).status_code == 401
+    # a tampered payload with the original signature
+    head, _, sig = real.split(".")
+    payload = base64.urlsafe_b64encode(jwt.utils.force_bytes(
+        __import__("json").dumps(claims | {"realm_access": {"roles": ["platform-admin"]}}))).rstrip(b"=").decode()
+    assert (await api.get("/missions", headers=bearer(f"{head}.{payload}.{sig}"))).status_code == 401
+
+
+async def test_expired_token_is_401(api):
+    token = await password_token("demo-user", client_id="stratmaster-cli-short")  # 2 s lifespan
+    exp = jwt.decode(token, options={"verify_signature": False})["exp"]
+    assert (await api.get(f"/missions/{MISSION}", headers=bearer(token))).status_code == 200
+    await asyncio.sleep(max(0.0, exp - time.time()) + 1.0)
+    r = await api.get(f"/missions/{MISSION}", headers=bearer(token))
+    assert r.status_code == 401 and "expired" in r.json()["detail"]
+
+
+async def test_wrong_audience_is_401(api):
+    token = await password_token("demo-user", client_id="stratmaster-web")  # no stratmaster-api audience
+    assert "stratmaster-api" not in jwt.decode(token, options={"verify_signature": False}).get("aud", [])
+    r = await api.get(f"/missions/{MISSION}", headers=bearer(token))
+    assert r.status_code == 401 and "audience" in r.json()["detail"]
+
+
+async def test_mission_roles_decide_read_and_write(api, client, settings, tokens, started):
+    demo, reader, other = bearer(tokens["demo-user"]), bearer(tokens["demo-reader"]), bearer(tokens["other-user"])
+    r = await api.get(f"/missions/{MISSION}", headers=demo)
+    assert r.status_code == 200 and r.json()["permissions"] == ["read", "write"]
+    assert (await api.get(f"/missions/{MISSION}", headers=reader)).json()["permissions"] == ["read"]
+    r = await api.get(f"/missions/{MISSION}", headers=other)
+    assert r.status_code == 403 and "other-user" in r.json()["detail"]
+    # the list shows only what the caller may read
+    assert [m["mission"] for m in (await api.get("/missions", headers=demo)).json()["missions"]] == [MISSION]
+    assert MISSION not in [m["mission"] for m in (await api.get("/missions", headers=other)).json()["missions"]]
+
+    # writer starts research; reader and other-mission users may not
+    r = await api.post(f"/missions/{MISSION}/research", json={"query": "who?"}, headers=demo)
+    assert r.status_code == 202, r.text
+    wid = r.json()["workflow_id"]
+    started.append(wid)
+    assert (await api.post(f"/missions/{MISSION}/research", json={"query": "who?"}, headers=reader)).status_code == 403
+    assert (await api.post(f"/missions/{MISSION}/research", json={"query": "who?"}, headers=other)).status_code == 403
+    # workflow routes check the workflow's Mission search attribute
+    assert (await api.get(f"/research/{wid}", headers=reader)).status_code == 200
+    assert (await api.get(f"/workflows/{wid}", headers=other)).status_code == 403
+    assert (await api.delete(f"/research/{wid}", headers=reader)).status_code == 403
+    assert (await api.delete(f"/research/{wid}", headers=other)).status_code == 403
+    # worker-local paths are for platform admins only
+    r = await api.post(f"/missions/{MISSION}/documents", json={"documents": [{"path": "/etc/passwd"}]}, headers=demo)
+    assert r.status_code == 403 and "platform-admin" in r.json()["detail"]
+    # activation needs platform-admin
+    r = await api.post("/missions", json=cartridge("api_kc_denied"), headers=demo)
+    assert r.status_code == 403
+
+    rows = await audit_rows(settings, wid, expect=3)
+    assert {(r["actor"], r["action"], r["mission"], r["status"]) for r in rows} == {
+        ("demo-user", "research.start", MISSION, 202), ("demo-reader", "research.cancel", MISSION, 403),
+        ("other-user", "research.cancel", MISSION, 403)}
+    refused = await audit_rows(settings, actor="other-user", expect=2)
+    assert {(r["action"], r["mission"], r["status"]) for r in refused} == {
+        ("research.start", MISSION, 403), ("research.cancel", MISSION, 403)}
+    assert len(await audit_rows(settings, actor="demo-reader", expect=2)) == 2
+
+
+async def test_platform_admin_and_service_account(api, client, settings, tokens, started):
+    mission = f"api_kc_{uuid.uuid4().hex[:6]}"
+    r = await api.post("/missions", json=cartridge(mission), headers=bearer(tokens["service"]))
+    assert r.status_code == 202, r.text
+    wid = r.json()["workflow_id"]
+    await wait_closed(client, wid)
+    assert (await api.get(f"/missions/{mission}", headers=bearer(tokens["admin-user"]))).status_code == 200
+    # a mission nobody holds roles for: 403 for demo-user, visible to admins
+    assert (await api.get(f"/missions/{mission}", headers=bearer(tokens["demo-user"]))).status_code == 403
+    listed = [m["mission"] for m in (await api.get("/missions", headers=bearer(tokens["service"]))).json()["missions"]]
+    assert {mission, MISSION} <= set(listed)
+    rows = await audit_rows(settings, wid)
+    assert rows[0]["actor"] == "service-account-stratmaster-api" and rows[0]["action"] == "mission.activate"

@@ -1,0 +1,27 @@
+"""RecordAuditWorkflow: one audit_log row per API write (or any other actor's
+action). Short and idempotent: the workflow id is audit-<request_id> and the row
+is keyed by request_id."""
+from __future__ import annotations
+
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+
+with workflow.unsafe.imports_passed_through():
+    from activities.audit import AuditActivities
+    from stratmaster.contracts.audit import AuditEntry, AuditRecorded
+    from stratmaster.errors import NON_RETRYABLE
+
+
+@workflow.defn
+class RecordAuditWorkflow:
+    @workflow.run
+    async def run(self, entry: AuditEntry) -> AuditRecorded:
+        return await workflow.execute_activity_method(
+            AuditActivities.record_audit, entry,
+            start_to_close_timeout=timedelta(seconds=30),
+            # keep trying through a database outage: the write request already happened
+            retry_policy=RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(minutes=1),
+                                     non_retryable_error_types=NON_RETRYABLE),
+        )
