@@ -1,11 +1,58 @@
 from __future__ import annotations
 
+from activities.analytics import AnalyticsActivities
+from activities.backup import BackupActivities
 from activities.health import HealthActivities
+from activities.maintenance import MaintenanceActivities
 from stratmaster.settings import Settings
+from workers.audit import api_support
 from workers.registry import QueueSpec
+from workflows.backup import BackupWorkflow, ListBackupsWorkflow
 from workflows.health import HealthCheckWorkflow
+from workflows.maintenance import AnalyticsExportWorkflow, MaintenanceWorkflow
+from workflows.restore import RestoreWorkflow, VerifyBackupWorkflow
 
 
-async def build(settings: Settings) -> QueueSpec:
+class SharedStores:
+    """One Stores bundle per worker, built on first use: a health-only worker never
+    opens the stores, and embedded Qdrant allows one client per storage directory."""
+
+    def __init__(self, settings: Settings, stores=None):
+        self.settings = settings
+        self.stores = stores
+        self.owned = stores is None
+
+    def __call__(self):
+        if self.stores is None:
+            from activities.stores.factory import build_stores
+
+            self.stores = build_stores(self.settings)
+        return self.stores
+
+    async def close(self) -> None:
+        if self.owned and self.stores is not None:
+            await self.stores.close()
+
+
+async def build(settings: Settings, stores=None) -> QueueSpec:
+    """`stores`: pass the test's (or another in-process worker's) bundle to share it."""
+    shared = SharedStores(settings, stores)
     health = HealthActivities(settings)
-    return QueueSpec(workflows=[HealthCheckWorkflow], activities=[health.check_services])
+    backup = BackupActivities(settings, shared)
+    maintenance = MaintenanceActivities(settings, shared)
+    analytics = AnalyticsActivities(settings, shared)
+
+    api = api_support(settings)  # RecordAuditWorkflow: audit_log rows for the API
+
+    async def close() -> None:
+        await api.close()
+        await backup.close()
+        await maintenance.close()
+        await shared.close()
+
+    return QueueSpec(
+        workflows=[HealthCheckWorkflow, BackupWorkflow, ListBackupsWorkflow, RestoreWorkflow, VerifyBackupWorkflow, MaintenanceWorkflow,
+                   AnalyticsExportWorkflow, *api.workflows],
+        activities=[health.check_services, *backup.all(), *maintenance.all(), analytics.export_research_metrics, *api.activities],
+        close=close,
+    )

@@ -1,0 +1,170 @@
+"""Temporal Schedules for operations, installed idempotently by
+`stratmaster schedules install` (create; when it exists, update in place).
+
+  backup-nightly      02:00 UTC  BackupWorkflow(scope=system)
+  verify-nightly      04:00 UTC  VerifyBackupWorkflow(newest backup): checksums + restore drill
+  health-hourly       :05        HealthCheckWorkflow
+  vacuum-daily        03:00 UTC  MaintenanceWorkflow(vacuum)
+  optimise-daily      03:30 UTC  MaintenanceWorkflow(optimise)
+  retention-daily     01:00 UTC  MaintenanceWorkflow(retention)
+  capacity-weekly     Mon 06:00  MaintenanceWorkflow(capacity)
+  analytics-daily     05:00 UTC  AnalyticsExportWorkflow
+
+Overlap: SKIP (a run still going when the next is due makes the next one a
+no-op), except backups which BUFFER_ONE (a slow backup must not cost a night).
+Scheduled workflow ids get the schedule's timestamp appended by Temporal, so a
+nightly backup's id is e.g. `backup-system-nightly-2026-11-25T02:00:00Z`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from temporalio.client import (
+    Client, Schedule, ScheduleActionStartWorkflow, ScheduleAlreadyRunningError, ScheduleCalendarSpec,
+    ScheduleOverlapPolicy, SchedulePolicy, ScheduleRange, ScheduleSpec, ScheduleState, ScheduleUpdate,
+    ScheduleUpdateInput,
+)
+
+from stratmaster import queues
+from stratmaster.contracts.health import HealthCheckInput
+from stratmaster.contracts.maintenance import AnalyticsExportInput, BackupInput, MaintenanceInput, VerifyBackupInput
+
+PREFIX = "stratmaster-"
+
+
+@dataclass(frozen=True)
+class ScheduleDef:
+    name: str  # schedule id without PREFIX
+    workflow: str  # workflow type name
+    arg: Any
+    workflow_id: str
+    calendar: ScheduleCalendarSpec
+    overlap: ScheduleOverlapPolicy
+    note: str
+    timeout: timedelta
+
+
+def _at(hour: int | None = None, minute: int = 0, weekday: int | None = None) -> ScheduleCalendarSpec:
+    return ScheduleCalendarSpec(
+        hour=[ScheduleRange(hour)] if hour is not None else [ScheduleRange(0, 23)],
+        minute=[ScheduleRange(minute)],
+        second=[ScheduleRange(0)],
+        day_of_week=[ScheduleRange(weekday)] if weekday is not None else [ScheduleRange(0, 6)],
+    )
+
+
+SKIP, BUFFER_ONE = ScheduleOverlapPolicy.SKIP, ScheduleOverlapPolicy.BUFFER_ONE
+
+DEFINITIONS: tuple[ScheduleDef, ...] = (
+    ScheduleDef("backup-nightly", "BackupWorkflow", BackupInput(scope="system"), "backup-system-nightly",
+                _at(2), BUFFER_ONE, "nightly system backup (pg_dump + every mission's stores)", timedelta(hours=6)),
+    ScheduleDef("verify-nightly", "VerifyBackupWorkflow", VerifyBackupInput(), "verify-backup-nightly",
+                _at(4), SKIP, "checksums + restore drill of the newest backup", timedelta(hours=6)),
+    ScheduleDef("health-hourly", "HealthCheckWorkflow", HealthCheckInput(), "health-hourly",
+                _at(None, 5), SKIP, "hourly health check of every service", timedelta(minutes=10)),
+    ScheduleDef("vacuum-daily", "MaintenanceWorkflow", MaintenanceInput(kind="vacuum"), "maintenance-vacuum-daily",
+                _at(3), SKIP, "VACUUM (ANALYZE) + table statistics", timedelta(hours=2)),
+    ScheduleDef("optimise-daily", "MaintenanceWorkflow", MaintenanceInput(kind="optimise"),
+                "maintenance-optimise-daily", _at(3, 30), SKIP, "full-text/vector index optimisation", timedelta(hours=2)),
+    ScheduleDef("retention-daily", "MaintenanceWorkflow", MaintenanceInput(kind="retention"),
+                "maintenance-retention-daily", _at(1), SKIP, "cartridge retention: old research, expired missions",
+                timedelta(hours=2)),
+    ScheduleDef("capacity-weekly", "MaintenanceWorkflow", MaintenanceInput(kind="capacity"),
+                "maintenance-capacity-weekly", _at(6, 0, weekday=1), SKIP, "capacity report per mission",
+                timedelta(hours=1)),
+    ScheduleDef("analytics-daily", "AnalyticsExportWorkflow", AnalyticsExportInput(), "analytics-export-daily",
+                _at(5), SKIP, "research metrics per mission to Parquet (DuckDB)", timedelta(hours=1)),
+)
+
+
+def by_name(name: str) -> ScheduleDef:
+    short = name.removeprefix(PREFIX)
+    for d in DEFINITIONS:
+        if d.name == short:
+            return d
+    raise KeyError(f"unknown schedule {name!r}; known: {', '.join(d.name for d in DEFINITIONS)}")
+
+
+def schedule_id(d: ScheduleDef) -> str:
+    return PREFIX + d.name
+
+
+def build_schedule(d: ScheduleDef, task_queue: str = queues.MAINTENANCE, paused: bool = False) -> Schedule:
+    return Schedule(
+        action=ScheduleActionStartWorkflow(d.workflow, d.arg, id=d.workflow_id, task_queue=task_queue,
+                                           execution_timeout=d.timeout),
+        spec=ScheduleSpec(calendars=[d.calendar]),
+        policy=SchedulePolicy(overlap=d.overlap, catchup_window=timedelta(hours=1)),
+        state=ScheduleState(note=d.note, paused=paused),
+    )
+
+
+async def install(client: Client, task_queue: str = queues.MAINTENANCE,
+                  names: list[str] | None = None) -> dict[str, str]:
+    """Create every schedule, or update it in place when it exists (idempotent:
+    installing twice leaves the same schedules). Keeps a paused schedule paused."""
+    done: dict[str, str] = {}
+    for d in DEFINITIONS:
+        if names and d.name not in names:
+            continue
+        sid = schedule_id(d)
+        try:
+            await client.create_schedule(sid, build_schedule(d, task_queue))
+            done[sid] = "created"
+        except ScheduleAlreadyRunningError:
+            handle = client.get_schedule_handle(sid)
+
+            def updater(inp: ScheduleUpdateInput, d=d) -> ScheduleUpdate:
+                state = inp.description.schedule.state
+                return ScheduleUpdate(schedule=build_schedule(d, task_queue, paused=state.paused))
+
+            await handle.update(updater)
+            done[sid] = "updated"
+    return done
+
+
+async def list_installed(client: Client) -> list[dict]:
+    """Our schedules with their state (paused, next run, recent actions)."""
+    out = []
+    for d in DEFINITIONS:
+        sid = schedule_id(d)
+        try:
+            desc = await client.get_schedule_handle(sid).describe()
+        except Exception as exc:  # not installed (or deleted: its workflow has completed)
+            if not_installed(exc):
+                continue
+            raise
+        info = desc.info
+        out.append({
+            "id": sid, "workflow": d.workflow, "paused": desc.schedule.state.paused,
+            "note": desc.schedule.state.note or "", "overlap": desc.schedule.policy.overlap.name,
+            "next": info.next_action_times[0].isoformat() if info.next_action_times else "",
+            "runs": info.num_actions,
+            "recent": [a.action.workflow_id for a in info.recent_actions
+                       if hasattr(a.action, "workflow_id")],
+        })
+    return out
+
+
+def not_installed(exc: Exception) -> bool:
+    text = str(exc).lower()
+    return "not found" in text or "already completed" in text
+
+
+async def pause(client: Client, name: str, note: str = "paused by operator") -> None:
+    await client.get_schedule_handle(schedule_id(by_name(name))).pause(note=note)
+
+
+async def unpause(client: Client, name: str, note: str = "unpaused by operator") -> None:
+    await client.get_schedule_handle(schedule_id(by_name(name))).unpause(note=note)
+
+
+async def trigger(client: Client, name: str) -> None:
+    """Run now (the overlap policy still applies)."""
+    await client.get_schedule_handle(schedule_id(by_name(name))).trigger()
+
+
+async def delete(client: Client, name: str) -> None:
+    await client.get_schedule_handle(schedule_id(by_name(name))).delete()
