@@ -230,7 +230,12 @@ class MissionActivities:
 
     @activity.defn(name="missions.provision_fulltext")
     async def provision_fulltext(self, req: StepInput) -> StepResult:
-        return await self._store_step(req, "fulltext", lambda: self.stores.fulltext.ensure_index(req.plan.mission))
+        f = req.plan.cartridge.storage.fulltext
+        ensure = self.stores.fulltext.ensure_index
+        # Per-mission shards/replicas when the adapter has them (OpenSearch; not the embedded index).
+        params = inspect.signature(ensure).parameters
+        kwargs = {k: val for k, val in {"shards": f.shards, "replicas": f.replicas}.items() if k in params}
+        return await self._store_step(req, "fulltext", lambda: ensure(req.plan.mission, **kwargs))
 
     @activity.defn(name="missions.provision_graph")
     async def provision_graph(self, req: StepInput) -> StepResult:

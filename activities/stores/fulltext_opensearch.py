@@ -64,13 +64,24 @@ class OpenSearchIndex:
             await self._client.indices.put_index_template(name=TEMPLATE_NAME, body=body)
             self._template_ready = True
 
-    async def ensure_index(self, mission: str) -> None:
+    async def ensure_index(self, mission: str, *, shards: int | None = None, replicas: int | None = None) -> None:
+        """Create the mission's index from the template if missing. shards/replicas
+        (a cartridge's storage.fulltext) override the template's for a new index;
+        an existing index keeps its own (shard count is fixed at creation)."""
         name = _index(mission)
         if name in self._ready:
             return
+        index_settings: dict[str, int] = {}
+        for key, value, low in (("number_of_shards", shards, 1), ("number_of_replicas", replicas, 0)):
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise bad_input(f"bad {key} {value!r}: an integer >= {low}")
+            index_settings[key] = value
         await self._ensure_template()
         try:
-            await self._client.indices.create(index=name)
+            await self._client.indices.create(
+                index=name, body={"settings": {"index": index_settings}} if index_settings else None)
         except RequestError as exc:  # created concurrently or earlier: fine
             if exc.error != "resource_already_exists_exception":
                 raise

@@ -254,30 +254,63 @@ class QdrantVectorStore:
                                            create if writes is None else writes)
 
     # --- collection ------------------------------------------------------------
-    def _ensure(self, client: QdrantClient, name: str, dim: int) -> None:
+    def _config(self, hnsw_m: int | None = None, hnsw_ef_construct: int | None = None,
+                quantization: bool | None = None, shards: int | None = None,
+                replicas: int | None = None) -> dict:
+        """Per-mission collection parameters, each falling back to the store's settings
+        (shards/replicas: the server's default when not given)."""
+        cfg = {"hnsw_m": self.hnsw_m if hnsw_m is None else hnsw_m,
+               "hnsw_ef_construct": self.hnsw_ef_construct if hnsw_ef_construct is None else hnsw_ef_construct,
+               "quantization": self.quantization if quantization is None else quantization,
+               "shards": shards, "replicas": replicas}
+        for key, low in (("hnsw_m", 0), ("hnsw_ef_construct", 4), ("shards", 1), ("replicas", 1)):
+            v = cfg[key]
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < low):
+                raise bad_input(f"bad {key} {v!r}: an integer >= {low}")
+        if not isinstance(cfg["quantization"], bool):
+            raise bad_input(f"bad quantization {cfg['quantization']!r}: true or false")
+        return cfg
+
+    def _ensure(self, client: QdrantClient, name: str, dim: int, cfg: dict | None = None) -> None:
         if client.collection_exists(name):
             have = client.get_collection(name).config.params.vectors
             size = getattr(have, "size", None)
             if size is not None and size != dim:
                 raise bad_input(f"collection {name} has dimension {size}, got vectors of dimension {dim}")
-            return
+            return  # an existing collection keeps the parameters it was created with
+        cfg = cfg or self._config()
         quant = None
-        if self.quantization:
+        if cfg["quantization"]:
             quant = models.ScalarQuantization(scalar=models.ScalarQuantizationConfig(
                 type=models.ScalarType.INT8, quantile=0.99, always_ram=True))
+        extra = {}
+        if not self.url:
+            # Local mode searches exactly and drops HNSW/quantization/sharding (get_collection
+            # reports its defaults), so the requested parameters are kept in the collection's
+            # metadata: what a server would have applied stays inspectable.
+            extra["metadata"] = {"stratmaster": {k: v for k, v in cfg.items() if v is not None}}
         client.create_collection(
             name,
             vectors_config=models.VectorParams(size=dim, distance=models.Distance.COSINE),
-            hnsw_config=models.HnswConfigDiff(m=self.hnsw_m, ef_construct=self.hnsw_ef_construct),
+            hnsw_config=models.HnswConfigDiff(m=cfg["hnsw_m"], ef_construct=cfg["hnsw_ef_construct"]),
             quantization_config=quant,
+            shard_number=cfg["shards"],  # server mode only; None = server default
+            replication_factor=cfg["replicas"],
+            **extra,
         )
 
-    async def ensure_collection(self, mission: str, dim: int) -> None:
+    async def ensure_collection(self, mission: str, dim: int, *, hnsw_m: int | None = None,
+                                hnsw_ef_construct: int | None = None, quantization: bool | None = None,
+                                shards: int | None = None, replicas: int | None = None) -> None:
+        """Create the mission's collection if missing. The optional parameters (a
+        mission cartridge's storage.vectors) override the settings for a new
+        collection; an existing one is left as it is."""
         mission = check_mission(mission)
         if not isinstance(dim, int) or dim <= 0:
             raise bad_input(f"bad vector dimension {dim!r}")
+        cfg = self._config(hnsw_m, hnsw_ef_construct, quantization, shards, replicas)
         name = collection_name(mission)
-        await self._call(mission, lambda c: self._ensure(c, name, dim))
+        await self._call(mission, lambda c: self._ensure(c, name, dim, cfg))
 
     @staticmethod
     def _fast_local_writes(client: QdrantClient, name: str) -> None:
