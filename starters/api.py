@@ -52,6 +52,7 @@ from stratmaster.errors import UNKNOWN_MISSION, ServiceUnavailable
 from stratmaster.search_attributes import MISSION_SA, for_mission
 from stratmaster.settings import Settings, get_settings
 from stratmaster.temporal_client import connect
+from stratmaster import telemetry
 
 log = logging.getLogger("stratmaster.api")
 
@@ -112,7 +113,7 @@ async def get_temporal(request: Request) -> Client:
     if state.temporal is None:
         async with state.temporal_lock:
             if state.temporal is None:
-                state.temporal = await connect(state.settings)
+                state.temporal = await connect(state.settings, interceptors=telemetry.interceptors())
     return state.temporal
 
 
@@ -409,6 +410,9 @@ def create_app(settings: Settings | None = None, *, verifier: OidcVerifier | Non
     app.state.registry = CollectorRegistry()
     app.add_middleware(AuditMiddleware)
     app.add_middleware(MetricsMiddleware, registry=app.state.registry)
+    # one trace per request, continued by the workflows it starts (stratmaster/telemetry.py)
+    telemetry.configure_tracing("stratmaster-api", settings)
+    telemetry.instrument_fastapi(app)
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException):

