@@ -1,8 +1,27 @@
+"""research-tasks: ResearchWorkflow and its activities (stores, PostgreSQL, embedder, LLM)."""
 from __future__ import annotations
 
+from activities.embedding import get_embedder
+from activities.research import ResearchActivities
+from activities.stores.factory import build_stores
+from activities.stores.postgres import create_pool
 from stratmaster.settings import Settings
 from workers.registry import QueueSpec
+from workflows.research import ResearchWorkflow
 
 
 async def build(settings: Settings) -> QueueSpec:
-    raise SystemExit("this task queue has no workflows yet")
+    stores = build_stores(settings)
+    pool = await create_pool(settings.database_url)
+    acts = ResearchActivities(settings, stores, pool, get_embedder(settings))
+
+    async def close() -> None:
+        await pool.close()
+        await stores.close()
+
+    return QueueSpec(
+        workflows=[ResearchWorkflow],
+        activities=[acts.start_session, acts.plan, acts.retrieve, acts.synthesise, acts.persist, acts.finish_session],
+        close=close,
+        extra={"research": acts},
+    )

@@ -1,0 +1,70 @@
+"""The one entry point to LLMs: `complete(settings, messages, mission, ...)` through LiteLLM.
+
+Only activities call it. Token usage / cost recording and Langfuse tracing hook in
+here (one place), keyed by mission and workflow id.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from stratmaster.errors import ServiceUnavailable
+from stratmaster.settings import Settings
+
+
+class LLMNotConfigured(RuntimeError):
+    pass
+
+
+class LLMFailed(RuntimeError):
+    """The model answered with an error (bad request, context window exceeded, ...)."""
+
+
+def configured(settings: Settings) -> bool:
+    return bool(settings.llm_model)
+
+
+async def complete(
+    settings: Settings,
+    messages: list[dict[str, str]],
+    mission: str,
+    *,
+    temperature: float = 0.0,
+    max_tokens: int = 800,
+    timeout: float = 120.0,
+    workflow_id: str | None = None,
+    purpose: str = "",
+    **extra: Any,
+) -> str:
+    """Chat completion text for `messages` with settings.llm_model (LiteLLM model name)."""
+    if not settings.llm_model:
+        raise LLMNotConfigured("no LLM configured (STRATMASTER_LLM_MODEL is unset)")
+    import os
+
+    # LiteLLM fetches its price table from GitHub on import unless told not to: nothing downloads at run time.
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    import litellm
+
+    kwargs: dict[str, Any] = dict(
+        model=settings.llm_model, messages=messages, temperature=temperature, max_tokens=max_tokens,
+        timeout=timeout, num_retries=0,
+    )
+    if settings.llm_api_base:
+        kwargs["api_base"] = settings.llm_api_base
+    if settings.llm_api_key:
+        kwargs["api_key"] = settings.llm_api_key.get_secret_value()
+    elif settings.llm_api_base:
+        kwargs["api_key"] = "local"  # OpenAI-compatible local servers ignore it, LiteLLM wants one
+    kwargs.update(extra)
+    try:
+        response = await litellm.acompletion(**kwargs)
+    except (litellm.exceptions.APIConnectionError, litellm.exceptions.Timeout,
+            litellm.exceptions.ServiceUnavailableError) as exc:
+        raise ServiceUnavailable(f"LLM {settings.llm_model} unreachable at {settings.llm_api_base}: {exc}") from exc
+    except (litellm.exceptions.BadRequestError, litellm.exceptions.APIError) as exc:
+        raise LLMFailed(f"LLM {settings.llm_model} failed: {exc}") from exc
+    # token usage + cost per mission (Postgres), Langfuse generation when keys are set
+    from activities.llm_usage import record_completion
+
+    await record_completion(settings, mission=mission, model=settings.llm_model, messages=messages,
+                            response=response, workflow_id=workflow_id, purpose=purpose)
+    return response.choices[0].message.content or ""

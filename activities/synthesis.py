@@ -1,0 +1,357 @@
+"""Claims with cited evidence from retrieved hits.
+
+Extractive (no LLM): split hits into sentences (keeping exact offsets), score each
+by query-term overlap + embedding similarity + the hit's retrieval score, cluster
+near-duplicates, and make one claim per cluster from its best sentence; the
+cluster's sentences are the supporting evidence.
+
+LLM: numbered evidence goes to the model through LiteLLM; every citation it
+returns must name an evidence number and quote text found in that hit, else the
+citation is dropped, and a claim left without citations is dropped.
+
+Both: contradicting evidence (activities/contradictions.py) and a confidence from
+the evidence (activities/confidence.py). Citations only ever point at retrieved
+hits, at offsets where the quote is verbatim.
+"""
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+
+from activities.confidence import confidence
+from activities.contradictions import contradiction
+from activities.planning import content_terms
+from stratmaster.contracts.knowledge import SearchHit
+from stratmaster.contracts.research import Citation, Claim
+
+Embed = Callable[[list[str]], Sequence[Sequence[float]]]
+
+_SENT_END = re.compile(r"[.!?]+(?=[\s\"')\]]|$)|\n\s*\n")
+_ABBREV = {"e.g", "i.e", "dr", "mr", "mrs", "ms", "vs", "etc", "fig", "al", "no", "eq", "ref", "approx", "st"}
+CLAIM_NS = uuid.UUID("5d6f3c1e-8a41-4f51-9c55-3a8e2b7b9a10")
+
+
+@dataclass
+class Sentence:
+    hit: SearchHit
+    local_start: int
+    local_end: int
+    text: str
+    score: float = 0.0
+    sim: float = 0.0
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return (self.hit.document_id, self.hit.start + self.local_start)
+
+    def citation(self) -> Citation:
+        return Citation(
+            chunk_id=self.hit.chunk_id, document_id=self.hit.document_id,
+            start=self.hit.start + self.local_start, end=self.hit.start + self.local_end,
+            quote=self.hit.text[self.local_start:self.local_end], title=self.hit.title, url=self.hit.url,
+            score=round(self.hit.score, 4), source=self.hit.source,
+        )
+
+
+def sentence_spans(text: str) -> list[tuple[int, int]]:
+    """(start, end) of each sentence, trimmed of surrounding whitespace."""
+    spans, start = [], 0
+    for m in _SENT_END.finditer(text):
+        before = text[max(0, m.start() - 6):m.start()].split()
+        if m.group(0).startswith(".") and before and before[-1].lower().rstrip(".") in _ABBREV:
+            continue
+        spans.append((start, m.end()))
+        start = m.end()
+    spans.append((start, len(text)))
+    out = []
+    for s, e in spans:
+        while s < e and text[s].isspace():
+            s += 1
+        while e > s and text[e - 1].isspace():
+            e -= 1
+        if e > s:
+            out.append((s, e))
+    return out
+
+
+def verify_citation(c: Citation, chunk_text: str, chunk_start: int) -> bool:
+    """The quote is exactly the chunk's text at the cited (document-level) span."""
+    lo, hi = c.start - chunk_start, c.end - chunk_start
+    return 0 <= lo < hi <= len(chunk_text) and chunk_text[lo:hi] == c.quote
+
+
+def locate(quote: str, text: str) -> tuple[int, int] | None:
+    """Span of quote in text: exact, else tolerant of whitespace/case differences."""
+    quote = quote.strip().strip('"').strip()
+    if len(quote) < 8:
+        return None
+    i = text.find(quote)
+    if i >= 0:
+        return i, i + len(quote)
+    words = quote.rstrip(".").split()
+    if not words:
+        return None
+    pattern = r"\s+".join(re.escape(w) for w in words)
+    m = re.search(pattern, text, re.I)
+    return (m.start(), m.end()) if m else None
+
+
+def _statement(text: str, min_terms: int) -> bool:
+    """A sentence worth citing: not a heading, list marker or table row, enough content words."""
+    if text.startswith(("#", "|", "---")) or len(text.split()) < 5:
+        return False
+    return len(content_terms(text)) >= min_terms
+
+
+def split_hits(hits: Sequence[SearchHit], min_terms: int = 3) -> list[Sentence]:
+    seen: set = set()
+    out = []
+    for h in hits:
+        for s, e in sentence_spans(h.text):
+            # a heading glued to its first sentence ("# Title\n\nText."): split off by blank lines already;
+            # single newlines after a heading line are cut here
+            while s < e and h.text[s] == "#" and "\n" in h.text[s:e]:
+                s = h.text.index("\n", s, e) + 1
+                while s < e and h.text[s].isspace():
+                    s += 1
+            sent = Sentence(h, s, e, " ".join(h.text[s:e].split()))
+            # overlapping chunks repeat sentences: one per document span / per document text;
+            # the same sentence in two documents stays twice (independent support)
+            norm = (h.document_id, sent.text.lower())
+            if not _statement(sent.text, min_terms) or sent.key in seen or norm in seen:
+                continue
+            seen.add(sent.key)
+            seen.add(norm)
+            out.append(sent)
+    return out
+
+
+def _unit(vectors: Sequence[Sequence[float]]) -> np.ndarray:
+    m = np.asarray(vectors, dtype=np.float32)
+    if m.ndim != 2 or m.size == 0:
+        return np.zeros((len(vectors), 1), dtype=np.float32)
+    norms = np.linalg.norm(m, axis=1, keepdims=True)
+    return m / np.maximum(norms, 1e-9)
+
+
+def score_sentences(query: str, sents: list[Sentence], embed: Embed | None) -> np.ndarray | None:
+    q_terms = set(content_terms(query))
+    vecs = None
+    if embed and sents:
+        vecs = _unit(embed([query] + [s.text for s in sents]))
+        sims = vecs[1:] @ vecs[0]
+    else:
+        sims = np.zeros(len(sents))
+    for s, sim in zip(sents, sims):
+        terms = set(content_terms(s.text))
+        overlap = len(terms & q_terms) / len(q_terms) if q_terms else 0.0
+        s.sim = float(sim)
+        s.score = 0.45 * overlap + 0.35 * max(0.0, float(sim)) + 0.2 * s.hit.score
+    return vecs[1:] if vecs is not None else None
+
+
+def _jaccard(a: str, b: str) -> float:
+    ta, tb = set(content_terms(a)), set(content_terms(b))
+    return len(ta & tb) / len(ta | tb) if ta | tb else 0.0
+
+
+def _claim_id(mission: str, query: str, text: str) -> str:
+    return str(uuid.uuid5(CLAIM_NS, f"{mission}\x00{query}\x00{text}"))
+
+
+def _contradicting(text: str, pool: Sequence[Sentence], exclude: set) -> list[tuple[Sentence, str]]:
+    out = []
+    for s in pool:
+        if s.key in exclude:
+            continue
+        reason = contradiction(text, s.text)
+        if reason:
+            out.append((s, reason))
+    return out
+
+
+def _finish_claim(mission: str, query: str, ordinal: int, text: str, support: list[Citation],
+                  against: list[tuple[Sentence, str]], relevance: float, flag: str | None = None) -> Claim:
+    contra = [s.citation() for s, _ in against]
+    value, factors = confidence([c.document_id for c in support], [c.score for c in support], relevance, len(contra))
+    reasons = sorted({r for _, r in against})
+    flag_reason = flag or (f"contradicted ({', '.join(reasons)})" if reasons else None)
+    return Claim(claim_id=_claim_id(mission, query, text), ordinal=ordinal, text=text, confidence=value,
+                 supporting=support, contradicting=contra, flagged=bool(flag_reason), flag_reason=flag_reason,
+                 confidence_factors=factors)
+
+
+def extractive(mission: str, query: str, hits: Sequence[SearchHit], embed: Embed | None,
+               max_claims: int = 8, min_score: float = 0.12) -> list[Claim]:
+    sents = split_hits(hits)
+    if not sents:
+        return []
+    vecs = score_sentences(query, sents, embed)
+    order = sorted(range(len(sents)), key=lambda i: (-sents[i].score, sents[i].key))
+    # keep sentences near the best one: weakly related sentences make noise claims
+    threshold = max(min_score, 0.5 * sents[order[0]].score)
+    candidates = [i for i in order if sents[i].score >= threshold][: max(40, max_claims * 6)]
+    pool = [sents[i] for i in order if sents[i].score >= min_score][:200]
+    clusters: list[list[int]] = []
+    for i in candidates:
+        placed = False
+        for ci, members in enumerate(clusters):
+            rep = members[0]
+            close = _jaccard(sents[i].text, sents[rep].text) >= 0.5 or (
+                vecs is not None and float(vecs[i] @ vecs[rep]) >= 0.85)
+            if not close:
+                continue
+            reason = contradiction(sents[rep].text, sents[i].text)
+            if reason:
+                continue  # same subject, opposite statement: handled below as contradicting evidence
+            members.append(i)
+            placed = True
+            break
+        if not placed and len(clusters) < max_claims:
+            clusters.append([i])
+    claims = []
+    for ordinal, members in enumerate(clusters):
+        rep = sents[members[0]]
+        support = [sents[i].citation() for i in members]
+        against = _contradicting(rep.text, pool, {sents[i].key for i in members})
+        claims.append(_finish_claim(mission, query, ordinal, rep.text, support, against, max(rep.sim, 0.0)))
+    return claims
+
+
+# ---------------------------------------------------------------- LLM
+
+SYNTH_PROMPT = """Answer the research question using ONLY the numbered evidence.
+Write at most {n} claims. Each claim must cite evidence by number and copy the exact supporting sentence from it.
+Reply with JSON only: {{"claims": [{{"claim": "...", "citations": [{{"evidence": 1, "quote": "exact sentence from evidence 1"}}]}}]}}
+
+Question: {query}
+
+Evidence:
+{evidence}
+"""
+
+
+def evidence_block(hits: Sequence[SearchHit], max_chars: int = 900) -> str:
+    lines = []
+    for n, h in enumerate(hits, start=1):
+        title = f" ({h.title})" if h.title else ""
+        lines.append(f"[{n}]{title} {' '.join(h.text[:max_chars].split())}")
+    return "\n".join(lines)
+
+
+def _json_object(text: str) -> dict | None:
+    text = re.sub(r"^```(?:json)?|```$", "", text.strip(), flags=re.M)
+    start = text.find("{")
+    while start >= 0:
+        depth = 0
+        for j in range(start, len(text)):
+            if text[j] == "{":
+                depth += 1
+            elif text[j] == "}":
+                depth -= 1
+                if depth == 0:
+                    try:
+                        obj = json.loads(text[start:j + 1])
+                        if isinstance(obj, dict):
+                            return obj
+                    except json.JSONDecodeError:
+                        break
+        start = text.find("{", start + 1)
+    return None
+
+
+def verified_llm_claims(mission: str, query: str, answer: str, hits: Sequence[SearchHit], embed: Embed | None,
+                        max_claims: int = 8) -> tuple[list[Claim], int] | None:
+    """Claims from the LLM's JSON answer with every citation checked against the
+    cited hit; (claims, dropped) or None when the answer is not usable JSON."""
+    obj = _json_object(answer)
+    if not obj or not isinstance(obj.get("claims"), list):
+        return None
+    pool = split_hits(hits)
+    claims, dropped, seen = [], 0, set()
+    for raw in obj["claims"][: max_claims * 2]:
+        if not isinstance(raw, dict):
+            dropped += 1
+            continue
+        text = " ".join(str(raw.get("claim") or raw.get("text") or "").split())
+        support: list[Citation] = []
+        for c in raw.get("citations") or []:
+            if not isinstance(c, dict):
+                continue
+            try:
+                n = int(c.get("evidence"))
+            except (TypeError, ValueError):
+                continue
+            if not 1 <= n <= len(hits):  # never cite a source that was not retrieved
+                continue
+            h = hits[n - 1]
+            span = locate(str(c.get("quote") or ""), h.text)
+            if span is None:
+                continue
+            cit = Sentence(h, span[0], span[1], h.text[span[0]:span[1]]).citation()
+            if all((cit.chunk_id, cit.start) != (s.chunk_id, s.start) for s in support):
+                support.append(cit)
+        if not text or not support or text.lower() in seen or len(claims) >= max_claims:
+            dropped += 1
+            continue
+        seen.add(text.lower())
+        relevance = 0.0
+        if embed:
+            v = _unit(embed([query, text]))
+            relevance = max(0.0, float(v[0] @ v[1]))
+        # contradictions are judged against the verified quotes, not the model's paraphrase
+        exclude = {(s.document_id, s.start) for s in support}
+        against: list[tuple[Sentence, str]] = []
+        for q in support:
+            for s, r in _contradicting(q.quote, pool, exclude):
+                if s.key not in exclude:
+                    exclude.add(s.key)
+                    against.append((s, r))
+        claims.append(_finish_claim(mission, query, len(claims), text, support, against, relevance))
+    return claims, dropped
+
+
+# ---------------------------------------------------------------- LLM-judged contradictions
+
+CONTRA_PROMPT = """Statement A: {a}
+Statement B: {b}
+Can both statements be true at the same time? Answer with one word: yes or no."""
+
+
+def contradiction_candidates(claims: Sequence[Claim], hits: Sequence[SearchHit], limit: int = 4) -> list[tuple[int, Sentence, str]]:
+    """Sentence pairs the heuristics did not flag but that share the claim's subject
+    closely: (claim index, evidence sentence, supporting quote) for the LLM to judge."""
+    from activities.contradictions import subject_overlap
+
+    pool = split_hits(hits)
+    out = []
+    for i, c in enumerate(claims):
+        used = {(x.document_id, x.start) for x in c.supporting + c.contradicting}
+        quote = c.supporting[0].quote
+        ranked = sorted((s for s in pool if s.key not in used), key=lambda s: -subject_overlap(quote, s.text))
+        for s in ranked[:1]:
+            if subject_overlap(quote, s.text) >= 0.45 and s.text != " ".join(quote.split()):
+                out.append((i, s, quote))
+    return out[:limit]
+
+
+def llm_says_contradict(answer: str) -> bool:
+    """'no' (they cannot both be true) means a contradiction; anything unclear does not."""
+    words = re.findall(r"[a-z]+", answer.lower())
+    return bool(words) and words[0] == "no"
+
+
+def with_contradictions(claim: Claim, extra: Sequence[Citation], reason: str) -> Claim:
+    """The claim with more contradicting evidence, its confidence recomputed."""
+    contra = list(claim.contradicting) + [c for c in extra if all(
+        (c.chunk_id, c.start) != (x.chunk_id, x.start) for x in claim.contradicting)]
+    value, factors = confidence([c.document_id for c in claim.supporting], [c.score for c in claim.supporting],
+                                claim.confidence_factors.get("relevance", 0.0), len(contra))
+    flag = claim.flag_reason or f"contradicted ({reason})"
+    return claim.model_copy(update={"contradicting": contra, "confidence": value, "confidence_factors": factors,
+                                    "flagged": True, "flag_reason": flag})

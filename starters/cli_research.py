@@ -1,0 +1,186 @@
+"""`stratmaster research start|status|cancel`: start ResearchWorkflow, follow its
+progress through the `progress` query, print claims with citations, confidence
+and contradictions. Starters only start, query and cancel workflows."""
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from datetime import timedelta
+
+import typer
+from rich.console import Console
+
+from stratmaster import queues
+from stratmaster.errors import ServiceUnavailable
+
+research = typer.Typer(help="Research a question over a mission's documents.", no_args_is_help=True)
+err = Console(stderr=True, soft_wrap=True)
+
+
+def _friendly(fn):
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        from temporalio.client import WorkflowFailureError
+        from temporalio.service import RPCError
+
+        try:
+            return fn(*args, **kwargs)
+        except ServiceUnavailable as exc:
+            err.print(f"[red]error:[/red] {exc}")
+            raise typer.Exit(2)
+        except WorkflowFailureError as exc:
+            cause = exc.cause
+            while getattr(cause, "cause", None) is not None and not getattr(cause, "type", None):
+                cause = cause.cause
+            err.print(f"[red]research failed:[/red] {getattr(cause, 'message', None) or cause}")
+            raise typer.Exit(1)
+        except RPCError as exc:
+            err.print(f"[red]error:[/red] {exc.message}")
+            raise typer.Exit(1)
+    return wrapper
+
+
+def print_result(result, out: Console) -> None:
+    out.print(f"[bold]Research:[/bold] {result.query}  (mission {result.mission}, session {result.session_id})")
+    out.print(f"planner {result.planner}; synthesiser {result.synthesiser}; {len(result.hits)} hits; "
+              f"{len(result.claims)} claims" + (f"; {result.dropped_claims} unsupported claims dropped" if result.dropped_claims else ""))
+    for q in result.subquestions:
+        out.print(f"  - {q}", highlight=False)
+    if not result.claims:
+        out.print("[yellow]No claim is supported by the retrieved evidence.[/yellow]")
+    for c in result.claims:
+        flag = f"  [red]flagged: {c.flag_reason}[/red]" if c.flagged else ""
+        out.print(f"\n[bold]{c.ordinal + 1}. {c.text}[/bold]\n   confidence [cyan]{c.confidence:.2f}[/cyan]{flag}",
+                  highlight=False)
+        for x in c.supporting:
+            out.print(f"   [green]+[/green] \"{x.quote}\" — {x.title or x.url or x.document_id} "
+                      f"[dim]({x.document_id[:8]} chunk {x.chunk_id[:8]} @{x.start}-{x.end})[/dim]", highlight=False)
+        for x in c.contradicting:
+            out.print(f"   [red]![/red] contradicted by \"{x.quote}\" — {x.title or x.url or x.document_id} "
+                      f"[dim]({x.document_id[:8]} chunk {x.chunk_id[:8]} @{x.start}-{x.end})[/dim]", highlight=False)
+    if result.report_md_key:
+        out.print(f"\nreport: {result.report_md_key}", highlight=False)
+
+
+async def _follow(handle, out: Console, poll: float = 0.5):
+    """Print progress changes from the `progress` query until the result is in."""
+    from workflows.research import ResearchWorkflow
+
+    task = asyncio.ensure_future(handle.result())
+    seen: tuple = ()
+    while not task.done():
+        try:
+            p = await handle.query(ResearchWorkflow.progress)
+        except Exception:
+            p = None
+        if p is not None:
+            state = (p.status, len(p.subquestions), len(p.retrieved), len(p.claims))
+            if state != seen:
+                seen = state
+                out.print(f"[dim]{p.status}: {len(p.subquestions)} sub-questions, "
+                          f"{sum(p.retrieved.values())} hits from {len(p.retrieved)} searches, {len(p.claims)} claims[/dim]")
+        await asyncio.wait({task}, timeout=poll)
+    return task.result()
+
+
+@research.command("start")
+@_friendly
+def start(
+    query: str = typer.Argument(..., help="the research question"),
+    mission: str = typer.Option(..., "--mission", "-m", help="mission id"),
+    top_k: int = typer.Option(8, help="hits kept per sub-question"),
+    max_subquestions: int = typer.Option(4, help="at most this many sub-questions"),
+    fusion: str = typer.Option("minmax", help="minmax | rrf"),
+    graph: bool = typer.Option(False, "--graph", help="expand queries through the knowledge graph"),
+    web: bool = typer.Option(False, "--web", help="also search the web (SearxNG, when configured)"),
+    request_id: str = typer.Option(None, help="idempotency key (default: a timestamp)"),
+    no_wait: bool = typer.Option(False, "--no-wait", help="print the workflow id and return"),
+) -> None:
+    """Start a research workflow; by default follow it and print the claims."""
+    from pydantic import ValidationError
+
+    from stratmaster.contracts.research import ResearchInput, workflow_id_for
+    from stratmaster.search_attributes import for_mission
+    from stratmaster.settings import get_settings
+    from stratmaster.temporal_client import connect
+    from workflows.research import ResearchWorkflow
+
+    try:
+        req = ResearchInput(mission=mission, query=query, top_k=top_k, max_subquestions=max_subquestions,
+                            fusion=fusion, use_graph=graph, use_web=web)
+    except ValidationError as exc:
+        err.print("[red]bad input:[/red] " + "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()))
+        raise typer.Exit(2)
+    wid = workflow_id_for(req.mission, req.query, request_id or f"{time.time_ns()}-{uuid.uuid4().hex[:6]}")
+    out = Console(soft_wrap=True)
+
+    async def go():
+        client = await connect(get_settings())
+        handle = await client.start_workflow(
+            ResearchWorkflow.run, req, id=wid, task_queue=queues.RESEARCH,
+            search_attributes=for_mission(req.mission), execution_timeout=timedelta(hours=1))
+        out.print(f"started {wid}", highlight=False)
+        if no_wait:
+            return None
+        return await _follow(handle, err)
+
+    result = asyncio.run(go())
+    if result is not None:
+        print_result(result, out)
+
+
+@research.command("status")
+@_friendly
+def status(workflow_id: str = typer.Argument(..., help="research workflow id")) -> None:
+    """Show a research's status, progress so far, and its claims once completed."""
+    from temporalio.client import WorkflowExecutionStatus
+
+    from stratmaster.contracts.research import ResearchResult
+    from stratmaster.settings import get_settings
+    from stratmaster.temporal_client import connect
+    from workflows.research import ResearchWorkflow
+
+    out = Console(soft_wrap=True)
+
+    async def go():
+        client = await connect(get_settings())
+        handle = client.get_workflow_handle(workflow_id, result_type=ResearchResult)
+        desc = await handle.describe()
+        if desc.status == WorkflowExecutionStatus.COMPLETED:
+            return desc.status, None, await handle.result()
+        try:
+            progress = await handle.query(ResearchWorkflow.progress)
+        except Exception:
+            progress = None
+        return desc.status, progress, None
+
+    wf_status, progress, result = asyncio.run(go())
+    out.print(f"{workflow_id}: {wf_status.name.lower()}", highlight=False)
+    if result is not None:
+        print_result(result, out)
+    elif progress is not None:
+        out.print(f"step {progress.status}; sub-questions: {progress.subquestions}; hits: {len(progress.hits)}; "
+                  f"claims: {len(progress.claims)}" + (f"; error: {progress.error}" if progress.error else ""),
+                  highlight=False)
+
+
+@research.command("cancel")
+@_friendly
+def cancel(workflow_id: str = typer.Argument(..., help="research workflow id")) -> None:
+    """Request cancellation; the workflow records the session as cancelled."""
+    from stratmaster.settings import get_settings
+    from stratmaster.temporal_client import connect
+
+    async def go():
+        client = await connect(get_settings())
+        await client.get_workflow_handle(workflow_id).cancel()
+
+    asyncio.run(go())
+    Console(soft_wrap=True).print(f"cancellation requested for {workflow_id}", highlight=False)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(research, name="research")

@@ -1,0 +1,188 @@
+"""Contracts of the research workflow and its activities.
+
+`ResearchInput` is plain JSON-friendly: only `mission` and `query` are required, so
+`temporal workflow start --type ResearchWorkflow --task-queue research-tasks
+--input '{"mission": "demo", "query": "..."}'` works as is.
+
+Citation offsets (`start`/`end`) are character offsets into the cited document's
+extracted text, like Chunk.start/end, so `quote == document_text[start:end]` and
+`quote == chunk.text[start - chunk.start : end - chunk.start]`.
+"""
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, Field, field_validator
+
+from stratmaster.contracts.common import MissionId
+from stratmaster.contracts.knowledge import SearchHit
+
+Fusion = Literal["minmax", "rrf"]
+Status = Literal["pending", "planning", "retrieving", "synthesising", "persisting", "completed", "failed", "cancelled"]
+
+
+class ResearchInput(BaseModel):
+    mission: MissionId
+    query: str = Field(min_length=1, max_length=4000)
+    max_subquestions: int = Field(default=4, ge=1, le=12)
+    top_k: int = Field(default=8, ge=1, le=100, description="hits kept per sub-question after fusion")
+    fusion: Fusion = "minmax"
+    use_graph: bool = False
+    use_web: bool = False
+    # Bench / API: skip planning with explicit sub-questions; stop after retrieval.
+    subquestions: list[str] | None = None
+    mode: Literal["full", "retrieve"] = "full"
+
+    @field_validator("query")
+    @classmethod
+    def _strip(cls, v: str) -> str:
+        v = " ".join(v.split())
+        if not v:
+            raise ValueError("query must not be blank")
+        return v
+
+
+class Citation(BaseModel):
+    chunk_id: str
+    document_id: str
+    start: int  # document-level character offsets of the quote
+    end: int
+    quote: str
+    title: str | None = None
+    url: str | None = None
+    score: float = 0.0  # retrieval score of the cited hit (fused, normalised 0..1)
+    source: str = "hybrid"
+
+
+class Claim(BaseModel):
+    claim_id: str
+    ordinal: int
+    text: str
+    confidence: float = Field(ge=0.0, le=1.0)
+    supporting: list[Citation]
+    contradicting: list[Citation] = Field(default_factory=list)
+    flagged: bool = False
+    flag_reason: str | None = None
+    confidence_factors: dict[str, float] = Field(default_factory=dict)
+
+
+# ---------------------------------------------------------------- activity I/O
+
+class SessionInput(BaseModel):
+    mission: str
+    workflow_id: str
+    query: str
+    params: dict = Field(default_factory=dict)
+
+
+class SessionInfo(BaseModel):
+    session_id: str
+    tenant_id: str
+
+
+class PlanInput(BaseModel):
+    mission: str
+    query: str
+    max_subquestions: int = 4
+
+
+class Plan(BaseModel):
+    subquestions: list[str]
+    planner: str  # "llm" | "deterministic" | "given"
+
+
+class RetrieveInput(BaseModel):
+    mission: str
+    query: str
+    top_k: int = 8
+    fusion: Fusion = "minmax"
+    use_graph: bool = False
+    use_web: bool = False
+    candidates: int = 50  # per retriever, before fusion
+
+
+class RetrieveOutput(BaseModel):
+    query: str
+    hits: list[SearchHit]
+    expansion_terms: list[str] = Field(default_factory=list)
+    timings_ms: dict[str, float] = Field(default_factory=dict)
+
+
+class SynthesiseInput(BaseModel):
+    mission: str
+    query: str
+    hits: list[SearchHit]
+    max_claims: int = 8
+
+
+class Synthesis(BaseModel):
+    claims: list[Claim]
+    synthesiser: str  # "llm" | "extractive" | "extractive-fallback"
+    dropped_claims: int = 0  # LLM claims whose citations failed verification
+
+
+class PersistInput(BaseModel):
+    mission: str
+    session_id: str
+    workflow_id: str
+    query: str
+    plan: Plan
+    hits: list[SearchHit]
+    synthesis: Synthesis
+    started_at: datetime
+    finished_at: datetime
+
+
+class PersistOutput(BaseModel):
+    report_md_key: str
+    report_json_key: str
+    claims: list[Claim]  # as stored: citations re-verified against the stored chunk text
+    dropped_claims: int = 0
+
+
+class FinishInput(BaseModel):
+    mission: str
+    workflow_id: str
+    status: Status
+    error: str | None = None
+
+
+# ---------------------------------------------------------------- workflow output / queries
+
+class ResearchProgress(BaseModel):
+    workflow_id: str
+    mission: str
+    query: str
+    status: Status
+    session_id: str | None = None
+    subquestions: list[str] = Field(default_factory=list)
+    retrieved: dict[str, int] = Field(default_factory=dict)  # sub-question -> hits
+    hits: list[SearchHit] = Field(default_factory=list)
+    claims: list[Claim] = Field(default_factory=list)
+    error: str | None = None
+
+
+class ResearchResult(BaseModel):
+    workflow_id: str
+    session_id: str | None
+    mission: str
+    query: str
+    status: Status
+    planner: str
+    subquestions: list[str]
+    hits: list[SearchHit]
+    claims: list[Claim]
+    synthesiser: str | None = None
+    dropped_claims: int = 0
+    report_md_key: str | None = None
+    report_json_key: str | None = None
+    timings_ms: dict[str, float] = Field(default_factory=dict)
+
+
+def workflow_id_for(mission: str, query: str, request_id: str) -> str:
+    """Business key: research-<mission>-<hash of query + request id (or timestamp)>."""
+    import hashlib
+
+    digest = hashlib.sha256(f"{' '.join(query.split())}\x00{request_id}".encode()).hexdigest()[:16]
+    return f"research-{mission}-{digest}"

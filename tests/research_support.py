@@ -1,0 +1,151 @@
+"""Shared fixtures of the research tests: a small corpus (with documents that
+disagree), its ingestion into a mission through the ingestion workflow, and an
+in-process research worker."""
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+import asyncpg
+from temporalio import activity
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from activities.research import ResearchActivities
+from stratmaster import queues
+from stratmaster.contracts.research import RetrieveInput, RetrieveOutput
+from stratmaster.settings import Settings
+
+CORPUS: dict[str, str] = {
+    "xr7-lab-report.md": (
+        "# XR-7 battery laboratory report\n\n"
+        "The XR-7 battery retains 90 percent of its capacity after 1000 charge cycles. "
+        "The cells were cycled at room temperature in a controlled laboratory. "
+        "Charging the XR-7 battery to full takes about 45 minutes with the standard charger.\n\n"
+        "Cold weather does not reduce the driving range of vehicles using the XR-7 battery. "
+        "The thermal management system keeps the cells warm.\n"
+    ),
+    "xr7-field-study.md": (
+        "# XR-7 field study\n\n"
+        "A two-year field study followed delivery vans in northern Europe. "
+        "The XR-7 battery retains 60 percent of its capacity after 1000 charge cycles. "
+        "Fleet operators reported more frequent charging in winter.\n\n"
+        "Cold weather reduces the driving range of vehicles using the XR-7 battery by about 30 percent.\n"
+    ),
+    "xr7-independent-test.md": (
+        "# Independent test of the XR-7\n\n"
+        "An independent laboratory confirmed that the XR-7 battery retains 90 percent of its capacity after "
+        "1000 charge cycles. The test used the manufacturer's recommended charging profile. "
+        "The XR-7 battery uses a lithium iron phosphate chemistry developed by Voltara.\n"
+    ),
+    "solar-panels.md": (
+        "# Rooftop solar panels\n\n"
+        "Monocrystalline solar panels convert about 22 percent of incoming sunlight into electricity. "
+        "Panel output falls slightly as the panels heat up in summer. "
+        "Most rooftop installations pay for themselves within eight to twelve years.\n"
+    ),
+    "wind-turbines.md": (
+        "# Offshore wind\n\n"
+        "Offshore wind turbines benefit from stronger and steadier winds than onshore turbines. "
+        "Modern offshore turbines have rotor diameters above 200 metres. "
+        "Maintenance at sea is more expensive because crews need vessels or helicopters.\n"
+    ),
+}
+
+async def ingest_corpus(client: Client, settings: Settings, mission: str, corpus: dict[str, str] = CORPUS) -> dict[str, str]:
+    """Activate `mission` and ingest the corpus through the real ingestion workflow."""
+    return await _ingest_via_workflow(client, settings, mission, corpus)
+
+
+async def _ingest_via_workflow(client: Client, settings: Settings, mission: str, corpus: dict[str, str]) -> dict[str, str]:
+    import workers.ingestion
+    from activities.stores.postgres import create_pool
+    from activities.stores.tenants import ensure_tenant
+    from stratmaster.contracts.ingestion import DocumentRef, IngestInput
+    from workflows.ingestion import IngestDocumentsWorkflow
+
+    pool = await create_pool(settings.database_url)
+    try:
+        await ensure_tenant(pool, mission)
+    finally:
+        await pool.close()
+    spec = await workers.ingestion.build(settings)
+    docs = [DocumentRef(name=name, content_b64=base64.b64encode(text.encode()).decode()) for name, text in corpus.items()]
+    with ThreadPoolExecutor(4) as ex:
+        async with Worker(client, task_queue=queues.INGESTION, workflows=spec.workflows, activities=spec.activities,
+                          activity_executor=ex):
+            result = await client.execute_workflow(
+                IngestDocumentsWorkflow.run, IngestInput(mission=mission, documents=docs),
+                id=f"ingest-{mission}-{uuid.uuid4().hex[:8]}", task_queue=queues.INGESTION)
+    if spec.close:
+        await spec.close()
+    assert result.totals.ingested == len(corpus) and not result.failures, result.failures
+    return dict(corpus)
+
+
+async def document_texts(settings: Settings, mission: str) -> dict[str, str]:
+    """document_id -> the original extracted text, read back from the object store
+    (the documents row's extracted_key). Documents without one are missing, so a
+    test comparing citations against these texts cannot pass vacuously."""
+    from activities.stores.factory import build_stores
+
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        has_extracted = await conn.fetchval(
+            "SELECT count(*) FROM information_schema.columns WHERE table_name = 'documents' AND column_name = 'extracted_key'")
+        rows = await conn.fetch(
+            f"""SELECT d.id::text AS id, d.object_key, {'d.extracted_key' if has_extracted else 'NULL'} AS extracted_key
+                FROM documents d JOIN tenants t ON t.id = d.tenant_id WHERE t.name = $1""", mission)
+    finally:
+        await conn.close()
+    stores = build_stores(settings)
+    texts: dict[str, str] = {}
+    try:
+        for r in rows:
+            for key in _text_keys(r["id"], r["object_key"], r["extracted_key"]):
+                with contextlib.suppress(Exception):
+                    if await stores.objects.exists(mission, key):
+                        texts[r["id"]] = (await stores.objects.get(mission, key)).decode()
+                        break
+    finally:
+        await stores.close()
+    return texts
+
+
+def _text_keys(doc_id: str, object_key: str, extracted_key: str | None) -> list[str]:
+    keys = [extracted_key] if extracted_key else []
+    return keys + [f"documents/{doc_id}/extracted.txt", object_key]
+
+
+@contextlib.asynccontextmanager
+async def research_worker(client: Client, settings: Settings, acts_cls=None):
+    """The real research-tasks worker in-process (optionally with a subclass of
+    ResearchActivities, e.g. a slow retrieve for the cancel test)."""
+    import workers.research
+
+    spec = await workers.research.build(settings)
+    activities = spec.activities
+    if acts_cls is not None:
+        base = spec.extra["research"]
+        acts = acts_cls(base.settings, base.stores, base.pool, base.embedder)
+        activities = [acts.start_session, acts.plan, acts.retrieve, acts.synthesise, acts.persist, acts.finish_session]
+    with ThreadPoolExecutor(4) as ex:
+        async with Worker(client, task_queue=queues.RESEARCH, workflows=spec.workflows, activities=activities,
+                          activity_executor=ex):
+            yield spec
+    if spec.close:
+        await spec.close()
+
+
+class SlowRetrieve(ResearchActivities):
+    """Retrieval that only ends when cancelled: holds the workflow in `retrieving`."""
+
+    @activity.defn(name="research_retrieve")
+    async def retrieve(self, req: RetrieveInput) -> RetrieveOutput:
+        for _ in range(600):
+            activity.heartbeat()
+            await asyncio.sleep(0.1)
+        raise AssertionError("not cancelled")

@@ -1,0 +1,187 @@
+"""Pure parts of research: fusion, planning, contradictions, confidence, synthesis."""
+from __future__ import annotations
+
+import json
+
+import pytest
+from pydantic import ValidationError
+
+from activities.confidence import confidence
+from activities.contradictions import contradiction
+from activities.fusion import fuse, merge_subquestion_hits
+from activities.planning import deterministic_plan, parse_llm_plan
+from activities.synthesis import extractive, locate, sentence_spans, verified_llm_claims, verify_citation
+from stratmaster.contracts.knowledge import SearchHit
+from stratmaster.contracts.research import ResearchInput
+
+
+def hit(cid, score, source="bm25", text="x", doc=None, start=0):
+    return SearchHit(chunk_id=cid, document_id=doc or f"d-{cid}", text=text, start=start, end=start + len(text),
+                     score=score, source=source)
+
+
+# ---------------------------------------------------------------- fusion
+
+def test_minmax_fusion_normalises_and_keeps_per_retriever_scores():
+    bm25 = [hit("a", 12.0), hit("b", 6.0), hit("c", 2.0)]
+    dense = [hit("b", 0.9, "dense"), hit("d", 0.5, "dense"), hit("a", 0.1, "dense")]
+    out = fuse({"bm25": bm25, "dense": dense}, "minmax", top_k=10)
+    by = {h.chunk_id: h for h in out}
+    # b: 0.5*0.4 + 0.5*1 = 0.7 ; a: 0.5*1 + 0 = 0.5 ; d: 0.5*0.5 = 0.25 ; c: 0
+    assert [h.chunk_id for h in out] == ["b", "a", "d", "c"]
+    assert by["b"].score == pytest.approx(0.7)
+    assert by["b"].scores["bm25"] == 6.0 and by["b"].scores["dense"] == 0.9
+    assert by["d"].scores == {"dense": 0.5, "minmax": pytest.approx(0.25)}
+    assert all(0 <= h.score <= 1 for h in out) and by["b"].source == "hybrid"
+
+
+def test_rrf_fusion_ranks_by_reciprocal_rank():
+    bm25 = [hit("a", 12.0), hit("b", 6.0)]
+    dense = [hit("b", 0.9, "dense"), hit("c", 0.5, "dense")]
+    out = fuse({"bm25": bm25, "dense": dense}, "rrf", top_k=2)
+    assert [h.chunk_id for h in out] == ["b", "a"]
+    assert out[0].scores["rrf"] == pytest.approx(0.5 / 62 + 0.5 / 61)
+    assert out[0].score <= 1.0
+    with pytest.raises(ValueError):
+        fuse({"bm25": bm25}, "borda")
+
+
+def test_merge_keeps_best_score_per_chunk():
+    merged = merge_subquestion_hits([[hit("a", 0.2), hit("b", 0.9)], [hit("a", 0.8)]], limit=5)
+    assert [(h.chunk_id, h.score) for h in merged] == [("b", 0.9), ("a", 0.8)]
+
+
+# ---------------------------------------------------------------- planning
+
+def test_deterministic_plan_splits_conjunctions_and_keeps_query_first():
+    q = "What is the effect of wing sweep on drag, and how does boundary layer suction change lift?"
+    subs = deterministic_plan(q, 4)
+    assert subs[0] == q and len(subs) <= 4 and len(set(s.lower() for s in subs)) == len(subs)
+    assert any("wing sweep" in s and "suction" not in s for s in subs[1:])
+    assert any("boundary layer suction" in s and "sweep" not in s for s in subs[1:])
+    assert deterministic_plan("heat transfer", 4)[0] == "heat transfer"
+
+
+def test_llm_plan_parsing_accepts_json_or_lists_and_rejects_junk():
+    q = "why do wings stall"
+    assert parse_llm_plan('```json\n["stall angle of attack", "flow separation on wings"]\n```', q, 4) == [
+        q, "stall angle of attack", "flow separation on wings"]
+    assert parse_llm_plan("1. stall mechanisms\n2. separation", q, 4) == [q, "stall mechanisms", "separation"]
+    assert parse_llm_plan("I cannot help with that", q, 4) is None
+
+
+def test_input_is_plain_json_with_defaults():
+    req = ResearchInput.model_validate(json.loads('{"mission": "demo", "query": "  what   is lift "}'))
+    assert req.query == "what is lift" and req.fusion == "minmax" and req.top_k == 8 and not req.use_web
+    with pytest.raises(ValidationError):
+        ResearchInput(mission="Bad/Mission", query="x")
+    with pytest.raises(ValidationError):
+        ResearchInput(mission="demo", query="x", fusion="borda")
+
+
+# ---------------------------------------------------------------- contradictions / confidence
+
+@pytest.mark.parametrize("a,b,why", [
+    ("The new alloy increases fatigue life of turbine blades.", "The new alloy does not increase fatigue life of turbine blades.", "negation"),
+    ("The drag coefficient of the model was 0.32 at Mach 2.", "The drag coefficient of the model was 0.45 at Mach 2.", "numbers"),
+    ("Sales of the product rose sharply in 2023 across Europe.", "Sales of the product fell sharply in 2023 across Europe.", "antonyms"),
+])
+def test_contradictions_detected(a, b, why):
+    reason = contradiction(a, b)
+    assert reason and why[:5] in reason.replace("different numbers", "numbers")
+
+
+def test_no_contradiction_between_unrelated_or_agreeing_sentences():
+    assert contradiction("The alloy increases fatigue life.", "Rainfall was not measured in Spain.") is None
+    assert contradiction("The drag coefficient was 0.32 at Mach 2.", "At Mach 2 the drag coefficient was 0.32.") is None
+
+
+def test_confidence_rises_with_independent_support_and_falls_with_contradiction():
+    one, _ = confidence(["d1"], [0.5], 0.5, 0)
+    three, _ = confidence(["d1", "d2", "d3"], [0.5, 0.5, 0.5], 0.5, 0)
+    same_doc, _ = confidence(["d1", "d1", "d1"], [0.5, 0.5, 0.5], 0.5, 0)
+    contested, f = confidence(["d1", "d2", "d3"], [0.5, 0.5, 0.5], 0.5, 2)
+    assert 0 <= one < same_doc < three <= 1
+    assert contested < three and f["agreement"] == pytest.approx(0.6)
+    assert confidence([], [], 1.0, 0)[0] == 0.0
+
+
+# ---------------------------------------------------------------- synthesis
+
+DOC_A = ("Intro text here. The XR-7 battery retains 90 percent of its capacity after 1000 charge cycles. "
+         "It was tested in a lab.")
+DOC_B = "Field report. The XR-7 battery retains 60 percent of its capacity after 1000 charge cycles."
+DOC_C = "Another lab confirmed the XR-7 battery retains 90 percent of its capacity after 1000 charge cycles in tests."
+
+
+def test_sentence_spans_are_exact_offsets():
+    text = "  First one. Second, e.g. with an abbreviation! Third?\n\nFourth"
+    spans = sentence_spans(text)
+    assert [text[s:e] for s, e in spans] == ["First one.", "Second, e.g. with an abbreviation!", "Third?", "Fourth"]
+
+
+def test_extractive_claims_cite_exact_spans_and_carry_contradictions():
+    hits = [hit("a", 0.9, "hybrid", DOC_A, "docA", start=100), hit("b", 0.7, "hybrid", DOC_B, "docB", start=0),
+            hit("c", 0.6, "hybrid", DOC_C, "docC", start=5)]
+    claims = extractive("demo", "How many charge cycles does the XR-7 battery survive?", hits, embed=None)
+    assert claims
+    texts = {h.chunk_id: h for h in hits}
+    for c in claims:
+        for cit in c.supporting + c.contradicting:
+            h = texts[cit.chunk_id]
+            assert verify_citation(cit, h.text, h.start)
+    top = claims[0]
+    assert "90 percent" in top.text
+    assert {c.document_id for c in top.supporting} == {"docA", "docC"}
+    assert [c.document_id for c in top.contradicting] == ["docB"] and top.flagged
+    assert 0 < top.confidence <= 1
+
+
+def test_llm_claims_are_verified_and_unsupported_ones_dropped():
+    hits = [hit("a", 0.9, "hybrid", DOC_A, "docA", start=100), hit("b", 0.7, "hybrid", DOC_B, "docB")]
+    answer = json.dumps({"claims": [
+        {"claim": "The XR-7 keeps 90% capacity after 1000 cycles.",
+         "citations": [{"evidence": 1, "quote": "The XR-7 battery retains 90 percent of its capacity after 1000 charge cycles."}]},
+        {"claim": "The XR-7 was invented in 1850.", "citations": [{"evidence": 2, "quote": "invented in 1850 by a baron"}]},
+        {"claim": "Made-up source.", "citations": [{"evidence": 7, "quote": "The XR-7 battery retains"}]},
+    ]})
+    claims, dropped = verified_llm_claims("demo", "XR-7 battery life", "Sure! " + answer, hits, embed=None)
+    assert dropped == 2 and len(claims) == 1
+    cit = claims[0].supporting[0]
+    assert verify_citation(cit, DOC_A, 100) and cit.start >= 100
+    assert claims[0].contradicting and claims[0].contradicting[0].document_id == "docB"
+    assert verified_llm_claims("demo", "q", "no json here", hits, None) is None
+
+
+def test_locate_tolerates_whitespace_but_not_invention():
+    text = "The  wing\nstalls at 15 degrees."
+    s, e = locate("The wing stalls at 15 degrees", text)
+    assert text[s:e].startswith("The  wing\nstalls")
+    assert locate("The wing stalls at 20 degrees", text) is None
+
+
+def test_llm_contradiction_candidates_and_verdicts():
+    from activities.synthesis import contradiction_candidates, llm_says_contradict, with_contradictions
+
+    a = "Safety summary. The XR-7 battery passed the crash tests conducted in 2022 by the agency."
+    b = "Recall notice. The XR-7 battery is unsafe in the crash tests conducted in 2022 by the agency."
+    hits = [hit("a", 0.9, "hybrid", a, "docA"), hit("b", 0.8, "hybrid", b, "docB")]
+    answer = json.dumps({"claims": [{"claim": "The XR-7 passed crash tests.", "citations": [
+        {"evidence": 1, "quote": "The XR-7 battery passed the crash tests conducted in 2022 by the agency."}]}]})
+    claims, _ = verified_llm_claims("demo", "Is the XR-7 safe?", answer, hits, embed=None)
+    assert claims and not claims[0].contradicting  # the heuristics miss this pair
+    pairs = contradiction_candidates(claims, hits)
+    assert [(i, s.hit.chunk_id) for i, s, _ in pairs] == [(0, "b")]
+    assert llm_says_contradict("No.") and not llm_says_contradict("Yes, both can be true") and not llm_says_contradict("")
+    judged = with_contradictions(claims[0], [pairs[0][1].citation()], "LLM judged")
+    assert judged.flagged and judged.confidence < claims[0].confidence
+    assert verify_citation(judged.contradicting[0], b, 0)
+
+
+def test_same_sentence_in_two_documents_is_two_supports_but_overlap_is_one():
+    s = "Laminar flow over the swept wing separates at twelve degrees of incidence."
+    hits = [hit("a1", 0.9, "hybrid", "Report A. " + s, "docA"), hit("a2", 0.8, "hybrid", s + " More text here now.", "docA", start=10),
+            hit("b", 0.7, "hybrid", s, "docB")]
+    claims = extractive("demo", "When does laminar flow separate on a swept wing?", hits, embed=None)
+    assert claims[0].text == s
+    assert sorted(c.document_id for c in claims[0].supporting) == ["docA", "docB"]  # chunk overlap in docA counted once

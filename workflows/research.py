@@ -1,0 +1,156 @@
+"""ResearchWorkflow (task queue `research-tasks`): plan -> retrieve (one activity
+per sub-question, in parallel) -> synthesise -> persist.
+
+Queries `status` and `progress` expose sub-questions, hits and claims so far.
+On cancellation or failure a cleanup activity records the final status of the
+session row (run from the exception handler: activities scheduled after the
+cancellation are not themselves cancelled).
+"""
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_exception
+
+with workflow.unsafe.imports_passed_through():
+    from pydantic import ValidationError
+
+    from activities.fusion import merge_subquestion_hits
+    from activities.research import ResearchActivities
+    from stratmaster.contracts.knowledge import SearchHit
+    from stratmaster.contracts.research import (
+        FinishInput, PersistInput, Plan, PlanInput, ResearchInput, ResearchProgress, ResearchResult,
+        RetrieveInput, SessionInput, Synthesis, SynthesiseInput,
+    )
+    from stratmaster.errors import NON_RETRYABLE
+
+RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), backoff_coefficient=2.0, maximum_attempts=4,
+                    non_retryable_error_types=NON_RETRYABLE)
+MAX_EVIDENCE_HITS = 40
+
+
+@workflow.defn(failure_exception_types=[ValidationError])  # bad JSON input fails the run, not the task forever
+class ResearchWorkflow:
+    def __init__(self) -> None:
+        self._progress: ResearchProgress | None = None
+
+    @workflow.query
+    def status(self) -> str:
+        return self._progress.status if self._progress else "pending"
+
+    @workflow.query
+    def progress(self) -> ResearchProgress | None:
+        return self._progress
+
+    def _ms(self, since) -> float:
+        return round((workflow.now() - since).total_seconds() * 1000, 1)
+
+    @workflow.run
+    async def run(self, req: ResearchInput) -> ResearchResult:
+        info = workflow.info()
+        wid = info.workflow_id
+        p = self._progress = ResearchProgress(workflow_id=wid, mission=req.mission, query=req.query, status="pending")
+        started = workflow.now()
+        timings: dict[str, float] = {}
+        full = req.mode == "full"
+        try:
+            if full:
+                session = await workflow.execute_activity_method(
+                    ResearchActivities.start_session,
+                    SessionInput(mission=req.mission, workflow_id=wid, query=req.query,
+                                 params=req.model_dump(mode="json", exclude={"mission", "query"})),
+                    start_to_close_timeout=timedelta(seconds=30), retry_policy=RETRY)
+                p.session_id = session.session_id
+
+            p.status = "planning"
+            t = workflow.now()
+            if req.subquestions:
+                plan = Plan(subquestions=[q for q in req.subquestions if q.strip()][: req.max_subquestions] or [req.query],
+                            planner="given")
+            else:
+                plan = await workflow.execute_activity_method(
+                    ResearchActivities.plan,
+                    PlanInput(mission=req.mission, query=req.query, max_subquestions=req.max_subquestions),
+                    start_to_close_timeout=timedelta(minutes=3), retry_policy=RETRY)
+            p.subquestions = plan.subquestions
+            timings["plan"] = self._ms(t)
+
+            p.status = "retrieving"
+            t = workflow.now()
+            per_query: list[list[SearchHit]] = [[] for _ in plan.subquestions]
+
+            async def one(i: int, q: str) -> None:
+                out = await workflow.execute_activity_method(
+                    ResearchActivities.retrieve,
+                    RetrieveInput(mission=req.mission, query=q, top_k=req.top_k, fusion=req.fusion,
+                                  use_graph=req.use_graph, use_web=req.use_web,
+                                  candidates=max(50, req.top_k * 5)),
+                    start_to_close_timeout=timedelta(minutes=3), heartbeat_timeout=timedelta(minutes=2),
+                    retry_policy=RETRY)
+                per_query[i] = out.hits
+                p.retrieved[q] = len(out.hits)
+                p.hits = merge_subquestion_hits(per_query, MAX_EVIDENCE_HITS)
+
+            await asyncio.gather(*(one(i, q) for i, q in enumerate(plan.subquestions)))
+            hits = merge_subquestion_hits(per_query, MAX_EVIDENCE_HITS)
+            p.hits = hits
+            timings["retrieve"] = self._ms(t)
+
+            if not full:
+                p.status = "completed"
+                timings["total"] = self._ms(started)
+                return ResearchResult(workflow_id=wid, session_id=None, mission=req.mission, query=req.query,
+                                      status="completed", planner=plan.planner, subquestions=plan.subquestions,
+                                      hits=hits, claims=[], timings_ms=timings)
+
+            p.status = "synthesising"
+            t = workflow.now()
+            synthesis: Synthesis = await workflow.execute_activity_method(
+                ResearchActivities.synthesise,
+                SynthesiseInput(mission=req.mission, query=req.query, hits=hits),
+                start_to_close_timeout=timedelta(minutes=5), heartbeat_timeout=timedelta(minutes=2),
+                retry_policy=RETRY)
+            p.claims = synthesis.claims
+            timings["synthesise"] = self._ms(t)
+
+            p.status = "persisting"
+            t = workflow.now()
+            stored = await workflow.execute_activity_method(
+                ResearchActivities.persist,
+                PersistInput(mission=req.mission, session_id=session.session_id, workflow_id=wid, query=req.query,
+                             plan=plan, hits=hits, synthesis=synthesis, started_at=started, finished_at=workflow.now()),
+                start_to_close_timeout=timedelta(minutes=2), retry_policy=RETRY)
+            timings["persist"] = self._ms(t)
+            timings["total"] = self._ms(started)
+            p.claims = stored.claims
+            p.status = "completed"
+            return ResearchResult(
+                workflow_id=wid, session_id=session.session_id, mission=req.mission, query=req.query,
+                status="completed", planner=plan.planner, subquestions=plan.subquestions, hits=hits,
+                claims=stored.claims, synthesiser=synthesis.synthesiser,
+                dropped_claims=synthesis.dropped_claims + stored.dropped_claims,
+                report_md_key=stored.report_md_key, report_json_key=stored.report_json_key, timings_ms=timings)
+        except BaseException as exc:
+            cancelled = is_cancelled_exception(exc)
+            p.status = "cancelled" if cancelled else "failed"
+            cause = exc.cause if isinstance(exc, ActivityError) and exc.cause else exc
+            p.error = None if cancelled else str(getattr(cause, "message", None) or cause)
+            if full:
+                # Record the end state even when cancelled: an activity scheduled after the
+                # cancellation was delivered is not itself cancelled. Shielded so a second
+                # cancel request cannot interrupt the bookkeeping. Always run (not only once a
+                # session id is known): start_session may have written the row before the cancel.
+                try:
+                    await asyncio.shield(asyncio.ensure_future(workflow.execute_activity_method(
+                        ResearchActivities.finish_session,
+                        FinishInput(mission=req.mission, workflow_id=wid, status=p.status, error=p.error),
+                        start_to_close_timeout=timedelta(seconds=30), retry_policy=RETRY)))
+                except ActivityError as cleanup_exc:  # keep the original failure, note the cleanup's
+                    workflow.logger.warning("could not record research end state: %s", cleanup_exc)
+            if isinstance(cause, ApplicationError) and cause.type in NON_RETRYABLE:
+                # Bad input (e.g. unknown mission): fail with the clear message itself.
+                raise ApplicationError(cause.message, type=cause.type, non_retryable=True) from None
+            raise
