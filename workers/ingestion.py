@@ -1,8 +1,35 @@
+"""ingestion-tasks: IngestDocumentsWorkflow, its slice children and their activities."""
 from __future__ import annotations
 
+import asyncio
+
+from activities.embedding import get_embedder
+from activities.ingestion import IngestionActivities
+from activities.stores.factory import build_stores
+from activities.stores.postgres import create_pool
 from stratmaster.settings import Settings
 from workers.registry import QueueSpec
+from workflows.ingestion import IngestDocumentsWorkflow, IngestSliceWorkflow
 
 
-async def build(settings: Settings) -> QueueSpec:
-    raise SystemExit("this task queue has no workflows yet")
+async def build(settings: Settings, *, warm_up: bool = True) -> QueueSpec:
+    stores = build_stores(settings)
+    pool = await create_pool(settings.database_url)
+    embedder = get_embedder(settings)
+    if warm_up:
+        # load the model before polling, so the first document is not slow to heartbeat
+        await asyncio.to_thread(embedder.embed, ["warm up"])
+    acts = IngestionActivities(settings, pool, stores, embedder)
+
+    async def close() -> None:
+        await pool.close()
+        await stores.close()
+
+    return QueueSpec(
+        workflows=[IngestDocumentsWorkflow, IngestSliceWorkflow],
+        activities=[acts.check_mission, acts.ingest_document, acts.record_failure],
+        close=close,
+        # async activities; embedding/parsing run in threads, torch uses both cores anyway
+        max_concurrent_activities=4,
+        extra={"ingestion": acts, "stores": stores, "pool": pool},
+    )

@@ -1,0 +1,278 @@
+"""Ingestion activities: one document end to end, idempotently.
+
+`ingest_document` reads the bytes, stores the original, parses, chunks, embeds,
+and writes every store with deterministic ids (document_id = uuid5(mission,
+sha256), chunk_id = uuid5(document_id, ordinal)), so a retry after a crash, or
+re-ingesting the same bytes, rewrites the same records instead of adding new
+ones. PostgreSQL is written last in one transaction: a `documents` row with
+status 'indexed' means every store has the document, which is what the
+duplicate check trusts.
+
+Only small things cross the history: the document reference in, a
+DocumentResult out. A background task heartbeats the current stage every few
+seconds while parsing/embedding run in threads, so a crashed worker's attempt
+is retried after the (short) heartbeat timeout; the heartbeat details carry how
+many chunks already reached the vector store, so the retry skips re-embedding them.
+"""
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hashlib
+import json
+import logging
+import os
+import time
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+from temporalio import activity
+
+from activities.chunking import chunk_id, chunk_text, document_id
+from activities.embedding import Embedder, get_embedder
+from activities.entities import extract
+from activities.parsing import ParsedDocument, page_of, parse_document, safe_filename
+from activities.stores.base import ObjectNotFound
+from activities.stores.factory import Stores
+from activities.stores.tenants import require_mission
+from stratmaster.contracts.ingestion import (
+    CheckMissionInput, DocumentRef, DocumentResult, IngestDocumentInput, RecordFailureInput,
+)
+from stratmaster.contracts.knowledge import Chunk
+from stratmaster.errors import BAD_INPUT, OVERSIZED, bad_input
+from stratmaster.mission_config import MissionConfigReader
+from stratmaster.settings import Settings
+
+log = logging.getLogger("stratmaster.ingestion")
+
+HEARTBEAT_EVERY_S = 2.0
+
+
+def extracted_key(sha256: str) -> str:
+    """Object key of a document's extracted text (chunk offsets point into it). The
+    leading '_' cannot collide with an original: safe_filename never starts with one."""
+    return f"documents/{sha256}/_extracted.txt"
+
+
+@dataclass
+class _Source:
+    name: str  # file name used for type detection and the object key
+    data: bytes
+
+
+class _Beat:
+    """Heartbeats `details` every HEARTBEAT_EVERY_S while the activity works."""
+
+    def __init__(self, details: dict[str, Any]):
+        self.details = details
+        self._task: asyncio.Task | None = None
+        self.timings: dict[str, float] = {}  # seconds per stage, for the log line
+        self._stage, self._since = details.get("stage", "start"), time.perf_counter()
+
+    def stage(self, name: str, **extra: Any) -> None:
+        now = time.perf_counter()
+        self.timings[self._stage] = round(self.timings.get(self._stage, 0.0) + now - self._since, 4)
+        self._stage, self._since = name, now
+        self.details.update(stage=name, **extra)
+        activity.heartbeat(dict(self.details))
+
+    async def _loop(self) -> None:
+        while True:
+            await asyncio.sleep(HEARTBEAT_EVERY_S)
+            activity.heartbeat(dict(self.details))
+
+    @asynccontextmanager
+    async def running(self):
+        self._task = asyncio.create_task(self._loop())
+        try:
+            yield self
+        finally:
+            self._task.cancel()
+
+
+class IngestionActivities:
+    def __init__(self, settings: Settings, pool: asyncpg.Pool, stores: Stores, embedder: Embedder | None = None):
+        self.settings = settings
+        self.pool = pool
+        self.stores = stores
+        self._embedder = embedder
+        # the mission's active cartridge: custom entity types (hot-reloaded, see stratmaster/mission_config.py)
+        self.config = MissionConfigReader(settings, pool=pool)
+
+    @property
+    def embedder(self) -> Embedder:
+        if self._embedder is None:
+            self._embedder = get_embedder(self.settings)
+        return self._embedder
+
+    # ------------------------------------------------------------ activities
+    @activity.defn(name="ingest_check_mission")
+    async def check_mission(self, req: CheckMissionInput) -> str:
+        """The mission's tenant id; UnknownMission (non-retryable) otherwise."""
+        return str(await require_mission(self.pool, req.mission))
+
+    @activity.defn(name="ingest_record_failure")
+    async def record_failure(self, req: RecordFailureInput) -> None:
+        tenant = await require_mission(self.pool, req.mission)
+        await self.pool.execute(
+            """INSERT INTO ingestion_failures (tenant_id, batch_id, source, reason_type, reason)
+               VALUES ($1, $2, $3, $4, $5)
+               ON CONFLICT (tenant_id, batch_id, source)
+               DO UPDATE SET reason_type = EXCLUDED.reason_type, reason = EXCLUDED.reason, created_at = NOW()""",
+            tenant, req.batch_id, req.source[:2000], req.reason_type, req.reason[:4000],
+        )
+
+    @activity.defn(name="ingest_document")
+    async def ingest_document(self, req: IngestDocumentInput) -> DocumentResult:
+        info = activity.info()
+        previous = info.heartbeat_details[0] if info.heartbeat_details else {}
+        if not isinstance(previous, dict):
+            previous = {}
+        beat = _Beat({"source": req.ref.label, "stage": "start"})
+        async with beat.running():
+            return await self._ingest(req, beat, previous, info.attempt)
+
+    # ------------------------------------------------------------ stages
+    async def _ingest(self, req: IngestDocumentInput, beat: _Beat, previous: dict, attempt: int) -> DocumentResult:
+        t0 = time.perf_counter()
+        mission, ref = req.mission, req.ref
+        tenant = await require_mission(self.pool, mission)
+
+        beat.stage("read")
+        src = await self._read(mission, ref)
+        sha = hashlib.sha256(src.data).hexdigest()
+        doc_id = document_id(mission, sha)
+        beat.stage("check", sha256=sha)
+
+        existing = await self.pool.fetchrow(
+            """SELECT status, batch_id, title, content_type, object_key, char_count, chunk_count
+               FROM documents WHERE id = $1 AND tenant_id = $2""", doc_id, tenant)
+        if existing is not None and existing["status"] == "indexed":
+            # A retry of this very batch that already committed counts as ingested, not as a duplicate.
+            mine = existing["batch_id"] == req.batch_id and attempt > 1
+            return DocumentResult(
+                source=ref.label, status="ingested" if mine else "duplicate", document_id=doc_id, sha256=sha,
+                content_type=existing["content_type"], title=existing["title"], object_key=existing["object_key"],
+                chars=existing["char_count"], chunks=existing["chunk_count"])
+
+        beat.stage("parse")
+        parsed: ParsedDocument = await asyncio.to_thread(parse_document, src.name, src.data)
+        title = parsed.title or Path(src.name).stem
+
+        # only documents that parse are kept: a bad one leaves nothing behind but its failure row
+        beat.stage("store-original")
+        filename = safe_filename(src.name)
+        object_key = await self.stores.objects.put(mission, f"documents/{sha}/{filename}", src.data)
+
+        beat.stage("chunk")
+        spans = await asyncio.to_thread(chunk_text, parsed.text, self.embedder.token_offsets,
+                                        self.settings.chunk_tokens, self.settings.chunk_overlap_tokens)
+        chunks = []
+        for s in spans:
+            meta: dict[str, Any] = {"source": ref.label, "content_type": parsed.content_type, "sha256": sha}
+            page = page_of(parsed, s.start)
+            if page is not None:
+                meta["page"] = page
+            chunks.append(Chunk(chunk_id=chunk_id(doc_id, s.ordinal), document_id=doc_id, ordinal=s.ordinal,
+                                text=parsed.text[s.start:s.end], start=s.start, end=s.end,
+                                token_count=s.token_count, title=title, metadata=meta))
+        # the extracted text, so citations (chunk start/end) can be resolved later
+        await self.stores.objects.put(mission, extracted_key(sha), parsed.text.encode("utf-8"),
+                                      "text/plain; charset=utf-8")
+
+        # Vectors: embed + upsert per slice; resume after the slices a crashed attempt already wrote.
+        done = int(previous.get("vectors_done", 0)) if previous.get("sha256") == sha else 0
+        done = min(done, len(chunks))
+        step = max(self.settings.embedding_batch_size * 4, 1)
+        beat.stage("embed", total_chunks=len(chunks), vectors_done=done)
+        for i in range(done, len(chunks), step):
+            part = chunks[i:i + step]
+            vectors = await asyncio.to_thread(self.embedder.embed, [c.text for c in part])
+            beat.stage("vectors")
+            await self.stores.vectors.upsert(mission, part, vectors)
+            beat.stage("embed", vectors_done=i + len(part))
+
+        beat.stage("fulltext")
+        await self.stores.fulltext.index(mission, chunks)
+
+        beat.stage("graph")
+        cartridge = (await self.config.get(mission)).cartridge
+        extraction = await asyncio.to_thread(extract, doc_id, title, [c.text for c in chunks],
+                                             custom=cartridge.entity_keywords(), patterns=cartridge.entity_patterns())
+        await self.stores.graph.upsert(mission, extraction.entities, extraction.relations)
+
+        beat.stage("database")
+        await self._write_rows(tenant, doc_id, sha, ref, object_key, parsed, title, chunks, req.batch_id, len(src.data))
+        beat.stage("done")
+        log.info("document ingested", extra={"mission": mission, "source": ref.label, "document_id": doc_id,
+                                             "chunks": len(chunks), "seconds": round(time.perf_counter() - t0, 3),
+                                             "stages": beat.timings})
+        return DocumentResult(
+            source=ref.label, status="ingested", document_id=doc_id, sha256=sha, content_type=parsed.content_type,
+            title=title, object_key=object_key, chars=len(parsed.text), chunks=len(chunks),
+            entities=len(extraction.entities), relations=len(extraction.relations))
+
+    async def _read(self, mission: str, ref: DocumentRef) -> _Source:
+        limit = self.settings.max_document_bytes
+        too_big = "{name}: {size} bytes is over the limit of {limit} bytes (STRATMASTER_MAX_DOCUMENT_BYTES)"
+        if ref.path is not None:
+            path = Path(ref.path).expanduser()
+            try:
+                size = path.stat().st_size
+            except FileNotFoundError:
+                raise bad_input(f"{ref.path}: no such file on the ingestion worker", BAD_INPUT) from None
+            except OSError as exc:
+                raise bad_input(f"{ref.path}: cannot read: {exc.strerror}", BAD_INPUT) from None
+            if not path.is_file():
+                raise bad_input(f"{ref.path}: not a regular file", BAD_INPUT)
+            if size > limit:
+                raise bad_input(too_big.format(name=ref.path, size=size, limit=limit), OVERSIZED)
+            data = await asyncio.to_thread(path.read_bytes)
+            return _Source(path.name, data)
+        if ref.object_key is not None:
+            try:
+                data = await self.stores.objects.get(mission, ref.object_key)
+            except (ObjectNotFound, FileNotFoundError):
+                raise bad_input(f"object {ref.object_key!r} not found in mission {mission!r}", BAD_INPUT) from None
+            if len(data) > limit:
+                raise bad_input(too_big.format(name=ref.object_key, size=len(data), limit=limit), OVERSIZED)
+            return _Source(os.path.basename(ref.object_key), data)
+        # inline
+        encoded = ref.content_b64 or ""
+        if len(encoded) * 3 // 4 > limit + 3:
+            raise bad_input(too_big.format(name=ref.name, size=len(encoded) * 3 // 4, limit=limit), OVERSIZED)
+        try:
+            data = base64.b64decode(encoded, validate=True)
+        except (binascii.Error, ValueError):
+            raise bad_input(f"{ref.name}: content_b64 is not valid base64", BAD_INPUT) from None
+        return _Source(ref.name or "document", data)
+
+    async def _write_rows(self, tenant, doc_id: str, sha: str, ref: DocumentRef, object_key: str,
+                          parsed: ParsedDocument, title: str, chunks: list[Chunk], batch_id: str, size: int) -> None:
+        rows = [(c.chunk_id, tenant, doc_id, c.ordinal, c.text, c.start, c.end, c.token_count,
+                 json.dumps(c.metadata)) for c in chunks]
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                """INSERT INTO documents (id, tenant_id, sha256, source, object_key, content_type, title,
+                                          size_bytes, char_count, chunk_count, status, batch_id, extracted_key)
+                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'indexed', $11, $12)
+                   ON CONFLICT (id) DO UPDATE SET status = 'indexed', chunk_count = EXCLUDED.chunk_count,
+                       char_count = EXCLUDED.char_count, title = EXCLUDED.title,
+                       content_type = EXCLUDED.content_type, object_key = EXCLUDED.object_key,
+                       batch_id = EXCLUDED.batch_id, extracted_key = EXCLUDED.extracted_key""",
+                doc_id, tenant, sha, ref.label[:2000], object_key, parsed.content_type, title,
+                size, len(parsed.text), len(chunks),
+                batch_id, extracted_key(sha),
+            )
+            await conn.executemany(
+                """INSERT INTO chunks (id, tenant_id, document_id, ordinal, text, char_start, char_end,
+                                       token_count, metadata)
+                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb)
+                   ON CONFLICT (id) DO NOTHING""", rows)
+            # a document that lands clears an earlier failure of the same source in this batch
+            await conn.execute("DELETE FROM ingestion_failures WHERE tenant_id = $1 AND batch_id = $2 AND source = $3",
+                               tenant, batch_id, ref.label[:2000])

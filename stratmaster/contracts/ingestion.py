@@ -1,0 +1,194 @@
+"""Contracts of IngestDocumentsWorkflow (task queue `ingestion-tasks`).
+
+Plain JSON works from `temporal workflow start --input`:
+  {"mission": "demo", "documents": [{"path": "/abs/file.pdf"}, {"object_key": "uploads/a.md"},
+                                    {"name": "note.txt", "content_b64": "aGVsbG8="}]}
+The workflow id is the business key `ingest-<mission>-<batch_id>`; batch_id
+defaults to a hash of the document references, so starting the same batch twice
+attaches to (or re-runs) the same workflow instead of duplicating work.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Literal
+
+from pydantic import BaseModel, Field, model_validator
+
+from stratmaster.contracts.common import MissionId
+
+BATCH_ID_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,63}$"
+EMPTY_DOCUMENT = "EmptyDocument"  # non-retryable reason type besides stratmaster.errors'
+
+
+class DocumentRef(BaseModel):
+    """Exactly one source: a path readable by the worker, a key under the
+    mission's object-store prefix, or inline base64 content with a name."""
+
+    path: str | None = None
+    object_key: str | None = None
+    name: str | None = None
+    content_b64: str | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "DocumentRef":
+        sources = [s for s in (self.path, self.object_key, self.content_b64) if s is not None]
+        if len(sources) != 1:
+            raise ValueError("a document needs exactly one of 'path', 'object_key' or 'content_b64'")
+        if self.content_b64 is not None and not self.name:
+            raise ValueError("inline documents ('content_b64') need a 'name'")
+        return self
+
+    @property
+    def label(self) -> str:
+        """Human-readable source, also the key of its ingestion_failures row."""
+        if self.path is not None:
+            return self.path
+        if self.object_key is not None:
+            return f"object:{self.object_key}"
+        return f"inline:{self.name}"
+
+    def fingerprint(self) -> str:
+        if self.content_b64 is not None:
+            return "inline:" + (self.name or "") + ":" + hashlib.sha256(self.content_b64.encode()).hexdigest()
+        return self.label
+
+
+def default_batch_id(documents: list[DocumentRef]) -> str:
+    """Deterministic batch id from the references (order-insensitive)."""
+    keys = sorted(d.fingerprint() for d in documents)
+    return hashlib.sha256(json.dumps(keys).encode()).hexdigest()[:16]
+
+
+def workflow_id_for(mission: str, batch_id: str) -> str:
+    return f"ingest-{mission}-{batch_id}"
+
+
+class IngestInput(BaseModel):
+    mission: MissionId
+    documents: list[DocumentRef] = Field(min_length=1)
+    batch_id: str | None = Field(default=None, pattern=BATCH_ID_PATTERN)
+    # Fan-out: child workflow per slice of `slice_size` documents, at most
+    # `max_concurrent_slices` running; documents inside a slice run `doc_concurrency` at a time.
+    slice_size: int = Field(default=10, ge=1, le=500)
+    max_concurrent_slices: int = Field(default=2, ge=1, le=50)
+    doc_concurrency: int = Field(default=2, ge=1, le=16)
+    # The parent continues as new after this many slices so its history stays bounded.
+    slices_per_run: int = Field(default=200, ge=1)
+    # A crashed worker's document is retried elsewhere after this long without a heartbeat.
+    heartbeat_timeout_s: int = Field(default=20, ge=2, le=600)
+    document_timeout_s: int = Field(default=1800, ge=10, le=86400)
+    # Children report finished documents to the parent at most this often (0: after every document).
+    progress_every_s: float = Field(default=1.0, ge=0, le=60)
+    # Internal: set by the workflow itself when it continues as new.
+    resume: "IngestState | None" = None
+
+    def resolved_batch_id(self) -> str:
+        return self.batch_id or default_batch_id(self.documents)
+
+
+class IngestState(BaseModel):
+    """Carried across continue-as-new: how many documents earlier runs handled
+    (the new run's `documents` are the remaining ones) and what they produced."""
+    offset: int = 0
+    slices_done: int = 0
+    totals: "IngestTotals"
+    failures: list["DocumentResult"] = Field(default_factory=list)
+    documents: list["DocumentResult"] = Field(default_factory=list)
+
+
+class DocumentResult(BaseModel):
+    source: str
+    status: Literal["ingested", "duplicate", "failed"]
+    document_id: str | None = None
+    sha256: str | None = None
+    content_type: str | None = None
+    title: str | None = None
+    object_key: str | None = None
+    chars: int = 0
+    chunks: int = 0
+    entities: int = 0
+    relations: int = 0
+    reason_type: str | None = None
+    reason: str | None = None
+
+
+class IngestDocumentInput(BaseModel):
+    mission: MissionId
+    batch_id: str
+    ref: DocumentRef
+
+
+class RecordFailureInput(BaseModel):
+    mission: MissionId
+    batch_id: str
+    source: str
+    reason_type: str
+    reason: str
+
+
+class CheckMissionInput(BaseModel):
+    mission: MissionId
+
+
+class SliceInput(BaseModel):
+    mission: MissionId
+    batch_id: str
+    slice_index: int
+    offset: int  # index of the slice's first document in the batch
+    documents: list[DocumentRef]
+    doc_concurrency: int = 2
+    report_to: str | None = None  # parent workflow id for per-document progress signals
+    heartbeat_timeout_s: int = 20
+    document_timeout_s: int = 1800
+    progress_every_s: float = 1.0
+
+
+class SliceResult(BaseModel):
+    slice_index: int
+    results: list[DocumentResult]
+
+
+class DocumentDone(BaseModel):
+    index: int  # position in the whole batch
+    result: DocumentResult
+
+
+class SliceProgress(BaseModel):
+    """Signal from a slice to its parent: documents finished since the last one
+    (sent at most every `progress_every_s` of workflow time, to keep history and
+    workflow-task CPU small when documents are tiny)."""
+    done: list[DocumentDone]
+
+
+class IngestTotals(BaseModel):
+    total: int = 0
+    done: int = 0  # finished, whatever the outcome
+    ingested: int = 0
+    duplicates: int = 0
+    failed: int = 0
+    chunks: int = 0
+
+
+class IngestProgress(IngestTotals):
+    mission: str = ""
+    batch_id: str = ""
+    current: list[str] = Field(default_factory=list)  # documents in flight
+    finished: bool = False
+
+
+# Results list is capped so the workflow result stays far below Temporal's payload limit.
+MAX_LISTED_DOCUMENTS = 1000
+
+
+class IngestResult(BaseModel):
+    mission: str
+    batch_id: str
+    totals: IngestTotals
+    failures: list[DocumentResult] = Field(default_factory=list)
+    documents: list[DocumentResult] = Field(default_factory=list)  # successes, first MAX_LISTED_DOCUMENTS
+    documents_truncated: bool = False
+
+
+IngestState.model_rebuild()
+IngestInput.model_rebuild()
