@@ -25,6 +25,7 @@ import asyncpg
 from temporalio import activity
 
 from activities import pg_dumps, store_dumps
+from activities.resources import ActivityResources
 from activities.system_area import system_get, system_list, system_put
 from stratmaster.contracts.maintenance import (
     BACKUP_PREFIX, Artefact, BackupInput, BackupPlan, BackupResult, BackupStep, BackupSummary, CountInput,
@@ -32,7 +33,6 @@ from stratmaster.contracts.maintenance import (
     ValidatedBackup, ValidateInput, WriteManifestInput, backup_dir,
 )
 from stratmaster.errors import CORRUPT_BACKUP, UNKNOWN_MISSION, bad_input
-from stratmaster.settings import Settings
 
 TARGET_NOT_EMPTY = "TargetNotEmpty"
 STORE_KINDS = ("vectors", "fulltext", "graph")
@@ -71,34 +71,8 @@ async def keep_alive(detail: str, every: float | None = None):
             await task
 
 
-class BackupActivities:
-    def __init__(self, settings: Settings, stores=None):
-        self.settings = settings
-        self._stores = stores
-        self._pool: asyncpg.Pool | None = None
-
+class BackupActivities(ActivityResources):
     # -------------------------------------------------------------- plumbing
-
-    @property
-    def stores(self):
-        """A Stores bundle, or a callable giving the worker's shared one (embedded
-        Qdrant allows one client per storage directory, so activities share it)."""
-        if self._stores is None:
-            from activities.stores.factory import build_stores
-
-            self._stores = build_stores(self.settings)
-        return self._stores() if callable(self._stores) else self._stores
-
-    async def pool(self) -> asyncpg.Pool:
-        if self._pool is None:
-            from activities.stores.postgres import create_pool
-
-            self._pool = await create_pool(self.settings.database_url, max_size=4)
-        return self._pool
-
-    async def close(self) -> None:
-        if self._pool is not None:
-            await self._pool.close()
 
     def _store(self, kind: str):
         return getattr(self.stores, kind)  # vectors | fulltext | graph

@@ -18,6 +18,7 @@ from typing import Any
 import asyncpg
 from temporalio import activity
 
+from activities.resources import ActivityResources
 from activities.stores.tenants import require_mission
 from stratmaster.contracts.llm_usage import LlmCall, LlmUsageQuery, LlmUsageSummary, ModelUsage
 from stratmaster.settings import Settings
@@ -168,23 +169,13 @@ async def record_completion(settings: Settings, *, mission: str, model: str, mes
     return call
 
 
-class LlmUsageActivities:
+class LlmUsageActivities(ActivityResources):
     """Read side: usage totals per mission (for the API / CLI via a workflow)."""
 
+    pool_max_size = 2
+
     def __init__(self, settings: Settings):
-        self.settings = settings
-        self._pool: asyncpg.Pool | None = None
-
-    async def pool(self) -> asyncpg.Pool:
-        if self._pool is None:
-            from activities.stores.postgres import create_pool
-
-            self._pool = await create_pool(self.settings.database_url, max_size=2)
-        return self._pool
-
-    async def close(self) -> None:
-        if self._pool is not None:
-            await self._pool.close()
+        super().__init__(settings)
 
     @activity.defn(name="llm_usage_summary")
     async def usage_summary(self, req: LlmUsageQuery) -> LlmUsageSummary:

@@ -5,44 +5,19 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 
-import asyncpg
 from temporalio import activity
 
 from activities import pg_dumps
 from activities.backup import keep_alive
+from activities.resources import ActivityResources
 from activities.retention import enforce_retention
 from stratmaster.contracts.maintenance import (
     CapacityReport, Empty, MissionCapacity, OptimiseReport, RetentionInput, RetentionReport, TableStats, VacuumReport,
 )
-from stratmaster.settings import Settings
 
 
-class MaintenanceActivities:
-    def __init__(self, settings: Settings, stores=None):
-        self.settings = settings
-        self._stores = stores
-        self._pool: asyncpg.Pool | None = None
-
-    @property
-    def stores(self):
-        """A Stores bundle, or a callable giving the worker's shared one (embedded
-        Qdrant allows one client per storage directory, so activities share it)."""
-        if self._stores is None:
-            from activities.stores.factory import build_stores
-
-            self._stores = build_stores(self.settings)
-        return self._stores() if callable(self._stores) else self._stores
-
-    async def pool(self) -> asyncpg.Pool:
-        if self._pool is None:
-            from activities.stores.postgres import create_pool
-
-            self._pool = await create_pool(self.settings.database_url, max_size=3)
-        return self._pool
-
-    async def close(self) -> None:
-        if self._pool is not None:
-            await self._pool.close()
+class MaintenanceActivities(ActivityResources):
+    pool_max_size = 3
 
     async def _missions(self) -> list[str]:
         return [r["name"] for r in await (await self.pool()).fetch("SELECT name FROM tenants ORDER BY name")]

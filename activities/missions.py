@@ -15,10 +15,10 @@ import logging
 from datetime import timedelta
 from typing import Any
 
-import asyncpg
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.resources import ActivityResources
 from activities.stores.base import check_mission
 from stratmaster.contracts.missions import (
     ActivationPlan, Cartridge, DeactivateStep, DeactivationResult, ExportResult, HistoryEntry, ListMissionsInput,
@@ -61,34 +61,13 @@ async def audit(conn, actor: str, mission: str, action: str, target: str | None 
     )
 
 
-class MissionActivities:
+class MissionActivities(ActivityResources):
     def __init__(self, settings: Settings, stores=None, reader: MissionConfigReader | None = None):
-        self.settings = settings
-        self._stores = stores
-        self._pool: asyncpg.Pool | None = None
+        super().__init__(settings, stores)
         self.reader = reader or MissionConfigReader(settings)
 
-    # -------------------------------------------------------------- plumbing
-
-    @property
-    def stores(self):
-        if self._stores is None:
-            from activities.stores.factory import build_stores
-
-            self._stores = build_stores(self.settings)
-        return self._stores
-
-    async def pool(self) -> asyncpg.Pool:
-        if self._pool is None:
-            from activities.stores.postgres import create_pool
-
-            self._pool = await create_pool(self.settings.database_url, max_size=4)
-        return self._pool
-
     async def close(self) -> None:
-        if self._pool is not None:
-            await self._pool.close()
-            self._pool = None
+        await super().close()
         await self.reader.close()
 
     def _vector_dim(self) -> int:
