@@ -46,6 +46,29 @@ def check_mission(mission: str) -> str:
         raise bad_input(f"invalid mission id {mission!r}: {exc}") from None
 
 
+def parse_graph_dump(rows: Sequence[dict]) -> tuple[list[Entity], list[Relation]]:
+    """Graph dump rows ({"kind": "entity"|"relation", ...fields}) back into models."""
+    entities, relations = [], []
+    try:
+        for r in rows:
+            body = {k: v for k, v in r.items() if k != "kind"}
+            if r.get("kind") == "entity":
+                entities.append(Entity.model_validate(body))
+            elif r.get("kind") == "relation":
+                relations.append(Relation.model_validate(body))
+            else:
+                raise ValueError(f"unknown kind {r.get('kind')!r}")
+    except (ValueError, AttributeError) as exc:
+        raise bad_input(f"bad graph dump row: {exc}") from None
+    return entities, relations
+
+
+def remove_sqlite_files(path) -> None:
+    """Delete a SQLite database with its WAL and shared-memory files."""
+    for p in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        p.unlink(missing_ok=True)
+
+
 class ObjectNotFound(FileNotFoundError):
     """Raised by every object store adapter for a missing key."""
 

@@ -18,7 +18,7 @@ import sqlite3
 from pathlib import Path
 from typing import Sequence
 
-from activities.stores.base import check_mission
+from activities.stores.base import check_mission, remove_sqlite_files
 from stratmaster.contracts.knowledge import Chunk, SearchHit
 from stratmaster.errors import bad_input
 
@@ -171,12 +171,7 @@ class SqliteFullTextIndex:
 
     async def drop(self, mission: str) -> None:
         mission = check_mission(mission)
-        path = self._path(mission)
-
-        def rm() -> None:
-            for p in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
-                p.unlink(missing_ok=True)
-        await asyncio.to_thread(rm)
+        await asyncio.to_thread(remove_sqlite_files, self._path(mission))
 
     # --- backup hooks ----------------------------------------------------------
     async def dump(self, mission: str) -> list[dict]:

@@ -26,7 +26,7 @@ import zlib
 from pathlib import Path
 from typing import Any, Callable, ContextManager, Iterator, Sequence
 
-from activities.stores.base import check_mission, graph_space
+from activities.stores.base import check_mission, graph_space, parse_graph_dump
 from activities.stores.graph_sqlite import name_key
 from stratmaster.contracts.knowledge import Entity, Relation
 from stratmaster.errors import bad_input
@@ -295,19 +295,7 @@ class NebulaGraphStore:
         return await asyncio.to_thread(self._dump, space_for(mission))
 
     async def load(self, mission: str, rows: Sequence[dict]) -> None:
-        entities, relations = [], []
-        try:
-            for r in rows:
-                body = {k: v for k, v in r.items() if k != "kind"}
-                if r.get("kind") == "entity":
-                    entities.append(Entity.model_validate(body))
-                elif r.get("kind") == "relation":
-                    relations.append(Relation.model_validate(body))
-                else:
-                    raise ValueError(f"unknown kind {r.get('kind')!r}")
-        except (ValueError, AttributeError) as exc:
-            raise bad_input(f"bad graph dump row: {exc}") from None
-        await self.upsert(mission, entities, relations)
+        await self.upsert(mission, *parse_graph_dump(rows))
 
     async def probe(self) -> str:
         def check() -> str:

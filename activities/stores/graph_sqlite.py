@@ -14,9 +14,8 @@ import sqlite3
 from pathlib import Path
 from typing import Sequence
 
-from activities.stores.base import check_mission
+from activities.stores.base import check_mission, parse_graph_dump, remove_sqlite_files
 from stratmaster.contracts.knowledge import Entity, Relation
-from stratmaster.errors import bad_input
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS entities (
@@ -128,12 +127,7 @@ class SqliteGraphStore:
 
     async def drop(self, mission: str) -> None:
         mission = check_mission(mission)
-        path = self._path(mission)
-
-        def rm() -> None:
-            for p in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
-                p.unlink(missing_ok=True)
-        await asyncio.to_thread(rm)
+        await asyncio.to_thread(remove_sqlite_files, self._path(mission))
 
     # --- backup hooks ----------------------------------------------------------
     async def dump(self, mission: str) -> list[dict]:
@@ -152,19 +146,7 @@ class SqliteGraphStore:
         return await asyncio.to_thread(self._with, mission, run, False, [])
 
     async def load(self, mission: str, rows: Sequence[dict]) -> None:
-        entities, relations = [], []
-        try:
-            for r in rows:
-                body = {k: v for k, v in r.items() if k != "kind"}
-                if r.get("kind") == "entity":
-                    entities.append(Entity.model_validate(body))
-                elif r.get("kind") == "relation":
-                    relations.append(Relation.model_validate(body))
-                else:
-                    raise ValueError(f"unknown kind {r.get('kind')!r}")
-        except (ValueError, AttributeError) as exc:
-            raise bad_input(f"bad graph dump row: {exc}") from None
-        await self.upsert(mission, entities, relations)
+        await self.upsert(mission, *parse_graph_dump(rows))
 
     async def probe(self) -> str:
         def check() -> str:
