@@ -5,6 +5,8 @@ cover Temporal Cloud and self-hosted clusters.
 """
 from __future__ import annotations
 
+import re
+
 from temporalio.client import Client, TLSConfig
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.runtime import Runtime
@@ -42,6 +44,12 @@ async def connect(
         )
     except RuntimeError as exc:  # the Rust core raises RuntimeError on connect failures
         raise ServiceUnavailable(
-            f"Temporal is not reachable at {settings.temporal_address} (namespace {settings.temporal_namespace}): {exc}. "
-            "Start the local stack with `stratmaster dev up`, or set STRATMASTER_TEMPORAL_ADDRESS."
+            f"Temporal is not reachable at {settings.temporal_address} (namespace {settings.temporal_namespace}): "
+            f"{_reason(exc)}. Start the local stack with `stratmaster dev up`, or set STRATMASTER_TEMPORAL_ADDRESS."
         ) from exc
+
+
+def _reason(exc: Exception) -> str:
+    """The OS-level reason from the core's nested transport error, e.g. "Connection refused"."""
+    found = re.search(r'message: "([^"]+)"', str(exc))
+    return found.group(1) if found else str(exc)[:200]
