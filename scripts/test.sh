@@ -1,16 +1,18 @@
 #!/usr/bin/env bash
-# Install, start the servers the tests need, and run the whole suite.
+# Install, start the servers the tests need, and run the whole suite (extra
+# arguments go to pytest).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh
 VENV="${STRATMASTER_VENV:-$HOME/.cache/stratmaster/venv}"
 export PATH="$VENV/bin:$PATH" HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
-# Real production servers for the adapter tests (each script installs from a
-# registry once, then starts the server and exports its URL).
+# Stop whatever the service scripts started, also when one of them fails.
+trap 'for f in $(declare -F | awk "{print \$3}" | grep "^stop_service_"); do $f || true; done' EXIT
+# Real production servers for the adapter tests: each script installs from a
+# registry once (cached under ~/.cache/stratmaster), starts its server on a free
+# loopback port and exports its URL.
 for svc in scripts/services/*.sh; do
-  [ -e "$svc" ] || continue
   # shellcheck disable=SC1090
   source "$svc"
 done
-trap 'for f in $(declare -F | awk "{print \$3}" | grep "^stop_service_"); do $f || true; done' EXIT
-python -m pytest "$@"
+python -m pytest -rs "$@"
