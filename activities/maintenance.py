@@ -10,9 +10,10 @@ from temporalio import activity
 from activities import pg_dumps
 from activities.backup import keep_alive
 from activities.resources import ActivityResources
-from activities.retention import enforce_retention
+from activities.retention import enforce_retention, expire_documents
 from stratmaster.contracts.maintenance import (
-    CapacityReport, Empty, MissionCapacity, OptimiseReport, RetentionInput, RetentionReport, TableStats, VacuumReport,
+    CapacityReport, Empty, ExpireDocumentsInput, ExpireDocumentsResult, MissionCapacity, OptimiseReport,
+    RetentionInput, RetentionReport, TableStats, VacuumReport,
 )
 
 
@@ -100,6 +101,11 @@ class MaintenanceActivities(ActivityResources):
     async def enforce_retention(self, req: RetentionInput) -> RetentionReport:
         return await enforce_retention(self.settings, await self.pool(), self.stores, req.now, activity.heartbeat)
 
+    @activity.defn(name="expire_documents")
+    async def expire_documents(self, req: ExpireDocumentsInput) -> ExpireDocumentsResult:
+        """documents_days: one bounded batch of expired documents out of every store."""
+        return await expire_documents(await self.pool(), self.stores, req.now, req.limit, activity.heartbeat)
+
     @activity.defn(name="capacity_report")
     async def capacity_report(self, req: RetentionInput) -> CapacityReport:
         pool = await self.pool()
@@ -127,5 +133,6 @@ class MaintenanceActivities(ActivityResources):
             graph_relations=relations, objects=len(keys), object_bytes=size)
 
     def all(self) -> list:
-        return [self.vacuum_analyze, self.optimise_indexes, self.enforce_retention, self.capacity_report]
+        return [self.vacuum_analyze, self.optimise_indexes, self.enforce_retention, self.expire_documents,
+                self.capacity_report]
 

@@ -2,7 +2,10 @@
 
   research_days  research sessions older than this are deleted (claims cascade)
                  with their report objects;
-  backups_keep   only the newest N mission-scope backups of the mission are kept.
+  backups_keep   only the newest N mission-scope backups of the mission are kept;
+  documents_days documents first ingested (documents.created_at) longer ago than
+                 this are deleted from every store (expire_documents, below).
+                 None keeps documents forever.
 
 The cartridge is read from PostgreSQL (view mission_retention, 050_ops.sql).
 Expired deactivated missions are purged by the missions area's
@@ -16,7 +19,7 @@ from datetime import datetime, timedelta
 import asyncpg
 
 from activities.system_area import system_delete, system_get, system_list
-from stratmaster.contracts.maintenance import BACKUP_PREFIX, Manifest, RetentionReport
+from stratmaster.contracts.maintenance import BACKUP_PREFIX, ExpireDocumentsResult, Manifest, RetentionReport
 from stratmaster.settings import Settings
 
 
@@ -91,6 +94,80 @@ async def enforce_retention(settings: Settings, pool: asyncpg.Pool, stores, now:
             removed = await prune_backups(settings, stores.objects, mission, keep)
             if removed:
                 report.pruned_backups[mission] = removed
-        if _positive(section.get("documents_days")):
-            report.notes.append(f"{mission}: documents_days is not enforced yet (documents are kept)")
     return report
+
+
+# ---------------------------------------------------------------- documents_days
+#
+# One document is deleted store by store -- vectors, full text, graph, objects --
+# and its PostgreSQL row LAST, in the same transaction as its audit row: the row
+# is the to-do list, so a crash anywhere leaves it in place and the next call
+# finishes the job (every store delete is a no-op for what is already gone).
+# chunks cascade with the row. Research evidence (claim_evidence, claims'
+# JSONB) has no foreign key to documents or chunks: claims that cited the
+# document keep their stored quotes, document_id and chunk_id as history.
+
+RETENTION_ACTOR = "retention"
+
+
+async def delete_document_everywhere(stores, conn: asyncpg.Connection, mission: str, doc, cutoff: datetime,
+                                     days: int) -> dict:
+    doc_id = str(doc["id"])
+    await stores.vectors.delete_document(mission, doc_id)  # (returns no count)
+    removed = {
+        "fulltext_chunks": await stores.fulltext.delete_document(mission, doc_id),
+        "graph_mentions": await stores.graph.delete_document(mission, doc_id),
+    }
+    # the original and the extracted text live under documents/<sha256>/ (activities/ingestion.py)
+    keys = set(await stores.objects.list(mission, f"documents/{doc['sha256'].strip()}/"))
+    keys |= {k for k in (doc["object_key"], doc["extracted_key"]) if k}
+    objects = 0
+    for key in sorted(keys):
+        try:
+            objects += bool(await stores.objects.delete(mission, key))
+        except FileNotFoundError:
+            pass
+    removed["objects"] = objects
+    detail = {"document_id": doc_id, "sha256": doc["sha256"].strip(), "source": doc["source"],
+              "ingested_at": doc["created_at"], "cutoff": cutoff, "documents_days": days,
+              "chunks": doc["chunk_count"], "removed": removed}
+    async with conn.transaction():
+        await conn.execute(
+            """INSERT INTO audit_log (actor, mission, action, target, detail, op_key)
+               VALUES ($1, $2, 'retention.document_deleted', $3, $4::jsonb, $5)
+               ON CONFLICT (op_key) WHERE op_key IS NOT NULL DO NOTHING""",
+            RETENTION_ACTOR, mission, doc_id, json.dumps(detail, default=str),
+            # one audit row per deletion of this ingestion, however often a retry runs it
+            f"retention-document/{doc_id}/{doc['created_at'].isoformat()}")
+        await conn.execute("DELETE FROM documents WHERE id = $1 AND tenant_id = $2", doc["id"], doc["tenant_id"])
+    return removed
+
+
+async def expire_documents(pool: asyncpg.Pool, stores, now: datetime, limit: int, heartbeat) -> ExpireDocumentsResult:
+    """Delete at most `limit` documents older than their mission's documents_days
+    (oldest first); `more` tells the workflow to call again."""
+    result = ExpireDocumentsResult()
+    async with pool.acquire() as conn:
+        policies = await retention_policies(conn)
+    budget = limit
+    for mission, (tenant_id, section) in sorted(policies.items()):
+        days = _positive(section.get("documents_days"))
+        if not days:
+            continue  # None: documents are kept forever
+        if budget == 0:
+            result.more = True
+            break
+        cutoff = now - timedelta(days=days)
+        async with pool.acquire() as conn:
+            docs = await conn.fetch(
+                """SELECT id, tenant_id, sha256, source, object_key, extracted_key, chunk_count, created_at
+                   FROM documents WHERE tenant_id = $1 AND created_at < $2
+                   ORDER BY created_at, id LIMIT $3""", tenant_id, cutoff, budget + 1)
+            if len(docs) > budget:
+                result.more, docs = True, docs[:budget]
+            for doc in docs:
+                heartbeat({"mission": mission, "document_id": str(doc["id"])})
+                await delete_document_everywhere(stores, conn, mission, doc, cutoff, days)
+                result.deleted.setdefault(mission, []).append(str(doc["id"]))
+        budget -= len(docs)
+    return result

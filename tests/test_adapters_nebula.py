@@ -295,6 +295,40 @@ async def test_missions_map_to_separate_spaces_and_drop(store, mock):
     assert "tenant_beta" in mock.spaces
 
 
+async def test_delete_document_removes_vertex_mentions_and_orphans_by_parameters(store, mock):
+    """Retention (documents_days): the document's vertex with its edges, and the
+    entities only it mentioned; ids travel only as parameters."""
+    from activities.entities import document_entity
+
+    doc_id = "0f8e2a9c-1d7b-5e3a-9c4f-2b6d8e1a7c35"
+    vid = document_entity(doc_id, None).entity_id
+    assert await store.delete_document("ghost", doc_id) == 0  # no space: nothing else sent
+    assert mock.calls[-1][1] == "USE tenant_ghost"
+    await store.ensure_space("alpha")
+    mock.respond(r"^MATCH .* WHERE id\(d\) == \$doc RETURN", [{"entity_id": "org:only"}, {"entity_id": INJECTION}])
+    mock.respond(r"^MATCH .* WHERE id\(v\) IN \$ids", [{"entity_id": INJECTION}])  # still mentioned elsewhere
+    n = len(mock.calls)
+    assert await store.delete_document("alpha", doc_id) == 2
+    sent = [(sp, s, p) for sp, s, p in mock.calls[n:] if not s.startswith("USE")]
+    assert all(sp == "tenant_alpha" for sp, _s, _p in sent)
+    assert [(s, p) for _sp, s, p in sent] == [
+        ("MATCH (d:entity)-[e:MENTIONS]->(v:entity) WHERE id(d) == $doc RETURN DISTINCT id(v) AS entity_id",
+         {"doc": vid}),
+        ("MATCH (d:entity)-[e:MENTIONS]->(v:entity) WHERE id(v) IN $ids AND id(d) <> $doc "
+         "RETURN DISTINCT id(v) AS entity_id", {"ids": sorted(["org:only", INJECTION]), "doc": vid}),
+        ("DELETE VERTEX $x0 WITH EDGE", {"x0": "org:only"}),  # orphans first: a re-run still finds the document
+        ("DELETE VERTEX $doc WITH EDGE", {"doc": vid}),
+    ]
+    _assert_no_user_values_in_statements(mock, [INJECTION, "org:only", vid])
+    # already deleted: nothing mentioned, only the (idempotent) vertex delete
+    n = len(mock.calls)
+    assert await store.delete_document("alpha", doc_id) == 0
+    assert [s for _sp, s, _p in mock.calls[n:] if not s.startswith(("USE", "MATCH"))] == ["DELETE VERTEX $doc WITH EDGE"]
+    with pytest.raises(ApplicationError) as ei:
+        await store.delete_document("a;DROP SPACE b", doc_id)
+    assert ei.value.type == BAD_INPUT
+
+
 # --- wiring ------------------------------------------------------------------------------------
 
 def test_factory_and_settings(tmp_path):

@@ -28,6 +28,9 @@ Backup hooks (activities/store_dumps.py moves the records, the stores own them):
 
 Optional (embedded adapters have it): vectors/fulltext.delete_document(mission,
 document_id) removes one document's chunks, for re-ingesting a changed document.
+graph.delete_document(mission, document_id) (both graph adapters) removes the
+document's vertex, its MENTIONS edges and the entities no other document mentions
+(retention's documents_days, activities/retention.py).
 """
 from __future__ import annotations
 

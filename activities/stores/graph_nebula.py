@@ -26,6 +26,7 @@ import zlib
 from pathlib import Path
 from typing import Any, Callable, ContextManager, Iterator, Sequence
 
+from activities.entities import document_entity
 from activities.stores.base import check_mission, graph_space, parse_graph_dump
 from activities.stores.graph_sqlite import name_key
 from stratmaster.contracts.knowledge import Entity, Relation
@@ -241,6 +242,31 @@ class NebulaGraphStore:
             return 0, 0
         return entities, relations
 
+    _MENTIONED = ("MATCH (d:entity)-[e:MENTIONS]->(v:entity) WHERE id(d) == $doc "
+                  "RETURN DISTINCT id(v) AS entity_id")
+    _STILL_MENTIONED = ("MATCH (d:entity)-[e:MENTIONS]->(v:entity) WHERE id(v) IN $ids AND id(d) <> $doc "
+                        "RETURN DISTINCT id(v) AS entity_id")
+
+    def _delete_document(self, space: str, doc: str) -> int:
+        try:
+            with self._in_space(space) as s:
+                targets = sorted({r["entity_id"] for r in self._exec(s, self._MENTIONED, {"doc": doc})})
+                still: set[str] = set()
+                for i in range(0, len(targets), _BATCH):
+                    still |= {r["entity_id"] for r in self._exec(
+                        s, self._STILL_MENTIONED, {"ids": targets[i:i + _BATCH], "doc": doc})}
+                orphans = [t for t in targets if t not in still]
+                # orphans before the document vertex: after a crash in between, a re-run
+                # still finds the document's MENTIONS edges and finishes the job
+                for i in range(0, len(orphans), _BATCH):
+                    group = orphans[i:i + _BATCH]
+                    self._exec(s, "DELETE VERTEX " + ", ".join(f"$x{j}" for j in range(len(group))) + " WITH EDGE",
+                               {f"x{j}": vid for j, vid in enumerate(group)})
+                self._exec(s, "DELETE VERTEX $doc WITH EDGE", {"doc": doc})
+        except SpaceMissing:
+            return 0
+        return len(targets)
+
     def _drop(self, space: str) -> None:
         with self._session() as s:
             self._exec(s, f"DROP SPACE IF EXISTS {ident(space, _SPACE_RE)}")
@@ -290,6 +316,12 @@ class NebulaGraphStore:
 
     async def drop(self, mission: str) -> None:
         await asyncio.to_thread(self._drop, space_for(mission))
+
+    async def delete_document(self, mission: str, document_id: str) -> int:
+        """Same semantics as SqliteGraphStore.delete_document (retention)."""
+        space = space_for(mission)
+        doc = _vid(document_entity(document_id, None).entity_id, "document vertex id")
+        return await asyncio.to_thread(self._delete_document, space, doc)
 
     async def dump(self, mission: str) -> list[dict]:
         return await asyncio.to_thread(self._dump, space_for(mission))

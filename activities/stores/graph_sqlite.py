@@ -14,6 +14,7 @@ import sqlite3
 from pathlib import Path
 from typing import Sequence
 
+from activities.entities import document_entity
 from activities.stores.base import check_mission, parse_graph_dump, remove_sqlite_files
 from stratmaster.contracts.knowledge import Entity, Relation
 
@@ -128,6 +129,33 @@ class SqliteGraphStore:
     async def drop(self, mission: str) -> None:
         mission = check_mission(mission)
         await asyncio.to_thread(remove_sqlite_files, self._path(mission))
+
+    async def delete_document(self, mission: str, document_id: str) -> int:
+        """Remove a document from the graph (retention): its DOCUMENT vertex with
+        every edge of it, and the entities it MENTIONS that no other document
+        mentions any more (with their edges). Entities still mentioned elsewhere
+        stay, and so do RELATES_TO edges between them (they carry no document of
+        origin). Returns the MENTIONS edges removed; 0 when already gone."""
+        mission = check_mission(mission)
+        doc = document_entity(document_id, None).entity_id
+
+        def run(conn: sqlite3.Connection) -> int:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                targets = [r[0] for r in conn.execute(
+                    "SELECT target FROM relations WHERE source = ? AND type = 'MENTIONS'", (doc,))]
+                orphans = [t for t in targets if conn.execute(
+                    "SELECT 1 FROM relations WHERE target = ? AND type = 'MENTIONS' AND source <> ? LIMIT 1",
+                    (t, doc)).fetchone() is None]
+                for vid in orphans + [doc]:
+                    conn.execute("DELETE FROM relations WHERE source = ? OR target = ?", (vid, vid))
+                    conn.execute("DELETE FROM entities WHERE entity_id = ?", (vid,))
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            return len(targets)
+        return await asyncio.to_thread(self._with, mission, run, False, 0)
 
     # --- backup hooks ----------------------------------------------------------
     async def dump(self, mission: str) -> list[dict]:

@@ -192,6 +192,8 @@ MaintenanceKind = Literal["vacuum", "optimise", "retention", "health", "capacity
 
 class MaintenanceInput(BaseModel):
     kind: MaintenanceKind = "all"
+    # documents_days retention: documents deleted per activity call (the workflow loops)
+    document_batch: int = Field(default=50, ge=1, le=1000)
 
 
 class TableStats(BaseModel):
@@ -221,6 +223,7 @@ class RetentionReport(BaseModel):
     pruned_backups: dict[str, list[str]] = Field(default_factory=dict)
     purged_missions: list[str] = Field(default_factory=list)  # from PurgeExpiredMissionsWorkflow
     waiting_missions: list[str] = Field(default_factory=list)  # deactivated, retention not over yet
+    expired_documents: dict[str, int] = Field(default_factory=dict)  # documents_days: mission -> deleted
     notes: list[str] = Field(default_factory=list)
 
 
@@ -258,6 +261,16 @@ class Empty(BaseModel):
 
 class RetentionInput(BaseModel):
     now: datetime  # from workflow.now(): the cut-off is deterministic per run
+
+
+class ExpireDocumentsInput(BaseModel):
+    now: datetime  # one value for every batch of a run: the cut-off does not move
+    limit: int = Field(default=50, ge=1, le=1000)  # documents deleted by this call at most
+
+
+class ExpireDocumentsResult(BaseModel):
+    deleted: dict[str, list[str]] = Field(default_factory=dict)  # mission -> document ids deleted
+    more: bool = False  # expired documents may remain: call again
 
 
 # ---------------------------------------------------------------- analytics
