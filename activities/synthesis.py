@@ -1,9 +1,12 @@
 """Claims with cited evidence from retrieved hits.
 
-Extractive (no LLM): split hits into sentences (keeping exact offsets), score each
-by query-term overlap + embedding similarity + the hit's retrieval score, cluster
-near-duplicates, and make one claim per cluster from its best sentence; the
-cluster's sentences are the supporting evidence.
+Extractive (no LLM): split hits into sentences (keeping exact offsets; table rows
+are rows, rendered as "Name: column value, ..." for comparison and claim text while
+their citation quotes stay verbatim), score each by query-term overlap + embedding
+similarity + the hit's retrieval score, cluster near-duplicates and sentences that
+state the same figure for the same (subject, measure) - "14% market share" in two
+documents is one claim with two sources - and make one claim per cluster from its
+best natural-language sentence; the cluster's sentences are the supporting evidence.
 
 LLM: numbered evidence goes to the model through LiteLLM; every citation it
 returns must name an evidence number and quote text found in that hit, else the
@@ -24,7 +27,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from activities.confidence import confidence
-from activities.contradictions import contradiction
+from activities.contradictions import contradiction, facts, same_fact
 from activities.planning import content_terms
 from stratmaster.contracts.knowledge import SearchHit
 from stratmaster.contracts.research import Citation, Claim
@@ -44,6 +47,8 @@ class Sentence:
     text: str
     score: float = 0.0
     sim: float = 0.0
+    context: str = ""  # the sentence before (or a table's header row): measures inherit from it
+    table: bool = False  # a table row: evidence, and claim text only as its rendered statement
 
     @property
     def key(self) -> tuple[str, int]:
@@ -108,10 +113,82 @@ def _statement(text: str, min_terms: int) -> bool:
     return len(content_terms(text)) >= min_terms
 
 
+_KV_LINE = re.compile(r"^\s*[\w\[\]. ]{1,60}:\s+\S")
+
+
+def _tabular(raw: str) -> bool:
+    """Record dumps (JSON "key: value" lines, CSV "a: 1; b: 2" records) are no statements."""
+    lines = [x for x in raw.splitlines() if x.strip()]
+    return len(lines) >= 3 and sum(bool(_KV_LINE.match(x)) for x in lines) >= 0.6 * len(lines)
+
+
+def _claimable(s: Sentence) -> bool:
+    """Claim text must read as a statement: a table row only with its header (rendered
+    "Name: column value"), prose only with an end of sentence (not a heading or a
+    fragment cut at a chunk boundary)."""
+    if s.table:
+        return bool(s.context) and any(ch.isdigit() for ch in s.text)
+    return s.text.rstrip("*_\"'”’)]").endswith((".", "!", "?")) or len(s.text.split()) > 25
+
+
+def _heading_line(text: str, s: int, e: int) -> int:
+    """Start after a short title line glued to the sentence by a single newline
+    ("Executive summary\nThe global market ..."), else s. A wrapped line ends in
+    mid-phrase or continues in lower case, so it is kept."""
+    nl = text.find("\n", s, e)
+    if nl < 0:
+        return s
+    first, rest = text[s:nl].strip(), text[nl + 1:e].lstrip()
+    words = first.split()
+    if (0 < len(words) <= 6 and "|" not in first and first[0].isupper() and rest[:1].isupper() and first[-1] not in ".,;:!?-"
+            and words[-1].lower() not in _GLUE):
+        return nl + 1 + (len(text[nl + 1:e]) - len(rest))
+    return s
+
+
+_GLUE = frozenset("a an the of and or to in on for with by at from as is are was were that".split())
+
+
+def _cells(row: str) -> list[str]:
+    return [c.strip() for c in row.strip().strip("|").split("|")]
+
+
+def _is_row(line: str) -> bool:
+    return line.count("|") >= 2
+
+
+def _render_row(cells: list[str], header: list[str] | None) -> str:
+    """"Voltaris Energy Storage | 9% | Baltic" under "Company | Share | Source" ->
+    "Voltaris Energy Storage: share 9%, source Baltic." (labels lower-cased so they
+    are not read as names)."""
+    first, rest = cells[0], cells[1:]
+    labels = header[1:] if header and len(header) == len(cells) else [""] * len(rest)
+    parts = [f"{label.lower()} {v}".strip() for label, v in zip(labels, rest) if v]
+    return f"{first}: {', '.join(parts)}." if parts else first
+
+
+def _rows(h: SearchHit, s: int, e: int, header: list[str] | None) -> tuple[list[Sentence], list[str] | None]:
+    """Table rows in text[s:e], one Sentence per row (its own verbatim span)."""
+    out, pos = [], s
+    for line in h.text[s:e].split("\n"):
+        ls = pos + len(line) - len(line.lstrip())
+        le = pos + len(line.rstrip())
+        pos += len(line) + 1
+        if le <= ls or not _is_row(h.text[ls:le]) or set(h.text[ls:le]) <= set("|-: "):
+            continue  # blank, prose next to the table, or a markdown separator row
+        cells = _cells(h.text[ls:le])
+        if header is None and not any(ch.isdigit() for ch in h.text[ls:le]):
+            header = cells  # the first row without figures names the columns
+            continue
+        out.append(Sentence(h, ls, le, _render_row(cells, header), context=" ".join(header or []), table=True))
+    return out, header
+
+
 def split_hits(hits: Sequence[SearchHit], min_terms: int = 3) -> list[Sentence]:
     seen: set = set()
     out = []
     for h in hits:
+        previous, header = "", None
         for s, e in sentence_spans(h.text):
             # a heading glued to its first sentence ("# Title\n\nText."): split off by blank lines already;
             # single newlines after a heading line are cut here
@@ -119,7 +196,21 @@ def split_hits(hits: Sequence[SearchHit], min_terms: int = 3) -> list[Sentence]:
                 s = h.text.index("\n", s, e) + 1
                 while s < e and h.text[s].isspace():
                     s += 1
-            sent = Sentence(h, s, e, " ".join(h.text[s:e].split()))
+            s = _heading_line(h.text, s, e)
+            raw = h.text[s:e]
+            if any(_is_row(x) for x in raw.splitlines()):
+                rows, header = _rows(h, s, e, header)
+                for r in rows:
+                    if r.key not in seen and (h.document_id, r.text.lower()) not in seen:
+                        seen.update({r.key, (h.document_id, r.text.lower())})
+                        out.append(r)
+                continue
+            header = None
+            if _tabular(raw):
+                previous = ""
+                continue
+            sent = Sentence(h, s, e, " ".join(raw.split()), context=previous)
+            previous = sent.text
             # overlapping chunks repeat sentences: one per document span / per document text;
             # the same sentence in two documents stays twice (independent support)
             norm = (h.document_id, sent.text.lower())
@@ -128,7 +219,10 @@ def split_hits(hits: Sequence[SearchHit], min_terms: int = 3) -> list[Sentence]:
             seen.add(sent.key)
             seen.add(norm)
             out.append(sent)
-    return out
+    # a chunk that starts mid-sentence repeats the sentence's tail: keep the whole sentence only
+    return [x for x in out if x.table or not any(
+        y is not x and y.hit.document_id == x.hit.document_id and len(y.text) > len(x.text) and x.text in y.text
+        for y in out)]
 
 
 def _unit(vectors: Sequence[Sequence[float]]) -> np.ndarray:
@@ -164,12 +258,12 @@ def _claim_id(mission: str, query: str, text: str) -> str:
     return str(uuid.uuid5(CLAIM_NS, f"{mission}\x00{query}\x00{text}"))
 
 
-def _contradicting(text: str, pool: Sequence[Sentence], exclude: set) -> list[tuple[Sentence, str]]:
+def _contradicting(text: str, pool: Sequence[Sentence], exclude: set, context: str = "") -> list[tuple[Sentence, str]]:
     out = []
     for s in pool:
         if s.key in exclude:
             continue
-        reason = contradiction(text, s.text)
+        reason = contradiction(text, s.text, context, s.context)
         if reason:
             out.append((s, reason))
     return out
@@ -192,33 +286,49 @@ def extractive(mission: str, query: str, hits: Sequence[SearchHit], embed: Embed
     if not sents:
         return []
     vecs = score_sentences(query, sents, embed)
+    keys = [{f.key for f in facts(s.text, s.context)} for s in sents]
     order = sorted(range(len(sents)), key=lambda i: (-sents[i].score, sents[i].key))
     # keep sentences near the best one: weakly related sentences make noise claims
     threshold = max(min_score, 0.5 * sents[order[0]].score)
-    candidates = [i for i in order if sents[i].score >= threshold][: max(40, max_claims * 6)]
+    candidates = [i for i in order if sents[i].score >= threshold and _claimable(sents[i])][: max(40, max_claims * 6)]
+    # a figure for the same (subject, measure) as a candidate is a candidate too: the other side of
+    # "14% vs 9% market share" becomes its own claim, cross-linked, even if it scored lower
+    wanted = set().union(*(keys[i] for i in candidates)) if candidates else set()
+    chosen = set(candidates)
+    candidates += [i for i in order if i not in chosen and keys[i] & wanted and sents[i].score >= min_score]
+    # natural sentences first, so a cluster's claim text is prose whenever any member is
+    candidates.sort(key=lambda i: (sents[i].table, -sents[i].score, sents[i].key))
     pool = [sents[i] for i in order if sents[i].score >= min_score][:200]
     clusters: list[list[int]] = []
     for i in candidates:
         placed = False
-        for ci, members in enumerate(clusters):
+        for members in clusters:
             rep = members[0]
-            close = _jaccard(sents[i].text, sents[rep].text) >= 0.5 or (
-                vecs is not None and float(vecs[i] @ vecs[rep]) >= 0.85)
+            a, b = sents[rep], sents[i]
+            close = _jaccard(b.text, a.text) >= 0.5 or (
+                vecs is not None and float(vecs[i] @ vecs[rep]) >= 0.85) or same_fact(a.text, b.text, a.context, b.context)
             if not close:
                 continue
-            reason = contradiction(sents[rep].text, sents[i].text)
-            if reason:
+            if contradiction(a.text, b.text, a.context, b.context):
                 continue  # same subject, opposite statement: handled below as contradicting evidence
             members.append(i)
             placed = True
             break
-        if not placed and len(clusters) < max_claims:
+        if not placed and len(clusters) < max_claims * 3:
             clusters.append([i])
+    clusters.sort(key=lambda m: min(order.index(i) for i in m))  # best evidence first
+    # a claim's conflicting counterpart (same key, other figure) follows it, so both make the cut
+    ranked: list[list[int]] = []
+    for c in clusters:
+        if c in ranked:
+            continue
+        ranked.append(c)
+        ranked += [d for d in clusters if d not in ranked and keys[d[0]] & keys[c[0]]]
     claims = []
-    for ordinal, members in enumerate(clusters):
+    for ordinal, members in enumerate(ranked[:max_claims]):
         rep = sents[members[0]]
         support = [sents[i].citation() for i in members]
-        against = _contradicting(rep.text, pool, {sents[i].key for i in members})
+        against = _contradicting(rep.text, pool, {sents[i].key for i in members}, rep.context)
         claims.append(_finish_claim(mission, query, ordinal, rep.text, support, against, max(rep.sim, 0.0)))
     return claims
 
