@@ -23,6 +23,24 @@ def configured(settings: Settings) -> bool:
     return bool(settings.llm_model)
 
 
+def json_schema_enabled(settings: Settings) -> bool:
+    """Send `response_format` (grammar-constrained JSON) to this model? Explicit
+    STRATMASTER_LLM_JSON_SCHEMA wins; by default only for `openai/` models on a custom
+    api_base (llama.cpp / llama-cpp-python servers accept {"type": "json_object",
+    "schema": ...}); hosted providers differ in what they accept, so they get none."""
+    if settings.llm_json_schema is not None:
+        return settings.llm_json_schema
+    return bool(settings.llm_model and settings.llm_model.startswith("openai/") and settings.llm_api_base)
+
+
+def response_format(settings: Settings, schema: dict[str, Any] | None) -> dict[str, Any] | None:
+    """llama-cpp-python's server only knows type "json_object" (with an optional
+    "schema", compiled to a GBNF grammar); "json_schema" would be a 422 there."""
+    if schema is None or not json_schema_enabled(settings):
+        return None
+    return {"type": "json_object", "schema": schema}
+
+
 async def complete(
     settings: Settings,
     messages: list[dict[str, str]],
@@ -33,9 +51,13 @@ async def complete(
     timeout: float = 120.0,
     workflow_id: str | None = None,
     purpose: str = "",
+    schema: dict[str, Any] | None = None,
     **extra: Any,
 ) -> str:
-    """Chat completion text for `messages` with settings.llm_model (LiteLLM model name)."""
+    """Chat completion text for `messages` with settings.llm_model (LiteLLM model name).
+
+    `schema` (a JSON schema) constrains the answer where the server supports it
+    (see json_schema_enabled); callers must still validate the text."""
     if not settings.llm_model:
         raise LLMNotConfigured("no LLM configured (STRATMASTER_LLM_MODEL is unset)")
     import os
@@ -44,6 +66,7 @@ async def complete(
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
     import litellm
 
+    litellm.suppress_debug_info = True  # no "Provider List" banners for models without a price entry
     kwargs: dict[str, Any] = dict(
         model=settings.llm_model, messages=messages, temperature=temperature, max_tokens=max_tokens,
         timeout=timeout, num_retries=0,
@@ -54,6 +77,9 @@ async def complete(
         kwargs["api_key"] = settings.llm_api_key.get_secret_value()
     elif settings.llm_api_base:
         kwargs["api_key"] = "local"  # OpenAI-compatible local servers ignore it, LiteLLM wants one
+    fmt = response_format(settings, schema)
+    if fmt is not None:
+        kwargs["response_format"] = fmt  # LiteLLM passes it through to openai-compatible servers
     kwargs.update(extra)
     try:
         response = await litellm.acompletion(**kwargs)

@@ -1,6 +1,7 @@
 """Research planning: a question into sub-questions.
 
-With an LLM (settings.llm_model) the sub-questions come from LiteLLM; otherwise,
+With an LLM (settings.llm_model) the sub-questions come from LiteLLM (prompt,
+schema and validation in activities/llm_synthesis.py); otherwise,
 or when the LLM's answer is unusable, the deterministic planner splits the query
 on conjunctions and clauses and adds its key noun phrases. The original query is
 always the first sub-question.
@@ -120,8 +121,3 @@ def parse_llm_plan(text: str, query: str, max_subquestions: int) -> list[str] | 
         return None
     return subs[:max_subquestions]
 
-
-PLAN_PROMPT = (
-    "Break the research question into at most {n} short, self-contained search queries that together "
-    "cover it. Answer with a JSON list of strings only.\n\nQuestion: {query}"
-)

@@ -17,12 +17,12 @@ import asyncpg
 from temporalio import activity
 
 from activities import llm
-from activities.planning import PLAN_PROMPT, deterministic_plan, parse_llm_plan
+from activities import llm_synthesis
+from activities.planning import deterministic_plan
 from activities.retrieval import Retriever
 from activities.stores.tenants import require_mission
 from activities.synthesis import (
-    CONTRA_PROMPT, SYNTH_PROMPT, contradiction_candidates, evidence_block, extractive, llm_says_contradict,
-    verified_llm_claims, verify_citation, with_contradictions,
+    CONTRA_PROMPT, contradiction_candidates, extractive, llm_says_contradict, verify_citation, with_contradictions,
 )
 from stratmaster.contracts.research import (
     Citation, Claim, FinishInput, PersistInput, PersistOutput, Plan, PlanInput, RetrieveInput, RetrieveOutput,
@@ -31,6 +31,7 @@ from stratmaster.contracts.research import (
 from stratmaster.errors import ServiceUnavailable
 from stratmaster.settings import Settings
 
+LLM_TIMEOUT_S = 60.0  # per LLM call; activity timeouts in workflows/research.py are minutes
 SESSION_NS = uuid.UUID("8a3c1f52-7d0e-4b8e-a4f4-2c6f9e1d5b37")
 
 
@@ -88,15 +89,17 @@ class ResearchActivities:
         await require_mission(self.pool, req.mission)
         if llm.configured(self.settings):
             try:
-                answer = await llm.complete(
-                    self.settings,
-                    [{"role": "user", "content": PLAN_PROMPT.format(n=req.max_subquestions, query=req.query)}],
-                    req.mission, max_tokens=300, purpose="plan", workflow_id=_workflow_id(),
-                )
-                subs = parse_llm_plan(answer, req.query, req.max_subquestions)
+                n = max(1, req.max_subquestions - 1)  # the query itself is always the first sub-question
+                answer = await _heartbeating(llm.complete(
+                    self.settings, llm_synthesis.plan_messages(req.query, n), req.mission,
+                    max_tokens=160, timeout=LLM_TIMEOUT_S, schema=llm_synthesis.plan_schema(n),
+                    purpose="plan", workflow_id=_workflow_id(),
+                ))
+                subs = llm_synthesis.parse_plan(answer, req.query, req.max_subquestions)
+                _log(f"LLM plan answer: {llm_synthesis.sample(answer)}")
                 if subs:
                     return Plan(subquestions=subs, planner="llm")
-                _log("LLM plan unusable, using the deterministic planner", answer=answer[:300])
+                _log(f"LLM plan unusable, using the deterministic planner: {llm_synthesis.sample(answer)}")
             except (ServiceUnavailable, llm.LLMFailed) as exc:
                 _log("LLM failed, using the deterministic planner", error=str(exc))
             return Plan(subquestions=deterministic_plan(req.query, req.max_subquestions), planner="deterministic-fallback")
@@ -117,21 +120,26 @@ class ResearchActivities:
         await require_mission(self.pool, req.mission)
         hits = req.hits
         if llm.configured(self.settings) and hits:
-            evidence = hits[:6]  # small local models have 2k-token contexts
+            # small local models have 2k-token contexts: 6 hits of <= 500 chars of sentences (~800 tokens)
+            evidence = hits[:6]
+            quotes = llm_synthesis.evidence_sentences(evidence, 500)
+            n = min(req.max_claims, 4)
             try:
                 answer = await _heartbeating(llm.complete(
-                    self.settings,
-                    [{"role": "user", "content": SYNTH_PROMPT.format(n=req.max_claims, query=req.query,
-                                                                      evidence=evidence_block(evidence, 600))}],
-                    req.mission, max_tokens=600, purpose="synthesise", workflow_id=_workflow_id(),
+                    self.settings, llm_synthesis.claims_messages(req.query, evidence, n, quotes), req.mission,
+                    max_tokens=400, timeout=LLM_TIMEOUT_S, schema=llm_synthesis.claims_schema(evidence, n, quotes),
+                    purpose="synthesise", workflow_id=_workflow_id(),
                 ))
+                _log(f"LLM claims answer: {llm_synthesis.sample(answer, 600)}")
                 verified = await _in_thread_with_heartbeat(
-                    verified_llm_claims, req.mission, req.query, answer, evidence, self._embed, req.max_claims)
+                    llm_synthesis.verify_claims, req.mission, req.query, answer, evidence, self._embed, n)
                 if verified and verified[0]:
                     claims = await self._llm_contradictions(req, verified[0], evidence)
                     return Synthesis(claims=claims, synthesiser="llm", dropped_claims=verified[1])
+                # every claim failed verification (or no JSON): the extractive claims stand, and
+                # synthesiser="extractive-fallback" + dropped_claims record it in the result
                 dropped = verified[1] if verified else 0
-                _log("LLM synthesis gave no verifiable claims; extractive fallback", answer=answer[:300])
+                _log("LLM synthesis gave no verifiable claims; extractive fallback")
             except (ServiceUnavailable, llm.LLMFailed) as exc:
                 dropped = 0
                 _log("LLM failed; extractive fallback", error=str(exc))
@@ -149,7 +157,8 @@ class ResearchActivities:
             try:
                 answer = await _heartbeating(llm.complete(
                     self.settings, [{"role": "user", "content": CONTRA_PROMPT.format(a=quote, b=sent.text)}],
-                    req.mission, max_tokens=5, purpose="contradiction", workflow_id=_workflow_id()))
+                    req.mission, max_tokens=5, timeout=LLM_TIMEOUT_S, purpose="contradiction",
+                    workflow_id=_workflow_id()))
             except (ServiceUnavailable, llm.LLMFailed) as exc:
                 _log("LLM contradiction check skipped", error=str(exc))
                 break

@@ -58,6 +58,7 @@ class Settings(BaseSettings):
     llm_model: str | None = None  # LiteLLM model name, e.g. "openai/smollm2"
     llm_api_base: str | None = None
     llm_api_key: SecretStr | None = None
+    llm_json_schema: bool | None = None  # grammar-constrained JSON answers; unset: on for openai/ + llm_api_base
 
     # Qdrant collection settings (seeds: dev m=16/ef=64 no quantisation; prod m=32/ef=128 int8)
     hnsw_m: int = 16
