@@ -335,25 +335,6 @@ def extractive(mission: str, query: str, hits: Sequence[SearchHit], embed: Embed
 
 # ---------------------------------------------------------------- LLM
 
-SYNTH_PROMPT = """Answer the research question using ONLY the numbered evidence.
-Write at most {n} claims. Each claim must cite evidence by number and copy the exact supporting sentence from it.
-Reply with JSON only: {{"claims": [{{"claim": "...", "citations": [{{"evidence": 1, "quote": "exact sentence from evidence 1"}}]}}]}}
-
-Question: {query}
-
-Evidence:
-{evidence}
-"""
-
-
-def evidence_block(hits: Sequence[SearchHit], max_chars: int = 900) -> str:
-    lines = []
-    for n, h in enumerate(hits, start=1):
-        title = f" ({h.title})" if h.title else ""
-        lines.append(f"[{n}]{title} {' '.join(h.text[:max_chars].split())}")
-    return "\n".join(lines)
-
-
 def _json_object(text: str) -> dict | None:
     text = re.sub(r"^```(?:json)?|```$", "", text.strip(), flags=re.M)
     start = text.find("{")
@@ -373,57 +354,6 @@ def _json_object(text: str) -> dict | None:
                         break
         start = text.find("{", start + 1)
     return None
-
-
-def verified_llm_claims(mission: str, query: str, answer: str, hits: Sequence[SearchHit], embed: Embed | None,
-                        max_claims: int = 8) -> tuple[list[Claim], int] | None:
-    """Claims from the LLM's JSON answer with every citation checked against the
-    cited hit; (claims, dropped) or None when the answer is not usable JSON."""
-    obj = _json_object(answer)
-    if not obj or not isinstance(obj.get("claims"), list):
-        return None
-    pool = split_hits(hits)
-    claims, dropped, seen = [], 0, set()
-    for raw in obj["claims"][: max_claims * 2]:
-        if not isinstance(raw, dict):
-            dropped += 1
-            continue
-        text = " ".join(str(raw.get("claim") or raw.get("text") or "").split())
-        support: list[Citation] = []
-        for c in raw.get("citations") or []:
-            if not isinstance(c, dict):
-                continue
-            try:
-                n = int(c.get("evidence"))
-            except (TypeError, ValueError):
-                continue
-            if not 1 <= n <= len(hits):  # never cite a source that was not retrieved
-                continue
-            h = hits[n - 1]
-            span = locate(str(c.get("quote") or ""), h.text)
-            if span is None:
-                continue
-            cit = Sentence(h, span[0], span[1], h.text[span[0]:span[1]]).citation()
-            if all((cit.chunk_id, cit.start) != (s.chunk_id, s.start) for s in support):
-                support.append(cit)
-        if not text or not support or text.lower() in seen or len(claims) >= max_claims:
-            dropped += 1
-            continue
-        seen.add(text.lower())
-        relevance = 0.0
-        if embed:
-            v = _unit(embed([query, text]))
-            relevance = max(0.0, float(v[0] @ v[1]))
-        # contradictions are judged against the verified quotes, not the model's paraphrase
-        exclude = {(s.document_id, s.start) for s in support}
-        against: list[tuple[Sentence, str]] = []
-        for q in support:
-            for s, r in _contradicting(q.quote, pool, exclude):
-                if s.key not in exclude:
-                    exclude.add(s.key)
-                    against.append((s, r))
-        claims.append(_finish_claim(mission, query, len(claims), text, support, against, relevance))
-    return claims, dropped
 
 
 # ---------------------------------------------------------------- LLM-judged contradictions

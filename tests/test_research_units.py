@@ -10,7 +10,8 @@ from activities.confidence import confidence
 from activities.contradictions import contradiction
 from activities.fusion import fuse, merge_subquestion_hits
 from activities.planning import deterministic_plan, parse_llm_plan
-from activities.synthesis import extractive, locate, sentence_spans, verified_llm_claims, verify_citation
+from activities.llm_synthesis import verify_claims
+from activities.synthesis import extractive, locate, sentence_spans, verify_citation
 from stratmaster.contracts.knowledge import SearchHit
 from stratmaster.contracts.research import ResearchInput
 
@@ -137,22 +138,6 @@ def test_extractive_claims_cite_exact_spans_and_carry_contradictions():
     assert 0 < top.confidence <= 1
 
 
-def test_llm_claims_are_verified_and_unsupported_ones_dropped():
-    hits = [hit("a", 0.9, "hybrid", DOC_A, "docA", start=100), hit("b", 0.7, "hybrid", DOC_B, "docB")]
-    answer = json.dumps({"claims": [
-        {"claim": "The XR-7 keeps 90% capacity after 1000 cycles.",
-         "citations": [{"evidence": 1, "quote": "The XR-7 battery retains 90 percent of its capacity after 1000 charge cycles."}]},
-        {"claim": "The XR-7 was invented in 1850.", "citations": [{"evidence": 2, "quote": "invented in 1850 by a baron"}]},
-        {"claim": "Made-up source.", "citations": [{"evidence": 7, "quote": "The XR-7 battery retains"}]},
-    ]})
-    claims, dropped = verified_llm_claims("demo", "XR-7 battery life", "Sure! " + answer, hits, embed=None)
-    assert dropped == 2 and len(claims) == 1
-    cit = claims[0].supporting[0]
-    assert verify_citation(cit, DOC_A, 100) and cit.start >= 100
-    assert claims[0].contradicting and claims[0].contradicting[0].document_id == "docB"
-    assert verified_llm_claims("demo", "q", "no json here", hits, None) is None
-
-
 def test_locate_tolerates_whitespace_but_not_invention():
     text = "The  wing\nstalls at 15 degrees."
     s, e = locate("The wing stalls at 15 degrees", text)
@@ -166,9 +151,9 @@ def test_llm_contradiction_candidates_and_verdicts():
     a = "Safety summary. The XR-7 battery passed the crash tests conducted in 2022 by the agency."
     b = "Recall notice. The XR-7 battery is unsafe in the crash tests conducted in 2022 by the agency."
     hits = [hit("a", 0.9, "hybrid", a, "docA"), hit("b", 0.8, "hybrid", b, "docB")]
-    answer = json.dumps({"claims": [{"claim": "The XR-7 passed crash tests.", "citations": [
-        {"evidence": 1, "quote": "The XR-7 battery passed the crash tests conducted in 2022 by the agency."}]}]})
-    claims, _ = verified_llm_claims("demo", "Is the XR-7 safe?", answer, hits, embed=None)
+    answer = json.dumps({"claims": [{"text": "The XR-7 battery passed the crash tests in 2022.", "evidence": [1],
+                                     "quote": "The XR-7 battery passed the crash tests conducted in 2022 by the agency."}]})
+    claims, _ = verify_claims("demo", "Is the XR-7 safe?", answer, hits, embed=None)
     assert claims and not claims[0].contradicting  # the heuristics miss this pair
     pairs = contradiction_candidates(claims, hits)
     assert [(i, s.hit.chunk_id) for i, s, _ in pairs] == [(0, "b")]
