@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import os
+import sys
 from datetime import timedelta
 from typing import Any, Callable, Coroutine
 
@@ -114,7 +116,23 @@ _mount()
 
 
 def main() -> None:
-    app()
+    # The Temporal core's native threads can abort interpreter finalisation
+    # (seen once: "PyGILState_Release ... must be current"), turning a finished
+    # command into exit 134. The CLI holds nothing that needs finalising, so
+    # flush and leave without it.
+    try:
+        app()
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        if not isinstance(exc.code, (int, type(None))):
+            print(exc.code, file=sys.stderr)
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (BrokenPipeError, ValueError):  # reader gone (e.g. `| head`) or stream closed
+            pass
+    os._exit(code)
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ from stratmaster.errors import ServiceUnavailable
 from stratmaster.local_postgres import LocalPostgres, port_in_use
 from stratmaster.local_temporal import dev_server_args
 from stratmaster.settings import Settings
+from workers.ports import metrics_port_for
 
 
 @dataclass
@@ -28,6 +29,7 @@ class Proc:
     name: str
     args: list[str]
     port: int | None = None  # a port the process must open before it counts as up
+    free_port: int | None = None  # a port it will bind later (worker metrics): must be free at start
 
 
 class DevStack:
@@ -58,7 +60,8 @@ class DevStack:
         procs = [Proc("temporal", dev_server_args(self.root / "temporal.db", self.temporal_host, self.temporal_port,
                                                   self.s.temporal_ui_port, self.s.temporal_namespace), self.temporal_port)]
         for q in queues.ALL:
-            procs.append(Proc(f"worker-{q}", [sys.executable, "-m", "workers", "--queue", q]))
+            procs.append(Proc(f"worker-{q}", [sys.executable, "-m", "workers", "--queue", q],
+                              free_port=metrics_port_for(q, self.s.metrics_port_base)))
         procs.append(Proc("api", [sys.executable, "-m", "uvicorn", "starters.api:app", "--host", self.s.bind_host,
                                   "--port", str(self.s.api_port), "--log-level", "warning"], self.s.api_port))
         return procs
@@ -93,8 +96,9 @@ class DevStack:
             if self.pid(proc.name):
                 echo(f"{proc.name:<10} already running (pid {self.pid(proc.name)})")
                 continue
-            if proc.port and port_in_use(self.s.bind_host, proc.port):
-                raise ServiceUnavailable(f"port {self.s.bind_host}:{proc.port} needed by {proc.name} is taken by another process")
+            for port in (proc.port, proc.free_port):
+                if port and port_in_use(self.s.bind_host, port):
+                    raise ServiceUnavailable(f"port {self.s.bind_host}:{port} needed by {proc.name} is taken by another process")
             log = open(self.log_dir / f"{proc.name}.log", "ab")
             p = subprocess.Popen(proc.args, stdout=log, stderr=subprocess.STDOUT, env=self.env(),
                                  start_new_session=True, cwd=Path(__file__).resolve().parents[1])

@@ -5,10 +5,12 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 
 import pytest
 
+from stratmaster.local_postgres import port_in_use
 from tests.conftest import free_port
 
 
@@ -18,15 +20,18 @@ def _cli(env, *args, timeout=240):
 
 
 @pytest.fixture
-def stack_env(tmp_path):
+def stack_env(session_dir):
+    # Not pytest's tmp_path: pytest keeps its root 0700, which the postgres
+    # user (who runs the cluster) cannot traverse.
+    data_dir = tempfile.mkdtemp(prefix="devstack-", dir=session_dir)
     env = dict(os.environ)
     env.update({
-        "STRATMASTER_DATA_DIR": str(tmp_path / "data"),
+        "STRATMASTER_DATA_DIR": data_dir,
         "STRATMASTER_TEMPORAL_ADDRESS": f"127.0.0.1:{free_port()}",
         "STRATMASTER_TEMPORAL_UI_PORT": str(free_port()),
         "STRATMASTER_POSTGRES_PORT": str(free_port()),
         "STRATMASTER_API_PORT": str(free_port()),
-        "STRATMASTER_METRICS_PORT_BASE": str(free_port()),
+        "STRATMASTER_METRICS_PORT_BASE": str(_free_port_run(4)),
         "HF_HUB_OFFLINE": "1",
     })
     env.pop("STRATMASTER_DATABASE_URL", None)
@@ -65,6 +70,15 @@ def test_dev_up_port_taken_is_clear_error(stack_env):
         up = _cli(stack_env, "dev", "up")
     assert up.returncode == 2
     assert "is taken" in up.stderr and "Traceback" not in up.stderr
+
+
+def _free_port_run(n: int) -> int:
+    """A base port with the n ports from it free (one metrics port per worker queue)."""
+    for _ in range(50):
+        base = free_port()
+        if base + n < 65535 and not any(port_in_use("127.0.0.1", base + i) for i in range(n)):
+            return base
+    raise RuntimeError("no run of free ports")
 
 
 def _logs(env) -> str:

@@ -99,3 +99,18 @@ def test_cli_prints_error_not_traceback(monkeypatch):
     assert result.exit_code == 2
     assert "Temporal is not reachable" in result.output
     assert "Traceback" not in result.output
+
+
+def test_worker_metrics_port_taken_is_clear_error(settings):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        taken = s.getsockname()[1]
+        res = subprocess.run(
+            [sys.executable, "-m", "workers", "--queue", queues.MAINTENANCE, "--metrics-port", str(taken)],
+            env=_worker_env(settings, f"127.0.0.1:{free_port()}", taken), capture_output=True, text=True, timeout=60)
+    assert res.returncode == 2
+    assert f"cannot serve worker metrics on 127.0.0.1:{taken}" in res.stderr
+    assert "Traceback" not in res.stderr

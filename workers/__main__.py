@@ -23,20 +23,22 @@ from stratmaster.logging import configure_logging
 from stratmaster.settings import get_settings
 from stratmaster.telemetry import configure_tracing, interceptors, shutdown_tracing
 from stratmaster.temporal_client import connect
+from workers.ports import metrics_port_for
 from workers.registry import build
 
 log = logging.getLogger("stratmaster.worker")
-
-
-def metrics_port_for(queue: str, base: int) -> int:
-    return base + (queues.ALL.index(queue) if queue in queues.ALL else len(queues.ALL))
 
 
 async def run(queue: str, metrics_port: int | None) -> None:
     settings = get_settings()
     configure_tracing(f"stratmaster-worker-{queue}", settings)
     port = metrics_port if metrics_port is not None else metrics_port_for(queue, settings.metrics_port_base)
-    runtime = Runtime(telemetry=TelemetryConfig(metrics=PrometheusConfig(bind_address=f"{settings.bind_host}:{port}")))
+    try:
+        runtime = Runtime(telemetry=TelemetryConfig(metrics=PrometheusConfig(bind_address=f"{settings.bind_host}:{port}")))
+    except ValueError as exc:  # the core reports a taken port as ValueError
+        raise ServiceUnavailable(
+            f"cannot serve worker metrics on {settings.bind_host}:{port}: {exc}; "
+            "pass --metrics-port or set STRATMASTER_METRICS_PORT_BASE") from exc
     client = await connect(settings, runtime=runtime, interceptors=interceptors())
     spec = await build(queue, settings)
     stop = asyncio.Event()
