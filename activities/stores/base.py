@@ -34,6 +34,7 @@ document's vertex, its MENTIONS edges and the entities no other document mention
 """
 from __future__ import annotations
 
+import re
 from typing import Protocol, Sequence
 
 from stratmaster.contracts.common import validate_mission_id
@@ -47,6 +48,24 @@ def check_mission(mission: str) -> str:
         return validate_mission_id(mission if isinstance(mission, str) else "")
     except ValueError as exc:
         raise bad_input(f"invalid mission id {mission!r}: {exc}") from None
+
+
+_TOKEN = re.compile(r"\w+", re.UNICODE)
+MAX_QUERY_TERMS = 64
+
+
+def query_terms(text: str) -> list[str]:
+    """Unique lower-cased word tokens of the user's text, at most MAX_QUERY_TERMS:
+    full-text adapters search these as plain words (never query syntax), and the
+    bound keeps huge inputs under the engines' clause limits."""
+    terms: list[str] = []
+    for tok in _TOKEN.findall(text or ""):
+        tok = tok.lower()
+        if tok not in terms:
+            terms.append(tok)
+            if len(terms) >= MAX_QUERY_TERMS:
+                break
+    return terms
 
 
 def parse_graph_dump(rows: Sequence[dict]) -> tuple[list[Entity], list[Relation]]:

@@ -7,7 +7,6 @@ Documents are keyed by chunk_id, so re-indexing a chunk overwrites it.
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -15,7 +14,7 @@ from opensearchpy import AsyncOpenSearch
 from opensearchpy.exceptions import NotFoundError, RequestError
 from opensearchpy.helpers import async_scan
 
-from activities.stores.base import check_mission, index_name
+from activities.stores.base import check_mission, index_name, query_terms
 from stratmaster.contracts.knowledge import Chunk, SearchHit
 from stratmaster.errors import bad_input
 from stratmaster.settings import Settings
@@ -23,8 +22,6 @@ from stratmaster.settings import Settings
 TEMPLATE_PATH = Path(__file__).resolve().parents[2] / "infra" / "opensearch" / "documents-template.json"
 TEMPLATE_NAME = "stratmaster-documents"
 _BULK_BATCH = 500
-_TOKEN = re.compile(r"\w+", re.UNICODE)
-MAX_QUERY_TERMS = 64
 _CHUNK_FIELDS = ("chunk_id", "document_id", "ordinal", "text", "start", "end", "token_count", "title", "metadata")
 
 
@@ -200,17 +197,6 @@ class OpenSearchIndex:
         await self._client.close()
 
 
-def query_terms(text: str) -> list[str]:
-    """Unique word tokens of the user's text, at most MAX_QUERY_TERMS (keeps
-    huge inputs under OpenSearch's clause limit)."""
-    terms: list[str] = []
-    for tok in _TOKEN.findall(text or ""):
-        tok = tok.lower()
-        if tok not in terms:
-            terms.append(tok)
-            if len(terms) >= MAX_QUERY_TERMS:
-                break
-    return terms
 
 
 def _refresh_param(refresh: bool | str) -> str:

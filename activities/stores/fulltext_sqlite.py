@@ -13,17 +13,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 import sqlite3
 from pathlib import Path
 from typing import Sequence
 
-from activities.stores.base import check_mission, remove_sqlite_files
+from activities.stores.base import check_mission, query_terms, remove_sqlite_files
 from stratmaster.contracts.knowledge import Chunk, SearchHit
 from stratmaster.errors import bad_input
 
-_TOKEN = re.compile(r"\w+", re.UNICODE)
-MAX_QUERY_TERMS = 64
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS chunks (
@@ -73,13 +70,7 @@ def fts_query(text: str) -> str | None:
     """Plain text -> a safe FTS5 MATCH expression: every word token quoted as a
     phrase and OR-ed, so operators (AND/OR/NOT/NEAR, *, ^, :, quotes, parentheses)
     in user text are just words or dropped. None when no token remains."""
-    terms: list[str] = []
-    for tok in _TOKEN.findall(text or ""):
-        tok = tok.lower()
-        if tok not in terms:
-            terms.append(tok)
-        if len(terms) >= MAX_QUERY_TERMS:
-            break
+    terms = query_terms(text)
     if not terms:
         return None
     return " OR ".join('"' + t.replace('"', '""') + '"' for t in terms)
