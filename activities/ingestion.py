@@ -13,6 +13,13 @@ DocumentResult out. A background task heartbeats the current stage every few
 seconds while parsing/embedding run in threads, so a crashed worker's attempt
 is retried after the (short) heartbeat timeout; the heartbeat details carry how
 many chunks already reached the vector store, so the retry skips re-embedding them.
+
+`ingest_documents` does the same for a group of small documents in one call (the
+per-call Temporal round trip dominates tiny documents): each is read, parsed,
+chunked and written on its own (a bad one fails alone, its failure row written
+here), their chunks are embedded in one batched call, and the heartbeat details
+list the finished documents' results so a retry skips them. A document over the
+group's byte limit is handed back for `ingest_document`.
 """
 from __future__ import annotations
 
@@ -31,6 +38,7 @@ from typing import Any
 
 import asyncpg
 from temporalio import activity
+from temporalio.exceptions import ApplicationError
 
 from activities.chunking import chunk_id, chunk_text, document_id
 from activities.embedding import Embedder, get_embedder
@@ -40,10 +48,11 @@ from activities.stores.base import ObjectNotFound
 from activities.stores.factory import Stores
 from activities.stores.tenants import require_mission
 from stratmaster.contracts.ingestion import (
-    CheckMissionInput, DocumentRef, DocumentResult, IngestDocumentInput, RecordFailureInput,
+    EMPTY_DOCUMENT, CheckMissionInput, DocumentRef, DocumentResult, IngestDocumentInput, IngestGroupInput,
+    IngestGroupResult, RecordFailureInput,
 )
 from stratmaster.contracts.knowledge import Chunk
-from stratmaster.errors import BAD_INPUT, OVERSIZED, bad_input
+from stratmaster.errors import BAD_INPUT, NON_RETRYABLE, OVERSIZED, bad_input
 from stratmaster.mission_config import MissionConfigReader
 from stratmaster.settings import Settings
 
@@ -56,6 +65,25 @@ def extracted_key(sha256: str) -> str:
     """Object key of a document's extracted text (chunk offsets point into it). The
     leading '_' cannot collide with an original: safe_filename never starts with one."""
     return f"documents/{sha256}/_extracted.txt"
+
+
+def _bad_document(err: ApplicationError) -> bool:
+    """A document's own fault (fails it alone); anything else is retried."""
+    return err.non_retryable or err.type in (*NON_RETRYABLE, EMPTY_DOCUMENT)
+
+
+@dataclass
+class _Prepared:
+    """A parsed and chunked document, not yet in the vector/full-text/graph/SQL stores."""
+    ref: DocumentRef
+    sha: str
+    doc_id: str
+    size: int
+    parsed: ParsedDocument
+    title: str
+    object_key: str
+    chunks: list[Chunk]
+    t0: float
 
 
 @dataclass
@@ -118,13 +146,7 @@ class IngestionActivities:
     @activity.defn(name="ingest_record_failure")
     async def record_failure(self, req: RecordFailureInput) -> None:
         tenant = await require_mission(self.pool, req.mission)
-        await self.pool.execute(
-            """INSERT INTO ingestion_failures (tenant_id, batch_id, source, reason_type, reason)
-               VALUES ($1, $2, $3, $4, $5)
-               ON CONFLICT (tenant_id, batch_id, source)
-               DO UPDATE SET reason_type = EXCLUDED.reason_type, reason = EXCLUDED.reason, created_at = NOW()""",
-            tenant, req.batch_id, req.source[:2000], req.reason_type, req.reason[:4000],
-        )
+        await self._record_failure(tenant, req.batch_id, req.source, req.reason_type, req.reason)
 
     @activity.defn(name="ingest_document")
     async def ingest_document(self, req: IngestDocumentInput) -> DocumentResult:
@@ -136,14 +158,100 @@ class IngestionActivities:
         async with beat.running():
             return await self._ingest(req, beat, previous, info.attempt)
 
+    @activity.defn(name="ingest_documents")
+    async def ingest_documents(self, req: IngestGroupInput) -> IngestGroupResult:
+        """Several small documents in one call: each parsed/chunked/written on its own
+        (a bad one fails alone, with its failure row), all their chunks embedded in one
+        batched call. Heartbeat details carry the finished documents' results, so a
+        retry after a crash skips them."""
+        info = activity.info()
+        previous = info.heartbeat_details[0] if info.heartbeat_details else {}
+        finished = previous.get("finished") if isinstance(previous, dict) else None
+        results: list[DocumentResult | None] = [None] * len(req.refs)
+        done: dict[str, dict] = {}
+        for key, value in (finished or {}).items():
+            if key.isdigit() and int(key) < len(req.refs):
+                results[int(key)] = DocumentResult.model_validate(value)
+                done[key] = value
+        beat = _Beat({"stage": "start", "documents": len(req.refs), "finished": dict(done)})
+        async with beat.running():
+            tenant = await require_mission(self.pool, req.mission)
+
+            def finish(i: int, result: DocumentResult) -> None:
+                results[i] = result
+                done[str(i)] = result.model_dump(mode="json")
+                beat.stage("document-done", finished=dict(done))
+
+            prepared: list[tuple[int, _Prepared]] = []
+            for i, ref in enumerate(req.refs):
+                if str(i) in done:
+                    continue
+                try:
+                    if await self._too_big_for_group(ref, req.max_doc_bytes):
+                        continue  # results[i] stays None: the workflow ingests it alone
+                    p = await self._prepare(tenant, req.mission, req.batch_id, ref, beat, info.attempt,
+                                            max_bytes=req.max_doc_bytes)
+                except ApplicationError as err:
+                    if not _bad_document(err):
+                        raise  # infrastructure trouble: retry the group (finished documents are skipped)
+                    finish(i, await self._failed(tenant, req.batch_id, ref, err))
+                    continue
+                if p is None:
+                    continue  # bigger than the group limit once read
+                if isinstance(p, DocumentResult):
+                    finish(i, p)
+                elif any(q.doc_id == p.doc_id for _, q in prepared):
+                    # the same bytes twice in one group: the second is a duplicate, as it would be in sequence
+                    finish(i, DocumentResult(
+                        source=ref.label, status="duplicate", document_id=p.doc_id, sha256=p.sha,
+                        content_type=p.parsed.content_type, title=p.title, object_key=p.object_key,
+                        chars=len(p.parsed.text), chunks=len(p.chunks)))
+                else:
+                    prepared.append((i, p))
+
+            # one embedding call for every chunk of the group (the embedder batches it)
+            texts = [c.text for _, p in prepared for c in p.chunks]
+            beat.stage("embed", total_chunks=len(texts))
+            vectors = await asyncio.to_thread(self.embedder.embed, texts) if texts else []
+            at = 0
+            for i, p in prepared:
+                part = vectors[at:at + len(p.chunks)]
+                at += len(p.chunks)
+                beat.stage("vectors", source=p.ref.label)
+                await self.stores.vectors.upsert(req.mission, p.chunks, part)
+                finish(i, await self._store(tenant, req.mission, req.batch_id, p, beat))
+        return IngestGroupResult(results=results)
+
     # ------------------------------------------------------------ stages
     async def _ingest(self, req: IngestDocumentInput, beat: _Beat, previous: dict, attempt: int) -> DocumentResult:
-        t0 = time.perf_counter()
-        mission, ref = req.mission, req.ref
+        mission = req.mission
         tenant = await require_mission(self.pool, mission)
+        p = await self._prepare(tenant, mission, req.batch_id, req.ref, beat, attempt)
+        if isinstance(p, DocumentResult):
+            return p
+        chunks = p.chunks
+        # Vectors: embed + upsert per slice; resume after the slices a crashed attempt already wrote.
+        done = int(previous.get("vectors_done", 0)) if previous.get("sha256") == p.sha else 0
+        done = min(done, len(chunks))
+        step = max(self.settings.embedding_batch_size * 4, 1)
+        beat.stage("embed", total_chunks=len(chunks), vectors_done=done)
+        for i in range(done, len(chunks), step):
+            part = chunks[i:i + step]
+            vectors = await asyncio.to_thread(self.embedder.embed, [c.text for c in part])
+            beat.stage("vectors")
+            await self.stores.vectors.upsert(mission, part, vectors)
+            beat.stage("embed", vectors_done=i + len(part))
+        return await self._store(tenant, mission, req.batch_id, p, beat)
 
-        beat.stage("read")
+    async def _prepare(self, tenant, mission: str, batch_id: str, ref: DocumentRef, beat: _Beat, attempt: int,
+                       max_bytes: int | None = None) -> "_Prepared | DocumentResult | None":
+        """Read, duplicate check, parse, keep the original and extracted text, chunk.
+        A DocumentResult when it is already indexed; None when over `max_bytes` (groups)."""
+        t0 = time.perf_counter()
+        beat.stage("read", source=ref.label)
         src = await self._read(mission, ref)
+        if max_bytes is not None and len(src.data) > max_bytes:
+            return None
         sha = hashlib.sha256(src.data).hexdigest()
         doc_id = document_id(mission, sha)
         beat.stage("check", sha256=sha)
@@ -153,7 +261,7 @@ class IngestionActivities:
                FROM documents WHERE id = $1 AND tenant_id = $2""", doc_id, tenant)
         if existing is not None and existing["status"] == "indexed":
             # A retry of this very batch that already committed counts as ingested, not as a duplicate.
-            mine = existing["batch_id"] == req.batch_id and attempt > 1
+            mine = existing["batch_id"] == batch_id and attempt > 1
             return DocumentResult(
                 source=ref.label, status="ingested" if mine else "duplicate", document_id=doc_id, sha256=sha,
                 content_type=existing["content_type"], title=existing["title"], object_key=existing["object_key"],
@@ -183,38 +291,59 @@ class IngestionActivities:
         # the extracted text, so citations (chunk start/end) can be resolved later
         await self.stores.objects.put(mission, extracted_key(sha), parsed.text.encode("utf-8"),
                                       "text/plain; charset=utf-8")
+        return _Prepared(ref, sha, doc_id, len(src.data), parsed, title, object_key, chunks, t0)
 
-        # Vectors: embed + upsert per slice; resume after the slices a crashed attempt already wrote.
-        done = int(previous.get("vectors_done", 0)) if previous.get("sha256") == sha else 0
-        done = min(done, len(chunks))
-        step = max(self.settings.embedding_batch_size * 4, 1)
-        beat.stage("embed", total_chunks=len(chunks), vectors_done=done)
-        for i in range(done, len(chunks), step):
-            part = chunks[i:i + step]
-            vectors = await asyncio.to_thread(self.embedder.embed, [c.text for c in part])
-            beat.stage("vectors")
-            await self.stores.vectors.upsert(mission, part, vectors)
-            beat.stage("embed", vectors_done=i + len(part))
-
+    async def _store(self, tenant, mission: str, batch_id: str, p: "_Prepared", beat: _Beat) -> DocumentResult:
+        """Full text, graph, then PostgreSQL last (vectors are already upserted)."""
+        chunks = p.chunks
         beat.stage("fulltext")
         await self.stores.fulltext.index(mission, chunks)
 
         beat.stage("graph")
         cartridge = (await self.config.get(mission)).cartridge
-        extraction = await asyncio.to_thread(extract, doc_id, title, [c.text for c in chunks],
+        extraction = await asyncio.to_thread(extract, p.doc_id, p.title, [c.text for c in chunks],
                                              custom=cartridge.entity_keywords(), patterns=cartridge.entity_patterns())
         await self.stores.graph.upsert(mission, extraction.entities, extraction.relations)
 
         beat.stage("database")
-        await self._write_rows(tenant, doc_id, sha, ref, object_key, parsed, title, chunks, req.batch_id, len(src.data))
+        await self._write_rows(tenant, p.doc_id, p.sha, p.ref, p.object_key, p.parsed, p.title, chunks, batch_id,
+                               p.size)
         beat.stage("done")
-        log.info("document ingested", extra={"mission": mission, "source": ref.label, "document_id": doc_id,
-                                             "chunks": len(chunks), "seconds": round(time.perf_counter() - t0, 3),
+        log.info("document ingested", extra={"mission": mission, "source": p.ref.label, "document_id": p.doc_id,
+                                             "chunks": len(chunks), "seconds": round(time.perf_counter() - p.t0, 3),
                                              "stages": beat.timings})
         return DocumentResult(
-            source=ref.label, status="ingested", document_id=doc_id, sha256=sha, content_type=parsed.content_type,
-            title=title, object_key=object_key, chars=len(parsed.text), chunks=len(chunks),
-            entities=len(extraction.entities), relations=len(extraction.relations))
+            source=p.ref.label, status="ingested", document_id=p.doc_id, sha256=p.sha,
+            content_type=p.parsed.content_type, title=p.title, object_key=p.object_key, chars=len(p.parsed.text),
+            chunks=len(chunks), entities=len(extraction.entities), relations=len(extraction.relations))
+
+    async def _too_big_for_group(self, ref: DocumentRef, max_bytes: int) -> bool:
+        """Cheap size check before reading (paths, inline); object keys are checked once read.
+        Unreadable paths are not 'too big': reading them fails with the readable reason."""
+        if ref.path is not None:
+            try:
+                size = Path(ref.path).expanduser().stat().st_size
+            except OSError:
+                return False
+            return max_bytes < size <= self.settings.max_document_bytes
+        if ref.content_b64 is not None:
+            size = len(ref.content_b64) * 3 // 4
+            return max_bytes + 3 < size <= self.settings.max_document_bytes
+        return False
+
+    async def _failed(self, tenant, batch_id: str, ref: DocumentRef, err: ApplicationError) -> DocumentResult:
+        reason_type, reason = err.type or "ApplicationError", err.message
+        await self._record_failure(tenant, batch_id, ref.label, reason_type, reason)
+        return DocumentResult(source=ref.label, status="failed", reason_type=reason_type, reason=reason)
+
+    async def _record_failure(self, tenant, batch_id: str, source: str, reason_type: str, reason: str) -> None:
+        await self.pool.execute(
+            """INSERT INTO ingestion_failures (tenant_id, batch_id, source, reason_type, reason)
+               VALUES ($1, $2, $3, $4, $5)
+               ON CONFLICT (tenant_id, batch_id, source)
+               DO UPDATE SET reason_type = EXCLUDED.reason_type, reason = EXCLUDED.reason, created_at = NOW()""",
+            tenant, batch_id, source[:2000], reason_type, reason[:4000],
+        )
 
     async def _read(self, mission: str, ref: DocumentRef) -> _Source:
         limit = self.settings.max_document_bytes

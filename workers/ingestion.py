@@ -27,7 +27,7 @@ async def build(settings: Settings, *, warm_up: bool = True) -> QueueSpec:
 
     return QueueSpec(
         workflows=[IngestDocumentsWorkflow, IngestSliceWorkflow],
-        activities=[acts.check_mission, acts.ingest_document, acts.record_failure],
+        activities=[acts.check_mission, acts.ingest_document, acts.ingest_documents, acts.record_failure],
         close=close,
         # async activities; embedding/parsing run in threads, torch uses both cores anyway
         max_concurrent_activities=4,

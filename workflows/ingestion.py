@@ -8,7 +8,10 @@ Parent (id `ingest-<mission>-<batch_id>`)
   - continues as new after `slices_per_run` slices (or when Temporal suggests it),
     carrying the totals, so its history stays bounded for very large batches;
   - returns the aggregated IngestResult.
-Child: one `ingest_document` activity per document (`doc_concurrency` at a time).
+Child: consecutive small documents (each <= `group_doc_bytes`) go `group_docs` at a
+time through one `ingest_documents` activity (one batched embedding call, each
+document still parsed, written and failed on its own); bigger ones through one
+`ingest_document` activity each; `doc_concurrency` activities at a time.
 A bad document fails alone: its failure is recorded (ingestion_failures + result)
 and the rest of the batch lands.
 """
@@ -25,6 +28,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.ingestion import IngestionActivities
     from stratmaster.contracts.ingestion import (
         EMPTY_DOCUMENT, MAX_LISTED_DOCUMENTS, CheckMissionInput, DocumentDone, DocumentResult, IngestDocumentInput,
+        IngestGroupInput,
         IngestInput, IngestProgress, IngestResult, IngestState, IngestTotals, RecordFailureInput, SliceInput,
         SliceProgress, SliceResult,
     )
@@ -35,6 +39,8 @@ DOCUMENT_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1), backoff_coefficient=2.0, maximum_interval=timedelta(seconds=30),
     maximum_attempts=6, non_retryable_error_types=[*NON_RETRYABLE, EMPTY_DOCUMENT],
 )
+# marks histories whose slices group small documents (older ones replay the per-document path)
+GROUPS_PATCH = "ingest-document-groups"
 SMALL_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=20),
                           maximum_attempts=10, non_retryable_error_types=[*NON_RETRYABLE])
 
@@ -102,9 +108,51 @@ class IngestSliceWorkflow:
             await report()
             return result
 
-        results = await asyncio.gather(*(one(i) for i in range(len(req.documents))))
+        if req.group_docs > 1 and workflow.patched(GROUPS_PATCH):
+            results = await self._grouped(req, sem, one, unsent, report)
+        else:
+            results = await asyncio.gather(*(one(i) for i in range(len(req.documents))))
         # the rest is carried by the result itself, except for the parent's live view in between
         return SliceResult(slice_index=req.slice_index, results=list(results))
+
+    async def _grouped(self, req: SliceInput, sem: asyncio.Semaphore, one, unsent: list, report) -> list:
+        """Consecutive documents `group_docs` at a time through `ingest_documents`; the
+        ones it hands back (too big), or a whole group whose activity failed for good,
+        go through `one` (the single-document activity, which fails a document alone)."""
+        n = len(req.documents)
+        results: list[DocumentResult | None] = [None] * n
+
+        async def group(first: int) -> None:
+            idx = list(range(first, min(first + req.group_docs, n)))
+            async with sem:
+                try:
+                    out = await workflow.execute_activity_method(
+                        IngestionActivities.ingest_documents,
+                        IngestGroupInput(mission=req.mission, batch_id=req.batch_id,
+                                         refs=[req.documents[i] for i in idx], max_doc_bytes=req.group_doc_bytes),
+                        start_to_close_timeout=timedelta(seconds=req.document_timeout_s),
+                        heartbeat_timeout=timedelta(seconds=req.heartbeat_timeout_s),
+                        retry_policy=DOCUMENT_RETRY,
+                    )
+                    got = list(out.results)
+                except ActivityError as err:
+                    reason_type, reason = _failure_reason(err)
+                    workflow.logger.warning("group from %d failed (%s: %s); ingesting its documents one by one",
+                                            req.offset + first, reason_type, reason)
+                    got = [None] * len(idx)
+            alone = []
+            for i, r in zip(idx, got):
+                if r is None:
+                    alone.append(i)
+                else:
+                    results[i] = r
+                    unsent.append(DocumentDone(index=req.offset + i, result=r))
+            await report()
+            for i, r in zip(alone, await asyncio.gather(*(one(i) for i in alone))):
+                results[i] = r
+
+        await asyncio.gather(*(group(first) for first in range(0, n, req.group_docs)))
+        return results
 
 
 @workflow.defn
@@ -131,7 +179,7 @@ class IngestDocumentsWorkflow:
             _count(t, r)
         current: list[str] = []
         if self._req is not None:
-            per_slice = self._req.doc_concurrency
+            per_slice = self._req.doc_concurrency * self._req.group_docs  # up to that many in flight
             for first, size in self._running.values():
                 waiting = [i for i in range(first, first + size) if i not in self._live]
                 for i in waiting[:per_slice]:
@@ -200,7 +248,8 @@ class IngestDocumentsWorkflow:
             result: SliceResult = await workflow.execute_child_workflow(
                 IngestSliceWorkflow.run,
                 SliceInput(mission=req.mission, batch_id=self._batch_id, slice_index=slice_index, offset=first,
-                           documents=part, doc_concurrency=req.doc_concurrency, report_to=workflow.info().workflow_id,
+                           documents=part, doc_concurrency=req.doc_concurrency, group_docs=req.group_docs,
+                           group_doc_bytes=req.group_doc_bytes, report_to=workflow.info().workflow_id,
                            heartbeat_timeout_s=req.heartbeat_timeout_s, document_timeout_s=req.document_timeout_s,
                            progress_every_s=req.progress_every_s),
                 id=f"{workflow.info().workflow_id}-slice-{slice_index}",

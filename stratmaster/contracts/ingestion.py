@@ -73,6 +73,10 @@ class IngestInput(BaseModel):
     slice_size: int = Field(default=10, ge=1, le=500)
     max_concurrent_slices: int = Field(default=2, ge=1, le=50)
     doc_concurrency: int = Field(default=2, ge=1, le=16)
+    # Small documents (each at most `group_doc_bytes`) go `group_docs` at a time through one
+    # `ingest_documents` activity with one batched embedding call; 1 turns grouping off.
+    group_docs: int = Field(default=16, ge=1, le=100)
+    group_doc_bytes: int = Field(default=64 * 1024, ge=0)
     # The parent continues as new after this many slices so its history stays bounded.
     slices_per_run: int = Field(default=200, ge=1)
     # A crashed worker's document is retried elsewhere after this long without a heartbeat.
@@ -119,6 +123,19 @@ class IngestDocumentInput(BaseModel):
     ref: DocumentRef
 
 
+class IngestGroupInput(BaseModel):
+    """Consecutive small documents of a slice, ingested in one activity call."""
+    mission: MissionId
+    batch_id: str
+    refs: list[DocumentRef] = Field(min_length=1)
+    max_doc_bytes: int = 64 * 1024  # a bigger document is handed back (None) for `ingest_document`
+
+
+class IngestGroupResult(BaseModel):
+    # aligned with `refs`; None: too big for a group, to be ingested alone
+    results: list[DocumentResult | None]
+
+
 class RecordFailureInput(BaseModel):
     mission: MissionId
     batch_id: str
@@ -138,6 +155,8 @@ class SliceInput(BaseModel):
     offset: int  # index of the slice's first document in the batch
     documents: list[DocumentRef]
     doc_concurrency: int = 2
+    group_docs: int = 1  # default for slices started before grouping existed
+    group_doc_bytes: int = 64 * 1024
     report_to: str | None = None  # parent workflow id for per-document progress signals
     heartbeat_timeout_s: int = 20
     document_timeout_s: int = 1800
