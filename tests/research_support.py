@@ -57,14 +57,21 @@ CORPUS: dict[str, str] = {
 
 async def ingest_corpus(client: Client, settings: Settings, mission: str, corpus: dict[str, str] = CORPUS) -> dict[str, str]:
     """Activate `mission` and ingest the corpus through the real ingestion workflow."""
-    return await _ingest_via_workflow(client, settings, mission, corpus)
+    from stratmaster.contracts.ingestion import DocumentRef
+
+    await ingest_documents(client, settings, mission, [
+        DocumentRef(name=name, content_b64=base64.b64encode(text.encode()).decode()) for name, text in corpus.items()])
+    return dict(corpus)
 
 
-async def _ingest_via_workflow(client: Client, settings: Settings, mission: str, corpus: dict[str, str]) -> dict[str, str]:
+async def ingest_documents(client: Client, settings: Settings, mission: str, refs: list) -> None:
+    """Create the mission row and run IngestDocumentsWorkflow on `refs` with an
+    in-process ingestion worker; every document must land."""
     import workers.ingestion
     from activities.stores.postgres import create_pool
     from activities.stores.tenants import ensure_tenant
-    from stratmaster.contracts.ingestion import DocumentRef, IngestInput
+    from stratmaster.contracts.ingestion import IngestInput
+    from stratmaster.search_attributes import for_mission
     from workflows.ingestion import IngestDocumentsWorkflow
 
     pool = await create_pool(settings.database_url)
@@ -73,17 +80,18 @@ async def _ingest_via_workflow(client: Client, settings: Settings, mission: str,
     finally:
         await pool.close()
     spec = await workers.ingestion.build(settings)
-    docs = [DocumentRef(name=name, content_b64=base64.b64encode(text.encode()).decode()) for name, text in corpus.items()]
-    with ThreadPoolExecutor(4) as ex:
-        async with Worker(client, task_queue=queues.INGESTION, workflows=spec.workflows, activities=spec.activities,
-                          activity_executor=ex):
-            result = await client.execute_workflow(
-                IngestDocumentsWorkflow.run, IngestInput(mission=mission, documents=docs),
-                id=f"ingest-{mission}-{uuid.uuid4().hex[:8]}", task_queue=queues.INGESTION)
-    if spec.close:
-        await spec.close()
-    assert result.totals.ingested == len(corpus) and not result.failures, result.failures
-    return dict(corpus)
+    try:
+        with ThreadPoolExecutor(4) as ex:
+            async with Worker(client, task_queue=queues.INGESTION, workflows=spec.workflows,
+                              activities=spec.activities, activity_executor=ex):
+                result = await client.execute_workflow(
+                    IngestDocumentsWorkflow.run, IngestInput(mission=mission, documents=refs),
+                    id=f"ingest-{mission}-{uuid.uuid4().hex[:8]}", task_queue=queues.INGESTION,
+                    search_attributes=for_mission(mission))
+    finally:
+        if spec.close:
+            await spec.close()
+    assert result.totals.ingested == len(refs) and not result.failures, result.failures
 
 
 async def document_texts(settings: Settings, mission: str) -> dict[str, str]:

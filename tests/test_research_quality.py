@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import base64
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import asyncpg
 import pytest
 import pytest_asyncio
 from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.worker import Replayer, Worker
+from temporalio.worker import Replayer
 
 from activities.contradictions import contradiction, facts, same_fact
 from activities.synthesis import extractive, split_hits, verify_citation
@@ -22,7 +21,7 @@ from stratmaster import queues
 from stratmaster.contracts.knowledge import SearchHit
 from stratmaster.contracts.research import ResearchInput, workflow_id_for
 from stratmaster.search_attributes import for_mission
-from tests.research_support import research_worker
+from tests.research_support import ingest_documents, research_worker
 from workflows.research import ResearchWorkflow
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples" / "docs"
@@ -160,31 +159,10 @@ MISSION = f"rq_{uuid.uuid4().hex[:8]}"
 
 async def _ingest_files(client, settings, mission: str, paths: list[Path]) -> None:
     """The bundled samples (binary pdf/docx included) through the real ingestion workflow."""
-    import workers.ingestion
-    from activities.stores.postgres import create_pool
-    from activities.stores.tenants import ensure_tenant
-    from stratmaster.contracts.ingestion import DocumentRef, IngestInput
-    from workflows.ingestion import IngestDocumentsWorkflow
+    from stratmaster.contracts.ingestion import DocumentRef
 
-    pool = await create_pool(settings.database_url)
-    try:
-        await ensure_tenant(pool, mission)
-    finally:
-        await pool.close()
-    spec = await workers.ingestion.build(settings)
-    refs = [DocumentRef(name=p.name, content_b64=base64.b64encode(p.read_bytes()).decode()) for p in paths]
-    try:
-        with ThreadPoolExecutor(4) as ex:
-            async with Worker(client, task_queue=queues.INGESTION, workflows=spec.workflows,
-                              activities=spec.activities, activity_executor=ex):
-                result = await client.execute_workflow(
-                    IngestDocumentsWorkflow.run, IngestInput(mission=mission, documents=refs),
-                    id=f"ingest-{mission}-{uuid.uuid4().hex[:8]}", task_queue=queues.INGESTION,
-                    search_attributes=for_mission(mission))
-    finally:
-        if spec.close:
-            await spec.close()
-    assert result.totals.ingested == len(paths) and not result.failures, result.failures
+    await ingest_documents(client, settings, mission, [
+        DocumentRef(name=p.name, content_b64=base64.b64encode(p.read_bytes()).decode()) for p in paths])
 
 
 @pytest_asyncio.fixture(scope="module")
