@@ -7,7 +7,8 @@ bash scripts/bootstrap.sh
 VENV="${STRATMASTER_VENV:-$HOME/.cache/stratmaster/venv}"
 export PATH="$VENV/bin:$PATH" HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 # Stop whatever the service scripts started, also when one of them fails.
-trap 'for f in $(declare -F | awk "{print \$3}" | grep "^stop_service_"); do $f || true; done' EXIT
+source scripts/lib/services.sh
+trap svc_stop_all EXIT
 # Real production servers for the adapter tests: each script installs from a
 # registry once (cached under ~/.cache/stratmaster), starts its server on a free
 # loopback port and exports its URL.

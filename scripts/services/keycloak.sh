@@ -8,6 +8,9 @@
 # and defines stop_service_keycloak. Fails loudly, never hangs.
 # DEV ONLY: the realm's passwords and client secret are public test values.
 
+# shellcheck source=../lib/services.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../lib/services.sh"
+
 _kc_main() {
   local version="${STRATMASTER_KEYCLOAK_VERSION:-26.5.6}"
   local cache="${STRATMASTER_KEYCLOAK_CACHE:-$HOME/.cache/stratmaster/keycloak}"
@@ -57,7 +60,7 @@ _kc_main() {
   rm -rf "$run/kc/data" && mkdir -p "$run/kc/data/import"
   cp "$repo_root/infra/keycloak/realm.json" "$run/kc/data/import/stratmaster-realm.json"
 
-  local port; port="$("$py" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+  local port; port="$(svc_free_port)"
   echo "keycloak: starting $version on 127.0.0.1:$port (log: $run/keycloak.log)"
   # Own session (so stop kills kc.sh and its JVM together); the pid file is written
   # from inside it, so it is right whether or not setsid had to fork.
@@ -98,9 +101,7 @@ stop_service_keycloak() {
   [ -n "$run" ] && [ -d "$run" ] || return 0
   local pid; pid="$(cat "$run/pid" 2>/dev/null || true)"
   if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
-    kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 1 30); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
-    kill -KILL -- "-$pid" 2>/dev/null || true
+    svc_stop_group "$pid" 30
   fi
   rm -rf "$run"
   _STRATMASTER_KC_RUN=""

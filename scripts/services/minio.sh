@@ -12,6 +12,8 @@
 STRATMASTER_MINIO_VERSION="${STRATMASTER_MINIO_VERSION:-v0.0.0-20260212201848-7aac2a2c5b7c}"
 
 _minio_log() { echo "[minio] $*" >&2; }
+# shellcheck source=../lib/services.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../lib/services.sh"
 
 _minio_install() {
   local bindir="$HOME/.cache/stratmaster/bin" v="$STRATMASTER_MINIO_VERSION"
@@ -33,7 +35,7 @@ _minio_start() {
   bin="$(_minio_install)" || return 1
   run="$(mktemp -d /tmp/stratmaster-minio.XXXXXX)" || return 1
   _STRATMASTER_MINIO_DIR="$run"
-  port="$(_minio_free_port)" && cport="$(_minio_free_port)" || return 1
+  port="$(svc_free_port)" && cport="$(svc_free_port)" || return 1
   user="stratmaster-test"
   pass="$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')" || return 1
 
@@ -63,18 +65,8 @@ _minio_start() {
   _minio_log "ready: http://$STRATMASTER_TEST_MINIO_ENDPOINT"
 }
 
-_minio_free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
-}
-
 stop_service_minio() {
-  local pid="${_STRATMASTER_MINIO_PID:-}" i
-  if [ -n "$pid" ]; then
-    kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
-    for i in $(seq 1 20); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
-    kill -KILL -- "-$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true  # reap: no zombie left behind
-  fi
+  svc_stop_group "${_STRATMASTER_MINIO_PID:-}" 20
   [ -n "${_STRATMASTER_MINIO_DIR:-}" ] && rm -rf "$_STRATMASTER_MINIO_DIR"
   _STRATMASTER_MINIO_PID="" _STRATMASTER_MINIO_DIR=""
   unset STRATMASTER_TEST_MINIO_ENDPOINT STRATMASTER_TEST_MINIO_ACCESS_KEY STRATMASTER_TEST_MINIO_SECRET_KEY
@@ -82,7 +74,7 @@ stop_service_minio() {
 
 # Until scripts/test.sh installs its own EXIT trap, stop whatever already
 # started if a later step (or service script) fails.
-trap 'for f in $(declare -F | awk "{print \$3}" | grep "^stop_service_"); do $f || true; done' EXIT
+trap svc_stop_all EXIT
 
 if ! _minio_start; then
   stop_service_minio

@@ -15,9 +15,8 @@ STRATMASTER_SERVICE_USER="${STRATMASTER_SERVICE_USER:-stratmaster-svc}"
 
 _opensearch_log() { echo "[opensearch] $*" >&2; }
 
-_opensearch_free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
-}
+# shellcheck source=../lib/services.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../lib/services.sh"
 
 # Create the unprivileged system user the servers run as (OpenSearch refuses root).
 _opensearch_user_ready() {
@@ -93,7 +92,7 @@ _opensearch_start() {
   mkdir -p "$run/data" "$run/logs" "$run/tmp" || return 1
   [ "$(id -u)" = 0 ] && { chown -R "$STRATMASTER_SERVICE_USER:" "$run" || return 1; }
 
-  port="$(_opensearch_free_port)" && tport="$(_opensearch_free_port)" || return 1
+  port="$(svc_free_port)" && tport="$(svc_free_port)" || return 1
   local -a as_user=()
   [ "$(id -u)" = 0 ] && as_user=(setpriv --reuid="$STRATMASTER_SERVICE_USER" --regid="$STRATMASTER_SERVICE_USER" --init-groups)
 
@@ -133,13 +132,7 @@ _opensearch_start() {
 }
 
 stop_service_opensearch() {
-  local pid="${_STRATMASTER_OPENSEARCH_PID:-}" i
-  if [ -n "$pid" ]; then
-    kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
-    for i in $(seq 1 30); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
-    kill -KILL -- "-$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true  # reap: no zombie left behind
-  fi
+  svc_stop_group "${_STRATMASTER_OPENSEARCH_PID:-}" 30
   [ -n "${_STRATMASTER_OPENSEARCH_DIR:-}" ] && rm -rf "$_STRATMASTER_OPENSEARCH_DIR"
   _STRATMASTER_OPENSEARCH_PID="" _STRATMASTER_OPENSEARCH_DIR=""
   unset STRATMASTER_TEST_OPENSEARCH_URL
@@ -147,7 +140,7 @@ stop_service_opensearch() {
 
 # Until scripts/test.sh installs its own EXIT trap, stop whatever already
 # started if a later step (or service script) fails.
-trap 'for f in $(declare -F | awk "{print \$3}" | grep "^stop_service_"); do $f || true; done' EXIT
+trap svc_stop_all EXIT
 
 if ! _opensearch_start; then
   stop_service_opensearch
