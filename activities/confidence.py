@@ -1,36 +1,60 @@
-"""A claim's confidence in [0,1], derived only from its evidence.
+"""A claim's confidence in [0, 1]: the estimated probability that it answers the
+question correctly, from its evidence.
 
-Factors (each in [0,1]):
-  support    : number of supporting citations (saturates at 4)
-  documents  : distinct supporting documents (saturates at 3) - independent sources count most
-  retrieval  : mean fused retrieval score of the cited hits
-  relevance  : similarity of the claim to the question
-  agreement  : support / (support + contradicting)
-confidence = agreement * (0.15 + 0.2 support + 0.3 documents + 0.2 retrieval + 0.15 relevance)
-             - 0.15 * contradicted share
+    z = BIAS + sum(WEIGHTS[f] * factor f)   the ranker (factors from activities/answerability.py,
+                                           plus `documents`: distinct supporting documents, saturating at 3)
+    p = sigmoid(a * z + b * margin + c)      calibration; margin = z minus the best sentence's z for the question
+    confidence = p * (0.5 + 0.5 agreement) - 0.1 (1 - agreement)   (agreement = support / (support + contradicting))
+
+The ranker is a logistic regression over every retrieved sentence of the research
+QA bench, the calibration a Platt scaling on each question's top three (what
+become findings), both fitted by `python bench/research_qa/tune.py --fit`
+(cross-validated by question; run.py prints the reliability table and ECE). So a
+confidence of 0.4 means about 40% of such findings state the right answer, and a
+mission's `min_confidence` is a real bar.
 """
 from __future__ import annotations
 
-from typing import Sequence
+import math
+from typing import Mapping, Sequence
+
+# fitted by bench/research_qa/tune.py --fit (see bench/research_qa/README.md)
+WEIGHTS: dict[str, float] = {"sim": 2.454, "window": 7.691, "cover": 0.476, "passage": 3.698, "key": 0.553, "kind": 3.158,
+                             "names": 1.393, "retrieval": 0.441, "documents": 0.5}
+BIAS = -10.282
+# Platt scaling fitted on each question's top-3 sentences (what become findings): (ranker logit,
+# margin = its logit minus the best sentence's for the same question, intercept)
+CALIBRATION = (0.4425, 0.9519, -1.7197)
 
 
-def confidence(
-    support_docs: Sequence[str],
-    retrieval_scores: Sequence[float],
-    relevance: float,
-    n_contradicting: int,
-) -> tuple[float, dict[str, float]]:
+def logit(factors: Mapping[str, float]) -> float:
+    """The ranker: how likely a sentence answers the question, before calibration."""
+    return BIAS + sum(w * factors.get(name, 0.0) for name, w in WEIGHTS.items())
+
+
+def probability(factors: Mapping[str, float]) -> float:
+    """Calibrated probability that the sentence answers the question (factors["margin"]:
+    how far its logit is below the question's best sentence; 0 for the best)."""
+    z = CALIBRATION[0] * logit(factors) + CALIBRATION[1] * factors.get("margin", 0.0) + CALIBRATION[2]
+    return 1.0 / (1.0 + math.exp(-z))
+
+
+def with_margins(items: Sequence, factors_of, candidates: Sequence | None = None) -> None:
+    """Set factors["margin"] on each item's factors: its logit minus the best logit among
+    `candidates` (default: the items)."""
+    logits = [logit(factors_of(x)) for x in items]
+    best = max((logit(factors_of(x)) for x in candidates), default=None) if candidates is not None else None
+    best = max(logits, default=0.0) if best is None else best
+    for x, z in zip(items, logits):
+        factors_of(x)["margin"] = round(z - best, 4)
+
+
+def confidence(features: Mapping[str, float], support_docs: Sequence[str], n_contradicting: int) -> tuple[float, dict[str, float]]:
     n = len(support_docs)
     if n == 0:
-        return 0.0, {"support": 0.0, "documents": 0.0, "retrieval": 0.0, "relevance": 0.0, "agreement": 0.0}
-    support = min(1.0, n / 4)
-    documents = min(1.0, len(set(support_docs)) / 3)
-    retrieval = max(0.0, min(1.0, sum(retrieval_scores) / len(retrieval_scores))) if retrieval_scores else 0.0
-    relevance = max(0.0, min(1.0, relevance))
+        return 0.0, {**features, "documents": 0.0, "agreement": 0.0}
+    factors = {**features, "documents": round(min(1.0, len(set(support_docs)) / 3), 3)}
     agreement = n / (n + n_contradicting)
-    base = 0.15 + 0.2 * support + 0.3 * documents + 0.2 * retrieval + 0.15 * relevance
-    value = agreement * base - 0.15 * (1 - agreement)
-    value = round(max(0.0, min(1.0, value)), 2)
-    factors = {"support": round(support, 3), "documents": round(documents, 3), "retrieval": round(retrieval, 3),
-               "relevance": round(relevance, 3), "agreement": round(agreement, 3)}
-    return value, factors
+    # contradicting evidence lowers it (not calibrated by the bench, whose corpus rarely disagrees)
+    value = probability(factors) * (0.5 + 0.5 * agreement) - 0.1 * (1 - agreement)
+    return round(max(0.0, min(1.0, value)), 2), {**factors, "agreement": round(agreement, 3)}

@@ -13,7 +13,7 @@ from typing import Mapping, Sequence
 
 from stratmaster.contracts.knowledge import SearchHit
 
-DEFAULT_WEIGHTS = {"bm25": 0.5, "dense": 0.5, "graph": 0.3, "web": 0.3}
+DEFAULT_WEIGHTS = {"bm25": 0.5, "dense": 0.5, "graph": 0.3, "web": 0.3, "expansion": 0.3}
 RRF_K = 60
 
 

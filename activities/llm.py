@@ -23,20 +23,21 @@ def configured(settings: Settings) -> bool:
     return bool(settings.llm_model)
 
 
-def json_schema_enabled(settings: Settings) -> bool:
+def json_schema_enabled(settings: Settings, model: str | None = None) -> bool:
     """Send `response_format` (grammar-constrained JSON) to this model? Explicit
     STRATMASTER_LLM_JSON_SCHEMA wins; by default only for `openai/` models on a custom
     api_base (llama.cpp / llama-cpp-python servers accept {"type": "json_object",
     "schema": ...}); hosted providers differ in what they accept, so they get none."""
     if settings.llm_json_schema is not None:
         return settings.llm_json_schema
-    return bool(settings.llm_model and settings.llm_model.startswith("openai/") and settings.llm_api_base)
+    model = model or settings.llm_model
+    return bool(model and model.startswith("openai/") and settings.llm_api_base)
 
 
-def response_format(settings: Settings, schema: dict[str, Any] | None) -> dict[str, Any] | None:
+def response_format(settings: Settings, schema: dict[str, Any] | None, model: str | None = None) -> dict[str, Any] | None:
     """llama-cpp-python's server only knows type "json_object" (with an optional
     "schema", compiled to a GBNF grammar); "json_schema" would be a 422 there."""
-    if schema is None or not json_schema_enabled(settings):
+    if schema is None or not json_schema_enabled(settings, model):
         return None
     return {"type": "json_object", "schema": schema}
 
@@ -52,9 +53,11 @@ async def complete(
     workflow_id: str | None = None,
     purpose: str = "",
     schema: dict[str, Any] | None = None,
+    model: str | None = None,
     **extra: Any,
 ) -> str:
-    """Chat completion text for `messages` with settings.llm_model (LiteLLM model name).
+    """Chat completion text for `messages` with `model` (the mission's routing for the
+    task) or else settings.llm_model (LiteLLM model names).
 
     `schema` (a JSON schema) constrains the answer where the server supports it
     (see json_schema_enabled); callers must still validate the text."""
@@ -67,8 +70,9 @@ async def complete(
     import litellm
 
     litellm.suppress_debug_info = True  # no "Provider List" banners for models without a price entry
+    model = model or settings.llm_model
     kwargs: dict[str, Any] = dict(
-        model=settings.llm_model, messages=messages, temperature=temperature, max_tokens=max_tokens,
+        model=model, messages=messages, temperature=temperature, max_tokens=max_tokens,
         timeout=timeout, num_retries=0,
     )
     if settings.llm_api_base:
@@ -77,7 +81,7 @@ async def complete(
         kwargs["api_key"] = settings.llm_api_key.get_secret_value()
     elif settings.llm_api_base:
         kwargs["api_key"] = "local"  # OpenAI-compatible local servers ignore it, LiteLLM wants one
-    fmt = response_format(settings, schema)
+    fmt = response_format(settings, schema, model)
     if fmt is not None:
         kwargs["response_format"] = fmt  # LiteLLM passes it through to openai-compatible servers
     kwargs.update(extra)
@@ -85,12 +89,12 @@ async def complete(
         response = await litellm.acompletion(**kwargs)
     except (litellm.exceptions.APIConnectionError, litellm.exceptions.Timeout,
             litellm.exceptions.ServiceUnavailableError) as exc:
-        raise ServiceUnavailable(f"LLM {settings.llm_model} unreachable at {settings.llm_api_base}: {exc}") from exc
+        raise ServiceUnavailable(f"LLM {model} unreachable at {settings.llm_api_base}: {exc}") from exc
     except (litellm.exceptions.BadRequestError, litellm.exceptions.APIError) as exc:
-        raise LLMFailed(f"LLM {settings.llm_model} failed: {exc}") from exc
+        raise LLMFailed(f"LLM {model} failed: {exc}") from exc
     # token usage + cost per mission (Postgres), Langfuse generation when keys are set
     from activities.llm_usage import record_completion
 
-    await record_completion(settings, mission=mission, model=settings.llm_model, messages=messages,
+    await record_completion(settings, mission=mission, model=model, messages=messages,
                             response=response, workflow_id=workflow_id, purpose=purpose)
     return response.choices[0].message.content or ""

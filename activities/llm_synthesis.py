@@ -21,7 +21,10 @@ from typing import Any, Sequence
 from pydantic import BaseModel, Field, ValidationError
 
 from activities.planning import content_terms, parse_llm_plan
-from activities.synthesis import Embed, Sentence, _contradicting, _finish_claim, _json_object, _unit, split_hits
+from activities.confidence import logit
+from activities.synthesis import (
+    Embed, Sentence, _claimable, _contradicting, _finish_claim, _json_object, score_sentences, split_hits,
+)
 from stratmaster.contracts.knowledge import SearchHit
 from stratmaster.contracts.research import Citation, Claim
 
@@ -76,6 +79,45 @@ def parse_plan(answer: str, query: str, max_subquestions: int) -> list[str] | No
     if len(subs) < 2:
         return None
     return subs[:max_subquestions]
+
+
+# ---------------------------------------------------------------- query expansion
+
+EXPANSION_USER = (
+    'Question: {query}\nList up to 5 other words or short phrases that documents answering this question '
+    'would use. Format: {{"terms": ["...", "..."]}}'
+)
+
+
+class ExpansionAnswer(BaseModel):
+    terms: list[str] = Field(max_length=5)
+
+
+def expansion_schema() -> dict[str, Any]:
+    schema = ExpansionAnswer.model_json_schema()
+    schema["properties"]["terms"]["items"] = {"type": "string", "pattern": r"^[A-Za-z0-9][^\"\\{}\[\]\n]+$"}
+    return schema
+
+
+def expansion_messages(query: str) -> list[dict[str, str]]:
+    return [{"role": "system", "content": PLAN_SYSTEM},
+            {"role": "user", "content": EXPANSION_USER.format(query=" ".join(query.split()))}]
+
+
+def parse_expansion(answer: str, query: str) -> list[str]:
+    """Extra search terms (short, not already in the query); [] when unusable."""
+    obj = _json_object(answer)
+    try:
+        terms = ExpansionAnswer.model_validate(obj).terms if obj else []
+    except ValidationError:
+        return []
+    have = set(content_terms(query))
+    out = []
+    for t in terms:
+        t = " ".join(str(t).split())[:60]
+        if content_terms(t) and not set(content_terms(t)) <= have and t not in out:
+            out.append(t)
+    return out[:5]
 
 
 # ---------------------------------------------------------------- claim writer
@@ -270,13 +312,19 @@ def verify_claims(mission: str, query: str, answer: str, hits: Sequence[SearchHi
                 merged[key].append(c)
         if flag:
             flags[key] = flag
+    by_chunk = {h.chunk_id: h for h in hits}
+    score_sentences(query, pool, embed)
+    best = max((logit(s.features) for s in pool if s.features and _claimable(s)), default=None)
     claims: list[Claim] = []
     for key in order:
         text, support = texts[key], merged[key]
-        relevance = 0.0
-        if embed:
-            v = _unit(embed([query, text]))
-            relevance = max(0.0, float(v[0] @ v[1]))
+        # the claim is as good as its best verified quote, scored like an extractive sentence
+        quoted = [Sentence(by_chunk[c.chunk_id], c.start - by_chunk[c.chunk_id].start, c.end - by_chunk[c.chunk_id].start,
+                           " ".join(c.quote.split())) for c in support]
+        score_sentences(query, quoted, embed)
+        feats = dict(max(quoted, key=lambda s: logit(s.features or {})).features or {})
+        if best is not None:  # ranked against every retrieved sentence, as an extractive claim is
+            feats["margin"] = round(min(0.0, logit(feats) - best), 4)
         # contradictions are judged against the verified quotes, not the model's paraphrase
         exclude = {(s.document_id, s.start) for s in support}
         against: list[tuple[Sentence, str]] = []
@@ -288,7 +336,7 @@ def verify_claims(mission: str, query: str, answer: str, hits: Sequence[SearchHi
         flag = flags.get(key)
         if flag and against:
             flag += f"; contradicted ({', '.join(sorted({r for _, r in against}))})"
-        claims.append(_finish_claim(mission, query, len(claims), text, support, against, relevance, flag))
+        claims.append(_finish_claim(mission, query, len(claims), text, support, against, feats, flag))
     return claims, dropped
 
 

@@ -9,6 +9,7 @@ replaces the session's claims in one transaction.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import uuid
 from typing import Any
@@ -18,20 +19,27 @@ from temporalio import activity
 
 from activities import llm
 from activities import llm_synthesis
-from activities.planning import deterministic_plan
+from activities.answer import build_answer, verified_answer
+from activities.gates import apply_gates, gates_from
+from activities.planning import content_terms, deterministic_plan
 from activities.retrieval import Retriever
 from activities.stores.tenants import require_mission
 from activities.synthesis import (
     CONTRA_PROMPT, contradiction_candidates, extractive, llm_says_contradict, verify_citation, with_contradictions,
 )
+from stratmaster.contracts.missions import Cartridge
 from stratmaster.contracts.research import (
-    Citation, Claim, FinishInput, PersistInput, PersistOutput, Plan, PlanInput, RetrieveInput, RetrieveOutput,
+    Answer, Citation, Claim, FinishInput, PersistInput, PersistOutput, Plan, PlanInput, RetrieveInput, RetrieveOutput,
     SessionInfo, SessionInput, Synthesis, SynthesiseInput,
 )
 from stratmaster.errors import ServiceUnavailable
+from stratmaster.mission_config import MissionConfigReader
 from stratmaster.settings import Settings
 
 LLM_TIMEOUT_S = 60.0  # per LLM call; activity timeouts in workflows/research.py are minutes
+# An LLM sub-question is kept only when it is about the question: embedding similarity
+# to it at least this much (bench/research_qa measures plans with and without the LLM).
+PLAN_MIN_SIMILARITY = 0.5
 SESSION_NS = uuid.UUID("8a3c1f52-7d0e-4b8e-a4f4-2c6f9e1d5b37")
 
 
@@ -52,12 +60,30 @@ def _log(msg: str, **extra: Any) -> None:
 
 
 class ResearchActivities:
-    def __init__(self, settings: Settings, stores: Any, pool: asyncpg.Pool, embedder: Any):
+    def __init__(self, settings: Settings, stores: Any, pool: asyncpg.Pool, embedder: Any,
+                 config: MissionConfigReader | None = None):
         self.settings = settings
         self.stores = stores
         self.pool = pool
         self.embedder = embedder
         self.retriever = Retriever(settings, stores, embedder)
+        # the mission's active cartridge governs every step (hot reload within the reader's TTL)
+        self.config = config or MissionConfigReader(settings, pool=pool)
+
+    async def _cartridge(self, mission: str) -> Cartridge:
+        return (await self.config.get(mission)).cartridge
+
+    def _llm_for(self, cart: Cartridge, task: str, notes: list[str]) -> str | None:
+        """The model for `task` when the mission allows LLM calls and the platform has one;
+        None otherwise (with a note when the mission is what turned it off)."""
+        if not llm.configured(self.settings):
+            return None
+        if not cart.engines.llm:
+            note = "llm: disabled by mission (engines.llm: false); no document text sent to a model"
+            if note not in notes:
+                notes.append(note)
+            return None
+        return cart.model_for(task, self.settings.llm_model)
 
     # ---------------------------------------------------------------- session
     @activity.defn(name="research_start_session")
@@ -87,29 +113,74 @@ class ResearchActivities:
     @activity.defn(name="research_plan")
     async def plan(self, req: PlanInput) -> Plan:
         await require_mission(self.pool, req.mission)
-        if llm.configured(self.settings):
+        notes: list[str] = []
+        model = self._llm_for(await self._cartridge(req.mission), "planning", notes)
+        if model:
             try:
                 n = max(1, req.max_subquestions - 1)  # the query itself is always the first sub-question
                 answer = await _heartbeating(llm.complete(
                     self.settings, llm_synthesis.plan_messages(req.query, n), req.mission,
                     max_tokens=160, timeout=LLM_TIMEOUT_S, schema=llm_synthesis.plan_schema(n),
-                    purpose="plan", workflow_id=_workflow_id(),
+                    purpose="plan", workflow_id=_workflow_id(), model=model,
                 ))
                 subs = llm_synthesis.parse_plan(answer, req.query, req.max_subquestions)
                 _log(f"LLM plan answer: {llm_synthesis.sample(answer)}")
-                if subs:
-                    return Plan(subquestions=subs, planner="llm")
-                _log(f"LLM plan unusable, using the deterministic planner: {llm_synthesis.sample(answer)}")
+                kept, discarded = await asyncio.to_thread(self.on_topic, req.query, subs or [])
+                if len(kept) > 1:
+                    return Plan(subquestions=kept, planner="llm", discarded=discarded, notes=notes)
+                _log(f"LLM plan unusable or off the question, using the deterministic planner: {llm_synthesis.sample(answer)}")
+                return Plan(subquestions=deterministic_plan(req.query, req.max_subquestions),
+                            planner="deterministic-fallback", discarded=discarded, notes=notes)
             except (ServiceUnavailable, llm.LLMFailed) as exc:
                 _log("LLM failed, using the deterministic planner", error=str(exc))
-            return Plan(subquestions=deterministic_plan(req.query, req.max_subquestions), planner="deterministic-fallback")
-        return Plan(subquestions=deterministic_plan(req.query, req.max_subquestions), planner="deterministic")
+            return Plan(subquestions=deterministic_plan(req.query, req.max_subquestions), planner="deterministic-fallback",
+                        notes=notes)
+        return Plan(subquestions=deterministic_plan(req.query, req.max_subquestions), planner="deterministic", notes=notes)
+
+    def on_topic(self, query: str, subs: list[str]) -> tuple[list[str], list[str]]:
+        """(kept, discarded): the query first, then the sub-questions about it - sharing a
+        content word with it and close to it in embedding space."""
+        if not subs:
+            return [query], []
+        kept, discarded = [subs[0]], []
+        rest = subs[1:]
+        if rest:
+            vecs = self.embedder.embed([query] + rest)
+            q = vecs[0]
+            qn = sum(x * x for x in q) ** 0.5 or 1.0
+            q_terms = set(content_terms(query))
+            for sub, v in zip(rest, vecs[1:]):
+                sim = sum(a * b for a, b in zip(q, v)) / (qn * (sum(x * x for x in v) ** 0.5 or 1.0))
+                if sim >= PLAN_MIN_SIMILARITY and q_terms & set(content_terms(sub)):
+                    kept.append(sub)
+                else:
+                    discarded.append(sub)
+        return kept, discarded
 
     # ---------------------------------------------------------------- retrieve
     @activity.defn(name="research_retrieve")
     async def retrieve(self, req: RetrieveInput) -> RetrieveOutput:
         await require_mission(self.pool, req.mission)
-        return await _heartbeating(self.retriever.retrieve(req))
+        cart = await self._cartridge(req.mission)
+        engines, notes = allowed_engines(cart, req, web_configured=bool(self.settings.searxng_url))
+        terms: list[str] = []
+        if "bm25" in engines and cart.routing.query_expansion:  # LLM expansion only where the mission routes a model to it
+            model = self._llm_for(cart, "query_expansion", notes)
+            if model:
+                terms = await self._expansion_terms(req, model)
+        out = await _heartbeating(self.retriever.retrieve(req, engines, terms))
+        return out.model_copy(update={"notes": notes})
+
+    async def _expansion_terms(self, req: RetrieveInput, model: str) -> list[str]:
+        try:
+            answer = await _heartbeating(llm.complete(
+                self.settings, llm_synthesis.expansion_messages(req.query), req.mission, max_tokens=60,
+                timeout=LLM_TIMEOUT_S, schema=llm_synthesis.expansion_schema(), purpose="query_expansion",
+                workflow_id=_workflow_id(), model=model))
+        except (ServiceUnavailable, llm.LLMFailed) as exc:
+            _log("LLM query expansion skipped", error=str(exc))
+            return []
+        return llm_synthesis.parse_expansion(answer, req.query)
 
     # ---------------------------------------------------------------- synthesise
     def _embed(self, texts: list[str]):
@@ -118,47 +189,67 @@ class ResearchActivities:
     @activity.defn(name="research_synthesise")
     async def synthesise(self, req: SynthesiseInput) -> Synthesis:
         await require_mission(self.pool, req.mission)
+        cart = await self._cartridge(req.mission)
+        gates = gates_from(cart.quality)
+        notes: list[str] = []
+        embed = _memo(self._embed)  # sentences are embedded once for the question and every sub-question
         hits = req.hits
-        if llm.configured(self.settings) and hits:
+        claims, synthesiser, dropped = None, "extractive", 0
+        model = self._llm_for(cart, "synthesis", notes) if hits else None
+        if model:
             # small local models have 2k-token contexts: 6 hits of <= 500 chars of sentences (~800 tokens)
             evidence = hits[:6]
             quotes = llm_synthesis.evidence_sentences(evidence, 500)
             n = min(req.max_claims, 4)
+            synthesiser = "extractive-fallback"
             try:
                 answer = await _heartbeating(llm.complete(
                     self.settings, llm_synthesis.claims_messages(req.query, evidence, n, quotes), req.mission,
                     max_tokens=400, timeout=LLM_TIMEOUT_S, schema=llm_synthesis.claims_schema(evidence, n, quotes),
-                    purpose="synthesise", workflow_id=_workflow_id(),
+                    purpose="synthesise", workflow_id=_workflow_id(), model=model,
                 ))
                 _log(f"LLM claims answer: {llm_synthesis.sample(answer, 600)}")
                 verified = await _in_thread_with_heartbeat(
-                    llm_synthesis.verify_claims, req.mission, req.query, answer, evidence, self._embed, n)
+                    llm_synthesis.verify_claims, req.mission, req.query, answer, evidence, embed, n)
                 if verified and verified[0]:
-                    claims = await self._llm_contradictions(req, verified[0], evidence)
-                    return Synthesis(claims=claims, synthesiser="llm", dropped_claims=verified[1])
+                    claims = await self._llm_contradictions(req, cart, verified[0], evidence, notes)
+                    synthesiser = "llm"
                 # every claim failed verification (or no JSON): the extractive claims stand, and
                 # synthesiser="extractive-fallback" + dropped_claims record it in the result
                 dropped = verified[1] if verified else 0
-                _log("LLM synthesis gave no verifiable claims; extractive fallback")
+                if synthesiser != "llm":
+                    _log("LLM synthesis gave no verifiable claims; extractive fallback")
             except (ServiceUnavailable, llm.LLMFailed) as exc:
-                dropped = 0
                 _log("LLM failed; extractive fallback", error=str(exc))
-            claims = await _in_thread_with_heartbeat(extractive, req.mission, req.query, hits, self._embed, req.max_claims)
-            return Synthesis(claims=claims, synthesiser="extractive-fallback", dropped_claims=dropped)
-        claims = await _in_thread_with_heartbeat(extractive, req.mission, req.query, hits, self._embed, req.max_claims)
-        return Synthesis(claims=claims, synthesiser="extractive")
+        if claims is None:
+            claims = await _in_thread_with_heartbeat(
+                functools.partial(extractive, subquestions=req.subquestions), req.mission, req.query, hits, embed,
+                req.max_claims)
+        findings, below, outcome = apply_gates(claims, gates)
+        method = "llm" if synthesiser == "llm" else "extractive"
+        subanswers = []
+        for q in req.subquestions:
+            if q.lower() == req.query.lower():
+                continue
+            sub = await _in_thread_with_heartbeat(extractive, req.mission, q, hits, embed, 1)
+            subanswers.append(build_answer(q, apply_gates(sub, gates)[0]))
+        return Synthesis(claims=findings, synthesiser=synthesiser, dropped_claims=dropped, below_bar=below,
+                         outcome=outcome, answer=build_answer(req.query, findings, method), subanswers=subanswers,
+                         closest_evidence=closest_evidence(below) if not findings else [], gates=gates, notes=notes)
 
-    async def _llm_contradictions(self, req: SynthesiseInput, claims: list[Claim], hits) -> list[Claim]:
+    async def _llm_contradictions(self, req: SynthesiseInput, cart: Cartridge, claims: list[Claim], hits,
+                                  notes: list[str]) -> list[Claim]:
         """Ask the LLM about close pairs the heuristics did not flag; a contradiction is
         only recorded when both sentences are verbatim retrieved evidence (they are: the
         pairs come from the hits) and the model says they cannot both be true."""
         claims = list(claims)
-        for i, sent, quote in contradiction_candidates(claims, hits):
+        model = self._llm_for(cart, "contradictions", notes)
+        for i, sent, quote in (contradiction_candidates(claims, hits) if model else []):
             try:
                 answer = await _heartbeating(llm.complete(
                     self.settings, [{"role": "user", "content": CONTRA_PROMPT.format(a=quote, b=sent.text)}],
                     req.mission, max_tokens=5, timeout=LLM_TIMEOUT_S, purpose="contradiction",
-                    workflow_id=_workflow_id()))
+                    workflow_id=_workflow_id(), model=model))
             except (ServiceUnavailable, llm.LLMFailed) as exc:
                 _log("LLM contradiction check skipped", error=str(exc))
                 break
@@ -167,11 +258,9 @@ class ResearchActivities:
         return claims
 
     # ---------------------------------------------------------------- persist
-    async def _verify_against_store(self, tenant_id: uuid.UUID, sid: uuid.UUID, claims: list[Claim],
-                                    hits_by_chunk: dict) -> tuple[list[Claim], int]:
-        """Re-check every citation against the stored chunk text (PostgreSQL chunks
-        table; web snippets against the retrieved hit). Citations that fail are
-        removed; claims left without support are dropped."""
+    async def _store_checker(self, tenant_id: uuid.UUID, claims: list[Claim], hits_by_chunk: dict):
+        """A check that a citation's quote is exactly the stored chunk text at its span
+        (PostgreSQL chunks table; web snippets against the retrieved hit)."""
         ids = {c.chunk_id for cl in claims for c in cl.supporting + cl.contradicting}
         uuids = []
         for i in ids:
@@ -189,38 +278,58 @@ class ResearchActivities:
                 return verify_citation(c, *stored[c.chunk_id])
             h = hits_by_chunk.get(c.chunk_id)  # web snippet, or a chunk not mirrored in PostgreSQL
             return h is not None and verify_citation(c, h.text, h.start)
+        return ok
 
+    @staticmethod
+    def _verified(claims: list[Claim], ok) -> tuple[list[Claim], int]:
+        """Claims with only verified citations; claims left without support are dropped."""
         out, dropped = [], 0
         for cl in claims:
             support = [c for c in cl.supporting if ok(c)]
-            contra = [c for c in cl.contradicting if ok(c)]
             if not support:
                 dropped += 1
                 continue
-            out.append(cl.model_copy(update={"ordinal": len(out), "claim_id": str(uuid.uuid5(sid, str(len(out)))),
-                                             "supporting": support, "contradicting": contra}))
+            out.append(cl.model_copy(update={"supporting": support,
+                                             "contradicting": [c for c in cl.contradicting if ok(c)]}))
         return out, dropped
 
     @activity.defn(name="research_persist")
     async def persist(self, req: PersistInput) -> PersistOutput:
         tenant_id = await require_mission(self.pool, req.mission)
         sid = uuid.UUID(req.session_id)
-        claims, dropped = await self._verify_against_store(tenant_id, sid, req.synthesis.claims,
-                                                           {h.chunk_id: h for h in req.hits})
+        syn = req.synthesis
+        ok = await self._store_checker(tenant_id, syn.claims + syn.below_bar, {h.chunk_id: h for h in req.hits})
+        kept, dropped = self._verified(syn.claims + syn.below_bar, ok)
+        # the same bar on what survived re-verification: a finding that lost its support can't stay one
+        findings, below, outcome = apply_gates(kept, syn.gates)
+        findings = [c.model_copy(update={"claim_id": str(uuid.uuid5(sid, str(c.ordinal)))}) for c in findings]
+        answer = verified_answer(syn.answer, ok)
+        if answer is not None and not findings:
+            answer = Answer(question=answer.question, text="", method=answer.method)
+        syn = syn.model_copy(update={
+            "claims": findings, "below_bar": below, "outcome": outcome, "answer": answer,
+            "subanswers": [verified_answer(a, ok) for a in syn.subanswers],
+            "closest_evidence": [c for c in syn.closest_evidence if ok(c)] or closest_evidence(below) if not findings else []})
         md_key, json_key = report_keys(req.session_id)
         report = {
             "session_id": req.session_id, "workflow_id": req.workflow_id, "mission": req.mission, "query": req.query,
+            "outcome": outcome, "answer": answer.model_dump(mode="json") if answer else None,
             "planner": req.plan.planner, "subquestions": req.plan.subquestions,
-            "synthesiser": req.synthesis.synthesiser, "dropped_claims": req.synthesis.dropped_claims + dropped,
+            "discarded_subquestions": req.plan.discarded,
+            "subanswers": [a.model_dump(mode="json") for a in syn.subanswers],
+            "synthesiser": syn.synthesiser, "dropped_claims": syn.dropped_claims + dropped,
+            "gates": syn.gates.model_dump(mode="json"), "notes": req.notes + syn.notes,
             "started_at": req.started_at.isoformat(), "finished_at": req.finished_at.isoformat(),
-            "claims": [c.model_dump(mode="json") for c in claims],
+            "claims": [c.model_dump(mode="json") for c in findings],
+            "below_bar": [c.model_dump(mode="json") for c in below],
+            "closest_evidence": [c.model_dump(mode="json") for c in syn.closest_evidence],
             "sources": [h.model_dump(mode="json", exclude={"text"}) for h in req.hits],
         }
-        md_full = await self.stores.objects.put(req.mission, md_key, render_markdown(report, claims).encode(), "text/markdown")
+        md_full = await self.stores.objects.put(req.mission, md_key, render_markdown(report, syn).encode(), "text/markdown")
         json_full = await self.stores.objects.put(req.mission, json_key, json.dumps(report, indent=2).encode(), "application/json")
         async with self.pool.acquire() as conn, conn.transaction():
             await conn.execute("DELETE FROM claims WHERE session_id = $1", sid)
-            for c in claims:
+            for c in findings:
                 cid = uuid.UUID(c.claim_id)
                 await conn.execute(
                     """INSERT INTO claims (id, session_id, tenant_id, ordinal, text, confidence, supporting_evidence,
@@ -241,36 +350,114 @@ class ResearchActivities:
             await conn.execute(
                 """UPDATE research_sessions SET status = 'completed', plan = $2::jsonb, report_key = $3,
                        report_json_key = $4, synthesiser = $5, hit_count = $6, claim_count = $7,
-                       completed_at = NOW(), updated_at = NOW(), error = NULL
+                       outcome = $8, answer = $9, completed_at = NOW(), updated_at = NOW(), error = NULL
                    WHERE id = $1""",
                 sid, json.dumps({"planner": req.plan.planner, "subquestions": req.plan.subquestions}),
-                md_full, json_full, req.synthesis.synthesiser, len(req.hits), len(claims),
+                md_full, json_full, syn.synthesiser, len(req.hits), len(findings), outcome, answer.text if answer else None,
             )
-        return PersistOutput(report_md_key=md_full, report_json_key=json_full, claims=claims, dropped_claims=dropped)
+        return PersistOutput(report_md_key=md_full, report_json_key=json_full, claims=findings, dropped_claims=dropped,
+                             synthesis=syn)
 
 
-def render_markdown(report: dict, claims: list[Claim]) -> str:
+def allowed_engines(cart: Cartridge, req: RetrieveInput, web_configured: bool) -> tuple[frozenset[str], list[str]]:
+    """The retrievers this run may use: the cartridge's engines, with graph and web as the
+    request asks (None: as the cartridge says). A request cannot turn on what the
+    cartridge turns off; asking for it leaves a note instead."""
+    e = cart.engines
+    on = {name for name in ("bm25", "dense") if getattr(e, name)}
+    notes = []
+    for name, asked in (("graph", req.use_graph), ("web", req.use_web)):
+        allowed = getattr(e, name)
+        if asked and not allowed:
+            notes.append(f"{name}: disabled by mission (engines.{name}: false)")
+        elif allowed and asked is not False:
+            on.add(name)
+    if "web" in on and not web_configured:
+        on.discard("web")
+        if req.use_web:
+            notes.append("web: no search service configured (STRATMASTER_SEARXNG_URL)")
+    return frozenset(on), notes
+
+
+def closest_evidence(below: list[Claim], limit: int = 3) -> list[Citation]:
+    """When abstaining: the best quotes that came nearest, labelled as such by the caller."""
+    return [c.supporting[0] for c in below[:limit] if c.supporting]
+
+
+def _memo(embed):
+    """embed() with a per-call cache: the question's and sub-questions' scorers share sentence vectors."""
+    cache: dict[str, Any] = {}
+
+    def run(texts: list[str]):
+        missing = [t for t in dict.fromkeys(texts) if t not in cache]
+        if missing:
+            cache.update(zip(missing, embed(missing)))
+        return [cache[t] for t in texts]
+    return run
+
+
+def _cite(x: Citation) -> str:
+    where = x.url or f"document `{x.document_id}` chunk `{x.chunk_id}`"
+    return f"\"{x.quote}\" — {x.title or ''} {where} [{x.start}:{x.end}]"
+
+
+def _claim_md(c: Claim, heading: str) -> list[str]:
+    flag = f" — **flagged: {c.flag_reason}**" if c.flagged else ""
+    lines = [f"### {heading} {c.text}", "", f"Confidence: **{c.confidence:.2f}**{flag}", ""]
+    if c.below_bar_reason:
+        lines += [f"Below the bar: {c.below_bar_reason}", ""]
+    lines.append("Supporting evidence:")
+    lines += [f"- {_cite(x)}" for x in c.supporting]
+    if c.contradicting:
+        lines += ["", "Contradicting evidence:"]
+        lines += [f"- {_cite(x)}" for x in c.contradicting]
+    return lines + [""]
+
+
+OUTCOME_TEXT = {
+    "answered": "answered from the mission's documents",
+    "contested": "answered, but contested: more findings are contradicted than this mission's quality bar allows",
+    "insufficient_evidence": "insufficient evidence: the documents do not say (no finding clears this mission's quality bar)",
+}
+
+
+def render_markdown(report: dict, syn: Synthesis) -> str:
+    g = syn.gates
     lines = [f"# Research: {report['query']}", "",
              f"- mission: `{report['mission']}`  session: `{report['session_id']}`",
+             f"- outcome: **{syn.outcome}** — {OUTCOME_TEXT[syn.outcome]}",
              f"- planner: {report['planner']}; synthesiser: {report['synthesiser']}",
-             "", "## Sub-questions", ""]
-    lines += [f"{i}. {q}" for i, q in enumerate(report["subquestions"], start=1)]
-    lines += ["", "## Claims", ""]
-    if not claims:
-        lines.append("_No claim is supported by the retrieved evidence._")
-    for c in claims:
-        flag = f" — **flagged: {c.flag_reason}**" if c.flagged else ""
-        lines += [f"### {c.ordinal + 1}. {c.text}", "", f"Confidence: **{c.confidence:.2f}**{flag}", "", "Supporting evidence:"]
-        for x in c.supporting:
-            where = x.url or f"document `{x.document_id}` chunk `{x.chunk_id}`"
-            lines.append(f"- \"{x.quote}\" — {x.title or ''} {where} [{x.start}:{x.end}]")
-        if c.contradicting:
+             f"- quality bar: min_confidence {g.min_confidence:g}, min_sources {g.min_sources}, "
+             f"min_retrieval_score {g.min_retrieval_score:g}, max_contradiction_ratio {g.max_contradiction_ratio:g}"]
+    lines += [f"- note: {n}" for n in report.get("notes", [])]
+    lines += ["", "## Answer", ""]
+    if syn.answer and syn.answer.sentences:
+        for s in syn.answer.sentences:
+            lines.append(f"> {s.text}")
+            lines += [f"> — {_cite(x)}" for x in s.citations]
             lines.append("")
-            lines.append("Contradicting evidence:")
-            for x in c.contradicting:
-                where = x.url or f"document `{x.document_id}` chunk `{x.chunk_id}`"
-                lines.append(f"- \"{x.quote}\" — {x.title or ''} {where} [{x.start}:{x.end}]")
-        lines.append("")
+        lines.append(f"Confidence: **{syn.answer.confidence:.2f}**")
+    else:
+        lines.append("_The documents do not say: no finding clears this mission's quality bar._")
+    lines += ["", "## Sub-questions", ""]
+    subs = {a.question: a for a in syn.subanswers if a}
+    for i, q in enumerate(report["subquestions"], start=1):
+        a = subs.get(q)
+        lines.append(f"{i}. {q}" + (f" — {a.text}" if a and a.text else (" — _not answered by the documents_" if a else "")))
+    if report.get("discarded_subquestions"):
+        lines += ["", "Discarded (not about the question): " + "; ".join(report["discarded_subquestions"])]
+    lines += ["", "## Findings", ""]
+    if not syn.claims:
+        lines.append("_No finding clears this mission's quality bar._")
+    for c in syn.claims:
+        lines += _claim_md(c, f"{c.ordinal + 1}.")
+    if syn.closest_evidence:
+        lines += ["", "## Closest evidence (not an answer)", ""]
+        lines += [f"- {_cite(x)}" for x in syn.closest_evidence]
+    if syn.below_bar:
+        lines += ["", "## Below this mission's quality bar", ""]
+        for c in syn.below_bar:
+            lines += _claim_md(c, "-")
     return "\n".join(lines) + "\n"
 
 

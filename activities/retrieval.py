@@ -68,23 +68,34 @@ class Retriever:
                 terms.append(e.name)
         return terms[:10]
 
-    async def retrieve(self, req: RetrieveInput) -> RetrieveOutput:
+    async def retrieve(self, req: RetrieveInput, engines: frozenset[str] | None = None,
+                       extra_terms: list[str] | None = None) -> RetrieveOutput:
+        """Run the retrievers named in `engines` (bm25, dense, graph, web: the mission's
+        decision, see ResearchActivities.retrieve); None means bm25 + dense plus
+        whatever the request asks for (bench and tests calling this directly).
+        `extra_terms` (LLM query expansion) add one more BM25 list."""
+        if engines is None:
+            engines = frozenset({"bm25", "dense"} | ({"graph"} if req.use_graph else set())
+                                | ({"web"} if req.use_web else set()))
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
-        jobs = {
-            "bm25": self._timed(timings, "bm25", self.bm25(req.mission, req.query, req.candidates)),
-            "dense": self._timed(timings, "dense", self.dense(req.mission, req.query, req.candidates)),
-        }
-        web_on = req.use_web and bool(self.settings.searxng_url)
-        if web_on:
+        jobs = {}
+        if "bm25" in engines:
+            jobs["bm25"] = self._timed(timings, "bm25", self.bm25(req.mission, req.query, req.candidates))
+        if "dense" in engines:
+            jobs["dense"] = self._timed(timings, "dense", self.dense(req.mission, req.query, req.candidates))
+        if "web" in engines and self.settings.searxng_url:
             jobs["web"] = self._timed(timings, "web", search_web(self.settings.searxng_url, req.query, limit=10))
         results = dict(zip(jobs, await asyncio.gather(*jobs.values())))
         terms: list[str] = []
-        if req.use_graph:
+        if "graph" in engines and "bm25" in engines:  # graph expansion widens a BM25 query
             terms = await self._timed(timings, "graph", self.expansion_terms(req.mission, req.query))
             if terms:
                 expanded = req.query + " " + " ".join(terms)
                 results["graph"] = await self._timed(timings, "graph_bm25", self.bm25(req.mission, expanded, req.candidates))
+        if extra_terms and "bm25" in engines:
+            expanded = req.query + " " + " ".join(extra_terms)
+            results["expansion"] = await self._timed(timings, "expansion_bm25", self.bm25(req.mission, expanded, req.candidates))
         # each list's own score under its own name (the graph list is a BM25 run too)
         results = {name: [h.model_copy(update={"scores": {name: h.score}}) for h in hits]
                    for name, hits in results.items()}
@@ -92,4 +103,5 @@ class Retriever:
         hits = fuse(results, req.fusion, req.top_k)
         timings["fusion"] = round((time.perf_counter() - t1) * 1000, 2)
         timings["total"] = round((time.perf_counter() - t0) * 1000, 2)
-        return RetrieveOutput(query=req.query, hits=hits, expansion_terms=terms, timings_ms=timings)
+        return RetrieveOutput(query=req.query, hits=hits, expansion_terms=terms + list(extra_terms or []),
+                              timings_ms=timings, engines=sorted(jobs) + (["graph"] if "graph" in results else []))

@@ -26,7 +26,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from activities.confidence import confidence
+from activities.answerability import features, question_weights
+from activities.confidence import confidence, probability, with_margins
 from activities.contradictions import contradiction, facts, same_fact
 from activities.planning import content_terms
 from stratmaster.contracts.knowledge import SearchHit
@@ -45,8 +46,9 @@ class Sentence:
     local_start: int
     local_end: int
     text: str
-    score: float = 0.0
+    score: float = 0.0  # estimated probability that this sentence answers the question
     sim: float = 0.0
+    features: dict | None = None  # activities/answerability.py
     context: str = ""  # the sentence before (or a table's header row): measures inherit from it
     table: bool = False  # a table row: evidence, and claim text only as its rendered statement
 
@@ -234,19 +236,32 @@ def _unit(vectors: Sequence[Sequence[float]]) -> np.ndarray:
 
 
 def score_sentences(query: str, sents: list[Sentence], embed: Embed | None) -> np.ndarray | None:
-    q_terms = set(content_terms(query))
+    """Each sentence's answerability features and score (the calibrated probability
+    that it answers `query`, from one supporting document); returns the sentence vectors.
+    A sentence is also read with the one before it ("The default is 4.0." after the
+    sentence naming the setting)."""
+    weights = question_weights(query)
     vecs = None
     if embed and sents:
-        vecs = _unit(embed([query] + [s.text for s in sents]))
-        sims = vecs[1:] @ vecs[0]
+        windows = [f"{s.context} {s.text}" for s in sents]
+        vecs = _unit(embed([query] + [s.text for s in sents] + windows))
+        n = len(sents)
+        sims = vecs[1:n + 1] @ vecs[0]
+        window_sims = vecs[n + 1:] @ vecs[0]
+        vecs = vecs[1:n + 1]
     else:
-        sims = np.zeros(len(sents))
-    for s, sim in zip(sents, sims):
-        terms = set(content_terms(s.text))
-        overlap = len(terms & q_terms) / len(q_terms) if q_terms else 0.0
+        sims = window_sims = np.zeros(len(sents))
+    for s, sim, wsim in zip(sents, sims, window_sims):
         s.sim = float(sim)
-        s.score = 0.45 * overlap + 0.35 * max(0.0, float(sim)) + 0.2 * s.hit.score
-    return vecs[1:] if vecs is not None else None
+        s.features = features(query, weights, s.text, s.context, f"{s.hit.title or ''} {s.hit.text}", s.sim,
+                              s.hit.scores.get("dense", 0.0))
+        # read with the sentence before when that reads better ("The default is 4.0." after the setting's name)
+        s.features["window"] = round(max(s.features["sim"], float(wsim) if s.context else 0.0), 4)
+        s.features["documents"] = round(1 / 3, 3)  # one supporting document until clustered into a claim
+    with_margins(sents, lambda s: s.features, [s for s in sents if _claimable(s)])
+    for s in sents:
+        s.score = probability(s.features)
+    return vecs
 
 
 def _jaccard(a: str, b: str) -> float:
@@ -270,9 +285,9 @@ def _contradicting(text: str, pool: Sequence[Sentence], exclude: set, context: s
 
 
 def _finish_claim(mission: str, query: str, ordinal: int, text: str, support: list[Citation],
-                  against: list[tuple[Sentence, str]], relevance: float, flag: str | None = None) -> Claim:
+                  against: list[tuple[Sentence, str]], feats: dict, flag: str | None = None) -> Claim:
     contra = [s.citation() for s, _ in against]
-    value, factors = confidence([c.document_id for c in support], [c.score for c in support], relevance, len(contra))
+    value, factors = confidence(feats, [c.document_id for c in support], len(contra))
     reasons = sorted({r for _, r in against})
     flag_reason = flag or (f"contradicted ({', '.join(reasons)})" if reasons else None)
     return Claim(claim_id=_claim_id(mission, query, text), ordinal=ordinal, text=text, confidence=value,
@@ -280,25 +295,48 @@ def _finish_claim(mission: str, query: str, ordinal: int, text: str, support: li
                  confidence_factors=factors)
 
 
+def score_for_questions(questions: Sequence[str], sents: list[Sentence], embed: Embed | None) -> np.ndarray | None:
+    """score_sentences against each question, keeping for every sentence the question it
+    answers best: a compound question's parts ("... and how fast is the market growing?")
+    each get their own best sentence, at the part's own margin."""
+    vecs = score_sentences(questions[0], sents, embed)
+    best = [(s.score, s.features) for s in sents]
+    for q in questions[1:]:
+        score_sentences(q, sents, embed)
+        best = [max(b, (s.score, s.features), key=lambda x: x[0]) for b, s in zip(best, sents)]
+    for s, (score, feats) in zip(sents, best):
+        s.score, s.features = score, feats
+    return vecs
+
+
+def answer_parts(query: str, subquestions: Sequence[str]) -> list[str]:
+    """The query and the sub-questions that are questions of their own (clauses of four
+    words or more, not the planner's key phrases, which would match any topical sentence)."""
+    return [query] + [q for q in dict.fromkeys(subquestions) if len(q.split()) >= 4 and q.lower() != query.lower()]
+
+
 def extractive(mission: str, query: str, hits: Sequence[SearchHit], embed: Embed | None,
-               max_claims: int = 8, min_score: float = 0.12) -> list[Claim]:
+               max_claims: int = 8, max_margin: float = 6.0, subquestions: Sequence[str] = ()) -> list[Claim]:
     sents = split_hits(hits)
     if not sents:
         return []
-    vecs = score_sentences(query, sents, embed)
+    vecs = score_for_questions(answer_parts(query, subquestions), sents, embed)
     keys = [{f.key for f in facts(s.text, s.context)} for s in sents]
     order = sorted(range(len(sents)), key=lambda i: (-sents[i].score, sents[i].key))
     # keep sentences near the best one: weakly related sentences make noise claims
-    threshold = max(min_score, 0.5 * sents[order[0]].score)
-    candidates = [i for i in order if sents[i].score >= threshold and _claimable(sents[i])][: max(40, max_claims * 6)]
+    # (margin: ranker logit below the best claimable sentence's; see activities/confidence.py)
+    def near(i: int, within: float = max_margin) -> bool:
+        return (sents[i].features or {}).get("margin", 0.0) >= -within
+
+    candidates = [i for i in order if near(i) and _claimable(sents[i])][: max(40, max_claims * 6)]
     # a figure for the same (subject, measure) as a candidate is a candidate too: the other side of
     # "14% vs 9% market share" becomes its own claim, cross-linked, even if it scored lower
     wanted = set().union(*(keys[i] for i in candidates)) if candidates else set()
     chosen = set(candidates)
-    candidates += [i for i in order if i not in chosen and keys[i] & wanted and sents[i].score >= min_score]
+    candidates += [i for i in order if i not in chosen and keys[i] & wanted and near(i, 2 * max_margin)]
     # natural sentences first, so a cluster's claim text is prose whenever any member is
     candidates.sort(key=lambda i: (sents[i].table, -sents[i].score, sents[i].key))
-    pool = [sents[i] for i in order if sents[i].score >= min_score][:200]
+    pool = [sents[i] for i in order if near(i, 2 * max_margin)][:200]
     clusters: list[list[int]] = []
     for i in candidates:
         placed = False
@@ -329,8 +367,9 @@ def extractive(mission: str, query: str, hits: Sequence[SearchHit], embed: Embed
         rep = sents[members[0]]
         support = [sents[i].citation() for i in members]
         against = _contradicting(rep.text, pool, {sents[i].key for i in members}, rep.context)
-        claims.append(_finish_claim(mission, query, ordinal, rep.text, support, against, max(rep.sim, 0.0)))
-    return claims
+        claims.append(_finish_claim(mission, query, ordinal, rep.text, support, against, rep.features or {}))
+    claims.sort(key=lambda c: -c.confidence)  # a contradicted claim drops below the uncontested ones
+    return [c.model_copy(update={"ordinal": i}) for i, c in enumerate(claims)]
 
 
 # ---------------------------------------------------------------- LLM
@@ -390,8 +429,7 @@ def with_contradictions(claim: Claim, extra: Sequence[Citation], reason: str) ->
     """The claim with more contradicting evidence, its confidence recomputed."""
     contra = list(claim.contradicting) + [c for c in extra if all(
         (c.chunk_id, c.start) != (x.chunk_id, x.start) for x in claim.contradicting)]
-    value, factors = confidence([c.document_id for c in claim.supporting], [c.score for c in claim.supporting],
-                                claim.confidence_factors.get("relevance", 0.0), len(contra))
+    value, factors = confidence(claim.confidence_factors, [c.document_id for c in claim.supporting], len(contra))
     flag = claim.flag_reason or f"contradicted ({reason})"
     return claim.model_copy(update={"contradicting": contra, "confidence": value, "confidence_factors": factors,
                                     "flagged": True, "flag_reason": flag})

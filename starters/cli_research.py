@@ -43,24 +43,52 @@ def _friendly(fn):
     return wrapper
 
 
+def _cite(x) -> str:
+    return (f"\"{x.quote}\" — {x.title or x.url or x.document_id} "
+            f"[dim]({x.document_id[:8]} chunk {x.chunk_id[:8]} @{x.start}-{x.end})[/dim]")
+
+
 def print_result(result, out: Console) -> None:
     out.print(f"[bold]Research:[/bold] {result.query}  (mission {result.mission}, session {result.session_id})")
-    out.print(f"planner {result.planner}; synthesiser {result.synthesiser}; {len(result.hits)} hits; "
-              f"{len(result.claims)} claims" + (f"; {result.dropped_claims} unsupported claims dropped" if result.dropped_claims else ""))
+    out.print(f"planner {result.planner}; synthesiser {result.synthesiser}; engines {', '.join(result.engines) or '-'}; "
+              f"{len(result.hits)} hits; {len(result.claims)} findings, {len(result.below_bar)} below the bar"
+              + (f"; {result.dropped_claims} unsupported claims dropped" if result.dropped_claims else ""),
+              highlight=False)
+    for n in result.notes:
+        out.print(f"[yellow]note:[/yellow] {n}", highlight=False)
     for q in result.subquestions:
-        out.print(f"  - {q}", highlight=False)
-    if not result.claims:
-        out.print("[yellow]No claim is supported by the retrieved evidence.[/yellow]")
+        sub = next((a for a in result.subanswers if a.question == q), None)
+        out.print(f"  - {q}" + (f"  [dim]→ {sub.text or 'not answered by the documents'}[/dim]" if sub else ""),
+                  highlight=False)
+    if result.discarded_subquestions:
+        out.print(f"  [dim]discarded (not about the question): {'; '.join(result.discarded_subquestions)}[/dim]",
+                  highlight=False)
+    if result.outcome == "insufficient_evidence":
+        out.print("\n[bold yellow]Insufficient evidence: the documents do not say.[/bold yellow] "
+                  "No finding clears this mission's quality bar.", highlight=False)
+        if result.closest_evidence:
+            out.print("Closest evidence (not an answer):")
+            for x in result.closest_evidence:
+                out.print(f"   [dim]~[/dim] {_cite(x)}", highlight=False)
+    elif result.answer is not None and result.answer.text:
+        contested = "  [red](contested)[/red]" if result.outcome == "contested" else ""
+        out.print(f"\n[bold]Answer[/bold] (confidence [cyan]{result.answer.confidence:.2f}[/cyan]){contested}: "
+                  f"{result.answer.text}", highlight=False)
+        for s in result.answer.sentences:
+            for x in s.citations:
+                out.print(f"   [green]↳[/green] {_cite(x)}", highlight=False)
     for c in result.claims:
         flag = f"  [red]flagged: {c.flag_reason}[/red]" if c.flagged else ""
         out.print(f"\n[bold]{c.ordinal + 1}. {c.text}[/bold]\n   confidence [cyan]{c.confidence:.2f}[/cyan]{flag}",
                   highlight=False)
         for x in c.supporting:
-            out.print(f"   [green]+[/green] \"{x.quote}\" — {x.title or x.url or x.document_id} "
-                      f"[dim]({x.document_id[:8]} chunk {x.chunk_id[:8]} @{x.start}-{x.end})[/dim]", highlight=False)
+            out.print(f"   [green]+[/green] {_cite(x)}", highlight=False)
         for x in c.contradicting:
-            out.print(f"   [red]![/red] contradicted by \"{x.quote}\" — {x.title or x.url or x.document_id} "
-                      f"[dim]({x.document_id[:8]} chunk {x.chunk_id[:8]} @{x.start}-{x.end})[/dim]", highlight=False)
+            out.print(f"   [red]![/red] contradicted by {_cite(x)}", highlight=False)
+    if result.below_bar:
+        out.print(f"\n[dim]{len(result.below_bar)} claim(s) below this mission's quality bar "
+                  f"(e.g. \"{result.below_bar[0].text[:80]}\": {result.below_bar[0].below_bar_reason}); see the report.[/dim]",
+                  highlight=False)
     if result.report_md_key:
         out.print(f"\nreport: {result.report_md_key}", highlight=False)
 
@@ -94,8 +122,11 @@ def start(
     top_k: int = typer.Option(8, help="hits kept per sub-question"),
     max_subquestions: int = typer.Option(4, help="at most this many sub-questions"),
     fusion: str = typer.Option("minmax", help="minmax | rrf"),
-    graph: bool = typer.Option(False, "--graph", help="expand queries through the knowledge graph"),
-    web: bool = typer.Option(False, "--web", help="also search the web (SearxNG, when configured)"),
+    graph: bool = typer.Option(None, "--graph/--no-graph",
+                               help="graph query expansion (default: as the mission's cartridge says)"),
+    web: bool = typer.Option(None, "--web/--no-web",
+                             help="also search the web through SearxNG (default: as the cartridge says; "
+                                  "a mission with engines.web off never does)"),
     request_id: str = typer.Option(None, help="idempotency key (default: a timestamp)"),
     no_wait: bool = typer.Option(False, "--no-wait", help="print the workflow id and return"),
 ) -> None:

@@ -55,6 +55,16 @@ CORPUS: dict[str, str] = {
     ),
 }
 
+async def activate_mission(client: Client, settings: Settings, mission: str, version: str = "1.0.0", **sections) -> None:
+    """Activate `mission`'s cartridge (the demo one with these section overrides) through
+    ActivateMissionWorkflow on the real mission worker: research reads it from there."""
+    from tests.missions_support import activate, cartridge_text, mission_worker
+
+    async with mission_worker(client, settings):
+        result = await activate(client, cartridge_text(mission, version, **sections))
+    assert result.status == "activated", result
+
+
 async def ingest_corpus(client: Client, settings: Settings, mission: str, corpus: dict[str, str] = CORPUS) -> dict[str, str]:
     """Activate `mission` and ingest the corpus through the real ingestion workflow."""
     from stratmaster.contracts.ingestion import DocumentRef

@@ -97,14 +97,25 @@ def test_no_contradiction_between_unrelated_or_agreeing_sentences():
     assert contradiction("The drag coefficient was 0.32 at Mach 2.", "At Mach 2 the drag coefficient was 0.32.") is None
 
 
+FEATURES = {"sim": 0.7, "window": 0.7, "cover": 0.8, "passage": 0.9, "key": 1.0, "kind": 1.0, "names": 1.0,
+            "retrieval": 0.6, "margin": 0.0}
+
+
 def test_confidence_rises_with_independent_support_and_falls_with_contradiction():
-    one, _ = confidence(["d1"], [0.5], 0.5, 0)
-    three, _ = confidence(["d1", "d2", "d3"], [0.5, 0.5, 0.5], 0.5, 0)
-    same_doc, _ = confidence(["d1", "d1", "d1"], [0.5, 0.5, 0.5], 0.5, 0)
-    contested, f = confidence(["d1", "d2", "d3"], [0.5, 0.5, 0.5], 0.5, 2)
-    assert 0 <= one < same_doc < three <= 1
+    one, _ = confidence(FEATURES, ["d1"], 0)
+    three, _ = confidence(FEATURES, ["d1", "d2", "d3"], 0)
+    same_doc, _ = confidence(FEATURES, ["d1", "d1", "d1"], 0)
+    contested, f = confidence(FEATURES, ["d1", "d2", "d3"], 2)
+    assert 0 <= one == same_doc < three <= 1  # independent documents count, repeats of one do not
     assert contested < three and f["agreement"] == pytest.approx(0.6)
-    assert confidence([], [], 1.0, 0)[0] == 0.0
+    assert confidence(FEATURES, [], 0)[0] == 0.0
+
+
+def test_confidence_falls_when_the_evidence_is_not_about_the_question():
+    good, _ = confidence(FEATURES, ["d1"], 0)
+    for name, value in (("key", 0.0), ("sim", 0.2), ("kind", 0.0), ("margin", -3.0)):
+        worse, _ = confidence({**FEATURES, name: value}, ["d1"], 0)
+        assert worse < good, name
 
 
 # ---------------------------------------------------------------- synthesis
@@ -170,3 +181,71 @@ def test_same_sentence_in_two_documents_is_two_supports_but_overlap_is_one():
     claims = extractive("demo", "When does laminar flow separate on a swept wing?", hits, embed=None)
     assert claims[0].text == s
     assert sorted(c.document_id for c in claims[0].supporting) == ["docA", "docB"]  # chunk overlap in docA counted once
+
+
+# ---------------------------------------------------------------- answerability, gates, answers
+
+def test_rare_question_terms_weigh_more_and_must_be_in_the_evidence():
+    from activities.answerability import features, question_weights
+
+    assert question_weights("How much capacity does the XR-7 keep after 1000 cycles?")["xr-7"] > \
+        question_weights("How much capacity does the XR-7 keep after 1000 cycles?")["capacity"] > 0
+    w = question_weights("How much capacity does the XR-7 keep?")
+    assert "the" not in w
+    about = features("How much capacity does the XR-7 keep?", w, "The XR-7 keeps 90 percent of its capacity.", "",
+                     "XR-7 lab report", 0.7, 0.5)
+    other = features("How much capacity does the XR-7 keep?", w, "The Z-9 keeps 90 percent of its capacity.", "",
+                     "Z-9 lab report", 0.7, 0.5)
+    assert about["key"] == 1.0 and other["key"] == 0.0 and about["cover"] > other["cover"]
+    assert about["kind"] == 1.0  # "how much" wants a figure, and the sentence has one
+    assert features("What is the default limit?", question_weights("What is the default limit?"),
+                    "Sets the planner's estimate of the limit.", "", "", 0.7, 0.5)["kind"] == 0.0
+
+
+def test_gates_keep_below_bar_claims_with_the_reason():
+    from activities.gates import apply_gates
+    from stratmaster.contracts.research import Citation, Claim, Gates
+
+    def claim(i, conf, docs, score=0.9, contra=0):
+        cits = [Citation(chunk_id=f"c{i}{d}", document_id=f"d{d}", start=0, end=5, quote="quote", score=score)
+                for d in range(docs)]
+        return Claim(claim_id=str(i), ordinal=i, text=f"claim {i}", confidence=conf, supporting=cits,
+                     contradicting=cits[:contra])
+
+    gates = Gates(min_confidence=0.5, min_sources=2, min_retrieval_score=0.3, max_contradiction_ratio=0.4)
+    findings, below, outcome = apply_gates(
+        [claim(0, 0.9, 2), claim(1, 0.4, 2), claim(2, 0.9, 1), claim(3, 0.9, 2, score=0.1), claim(4, 0.8, 3)], gates)
+    assert [c.text for c in findings] == ["claim 0", "claim 4"] and [c.ordinal for c in findings] == [0, 1]
+    reasons = {c.text: c.below_bar_reason for c in below}
+    assert "min_confidence 0.5" in reasons["claim 1"] and "min_sources 2" in reasons["claim 2"]
+    assert "min_retrieval_score 0.3" in reasons["claim 3"] and outcome == "answered"
+    assert apply_gates([claim(0, 0.2, 2)], gates)[2] == "insufficient_evidence"
+    assert apply_gates([claim(0, 0.9, 2, contra=1), claim(1, 0.9, 2)], gates)[2] == "contested"  # 1/2 > 0.4
+
+
+def test_extractive_answer_is_the_best_findings_quote():
+    from activities.answer import build_answer
+
+    hits = [hit("a", 0.9, "hybrid", DOC_A, "docA", start=100), hit("c", 0.6, "hybrid", DOC_C, "docC", start=0)]
+    claims = extractive("m", "How much capacity does the XR-7 battery retain after 1000 cycles?", hits, embed=None)
+    answer = build_answer("q", claims)
+    assert answer.sentences and answer.text.startswith(answer.sentences[0].text)
+    first = answer.sentences[0]
+    assert "90 percent" in first.text and all(" ".join(c.quote.split()) == first.text for c in first.citations)
+    assert build_answer("q", []).text == "" and build_answer("q", []).confidence == 0.0
+
+
+def test_planned_subquestions_not_about_the_question_are_discarded():
+    """Sub-questions the bundled SmolLM2-135M wrote for the demo question: the junk one goes."""
+    from activities.embedding import get_embedder
+    from activities.research import ResearchActivities
+    from stratmaster.settings import Settings
+
+    acts = ResearchActivities.__new__(ResearchActivities)  # on_topic needs only the (real, local) embedder
+    acts.embedder = get_embedder(Settings(_env_file=None))
+    q = "What market share does Voltaris hold and how fast is the energy storage market growing?"
+    junk = "Market Share: How to find it, in 100 words or less (25% of the time), with bullet points (30%)"
+    kept, discarded = acts.on_topic(q, [q, junk, "Voltaris market share 2025", "energy storage market growth rate",
+                                        "best pizza recipes in Naples"])
+    assert kept == [q, "Voltaris market share 2025", "energy storage market growth rate"]
+    assert discarded == [junk, "best pizza recipes in Naples"]

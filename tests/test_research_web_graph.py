@@ -21,7 +21,7 @@ from stratmaster import queues
 from stratmaster.contracts.knowledge import Entity, Relation
 from stratmaster.contracts.research import ResearchInput, RetrieveInput
 from stratmaster.errors import ServiceUnavailable
-from tests.research_support import ingest_corpus, research_worker
+from tests.research_support import activate_mission, ingest_corpus, research_worker
 from workflows.research import ResearchWorkflow
 
 MISSION = f"rw_{uuid.uuid4().hex[:8]}"
@@ -77,6 +77,7 @@ def searxng_stub():
 
 @pytest_asyncio.fixture(scope="module")
 async def corpus(temporal_env, settings):
+    await activate_mission(temporal_env.client, settings, MISSION, engines={"web": True, "graph": False})
     return await ingest_corpus(temporal_env.client, settings, MISSION)
 
 

@@ -77,6 +77,8 @@ class ResearchWorkflow:
                     start_to_close_timeout=timedelta(minutes=3), retry_policy=RETRY)
             p.subquestions = plan.subquestions
             timings["plan"] = self._ms(t)
+            notes = list(plan.notes)
+            engines: set[str] = set()
 
             p.status = "retrieving"
             t = workflow.now()
@@ -91,6 +93,8 @@ class ResearchWorkflow:
                     start_to_close_timeout=timedelta(minutes=3), heartbeat_timeout=timedelta(minutes=2),
                     retry_policy=RETRY)
                 per_query[i] = out.hits
+                engines.update(out.engines)
+                notes.extend(n for n in out.notes if n not in notes)
                 p.retrieved[q] = len(out.hits)
                 p.hits = merge_subquestion_hits(per_query, MAX_EVIDENCE_HITS)
 
@@ -104,13 +108,14 @@ class ResearchWorkflow:
                 timings["total"] = self._ms(started)
                 return ResearchResult(workflow_id=wid, session_id=None, mission=req.mission, query=req.query,
                                       status="completed", planner=plan.planner, subquestions=plan.subquestions,
-                                      hits=hits, claims=[], timings_ms=timings)
+                                      hits=hits, claims=[], timings_ms=timings, engines=sorted(engines), notes=notes,
+                                      discarded_subquestions=plan.discarded)
 
             p.status = "synthesising"
             t = workflow.now()
             synthesis: Synthesis = await workflow.execute_activity_method(
                 ResearchActivities.synthesise,
-                SynthesiseInput(mission=req.mission, query=req.query, hits=hits),
+                SynthesiseInput(mission=req.mission, query=req.query, hits=hits, subquestions=plan.subquestions),
                 start_to_close_timeout=timedelta(minutes=5), heartbeat_timeout=timedelta(minutes=2),
                 retry_policy=RETRY)
             p.claims = synthesis.claims
@@ -121,17 +126,22 @@ class ResearchWorkflow:
             stored = await workflow.execute_activity_method(
                 ResearchActivities.persist,
                 PersistInput(mission=req.mission, session_id=session.session_id, workflow_id=wid, query=req.query,
-                             plan=plan, hits=hits, synthesis=synthesis, started_at=started, finished_at=workflow.now()),
+                             plan=plan, hits=hits, synthesis=synthesis, started_at=started, finished_at=workflow.now(),
+                             notes=notes),
                 start_to_close_timeout=timedelta(minutes=2), retry_policy=RETRY)
             timings["persist"] = self._ms(t)
             timings["total"] = self._ms(started)
-            p.claims = stored.claims
+            final = stored.synthesis or synthesis
+            p.claims = final.claims
             p.status = "completed"
             return ResearchResult(
                 workflow_id=wid, session_id=session.session_id, mission=req.mission, query=req.query,
                 status="completed", planner=plan.planner, subquestions=plan.subquestions, hits=hits,
-                claims=stored.claims, synthesiser=synthesis.synthesiser,
+                claims=final.claims, synthesiser=synthesis.synthesiser,
                 dropped_claims=synthesis.dropped_claims + stored.dropped_claims,
+                outcome=final.outcome, answer=final.answer, subanswers=final.subanswers, below_bar=final.below_bar,
+                closest_evidence=final.closest_evidence, gates=final.gates, engines=sorted(engines),
+                notes=notes + [n for n in final.notes if n not in notes], discarded_subquestions=plan.discarded,
                 report_md_key=stored.report_md_key, report_json_key=stored.report_json_key, timings_ms=timings)
         except BaseException as exc:
             cancelled = is_cancelled_exception(exc)

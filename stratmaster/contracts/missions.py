@@ -80,10 +80,14 @@ class Engines(Strict):
 
 
 class Quality(Strict):
-    min_confidence: float = Field(default=0.5, ge=0.0, le=1.0, description="claims below are flagged")
-    min_sources: int = Field(default=1, ge=1, le=50, description="distinct documents a claim must cite")
-    max_contradiction_ratio: float = Field(default=0.5, ge=0.0, le=1.0)
-    min_retrieval_score: float = Field(default=0.0, ge=0.0, le=1.0)
+    min_confidence: float = Field(default=0.5, ge=0.0, le=1.0,
+                                  description="claims below are not findings (kept below the bar with the reason); "
+                                              "confidence is calibrated: the share of such findings that are right")
+    min_sources: int = Field(default=1, ge=1, le=50, description="distinct documents a finding must cite")
+    max_contradiction_ratio: float = Field(default=0.5, ge=0.0, le=1.0,
+                                           description="more contradicted findings than this share: the result is contested")
+    min_retrieval_score: float = Field(default=0.0, ge=0.0, le=1.0,
+                                       description="a finding's best cited hit must have at least this fused retrieval score")
 
 
 class VectorStorage(Strict):

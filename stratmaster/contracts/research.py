@@ -20,6 +20,9 @@ from stratmaster.contracts.knowledge import SearchHit
 
 Fusion = Literal["minmax", "rrf"]
 Status = Literal["pending", "planning", "retrieving", "synthesising", "persisting", "completed", "failed", "cancelled"]
+# What a completed run concluded: findings passed the mission's quality bar (answered),
+# more of them contradicted than the bar allows (contested), or none passed (abstained).
+Outcome = Literal["answered", "contested", "insufficient_evidence"]
 
 
 class ResearchInput(BaseModel):
@@ -28,8 +31,10 @@ class ResearchInput(BaseModel):
     max_subquestions: int = Field(default=4, ge=1, le=12)
     top_k: int = Field(default=8, ge=1, le=100, description="hits kept per sub-question after fusion")
     fusion: Fusion = "minmax"
-    use_graph: bool = False
-    use_web: bool = False
+    # None: the mission's cartridge decides (engines.graph / engines.web). True cannot turn
+    # on an engine the cartridge turns off: the run records a "disabled by mission" note.
+    use_graph: bool | None = None
+    use_web: bool | None = None
     # Bench / API: skip planning with explicit sub-questions; stop after retrieval.
     subquestions: list[str] | None = None
     mode: Literal["full", "retrieve"] = "full"
@@ -65,6 +70,29 @@ class Claim(BaseModel):
     flagged: bool = False
     flag_reason: str | None = None
     confidence_factors: dict[str, float] = Field(default_factory=dict)
+    # set on claims kept out of the findings: why they are below the mission's quality bar
+    below_bar_reason: str | None = None
+
+
+class AnswerSentence(BaseModel):
+    text: str  # extractive: the cited quote itself; LLM: a sentence whose citations were verified verbatim
+    citations: list[Citation] = Field(min_length=1)
+
+
+class Answer(BaseModel):
+    question: str
+    text: str  # the sentences joined; "" when abstaining
+    sentences: list[AnswerSentence] = Field(default_factory=list)
+    confidence: float = 0.0
+    method: str = "extractive"  # "extractive" | "llm"
+
+
+class Gates(BaseModel):
+    """The quality bar a run applied (from the mission's cartridge, `quality`)."""
+    min_confidence: float = 0.5
+    min_sources: int = 1
+    max_contradiction_ratio: float = 0.5
+    min_retrieval_score: float = 0.0
 
 
 # ---------------------------------------------------------------- activity I/O
@@ -90,6 +118,8 @@ class PlanInput(BaseModel):
 class Plan(BaseModel):
     subquestions: list[str]
     planner: str  # "llm" | "deterministic" | "given"
+    notes: list[str] = Field(default_factory=list)
+    discarded: list[str] = Field(default_factory=list)  # LLM sub-questions not about the question
 
 
 class RetrieveInput(BaseModel):
@@ -97,8 +127,8 @@ class RetrieveInput(BaseModel):
     query: str
     top_k: int = 8
     fusion: Fusion = "minmax"
-    use_graph: bool = False
-    use_web: bool = False
+    use_graph: bool | None = None  # None: as the cartridge says
+    use_web: bool | None = None
     candidates: int = 50  # per retriever, before fusion
 
 
@@ -107,6 +137,8 @@ class RetrieveOutput(BaseModel):
     hits: list[SearchHit]
     expansion_terms: list[str] = Field(default_factory=list)
     timings_ms: dict[str, float] = Field(default_factory=dict)
+    engines: list[str] = Field(default_factory=list)  # the retrievers that ran
+    notes: list[str] = Field(default_factory=list)  # e.g. "web: disabled by mission"
 
 
 class SynthesiseInput(BaseModel):
@@ -114,12 +146,20 @@ class SynthesiseInput(BaseModel):
     query: str
     hits: list[SearchHit]
     max_claims: int = 8
+    subquestions: list[str] = Field(default_factory=list)
 
 
 class Synthesis(BaseModel):
-    claims: list[Claim]
+    claims: list[Claim]  # findings: claims that passed the mission's quality bar
     synthesiser: str  # "llm" | "extractive" | "extractive-fallback"
     dropped_claims: int = 0  # LLM claims whose citations failed verification
+    below_bar: list[Claim] = Field(default_factory=list)  # each with its below_bar_reason
+    outcome: Outcome = "answered"
+    answer: Answer | None = None
+    subanswers: list[Answer] = Field(default_factory=list)
+    closest_evidence: list[Citation] = Field(default_factory=list)  # when abstaining: what came nearest
+    gates: Gates = Field(default_factory=Gates)
+    notes: list[str] = Field(default_factory=list)
 
 
 class PersistInput(BaseModel):
@@ -132,6 +172,7 @@ class PersistInput(BaseModel):
     synthesis: Synthesis
     started_at: datetime
     finished_at: datetime
+    notes: list[str] = Field(default_factory=list)  # plan's and retrieval's ("disabled by mission", ...)
 
 
 class PersistOutput(BaseModel):
@@ -139,6 +180,7 @@ class PersistOutput(BaseModel):
     report_json_key: str
     claims: list[Claim]  # as stored: citations re-verified against the stored chunk text
     dropped_claims: int = 0
+    synthesis: Synthesis | None = None  # the synthesis as stored (gates re-applied after re-verification)
 
 
 class FinishInput(BaseModel):
@@ -172,9 +214,18 @@ class ResearchResult(BaseModel):
     planner: str
     subquestions: list[str]
     hits: list[SearchHit]
-    claims: list[Claim]
+    claims: list[Claim]  # the findings: passed the mission's quality bar
     synthesiser: str | None = None
     dropped_claims: int = 0
+    outcome: Outcome | None = None  # None in retrieve-only mode
+    answer: Answer | None = None
+    subanswers: list[Answer] = Field(default_factory=list)
+    below_bar: list[Claim] = Field(default_factory=list)
+    closest_evidence: list[Citation] = Field(default_factory=list)
+    gates: Gates | None = None
+    engines: list[str] = Field(default_factory=list)
+    notes: list[str] = Field(default_factory=list)
+    discarded_subquestions: list[str] = Field(default_factory=list)
     report_md_key: str | None = None
     report_json_key: str | None = None
     timings_ms: dict[str, float] = Field(default_factory=dict)

@@ -1,0 +1,108 @@
+"""How well one evidence sentence answers a question: features in [0, 1].
+
+  sim      : embedding similarity of question and sentence (absolute, not rank-normalised)
+  cover    : share of the question's terms in the sentence and the one before it, each
+             term weighted by its rarity in English (wordfreq): "XR-7" and
+             "setrecursionlimit" weigh far more than "use" or "value"
+  passage  : the same share over the whole retrieved passage and its title
+  key      : share of the question's rare terms (names, codes, jargon) anywhere in the
+             passage; a question about something the passage never names is not
+             answered by it, however close the rest
+  names    : the sentence names something the question does not (an identifier, a
+             CamelCase or ALL-CAPS name, a figure): what an answer to "which ..." adds
+  kind     : the sentence has what the question asks for (a figure for "how many",
+             the word "default" for "what is the default ...": 1; missing: 0; no
+             expectation: 0.5)
+  retrieval: the passage's raw dense similarity to the query, when the dense retriever ran
+
+These are absolute measures: unlike fused retrieval scores (min-max normalised per
+query, so the best hit is always 1.0) they are low when nothing retrieved is
+about the question, which is what lets a run abstain.
+"""
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+from typing import Mapping
+
+from activities.planning import STOPWORDS, TOKEN_RE, content_terms, stem
+
+RARE_WEIGHT = 3.0  # weight at or above which a term is a key term (zipf frequency <= 3)
+
+_NUMERIC_Q = re.compile(
+    r"\b(how (many|much|long|often|big|large|old|far|deep)|what (number|percentage|percent|version|year|size|port|value)"
+    r"|which (version|year|port))\b", re.I)
+_NUMBER = re.compile(r"\d|\b(once|twice|one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|hundred|thousand)\b", re.I)
+_DEFAULT_Q = re.compile(r"\bdefault\b", re.I)
+_DEFAULT = re.compile(r"\bdefault", re.I)
+
+
+@lru_cache(maxsize=100_000)
+def term_weight(term: str) -> float:
+    """1 for everyday words, up to 6 for words English hardly uses (names, codes, jargon)."""
+    from wordfreq import zipf_frequency
+
+    return 1.0 + max(0.0, 5.0 - zipf_frequency(term, "en"))
+
+
+def question_weights(question: str) -> dict[str, float]:
+    """The question's content terms (stemmed, as content_terms gives them), each weighted
+    by the rarity of the word as written ("processes", not its stem "processe")."""
+    out: dict[str, float] = {}
+    for raw in TOKEN_RE.findall(question):
+        word = raw.lower().strip("'")
+        if word in STOPWORDS or len(word) < 2:
+            continue
+        out.setdefault(stem(word), term_weight(word))
+    return out
+
+
+_IDENT = re.compile(r"[\w.]*[_.()][\w.()]*\w|\b[A-Z][a-z]+[A-Z]\w*|\b[A-Z]{2,}\w*|\d|/\w[\w/.-]*|(?<!\w)--?[A-Za-z][\w-]*")
+
+
+def answer_token(question: str, sentence: str) -> float:
+    """1 when the sentence names something the question does not: an identifier, a
+    CamelCase or ALL-CAPS name, a figure - what "which ..." and "how many ..." ask for."""
+    q = question.lower()
+    return float(any(m.group(0).lower().strip(".()") not in q for m in _IDENT.finditer(sentence)
+                     if len(m.group(0).strip(".()")) > 1 or m.group(0).isdigit()))
+
+
+def coverage(weights: Mapping[str, float], terms: frozenset[str]) -> float:
+    total = sum(weights.values())
+    return sum(w for t, w in weights.items() if t in terms) / total if total else 0.0
+
+
+def key_coverage(weights: Mapping[str, float], terms: frozenset[str]) -> float:
+    keys = [t for t, w in weights.items() if w >= RARE_WEIGHT]
+    return sum(t in terms for t in keys) / len(keys) if keys else 1.0
+
+
+def kind_match(question: str, sentence: str) -> float:
+    checks = []
+    if _NUMERIC_Q.search(question):
+        checks.append(bool(_NUMBER.search(sentence)))
+    if _DEFAULT_Q.search(question):
+        checks.append(bool(_DEFAULT.search(sentence)))
+    return 0.5 if not checks else sum(checks) / len(checks)
+
+
+@lru_cache(maxsize=4096)
+def terms_of(text: str) -> frozenset[str]:
+    """Content terms of a text, cached: every sentence of a passage, for every (sub-)question, needs them."""
+    return frozenset(content_terms(text))
+
+
+def features(question: str, weights: Mapping[str, float], sentence: str, context: str, passage: str,
+             sim: float, retrieval: float) -> dict[str, float]:
+    sent_terms = terms_of(sentence) | terms_of(context)
+    passage_terms = terms_of(passage) | sent_terms
+    return {
+        "sim": round(max(0.0, sim), 4),
+        "cover": round(coverage(weights, sent_terms), 4),
+        "passage": round(coverage(weights, passage_terms), 4),
+        "key": round(key_coverage(weights, passage_terms), 4),
+        "kind": kind_match(question, sentence),
+        "names": answer_token(question, sentence),
+        "retrieval": round(max(0.0, min(1.0, retrieval)), 4),
+    }
