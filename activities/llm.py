@@ -88,7 +88,9 @@ async def complete(
     try:
         response = await litellm.acompletion(**kwargs)
     except (litellm.exceptions.APIConnectionError, litellm.exceptions.Timeout,
-            litellm.exceptions.ServiceUnavailableError) as exc:
+            litellm.exceptions.ServiceUnavailableError, litellm.exceptions.InternalServerError) as exc:
+        # (a server that dropped the connection surfaces as InternalServerError: the caller's
+        # fallback, not a failed research, is the answer to an unreachable model)
         raise ServiceUnavailable(f"LLM {model} unreachable at {settings.llm_api_base}: {exc}") from exc
     except (litellm.exceptions.BadRequestError, litellm.exceptions.APIError) as exc:
         raise LLMFailed(f"LLM {model} failed: {exc}") from exc

@@ -156,6 +156,16 @@ def _verbatim(h: SearchHit, s: Sentence) -> str:
     return " ".join(h.text[s.local_start:s.local_end].split())
 
 
+_GRAMMAR_UNSAFE = re.compile(r'[\\"\x00-\x1f\x7f]')
+
+
+def grammar_safe(quote: str) -> bool:
+    """Can this sentence be a literal of the server's grammar? llama-cpp-python compiles the
+    schema's enum to GBNF, and a document sentence with a backslash (b'\\x80abc') made its
+    grammar parser fail and the server process die: such sentences are not offered as quotes."""
+    return not _GRAMMAR_UNSAFE.search(quote)
+
+
 def evidence_sentences(hits: Sequence[SearchHit], max_chars: int = 500) -> list[list[str]]:
     """Per hit, the quotable sentences shown to the model (whitespace-normalised),
     up to max_chars per hit: the prompt shows exactly these, the grammar allows
@@ -166,6 +176,8 @@ def evidence_sentences(hits: Sequence[SearchHit], max_chars: int = 500) -> list[
     for s in split_hits(hits):
         i = index[s.hit.chunk_id]
         q = _verbatim(s.hit, s)
+        if not grammar_safe(q):
+            continue
         if used[i] + len(q) <= max_chars and q not in out[i]:
             out[i].append(q)
             used[i] += len(q) + 1

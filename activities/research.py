@@ -221,10 +221,13 @@ class ResearchActivities:
                     _log("LLM synthesis gave no verifiable claims; extractive fallback")
             except (ServiceUnavailable, llm.LLMFailed) as exc:
                 _log("LLM failed; extractive fallback", error=str(exc))
-        if claims is None:
-            claims = await _in_thread_with_heartbeat(
-                functools.partial(extractive, subquestions=req.subquestions), req.mission, req.query, hits, embed,
-                req.max_claims)
+        # the extractive claims always run: alone without a model, and beside the model's claims
+        # with one (the model sees six hits and may pick weaker sentences; both are ranked by the
+        # same calibrated confidence, so the LLM path never answers worse than the deterministic one)
+        extracted = await _in_thread_with_heartbeat(
+            functools.partial(extractive, subquestions=req.subquestions), req.mission, req.query, hits, embed,
+            req.max_claims)
+        claims = merge_claims(claims, extracted, req.max_claims) if claims else extracted
         findings, below, outcome = apply_gates(claims, gates)
         method = "llm" if synthesiser == "llm" else "extractive"
         subanswers = []
@@ -258,10 +261,10 @@ class ResearchActivities:
         return claims
 
     # ---------------------------------------------------------------- persist
-    async def _store_checker(self, tenant_id: uuid.UUID, claims: list[Claim], hits_by_chunk: dict):
+    async def _store_checker(self, tenant_id: uuid.UUID, citations: list[Citation], hits_by_chunk: dict):
         """A check that a citation's quote is exactly the stored chunk text at its span
         (PostgreSQL chunks table; web snippets against the retrieved hit)."""
-        ids = {c.chunk_id for cl in claims for c in cl.supporting + cl.contradicting}
+        ids = {c.chunk_id for c in citations}
         uuids = []
         for i in ids:
             try:
@@ -298,7 +301,9 @@ class ResearchActivities:
         tenant_id = await require_mission(self.pool, req.mission)
         sid = uuid.UUID(req.session_id)
         syn = req.synthesis
-        ok = await self._store_checker(tenant_id, syn.claims + syn.below_bar, {h.chunk_id: h for h in req.hits})
+        cited = [c for cl in syn.claims + syn.below_bar for c in cl.supporting + cl.contradicting]
+        cited += [c for a in syn.subanswers for s in a.sentences for c in s.citations]
+        ok = await self._store_checker(tenant_id, cited, {h.chunk_id: h for h in req.hits})
         kept, dropped = self._verified(syn.claims + syn.below_bar, ok)
         # the same bar on what survived re-verification: a finding that lost its support can't stay one
         findings, below, outcome = apply_gates(kept, syn.gates)
@@ -377,6 +382,15 @@ def allowed_engines(cart: Cartridge, req: RetrieveInput, web_configured: bool) -
         if req.use_web:
             notes.append("web: no search service configured (STRATMASTER_SEARXNG_URL)")
     return frozenset(on), notes
+
+
+def merge_claims(first: list[Claim], second: list[Claim], limit: int) -> list[Claim]:
+    """Both lists' claims by confidence; a claim of `second` citing a span a claim of
+    `first` already cites is the same claim (`first` wins ties)."""
+    spans = {(c.chunk_id, c.start) for cl in first for c in cl.supporting}
+    rest = [cl for cl in second if not any((c.chunk_id, c.start) in spans for c in cl.supporting)]
+    ranked = sorted(first + rest, key=lambda cl: -cl.confidence)[:limit]
+    return [cl.model_copy(update={"ordinal": i}) for i, cl in enumerate(ranked)]
 
 
 def closest_evidence(below: list[Claim], limit: int = 3) -> list[Citation]:

@@ -188,3 +188,21 @@ def test_response_format_only_for_servers_that_take_it():
     assert llm.response_format(Settings(llm_model="anthropic/claude-3-haiku"), schema) is None
     assert llm.response_format(local.model_copy(update={"llm_json_schema": False}), schema) is None
     assert llm.response_format(Settings(llm_model="gpt-4o-mini", llm_json_schema=True), schema) is not None
+
+
+@pytest.mark.llm
+async def test_document_text_cannot_break_the_servers_grammar(llm_settings):  # noqa: F811
+    """A sentence with backslashes once made llama-cpp-python's schema-to-grammar step fail and
+    its server process die (one tenant's document taking the model down for all): such
+    sentences are not offered as quotes, and the server still answers afterwards."""
+    text = ("For example b'\\x80abc'.decode(\"utf-8\", \"ignore\") gives 'abc' without an error. "
+            "Encodings are specified as strings containing the encoding's name.")
+    hits = [SearchHit(chunk_id="c1", document_id="d1", text=text, start=0, end=len(text), score=1.0, source="hybrid")]
+    quotes = llm_synthesis.evidence_sentences(hits)
+    assert quotes == [["Encodings are specified as strings containing the encoding's name."]]
+    answer = await llm.complete(llm_settings, llm_synthesis.claims_messages("What are encodings?", hits, 2, quotes),
+                                MISSION, max_tokens=120, timeout=60, schema=llm_synthesis.claims_schema(hits, 2, quotes),
+                                purpose="test")
+    assert answer.strip()
+    assert (await llm.complete(llm_settings, [{"role": "user", "content": "Say hello."}], MISSION,
+                               max_tokens=8, timeout=30)).strip()

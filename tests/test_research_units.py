@@ -249,3 +249,18 @@ def test_planned_subquestions_not_about_the_question_are_discarded():
                                         "best pizza recipes in Naples"])
     assert kept == [q, "Voltaris market share 2025", "energy storage market growth rate"]
     assert discarded == [junk, "best pizza recipes in Naples"]
+
+
+def test_llm_claims_are_ranked_beside_the_extractive_ones():
+    from activities.research import merge_claims
+    from stratmaster.contracts.research import Citation, Claim
+
+    def claim(text, conf, chunk, start):
+        cit = Citation(chunk_id=chunk, document_id="d", start=start, end=start + 5, quote="quote")
+        return Claim(claim_id=text, ordinal=0, text=text, confidence=conf, supporting=[cit])
+
+    llm_claims = [claim("model says A", 0.4, "c1", 0)]
+    extracted = [claim("sentence A", 0.6, "c1", 0), claim("sentence B", 0.7, "c2", 10), claim("sentence C", 0.1, "c3", 0)]
+    merged = merge_claims(llm_claims, extracted, 2)
+    # the extractive claim citing the span the model already cites is the same claim; best first, limited
+    assert [c.text for c in merged] == ["sentence B", "model says A"] and [c.ordinal for c in merged] == [0, 1]
