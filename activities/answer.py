@@ -42,6 +42,22 @@ def build_answer(question: str, findings: Sequence[Claim], method: str = "extrac
                   confidence=findings[0].confidence if findings else 0.0, method=method)
 
 
+def combine_answers(question: str, whole: Answer, parts: Sequence[Answer]) -> Answer:
+    """The answer to a compound question: each answered part's first sentence, then the
+    whole question's own if it adds one; its confidence the weakest part's. Parts that
+    cleared no bar add nothing."""
+    sentences: list[AnswerSentence] = []
+    answered = [p for p in parts if p.sentences]
+    for s in [p.sentences[0] for p in answered] + whole.sentences[:1]:
+        if all(s.text != t.text for t in sentences) and len(sentences) < len(answered) + 1:
+            sentences.append(s)
+    if not answered:
+        return whole
+    confidence = min([p.confidence for p in answered] + [whole.confidence])
+    return whole.model_copy(update={"sentences": sentences, "text": " ".join(s.text for s in sentences),
+                                    "confidence": confidence})
+
+
 def verified_answer(answer: Answer | None, ok: Callable[[Citation], bool]) -> Answer | None:
     """The answer with only citations that `ok` accepts; a sentence left without one is dropped."""
     if answer is None:

@@ -30,7 +30,7 @@ from activities.planning import STOPWORDS, TOKEN_RE, content_terms, stem
 RARE_WEIGHT = 3.0  # weight at or above which a term is a key term (zipf frequency <= 3)
 
 _NUMERIC_Q = re.compile(
-    r"\b(how (many|much|long|often|big|large|old|far|deep)|what (number|percentage|percent|version|year|size|port|value)"
+    r"\b(how (many|much|long|often|big|large|old|far|deep|fast)|what (number|percentage|percent|version|year|size|port|value)"
     r"|which (version|year|port))\b", re.I)
 _NUMBER = re.compile(r"\d|\b(once|twice|one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|hundred|thousand)\b", re.I)
 _DEFAULT_Q = re.compile(r"\bdefault\b", re.I)

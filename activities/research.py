@@ -19,13 +19,14 @@ from temporalio import activity
 
 from activities import llm
 from activities import llm_synthesis
-from activities.answer import build_answer, verified_answer
+from activities.answer import build_answer, combine_answers, verified_answer
 from activities.gates import apply_gates, gates_from
 from activities.planning import content_terms, deterministic_plan
 from activities.retrieval import Retriever
 from activities.stores.tenants import require_mission
 from activities.synthesis import (
-    CONTRA_PROMPT, contradiction_candidates, extractive, llm_says_contradict, verify_citation, with_contradictions,
+    CONTRA_PROMPT, answer_parts, contradiction_candidates, extractive, llm_says_contradict, verify_citation,
+    with_contradictions,
 )
 from stratmaster.contracts.missions import Cartridge
 from stratmaster.contracts.research import (
@@ -236,8 +237,12 @@ class ResearchActivities:
                 continue
             sub = await _in_thread_with_heartbeat(extractive, req.mission, q, hits, embed, 1)
             subanswers.append(build_answer(q, apply_gates(sub, gates)[0]))
+        answer = build_answer(req.query, findings, method)
+        parts = set(answer_parts(req.query, req.subquestions)[1:])
+        if findings and parts:  # a compound question: its answer answers each part
+            answer = combine_answers(req.query, answer, [a for a in subanswers if a.question in parts])
         return Synthesis(claims=findings, synthesiser=synthesiser, dropped_claims=dropped, below_bar=below,
-                         outcome=outcome, answer=build_answer(req.query, findings, method), subanswers=subanswers,
+                         outcome=outcome, answer=answer, subanswers=subanswers,
                          closest_evidence=closest_evidence(below) if not findings else [], gates=gates, notes=notes)
 
     async def _llm_contradictions(self, req: SynthesiseInput, cart: Cartridge, claims: list[Claim], hits,

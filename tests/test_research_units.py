@@ -264,3 +264,20 @@ def test_llm_claims_are_ranked_beside_the_extractive_ones():
     merged = merge_claims(llm_claims, extracted, 2)
     # the extractive claim citing the span the model already cites is the same claim; best first, limited
     assert [c.text for c in merged] == ["sentence B", "model says A"] and [c.ordinal for c in merged] == [0, 1]
+
+
+def test_a_compound_questions_answer_answers_each_part():
+    from activities.answer import combine_answers
+    from stratmaster.contracts.research import Answer, AnswerSentence, Citation
+
+    def ans(q, text, conf):
+        cit = Citation(chunk_id="c", document_id="d", start=0, end=len(text), quote=text)
+        return Answer(question=q, text=text, sentences=[AnswerSentence(text=text, citations=[cit])], confidence=conf)
+
+    whole = ans("A and how fast B?", "B is growing quickly.", 0.6)
+    parts = [ans("A", "A holds 14%.", 0.5), ans("how fast is B growing", "B grows 21% a year.", 0.4),
+             Answer(question="C", text="")]
+    combined = combine_answers("A and how fast B?", whole, parts)
+    assert [s.text for s in combined.sentences] == ["A holds 14%.", "B grows 21% a year.", "B is growing quickly."]
+    assert combined.confidence == 0.4 and combined.text.startswith("A holds 14%.")
+    assert combine_answers("q", whole, [Answer(question="C", text="")]) == whole
