@@ -49,7 +49,7 @@ def combine_answers(question: str, whole: Answer, parts: Sequence[Answer]) -> An
     sentences: list[AnswerSentence] = []
     answered = [p for p in parts if p.sentences]
     for s in [p.sentences[0] for p in answered] + whole.sentences[:1]:
-        if all(s.text != t.text for t in sentences) and len(sentences) < len(answered) + 1:
+        if all(s.text != t.text for t in sentences):
             sentences.append(s)
     if not answered:
         return whole

@@ -41,10 +41,9 @@ def probability(factors: Mapping[str, float]) -> float:
 
 def with_margins(items: Sequence, factors_of, candidates: Sequence | None = None) -> None:
     """Set factors["margin"] on each item's factors: its logit minus the best logit among
-    `candidates` (default: the items)."""
+    `candidates` (none given, or none there: the items)."""
     logits = [logit(factors_of(x)) for x in items]
-    best = max((logit(factors_of(x)) for x in candidates), default=None) if candidates is not None else None
-    best = max(logits, default=0.0) if best is None else best
+    best = max((logit(factors_of(x)) for x in candidates), default=0.0) if candidates else max(logits, default=0.0)
     for x, z in zip(items, logits):
         factors_of(x)["margin"] = round(z - best, 4)
 

@@ -25,8 +25,8 @@ from activities.planning import content_terms, deterministic_plan
 from activities.retrieval import Retriever
 from activities.stores.tenants import require_mission
 from activities.synthesis import (
-    CONTRA_PROMPT, answer_parts, contradiction_candidates, extractive, llm_says_contradict, verify_citation,
-    with_contradictions,
+    CONTRA_PROMPT, answer_parts, contradiction_candidates, extractive, llm_says_contradict,
+    unit_vectors, verify_citation, with_contradictions,
 )
 from stratmaster.contracts.missions import Cartridge
 from stratmaster.contracts.research import (
@@ -146,12 +146,9 @@ class ResearchActivities:
         kept, discarded = [subs[0]], []
         rest = subs[1:]
         if rest:
-            vecs = self.embedder.embed([query] + rest)
-            q = vecs[0]
-            qn = sum(x * x for x in q) ** 0.5 or 1.0
+            vecs = unit_vectors(self.embedder.embed([query] + rest))
             q_terms = set(content_terms(query))
-            for sub, v in zip(rest, vecs[1:]):
-                sim = sum(a * b for a, b in zip(q, v)) / (qn * (sum(x * x for x in v) ** 0.5 or 1.0))
+            for sub, sim in zip(rest, vecs[1:] @ vecs[0]):
                 if sim >= PLAN_MIN_SIMILARITY and q_terms & set(content_terms(sub)):
                     kept.append(sub)
                 else:

@@ -227,7 +227,7 @@ def split_hits(hits: Sequence[SearchHit], min_terms: int = 3) -> list[Sentence]:
         for y in out)]
 
 
-def _unit(vectors: Sequence[Sequence[float]]) -> np.ndarray:
+def unit_vectors(vectors: Sequence[Sequence[float]]) -> np.ndarray:
     m = np.asarray(vectors, dtype=np.float32)
     if m.ndim != 2 or m.size == 0:
         return np.zeros((len(vectors), 1), dtype=np.float32)
@@ -248,7 +248,7 @@ def score_sentences(query: str, sents: list[Sentence], embed: Embed | None) -> n
     window_sims = np.zeros(len(sents))
     if embed and sents:
         n = len(sents)
-        vecs = _unit(embed([query] + [s.text for s in sents] + [f"{sents[i].context} {sents[i].text}" for i in windowed]))
+        vecs = unit_vectors(embed([query] + [s.text for s in sents] + [f"{sents[i].context} {sents[i].text}" for i in windowed]))
         sims = vecs[1:n + 1] @ vecs[0]
         window_sims[windowed] = vecs[n + 1:] @ vecs[0]
         vecs = vecs[1:n + 1]
