@@ -33,7 +33,7 @@ from stratmaster.contracts.research import (
     Answer, Citation, Claim, FinishInput, PersistInput, PersistOutput, Plan, PlanInput, RetrieveInput, RetrieveOutput,
     SessionInfo, SessionInput, Synthesis, SynthesiseInput,
 )
-from stratmaster.errors import ServiceUnavailable
+from stratmaster.errors import ServiceUnavailable, redact
 from stratmaster.mission_config import MissionConfigReader
 from stratmaster.settings import Settings
 
@@ -106,7 +106,7 @@ class ResearchActivities:
         status = await self.pool.execute(
             """UPDATE research_sessions SET status = $2, error = $3, completed_at = NOW(), updated_at = NOW()
                WHERE workflow_id = $1 AND status NOT IN ('completed')""",
-            req.workflow_id, req.status, req.error,
+            req.workflow_id, req.status, redact(req.error) if req.error else req.error,
         )
         return status.endswith(" 1")
 

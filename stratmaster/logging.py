@@ -13,6 +13,8 @@ from opentelemetry import trace
 from temporalio import client as temporal_client
 from temporalio import worker as temporal_worker
 
+from stratmaster.errors import redact
+
 _STD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
 
 # Fields bound for the current task / thread (e.g. the mission an activity works
@@ -72,7 +74,7 @@ class JsonFormatter(logging.Formatter):
             "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
             "logger": record.name,
-            "msg": record.getMessage(),
+            "msg": redact(record.getMessage()),
         }
         # Temporal's workflow/activity loggers attach these dicts.
         for key in ("temporal_workflow", "temporal_activity"):
@@ -101,7 +103,7 @@ class JsonFormatter(logging.Formatter):
                 except TypeError:
                     out[key] = repr(value)
         if record.exc_info:
-            out["exc"] = self.formatException(record.exc_info)
+            out["exc"] = redact(self.formatException(record.exc_info))
         return json.dumps(out, default=str)
 
 

@@ -35,7 +35,58 @@ def test_invalid_cartridge_reports_every_problem_with_lines():
                 "entities.0.name": 21, "entities.0.patterns": 22, "retention.backups_keep": 24}
     assert {path: found[path].line for path in expected if path in found} == expected
     assert found["engines.telepathy"].reason == "unknown field"
-    assert "unterminated character set" in found["entities.0.patterns"].reason
+    assert "missing ]" in found["entities.0.patterns"].reason
+
+
+BOMB = "\n".join(["a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+                 + [f"{n}: &{n} [{', '.join([f'*{p}'] * 9)}]" for p, n in zip("abcdefgh", "bcdefghi")])
+
+
+@pytest.mark.parametrize("text, reason", [
+    (BOMB, "anchors and aliases"),  # 9^9 strings once expanded: refused before anything is built
+    ("metadata:\n  x: &keep 1\n", "anchors and aliases"),
+    ("a: " + "[" * 50_000 + "]" * 50_000, "nested deeper than 32 levels"),  # RecursionError in PyYAML before
+    ("[" * 50_000 + "]" * 50_000, "nested deeper than 32 levels"),  # RecursionError in json.loads before
+])
+def test_hostile_structure_is_refused(text, reason):
+    result = validate_cartridge(text)
+    assert not result.ok and reason in result.problems[0].reason
+
+
+def test_deep_object_input_is_refused():
+    data: dict = {}
+    for _ in range(5_000):  # what an ActivateMissionInput.cartridge from the temporal CLI may hold
+        data = {"x": data}
+    result = validate_cartridge(data=data)
+    assert not result.ok and "nested deeper" in result.problems[0].reason
+
+
+def test_patterns_are_re2():
+    bad = cartridge_dict("re2_rules")
+    bad["entities"] = [{"name": "GADGET", "patterns": [r"(?<=W-)\d+", r"(\w)\1"]}]
+    problems = validate_cartridge(data=bad).problems
+    assert [p.path for p in problems] == ["entities.0.patterns"]
+    assert "RE2 syntax" in problems[0].reason and "[0]" in problems[0].reason and "[1]" in problems[0].reason
+
+
+def test_catastrophic_pattern_runs_in_linear_time():
+    """`(a+)+$` against 'a'*40+'b' backtracks 2^40 times in Python's engine; the
+    cartridge's patterns run in RE2, so extraction returns (a hang here would be
+    the old behaviour: the subprocess timeout turns it into a failure)."""
+    import subprocess
+    import sys
+    code = (
+        "from stratmaster.contracts.missions import validate_cartridge\n"
+        "from tests.missions_support import cartridge_dict\n"
+        "from activities.entities import extract_from_text\n"
+        "d = cartridge_dict('re2_time')\n"
+        "d['entities'] = [{'name': 'RUN', 'patterns': [r'(a+)+$', r'\\b(\\w+\\s?)+ Directive\\b']}]\n"
+        "c = validate_cartridge(data=d).cartridge\n"
+        "text = 'a' * 40 + 'b ' + 'word ' * 5000 + 'x'\n"
+        "print(len(extract_from_text(text, patterns=c.entity_patterns())))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
 
 
 @pytest.mark.parametrize("text, reason, line", [

@@ -11,17 +11,20 @@ from temporalio.common import RetryPolicy
 with workflow.unsafe.imports_passed_through():
     from activities.audit import AuditActivities
     from stratmaster.contracts.audit import AuditEntry, AuditRecorded
-    from stratmaster.errors import NON_RETRYABLE
+    from stratmaster.errors import NON_RETRYABLE, WORKFLOW_INPUT_ERRORS
 
 
-@workflow.defn
+@workflow.defn(failure_exception_types=WORKFLOW_INPUT_ERRORS)
 class RecordAuditWorkflow:
     @workflow.run
     async def run(self, entry: AuditEntry) -> AuditRecorded:
         return await workflow.execute_activity_method(
             AuditActivities.record_audit, entry,
             start_to_close_timeout=timedelta(seconds=30),
-            # keep trying through a database outage: the write request already happened
+            # keep trying through a database outage (the write request already happened),
+            # but not forever: an entry that cannot be stored fails at once (BadInput), and
+            # one the database cannot take for a day fails the run, visible in Temporal.
+            schedule_to_close_timeout=timedelta(hours=24),
             retry_policy=RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(minutes=1),
                                      non_retryable_error_types=NON_RETRYABLE),
         )

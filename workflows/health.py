@@ -8,9 +8,10 @@ from temporalio.common import RetryPolicy
 with workflow.unsafe.imports_passed_through():
     from activities.health import HealthActivities
     from stratmaster.contracts.health import HealthCheckInput, HealthReport
+    from stratmaster.errors import WORKFLOW_INPUT_ERRORS
 
 
-@workflow.defn
+@workflow.defn(failure_exception_types=WORKFLOW_INPUT_ERRORS)
 class HealthCheckWorkflow:
     """Probe every configured service and return a report (also run on a schedule)."""
 

@@ -27,12 +27,11 @@ from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflow
 with workflow.unsafe.imports_passed_through():
     from activities.ingestion import IngestionActivities
     from stratmaster.contracts.ingestion import (
-        EMPTY_DOCUMENT, MAX_LISTED_DOCUMENTS, CheckMissionInput, DocumentDone, DocumentResult, IngestDocumentInput,
-        IngestGroupInput,
-        IngestInput, IngestProgress, IngestResult, IngestState, IngestTotals, RecordFailureInput, SliceInput,
+        EMPTY_DOCUMENT, MAX_LISTED_DOCUMENTS, MAX_LISTED_FAILURES, CheckMissionInput, DocumentDone, DocumentResult,
+        IngestDocumentInput, IngestGroupInput, IngestInput, IngestProgress, IngestResult, IngestState, IngestTotals, RecordFailureInput, SliceInput,
         SliceProgress, SliceResult,
     )
-    from stratmaster.errors import NON_RETRYABLE, UNKNOWN_MISSION
+    from stratmaster.errors import NON_RETRYABLE, UNKNOWN_MISSION, WORKFLOW_INPUT_ERRORS
     from stratmaster.search_attributes import for_mission
 
 DOCUMENT_RETRY = RetryPolicy(
@@ -55,7 +54,7 @@ def _failure_reason(err: BaseException) -> tuple[str, str]:
     return type(cause).__name__, str(cause) or type(cause).__name__
 
 
-@workflow.defn
+@workflow.defn(failure_exception_types=WORKFLOW_INPUT_ERRORS)
 class IngestSliceWorkflow:
     """Ingest one slice of a batch; signals finished documents to the parent (throttled)."""
 
@@ -155,7 +154,7 @@ class IngestSliceWorkflow:
         return results
 
 
-@workflow.defn
+@workflow.defn(failure_exception_types=WORKFLOW_INPUT_ERRORS)
 class IngestDocumentsWorkflow:
     def __init__(self) -> None:
         self._req: IngestInput | None = None
@@ -239,7 +238,8 @@ class IngestDocumentsWorkflow:
         return IngestResult(mission=req.mission, batch_id=self._batch_id, totals=self._state.totals,
                             failures=self._state.failures, documents=successes,
                             documents_truncated=self._state.totals.ingested + self._state.totals.duplicates
-                            > len(successes))
+                            > len(successes),
+                            failures_truncated=self._state.totals.failed > len(self._state.failures))
 
     async def _run_slice(self, slice_index: int, first: int, part: list) -> None:
         req = self._req
@@ -268,7 +268,8 @@ class IngestDocumentsWorkflow:
         for r in results:
             _count(self._state.totals, r)
             if r.status == "failed":
-                self._state.failures.append(r)
+                if len(self._state.failures) < MAX_LISTED_FAILURES:
+                    self._state.failures.append(r)
             elif len(self._state.documents) < MAX_LISTED_DOCUMENTS:
                 self._state.documents.append(r)
 

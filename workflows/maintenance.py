@@ -18,7 +18,7 @@ with workflow.unsafe.imports_passed_through():
         RetentionInput,
     )
     from stratmaster import queues
-    from stratmaster.errors import NON_RETRYABLE
+    from stratmaster.errors import NON_RETRYABLE, WORKFLOW_INPUT_ERRORS
     from workflows.health import HealthCheckWorkflow
 
 RETRY = RetryPolicy(maximum_attempts=3, initial_interval=timedelta(seconds=2), non_retryable_error_types=NON_RETRYABLE)
@@ -27,7 +27,7 @@ LONG = dict(start_to_close_timeout=timedelta(hours=1), heartbeat_timeout=timedel
 MAX_DOCUMENT_BATCHES = 200
 
 
-@workflow.defn
+@workflow.defn(failure_exception_types=WORKFLOW_INPUT_ERRORS)
 class MaintenanceWorkflow:
     @workflow.run
     async def run(self, req: MaintenanceInput) -> MaintenanceReport:
@@ -78,7 +78,7 @@ class MaintenanceWorkflow:
             f"documents_days: stopped after {MAX_DOCUMENT_BATCHES} batches; the next run continues")
 
 
-@workflow.defn
+@workflow.defn(failure_exception_types=WORKFLOW_INPUT_ERRORS)
 class AnalyticsExportWorkflow:
     """DuckDB over PostgreSQL -> Parquet (an activity: reading PostgreSQL is a storage touch)."""
 

@@ -29,7 +29,7 @@ with workflow.unsafe.imports_passed_through():
         PlanActivationInput, PlanRollbackInput, PurgeExpiredInput, PurgeResult, RollbackMissionInput, StepInput,
         UndoInput, ValidateInput,
     )
-    from stratmaster.errors import BAD_INPUT, NON_RETRYABLE
+    from stratmaster.errors import BAD_INPUT, NON_RETRYABLE, WORKFLOW_INPUT_ERRORS
     from stratmaster.mission_config import MissionConfig
 
 RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=20),
@@ -129,7 +129,7 @@ async def _provision(plan: ActivationPlan, actor: str) -> list[str]:
         ) from exc
 
 
-@workflow.defn
+@workflow.defn(failure_exception_types=WORKFLOW_INPUT_ERRORS)
 class ActivateMissionWorkflow:
     """Validate a cartridge and activate it (new mission, new version, or re-activation)."""
 
@@ -161,7 +161,7 @@ class ActivateMissionWorkflow:
                                 previous_version=plan.previous_version, steps=steps, sha256=plan.sha256)
 
 
-@workflow.defn
+@workflow.defn(failure_exception_types=WORKFLOW_INPUT_ERRORS)
 class RollbackMissionWorkflow:
     """Make the previous (or a given) stored version active again."""
 
@@ -174,7 +174,7 @@ class RollbackMissionWorkflow:
                                 previous_version=plan.previous_version, steps=steps, sha256=plan.sha256)
 
 
-@workflow.defn
+@workflow.defn(failure_exception_types=WORKFLOW_INPUT_ERRORS)
 class DeactivateMissionWorkflow:
     """Stop serving a mission; its data stays until purge_after (retention)."""
 
@@ -187,7 +187,7 @@ class DeactivateMissionWorkflow:
                            workflow_id=workflow.info().workflow_id))
 
 
-@workflow.defn
+@workflow.defn(failure_exception_types=WORKFLOW_INPUT_ERRORS)
 class PurgeExpiredMissionsWorkflow:
     """Drop the namespaces of deactivated missions whose retention has passed."""
 
@@ -198,14 +198,14 @@ class PurgeExpiredMissionsWorkflow:
                            timeout=timedelta(minutes=30), heartbeat_timeout=timedelta(minutes=2))
 
 
-@workflow.defn
+@workflow.defn(failure_exception_types=WORKFLOW_INPUT_ERRORS)
 class ListMissionsWorkflow:
     @workflow.run
     async def run(self, req: ListMissionsInput) -> MissionList:
         return await _call(MissionActivities.list_missions, req)
 
 
-@workflow.defn
+@workflow.defn(failure_exception_types=WORKFLOW_INPUT_ERRORS)
 class ShowMissionWorkflow:
     @workflow.run
     async def run(self, req: MissionRef) -> MissionDetail:
@@ -213,7 +213,7 @@ class ShowMissionWorkflow:
         return await _call(MissionActivities.show_mission, ref)
 
 
-@workflow.defn
+@workflow.defn(failure_exception_types=WORKFLOW_INPUT_ERRORS)
 class ExportMissionWorkflow:
     """The active (or a given) cartridge version, as a model and as YAML."""
 
@@ -223,7 +223,7 @@ class ExportMissionWorkflow:
         return await _call(MissionActivities.export_mission, ref)
 
 
-@workflow.defn
+@workflow.defn(failure_exception_types=WORKFLOW_INPUT_ERRORS)
 class MissionConfigWorkflow:
     """The config a worker currently sees for a mission (hot-reload check)."""
 

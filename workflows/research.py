@@ -16,8 +16,6 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_exception
 
 with workflow.unsafe.imports_passed_through():
-    from pydantic import ValidationError
-
     from activities.fusion import merge_subquestion_hits
     from activities.research import ResearchActivities
     from stratmaster.contracts.knowledge import SearchHit
@@ -25,14 +23,14 @@ with workflow.unsafe.imports_passed_through():
         FinishInput, PersistInput, Plan, PlanInput, ResearchInput, ResearchProgress, ResearchResult,
         RetrieveInput, SessionInput, Synthesis, SynthesiseInput,
     )
-    from stratmaster.errors import NON_RETRYABLE
+    from stratmaster.errors import NON_RETRYABLE, WORKFLOW_INPUT_ERRORS
 
 RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), backoff_coefficient=2.0, maximum_attempts=4,
                     non_retryable_error_types=NON_RETRYABLE)
 MAX_EVIDENCE_HITS = 40
 
 
-@workflow.defn(failure_exception_types=[ValidationError])  # bad JSON input fails the run, not the task forever
+@workflow.defn(failure_exception_types=WORKFLOW_INPUT_ERRORS)
 class ResearchWorkflow:
     def __init__(self) -> None:
         self._progress: ResearchProgress | None = None

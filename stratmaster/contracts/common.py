@@ -3,7 +3,7 @@ from __future__ import annotations
 import re
 from typing import Annotated
 
-from pydantic import AfterValidator
+from pydantic import AfterValidator, BeforeValidator
 
 # Mission ids name collections, indexes, graph spaces and object prefixes, so
 # they are restricted to a safe alphabet: no path separators, no quoting.
@@ -19,3 +19,23 @@ def validate_mission_id(value: str) -> str:
 
 
 MissionId = Annotated[str, AfterValidator(validate_mission_id)]
+
+
+def no_nul(value: str | None) -> str | None:
+    """PostgreSQL text (and jsonb) cannot hold U+0000: refuse it at the door
+    instead of failing the activity that writes it, attempt after attempt."""
+    if value is not None and "\x00" in value:
+        raise ValueError("must not contain the NUL character (U+0000)")
+    return value
+
+
+# User-supplied text that ends up in PostgreSQL.
+PlainText = Annotated[str, AfterValidator(no_nul)]
+
+
+def clipped(limit: int):
+    """A result string cut to `limit` characters (results must stay far below
+    Temporal's 2 MB payload limit whatever a document's name or error says)."""
+    def clip(value):
+        return value[:limit - 1] + "…" if isinstance(value, str) and len(value) > limit else value
+    return BeforeValidator(clip)

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field, model_validator
 
-from stratmaster.contracts.common import MissionId
+from stratmaster.contracts.common import MissionId, PlainText, clipped
 
 BATCH_ID_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,63}$"
 EMPTY_DOCUMENT = "EmptyDocument"  # non-retryable reason type besides stratmaster.errors'
@@ -25,9 +25,9 @@ class DocumentRef(BaseModel):
     """Exactly one source: a path readable by the worker, a key under the
     mission's object-store prefix, or inline base64 content with a name."""
 
-    path: str | None = None
-    object_key: str | None = None
-    name: str | None = None
+    path: PlainText | None = Field(default=None, max_length=4096)
+    object_key: PlainText | None = Field(default=None, max_length=1024)
+    name: PlainText | None = Field(default=None, max_length=1024)
     content_b64: str | None = None
 
     @model_validator(mode="after")
@@ -102,19 +102,19 @@ class IngestState(BaseModel):
 
 
 class DocumentResult(BaseModel):
-    source: str
+    source: Annotated[str, clipped(300)]
     status: Literal["ingested", "duplicate", "failed"]
     document_id: str | None = None
     sha256: str | None = None
     content_type: str | None = None
-    title: str | None = None
-    object_key: str | None = None
+    title: Annotated[str | None, clipped(200)] = None
+    object_key: Annotated[str | None, clipped(300)] = None
     chars: int = 0
     chunks: int = 0
     entities: int = 0
     relations: int = 0
     reason_type: str | None = None
-    reason: str | None = None
+    reason: Annotated[str | None, clipped(500)] = None
 
 
 class IngestDocumentInput(BaseModel):
@@ -196,8 +196,12 @@ class IngestProgress(IngestTotals):
     finished: bool = False
 
 
-# Results list is capped so the workflow result stays far below Temporal's payload limit.
-MAX_LISTED_DOCUMENTS = 1000
+# Result lists are capped (and their strings clipped) so the workflow result and
+# the state carried across continue-as-new stay far below Temporal's 2 MB payload
+# limit whatever the batch: ~1 KB per listed document at most. Every failure is
+# also in the mission's ingestion_failures table, with its full reason.
+MAX_LISTED_DOCUMENTS = 500
+MAX_LISTED_FAILURES = 200
 
 
 class IngestResult(BaseModel):
@@ -207,6 +211,7 @@ class IngestResult(BaseModel):
     failures: list[DocumentResult] = Field(default_factory=list)
     documents: list[DocumentResult] = Field(default_factory=list)  # successes, first MAX_LISTED_DOCUMENTS
     documents_truncated: bool = False
+    failures_truncated: bool = False  # more than MAX_LISTED_FAILURES failed: totals.failed has the count
 
 
 IngestState.model_rebuild()

@@ -18,6 +18,7 @@ import re
 from datetime import datetime
 from typing import Any, Literal
 
+import re2
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -32,6 +33,16 @@ SEMVER_RE = re.compile(
 )
 ENTITY_TYPE_RE = re.compile(r"^[A-Z][A-Z0-9_]{1,39}$")
 BUILTIN_ENTITY_TYPES = {"PERSON", "ORGANIZATION", "CONCEPT", "DOCUMENT"}
+
+
+_RE2_OPTIONS = re2.Options()
+_RE2_OPTIONS.log_errors = False  # a refused pattern is reported to the user, not to stderr
+_RE2_OPTIONS.max_mem = 8 << 20  # bounds the automaton a pattern like x{1000}{1000} would build
+
+
+def compile_pattern(pattern: str) -> Any:
+    """A cartridge pattern compiled by RE2 (raises re2.error for unsupported syntax)."""
+    return re2.compile(pattern, _RE2_OPTIONS)
 
 
 class Strict(BaseModel):
@@ -111,7 +122,8 @@ class Storage(Strict):
 class EntityType(Strict):
     name: str = Field(description="upper-case type name, e.g. TECHNOLOGY")
     keywords: list[str] = Field(default_factory=list, max_length=2000)
-    patterns: list[str] = Field(default_factory=list, max_length=200, description="Python regular expressions")
+    patterns: list[str] = Field(default_factory=list, max_length=200,
+                                description="regular expressions in RE2 syntax (linear time: no look-around, no backreferences)")
 
     @field_validator("name")
     @classmethod
@@ -138,9 +150,10 @@ class EntityType(Strict):
                 bad.append(f"[{i}] longer than 500 chars")
                 continue
             try:
-                re.compile(p)
-            except re.error as exc:
-                bad.append(f"[{i}] {p!r}: {exc}")
+                compile_pattern(p)
+            except re2.error as exc:
+                reason = exc.args[0].decode() if exc.args and isinstance(exc.args[0], bytes) else str(exc)
+                bad.append(f"[{i}] {p!r}: {reason} (RE2 syntax: no look-around or backreferences)")
         if bad:
             raise ValueError("invalid regular expression " + "; ".join(bad))
         return v
@@ -201,8 +214,11 @@ class Cartridge(Strict):
         """{type: keywords} as activities/entities.py `custom=` expects."""
         return {e.name: list(e.keywords) for e in self.entities if e.keywords}
 
-    def entity_patterns(self) -> dict[str, list[re.Pattern]]:
-        return {e.name: [re.compile(p) for p in e.patterns] for e in self.entities if e.patterns}
+    def entity_patterns(self) -> dict[str, list[Any]]:
+        """{type: compiled RE2 patterns}: a tenant's pattern runs in linear time
+        (Python's backtracking engine would let `(\\w+\\s?)+ X` take minutes and
+        hold the interpreter lock of the whole worker)."""
+        return {e.name: [compile_pattern(p) for p in e.patterns] for e in self.entities if e.patterns}
 
     def model_for(self, task: str, default: str | None = None) -> str | None:
         return getattr(self.routing, task, None) or default
@@ -278,6 +294,28 @@ def _dotted(loc: tuple) -> str:
     return ".".join(str(p) for p in loc) or "<document>"
 
 
+MAX_NESTING = 32  # a real cartridge is 4 levels deep
+
+
+def _structure_problems(text: str) -> list[Problem]:
+    """Aliases and deep nesting, found on the event stream (which expands
+    nothing and does not recurse): a 377-byte document of nested aliases grows
+    x10 per level when loaded, and 50,000 '[' overflow the composer's stack."""
+    depth = 0
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
+            return [Problem(path="<document>", reason="YAML anchors and aliases (&name, *name) are not allowed in a cartridge",
+                            line=event.start_mark.line + 1)]
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > MAX_NESTING:
+                return [Problem(path="<document>", reason=f"nested deeper than {MAX_NESTING} levels",
+                                line=event.start_mark.line + 1)]
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
+    return []
+
+
 def _parse(text: str) -> tuple[Any, list[Problem]]:
     if text.lstrip().startswith(("{", "[")):
         try:
@@ -285,7 +323,12 @@ def _parse(text: str) -> tuple[Any, list[Problem]]:
         except json.JSONDecodeError as exc:
             return None, [Problem(path="<document>", reason=f"invalid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})",
                                   line=exc.lineno)]
+        except RecursionError:
+            return None, [Problem(path="<document>", reason=f"nested deeper than {MAX_NESTING} levels")]
     try:
+        problems = _structure_problems(text)
+        if problems:
+            return None, problems
         return yaml.safe_load(text), []
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
@@ -318,6 +361,9 @@ def validate_cartridge(text: str | bytes | None = None, data: dict | None = None
     if not isinstance(data, dict):
         problems.append(Problem(path="<document>", reason=f"a cartridge is a mapping of sections, got {type(data).__name__}"))
         return CartridgeValidation(ok=False, problems=problems)
+    if _depth(data) > MAX_NESTING:
+        problems.append(Problem(path="<document>", reason=f"nested deeper than {MAX_NESTING} levels"))
+        return CartridgeValidation(ok=False, problems=problems)
     try:
         cartridge = Cartridge.model_validate(data)
     except ValidationError as exc:
@@ -333,6 +379,19 @@ def validate_cartridge(text: str | bytes | None = None, data: dict | None = None
     if problems:
         return CartridgeValidation(ok=False, problems=problems)
     return CartridgeValidation(ok=True, cartridge=cartridge, sha256=cartridge_sha256(cartridge))
+
+
+def _depth(data: Any) -> int:
+    """Nesting depth without recursion (`data` may come from a workflow input)."""
+    deepest, stack = 0, [(data, 1)]
+    while stack:
+        node, level = stack.pop()
+        deepest = max(deepest, level)
+        if level > MAX_NESTING:
+            break
+        children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else ()
+        stack.extend((child, level + 1) for child in children if isinstance(child, (dict, list)))
+    return deepest
 
 
 def format_problems(problems: list[Problem]) -> str:

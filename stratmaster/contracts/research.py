@@ -15,7 +15,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, field_validator
 
-from stratmaster.contracts.common import MissionId
+from stratmaster.contracts.common import MissionId, PlainText
 from stratmaster.contracts.knowledge import SearchHit
 
 Fusion = Literal["minmax", "rrf"]
@@ -27,7 +27,7 @@ Outcome = Literal["answered", "contested", "insufficient_evidence"]
 
 class ResearchInput(BaseModel):
     mission: MissionId
-    query: str = Field(min_length=1, max_length=4000)
+    query: PlainText = Field(min_length=1, max_length=4000)
     max_subquestions: int = Field(default=4, ge=1, le=12)
     top_k: int = Field(default=8, ge=1, le=100, description="hits kept per sub-question after fusion")
     fusion: Fusion = "minmax"
@@ -36,7 +36,7 @@ class ResearchInput(BaseModel):
     use_graph: bool | None = None
     use_web: bool | None = None
     # Bench / API: skip planning with explicit sub-questions; stop after retrieval.
-    subquestions: list[str] | None = None
+    subquestions: list[PlainText] | None = Field(default=None, max_length=12)
     mode: Literal["full", "retrieve"] = "full"
 
     @field_validator("query")
