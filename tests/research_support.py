@@ -149,7 +149,8 @@ async def research_worker(client: Client, settings: Settings, acts_cls=None):
     if acts_cls is not None:
         base = spec.extra["research"]
         acts = acts_cls(base.settings, base.stores, base.pool, base.embedder)
-        activities = [acts.start_session, acts.plan, acts.retrieve, acts.synthesise, acts.persist, acts.finish_session]
+        activities = [acts.start_session, acts.cache_lookup, acts.plan, acts.retrieve, acts.synthesise, acts.persist,
+                      acts.cache_store, acts.finish_session]
     with ThreadPoolExecutor(4) as ex:
         async with Worker(client, task_queue=queues.RESEARCH, workflows=spec.workflows, activities=activities,
                           activity_executor=ex):

@@ -16,12 +16,14 @@ async def build(settings: Settings) -> QueueSpec:
     acts = ResearchActivities(settings, stores, pool, get_embedder(settings))
 
     async def close() -> None:
+        await acts.cache.close()
         await pool.close()
         await stores.close()
 
     return QueueSpec(
         workflows=[ResearchWorkflow],
-        activities=[acts.start_session, acts.plan, acts.retrieve, acts.synthesise, acts.persist, acts.finish_session],
+        activities=[acts.start_session, acts.cache_lookup, acts.plan, acts.retrieve, acts.synthesise, acts.persist,
+                    acts.cache_store, acts.finish_session],
         close=close,
         extra={"research": acts},
     )

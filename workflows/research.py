@@ -20,7 +20,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.research import ResearchActivities
     from stratmaster.contracts.knowledge import SearchHit
     from stratmaster.contracts.research import (
-        FinishInput, PersistInput, Plan, PlanInput, ResearchInput, ResearchProgress, ResearchResult,
+        CacheLookupInput, CacheLookupResult, CacheStoreInput, FinishInput, PersistInput, Plan, PlanInput, ResearchInput, ResearchProgress, ResearchResult,
         RetrieveInput, SessionInput, Synthesis, SynthesiseInput,
     )
     from stratmaster.errors import NON_RETRYABLE, WORKFLOW_INPUT_ERRORS
@@ -54,7 +54,24 @@ class ResearchWorkflow:
         started = workflow.now()
         timings: dict[str, float] = {}
         full = req.mode == "full"
+        cache_key: str | None = None
         try:
+            if full and req.cache != "off" and workflow.patched("research-answer-cache"):
+                look: CacheLookupResult = await workflow.execute_activity_method(
+                    ResearchActivities.cache_lookup,
+                    CacheLookupInput(mission=req.mission, query=req.query, params=req.cache_params()),
+                    start_to_close_timeout=timedelta(seconds=30), retry_policy=RETRY)
+                cache_key = look.key
+                if look.result is not None and req.cache == "use":
+                    p.status = "completed"
+                    p.session_id = look.result.session_id
+                    p.claims = look.result.claims
+                    return look.result.model_copy(update={
+                        "workflow_id": wid, "query": req.query, "cached": True,
+                        "cached_from": look.result.cached_from or look.result.workflow_id,
+                        "notes": [*look.result.notes, f"answered from the mission's cache (question similarity "
+                                                      f"{look.similarity:.2f}; documents and cartridge unchanged)"],
+                        "timings_ms": {"total": self._ms(started)}})
             if full:
                 session = await workflow.execute_activity_method(
                     ResearchActivities.start_session,
@@ -131,8 +148,7 @@ class ResearchWorkflow:
             timings["total"] = self._ms(started)
             final = stored.synthesis or synthesis
             p.claims = final.claims
-            p.status = "completed"
-            return ResearchResult(
+            result = ResearchResult(
                 workflow_id=wid, session_id=session.session_id, mission=req.mission, query=req.query,
                 status="completed", planner=plan.planner, subquestions=plan.subquestions, hits=hits,
                 claims=final.claims, synthesiser=synthesis.synthesiser,
@@ -141,6 +157,13 @@ class ResearchWorkflow:
                 closest_evidence=final.closest_evidence, gates=final.gates, engines=sorted(engines),
                 notes=notes + [n for n in final.notes if n not in notes], discarded_subquestions=plan.discarded,
                 report_md_key=stored.report_md_key, report_json_key=stored.report_json_key, timings_ms=timings)
+            if cache_key is not None:
+                await workflow.execute_activity_method(
+                    ResearchActivities.cache_store,
+                    CacheStoreInput(mission=req.mission, key=cache_key, query=req.query, result=result),
+                    start_to_close_timeout=timedelta(seconds=30), retry_policy=RETRY)
+            p.status = "completed"
+            return result
         except BaseException as exc:
             cancelled = is_cancelled_exception(exc)
             p.status = "cancelled" if cancelled else "failed"

@@ -243,7 +243,7 @@ async def main(args) -> dict:
             for i, q in enumerate(questions, 1):
                 t = time.perf_counter()
                 res = await client.execute_workflow(
-                    ResearchWorkflow.run, ResearchInput(mission=MISSION, query=q["question"]),
+                    ResearchWorkflow.run, ResearchInput(mission=MISSION, query=q["question"], cache="off"),
                     id=f"research-{MISSION}-{uuid.uuid4().hex[:12]}", task_queue=queues.RESEARCH,
                     search_attributes=for_mission(MISSION))
                 r = res.model_dump(mode="json", exclude=set() if args.dump else {"hits"})

@@ -182,6 +182,15 @@ class Retention(Strict):
                                   description="how long a deactivated mission's data is kept before purge")
 
 
+class CacheSettings(Strict):
+    """The mission's research answer cache. An entry is only ever served while the
+    mission's documents and cartridge are exactly those it was computed on; the TTL
+    bounds how old it may be otherwise (web results change)."""
+    research_ttl_seconds: int = Field(default=3600, ge=0, le=30 * 86400, description="0 turns the cache off")
+    similarity: float = Field(default=0.97, ge=0.85, le=1.0,
+                              description="near-identical questions (embedding cosine) share an answer; 1.0: same words only")
+
+
 class Cartridge(Strict):
     format: Literal[1] = CARTRIDGE_FORMAT
     metadata: Metadata
@@ -191,6 +200,7 @@ class Cartridge(Strict):
     entities: list[EntityType] = Field(default_factory=list, max_length=100)
     routing: Routing = Field(default_factory=Routing)
     retention: Retention = Field(default_factory=Retention)
+    cache: CacheSettings = Field(default_factory=CacheSettings)
 
     @field_validator("entities")
     @classmethod

@@ -23,6 +23,9 @@ Status = Literal["pending", "planning", "retrieving", "synthesising", "persistin
 # What a completed run concluded: findings passed the mission's quality bar (answered),
 # more of them contradicted than the bar allows (contested), or none passed (abstained).
 Outcome = Literal["answered", "contested", "insufficient_evidence"]
+# use: answer a repeated question from the mission's cache when its documents and
+# cartridge are unchanged; refresh: run anyway and cache the new answer; off: neither.
+CacheMode = Literal["use", "refresh", "off"]
 
 
 class ResearchInput(BaseModel):
@@ -38,6 +41,11 @@ class ResearchInput(BaseModel):
     # Bench / API: skip planning with explicit sub-questions; stop after retrieval.
     subquestions: list[PlainText] | None = Field(default=None, max_length=12)
     mode: Literal["full", "retrieve"] = "full"
+    cache: CacheMode = "use"
+
+    def cache_params(self) -> dict:
+        """What besides the question shapes the answer (part of the cache key)."""
+        return self.model_dump(mode="json", exclude={"mission", "query", "cache"})
 
     @field_validator("query")
     @classmethod
@@ -229,6 +237,27 @@ class ResearchResult(BaseModel):
     report_md_key: str | None = None
     report_json_key: str | None = None
     timings_ms: dict[str, float] = Field(default_factory=dict)
+    cached: bool = False  # answered from the mission's cache: the run `cached_from` made this answer
+    cached_from: str | None = None
+
+
+class CacheLookupInput(BaseModel):
+    mission: str
+    query: str
+    params: dict = Field(default_factory=dict)
+
+
+class CacheLookupResult(BaseModel):
+    key: str | None = None  # the mission's state the answer must match; None: caching is off
+    result: ResearchResult | None = None  # a hit
+    similarity: float | None = None  # of the cached question to this one (1.0: the same after normalising)
+
+
+class CacheStoreInput(BaseModel):
+    mission: str
+    key: str
+    query: str
+    result: ResearchResult
 
 
 def workflow_id_for(mission: str, query: str, request_id: str) -> str:
