@@ -1,11 +1,28 @@
 """Backup, restore and restore-drill activities.
 
 A backup is a folder `system/backups/<backup_id>/` in the object store:
-  postgres/<mission>/<table>.csv   mission scope: that mission's rows (COPY ... WHERE tenant_id)
+  postgres/<mission>/<table>.csv   mission tables (pg_dumps.MISSION_TABLES): that mission's rows
   postgres/stratmaster.dump        system scope: pg_dump -Fc
   stores/<mission>/{vectors,fulltext,graph}.<jsonl|bin>   the stores' dump hooks
-  objects/<mission>/<key>          mirror of the mission's objects
-  manifest.json                    written last: size + sha256 of every artefact
+  objects/<mission>/<sha256 of key>  the mission's objects (key in the manifest's source_key)
+  parts/<mission|_system>/<step>.json  what each step wrote (BackupPart)
+  manifest.json                    written last, from the parts: size + sha256 of every artefact
+
+Activities return summaries, never artefact lists: a payload stays small whatever
+the number of missions, tables or objects (the manifest in the object store has
+everything).
+
+Object keys follow the object stores' one rule (objects_fs.mission_key_problem);
+an object under a mission's prefix that breaks it (MinIO lets a mission's own
+user write any key there) is skipped and recorded in the manifest's `skipped`,
+never a failure: one mission's odd object cannot fail a system backup.
+
+Restore trusts nothing in a backup: validate_backup checks every name against
+what the backup code derives (activities/backup_checks.py), every artefact's size
+and sha256, the store dumps' shape, and stages every PostgreSQL row in temporary
+tables to check it belongs to its mission (pg_dumps.stage_mission) -- all before
+the first write. Later steps re-read only the manifest validate_backup checked
+(its sha256) and stage the rows again before inserting them.
 
 Every activity is idempotent (deterministic artefact names, upserting loads,
 restores in one transaction) and heartbeats while it copies.
@@ -14,8 +31,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import csv
 import hashlib
+import re
 import shutil
 import uuid
 from pathlib import Path
@@ -23,19 +40,28 @@ from typing import Any
 
 import asyncpg
 from temporalio import activity
+from temporalio.exceptions import ApplicationError
 
 from activities import pg_dumps, store_dumps
-from activities.resources import ActivityResources
-from activities.system_area import system_get, system_list, system_put
-from stratmaster.contracts.maintenance import (
-    BACKUP_PREFIX, Artefact, BackupInput, BackupPlan, BackupResult, BackupStep, BackupSummary, CountInput,
-    DropDrillInput, Empty, ListBackupsInput, ListBackupsResult, Manifest, MissionCounts, RestoreStep, StepResult,
-    ValidatedBackup, ValidateInput, WriteManifestInput, backup_dir,
+from activities.backup_checks import (
+    STORE_KINDS, manifest_problems, object_artefact_name, store_artefact_name, store_payload_problem,
+    table_artefact_name,
 )
-from stratmaster.errors import CORRUPT_BACKUP, UNKNOWN_MISSION, bad_input
+from activities.resources import ActivityResources
+from activities.stores.objects_fs import mission_key_problem
+from activities.system_area import system_delete, system_get, system_list, system_list_modified, system_put
+from stratmaster.contracts.maintenance import (
+    BACKUP_ID, BACKUP_PREFIX, MAX_DETAIL, Artefact, BackupPage, BackupPart, BackupResult, BackupStep, BackupSummary,
+    BeginBackupInput, CountInput, DropDrillInput, Empty, ListBackupsInput, ListBackupsResult, Manifest, MissionCounts,
+    MissionEntry, MissionsPage, MissionsPageInput, PlanInput, PlannedMission, RestoreStep, Skipped, StepResult,
+    ValidatedBackup, ValidateInput, WriteManifestInput, backup_dir, clip,
+)
+from stratmaster.errors import BAD_INPUT, CORRUPT_BACKUP, UNKNOWN_MISSION, bad_input
 
 TARGET_NOT_EMPTY = "TargetNotEmpty"
-STORE_KINDS = ("vectors", "fulltext", "graph")
+SYSTEM_PART = "_system"  # parts/ folder of the system-wide steps (not a valid mission id)
+MAX_SKIPPED_PER_STEP = 1000
+MAX_REPORTED = 10  # problems named in one error message
 
 
 def _sha256(data: bytes) -> str:
@@ -45,6 +71,16 @@ def _sha256(data: bytes) -> str:
 def _heartbeat(*details: Any) -> None:
     if activity.in_activity():
         activity.heartbeat(*details)
+
+
+def _show(value, limit: int = 120) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 4] + "...'"
+
+
+def _joined(problems: list[str]) -> str:
+    return clip("; ".join(problems[:MAX_REPORTED]) + (f" (+{len(problems) - MAX_REPORTED} more)"
+                                                     if len(problems) > MAX_REPORTED else ""), 2000)
 
 
 HEARTBEAT_EVERY_S = 10.0
@@ -72,6 +108,8 @@ async def keep_alive(detail: str, every: float | None = None):
 
 
 class BackupActivities(ActivityResources):
+    _manifest_cache: tuple[str, str, Manifest] | None = None  # (backup id, sha256, checked manifest)
+
     # -------------------------------------------------------------- plumbing
 
     def _store(self, kind: str):
@@ -89,41 +127,93 @@ class BackupActivities(ActivityResources):
         return Artefact(name=name, kind=kind, size=len(data), sha256=_sha256(data), mission=mission, rows=rows,
                         format=fmt, source_key=source_key)
 
-    async def _fetch(self, backup_id: str, art: Artefact) -> bytes:
+    async def _write_part(self, backup_id: str, part: BackupPart) -> StepResult:
+        """The step's artefact list goes to the object store; the workflow gets a summary."""
+        key = f"{backup_dir(backup_id)}parts/{part.mission or SYSTEM_PART}/{part.step}.json"
+        await system_put(self.settings, self.stores.objects, key, part.model_dump_json().encode(), "application/json")
+        return StepResult(artefacts=len(part.artefacts), bytes=sum(a.size for a in part.artefacts), counts=part.counts,
+                          skipped=len(part.skipped), server_version=part.server_version)
+
+    async def _get_checked(self, backup_id: str, art: Artefact) -> tuple[bytes | None, str | None]:
         data = await system_get(self.settings, self.stores.objects, backup_dir(backup_id) + art.name)
-        if data is None or len(data) != art.size or _sha256(data) != art.sha256:
-            raise bad_input(f"backup {backup_id}: artefact {art.name} is missing or corrupt", CORRUPT_BACKUP)
+        if data is None:
+            return None, f"{art.name}: missing"
+        if len(data) != art.size:
+            return None, f"{art.name}: size {len(data)} != {art.size}"
+        if _sha256(data) != art.sha256:
+            return None, f"{art.name}: sha256 mismatch"
+        return data, None
+
+    async def _fetch(self, backup_id: str, art: Artefact) -> bytes:
+        data, problem = await self._get_checked(backup_id, art)
+        if problem:
+            raise bad_input(f"backup {backup_id}: artefact {problem}", CORRUPT_BACKUP)
         return data
 
-    async def _manifest(self, backup_id: str) -> Manifest:
-        """The manifest only; artefacts are checked as they are read (_fetch). The
-        workflow ran validate_backup over everything before the first write."""
+    async def _read_manifest(self, backup_id: str) -> tuple[bytes, Manifest]:
+        if not re.fullmatch(BACKUP_ID, backup_id or ""):
+            raise bad_input(f"bad backup id {_show(backup_id)}")
         raw = await system_get(self.settings, self.stores.objects, backup_dir(backup_id) + "manifest.json")
         if raw is None:
-            raise bad_input(f"backup {backup_id}: manifest.json not found", CORRUPT_BACKUP)
+            raise bad_input(f"backup {backup_id}: manifest.json not found (incomplete or unknown backup)",
+                            CORRUPT_BACKUP)
         try:
-            return Manifest.model_validate_json(raw)
+            return raw, Manifest.model_validate_json(raw)
         except ValueError as exc:
-            raise bad_input(f"backup {backup_id}: manifest.json is not a valid manifest: {exc}", CORRUPT_BACKUP)
+            raise bad_input(f"backup {backup_id}: manifest.json is not a valid manifest: {clip(str(exc), 600)}",
+                            CORRUPT_BACKUP)
+
+    async def _manifest(self, backup_id: str, expect_sha256: str | None = None) -> Manifest:
+        """The manifest, checked; with `expect_sha256`, only the very manifest
+        validate_backup checked (a manifest swapped since is refused)."""
+        raw = await system_get(self.settings, self.stores.objects, backup_dir(backup_id) + "manifest.json") \
+            if re.fullmatch(BACKUP_ID, backup_id or "") else None
+        sha = _sha256(raw) if raw is not None else None
+        if expect_sha256 and sha != expect_sha256:
+            raise bad_input(f"backup {backup_id}: manifest.json changed since it was validated", CORRUPT_BACKUP)
+        cached = self._manifest_cache
+        if cached and cached[0] == backup_id and cached[1] == sha:
+            return cached[2]
+        raw, manifest = await self._read_manifest(backup_id)
+        problems = manifest_problems(manifest, backup_id)
+        if problems:
+            raise bad_input(f"backup {backup_id} is corrupt, nothing restored: {_joined(problems)}", CORRUPT_BACKUP)
+        self._manifest_cache = (backup_id, _sha256(raw), manifest)
+        return manifest
 
     async def _tenant_id(self, conn, mission: str, schema: str = "public"):
         return await conn.fetchval(f'SELECT id FROM "{schema}".tenants WHERE name = $1', mission)
 
     # -------------------------------------------------------------- backup
 
+    @activity.defn(name="begin_backup")
+    async def begin_backup(self, req: BeginBackupInput) -> Empty:
+        """A new backup id (an existing complete backup is never overwritten); parts
+        left by an earlier failed run of the same id are cleared."""
+        if not re.fullmatch(BACKUP_ID, req.backup_id or ""):
+            raise bad_input(f"bad backup id {_show(req.backup_id)}: {BACKUP_ID}")
+        folder = backup_dir(req.backup_id)
+        if await system_get(self.settings, self.stores.objects, folder + "manifest.json") is not None:
+            raise bad_input(f"backup {req.backup_id} already exists: choose another backup id")
+        for key in await system_list(self.settings, self.stores.objects, folder + "parts/"):
+            await system_delete(self.settings, self.stores.objects, key)
+        return Empty()
+
     @activity.defn(name="plan_backup")
-    async def plan_backup(self, req: BackupInput) -> BackupPlan:
+    async def plan_backup(self, req: PlanInput) -> BackupPage:
+        """One page of the missions to back up, in name order after `req.after`."""
         pool = await self.pool()
         async with pool.acquire() as conn:
-            tables = await pg_dumps.tenant_tables(conn)
+            tables, _unknown = await pg_dumps.mission_tables(conn)
             if req.scope == "mission":
                 rows = await conn.fetch("SELECT id, name FROM tenants WHERE name = $1", req.mission)
                 if not rows:
                     raise bad_input(f"unknown mission {req.mission!r}: nothing to back up", UNKNOWN_MISSION)
             else:
-                rows = await conn.fetch("SELECT id, name FROM tenants ORDER BY name")
-        return BackupPlan(backup_id=req.backup_id or "", scope=req.scope, missions=[r["name"] for r in rows],
-                          tenant_ids={r["name"]: str(r["id"]) for r in rows}, tables=tables)
+                rows = await conn.fetch('SELECT id, name FROM tenants WHERE $1::text IS NULL OR name > $1 COLLATE "C" '
+                                        'ORDER BY name COLLATE "C" LIMIT $2', req.after, req.limit + 1)
+        return BackupPage(missions=[PlannedMission(name=r["name"], tenant_id=str(r["id"])) for r in rows[:req.limit]],
+                          tables=tables, more=len(rows) > req.limit)
 
     @activity.defn(name="backup_postgres_mission")
     async def backup_postgres_mission(self, step: BackupStep) -> StepResult:
@@ -131,24 +221,32 @@ class BackupActivities(ActivityResources):
         pool = await self.pool()
         work = self._workdir(step.backup_id)
         tid = uuid.UUID(step.tenant_id)
-        out = StepResult()
+        part = BackupPart(mission=step.mission, step="postgres")
         try:
             async with pool.acquire() as conn:
                 # one snapshot for every table: parents and children agree
                 async with conn.transaction(isolation="repeatable_read", readonly=True):
-                    out.server_version = await conn.fetchval("SHOW server_version")
-                    for table in [pg_dumps.TENANTS, *await pg_dumps.tenant_tables(conn)]:
-                        path = work / f"{table}.csv"
+                    part.server_version = await conn.fetchval("SHOW server_version")
+                    part.tables, _unknown = await pg_dumps.mission_tables(conn)
+                    for i, table in enumerate([pg_dumps.TENANTS, *part.tables]):
+                        path = work / f"{i:03d}.csv"  # never a name from data
                         async with keep_alive(f"copy {table}"):
                             n = await pg_dumps.export_table(conn, table, tid, path)
+                        if table == pg_dumps.TENANTS and n != 1:
+                            part.vanished = True  # deleted (or re-created) since the plan
+                            break
                         if table != pg_dumps.TENANTS:
-                            out.counts[table] = n
-                        out.artefacts.append(await self._upload(
-                            step.backup_id, f"postgres/{step.mission}/{table}.csv", path.read_bytes(),
+                            part.counts[table] = n
+                        part.artefacts.append(await self._upload(
+                            step.backup_id, table_artefact_name(step.mission, table), path.read_bytes(),
                             "postgres-table", mission=step.mission, rows=n, fmt="csv", source_key=table))
         finally:
             shutil.rmtree(work, ignore_errors=True)
-        return out
+        if part.vanished:
+            part.artefacts, part.counts = [], {}
+            part.skipped = [Skipped(mission=step.mission, what="mission",
+                                    reason="deleted while the backup ran: not in this backup")]
+        return await self._write_part(step.backup_id, part)
 
     @activity.defn(name="backup_postgres_system")
     async def backup_postgres_system(self, step: BackupStep) -> StepResult:
@@ -161,16 +259,18 @@ class BackupActivities(ActivityResources):
             await pg_dumps.pg_dump(self.settings.database_url, version_num, path, _heartbeat)
             art = await self._upload(step.backup_id, "postgres/stratmaster.dump", path.read_bytes(), "postgres-dump",
                                      fmt="pg_dump")
-            return StepResult(artefacts=[art], server_version=await pool.fetchval("SHOW server_version"))
+            part = BackupPart(step="pg_dump", artefacts=[art],
+                              server_version=await pool.fetchval("SHOW server_version"))
         finally:
             shutil.rmtree(work, ignore_errors=True)
+        return await self._write_part(step.backup_id, part)
 
     @activity.defn(name="count_postgres_rows")
     async def count_postgres_rows(self, req: CountInput) -> MissionCounts:
         pool = await self.pool()
         schema = req.scratch_schema or "public"
         async with pool.acquire() as conn:
-            tables = await pg_dumps.tenant_tables(conn)
+            tables, _unknown = await pg_dumps.mission_tables(conn)
             tid = await self._tenant_id(conn, req.pg_mission or req.mission, schema)
             counts = {t: 0 for t in tables} if tid is None else await pg_dumps.tenant_row_counts(conn, tables, tid, schema)
         return MissionCounts(mission=req.mission, counts=counts)
@@ -179,10 +279,11 @@ class BackupActivities(ActivityResources):
         store = self._store(kind)
         async with keep_alive(f"dump {kind}"):
             payload, fmt, n = await store_dumps.dump(store, step.mission, _heartbeat)
-        ext = "jsonl" if fmt == "jsonl" else "bin"
-        art = await self._upload(step.backup_id, f"stores/{step.mission}/{kind}.{ext}", payload, kind,
+        art = await self._upload(step.backup_id, store_artefact_name(step.mission, kind, fmt), payload, kind,
                                  mission=step.mission, rows=n if fmt == "jsonl" else None, fmt=fmt)
-        return StepResult(artefacts=[art], counts=await self._store_counts(kind, step.mission))
+        part = BackupPart(mission=step.mission, step=kind, artefacts=[art],
+                          counts=await self._store_counts(kind, step.mission))
+        return await self._write_part(step.backup_id, part)
 
     async def _store_counts(self, kind: str, mission: str) -> dict[str, int]:
         if kind == "vectors":
@@ -206,80 +307,220 @@ class BackupActivities(ActivityResources):
 
     @activity.defn(name="backup_objects")
     async def backup_objects(self, step: BackupStep) -> StepResult:
-        """Mirror every object under the mission's prefix into the backup."""
+        """Copy every object under the mission's prefix into the backup. A key the
+        object stores' rule refuses (written straight into MinIO by the mission's
+        own user) cannot be read back or restored: skipped, with the reason."""
         objects = self.stores.objects
-        keys = sorted(await objects.list(step.mission))
-        out = StepResult(counts={"objects": len(keys)})
-        for key in keys:
-            async with keep_alive(f"object {key}"):
-                data = await objects.get(step.mission, key)
-            out.artefacts.append(await self._upload(step.backup_id, f"objects/{step.mission}/{key}", data, "object",
-                                                    mission=step.mission, source_key=key))
-        return out
+        part = BackupPart(mission=step.mission, step="objects")
+        skipped = 0
+
+        def skip(key: str, reason: str) -> None:
+            nonlocal skipped
+            skipped += 1
+            if len(part.skipped) < MAX_SKIPPED_PER_STEP:
+                part.skipped.append(Skipped(mission=step.mission, what=f"object {_show(key)}", reason=reason))
+
+        for i, key in enumerate(sorted(await objects.list(step.mission))):
+            problem = mission_key_problem(key)
+            if problem:
+                skip(key, f"{problem}: the object stores refuse this key, so it cannot be restored")
+                continue
+            try:
+                async with keep_alive(f"object {key}"):
+                    data = await objects.get(step.mission, key)
+            except FileNotFoundError:  # ObjectNotFound: deleted since the listing
+                skip(key, "deleted while the backup ran")
+                continue
+            except ApplicationError as exc:
+                if exc.type != BAD_INPUT:
+                    raise
+                skip(key, f"{exc.message}: the object store refuses to read it")  # e.g. a planted symlink
+                continue
+            part.artefacts.append(await self._upload(step.backup_id, object_artefact_name(step.mission, key), data,
+                                                     "object", mission=step.mission, source_key=key))
+            if i % 50 == 0:
+                _heartbeat(i)
+        if skipped > len(part.skipped):
+            part.skipped.append(Skipped(mission=step.mission, what=f"{skipped - len(part.skipped)} more objects",
+                                        reason="skipped for the same kind of reasons (not listed)"))
+        part.counts = {"objects": len(part.artefacts)}
+        return await self._write_part(step.backup_id, part)
 
     @activity.defn(name="write_manifest")
     async def write_manifest(self, req: WriteManifestInput) -> BackupResult:
-        m = req.manifest
-        data = m.model_dump_json(indent=2).encode()
-        # written last: a backup without a manifest is incomplete by construction
-        await system_put(self.settings, self.stores.objects, backup_dir(m.backup_id) + "manifest.json", data,
-                         "application/json")
-        return BackupResult(backup_id=m.backup_id, manifest_key=f"system/{backup_dir(m.backup_id)}manifest.json",
-                            artefacts=len(m.artefacts), total_bytes=sum(a.size for a in m.artefacts), counts=m.counts)
+        """The manifest from the steps' parts, written last: a backup without a
+        manifest is incomplete by construction. Returns a bounded summary."""
+        folder = backup_dir(req.backup_id)
+        parts: list[BackupPart] = []
+        for i, key in enumerate(await system_list(self.settings, self.stores.objects, folder + "parts/")):
+            if key.endswith(".json"):
+                parts.append(BackupPart.model_validate_json(await system_get(self.settings, self.stores.objects, key)))
+            if i % 50 == 0:
+                _heartbeat(i)
+        vanished = {p.mission for p in parts if p.vanished}
+        artefacts, skipped, counts, server_version = [], [], {}, None
+        for p in parts:
+            skipped.extend(p.skipped)
+            server_version = server_version or p.server_version
+            if p.mission is not None and p.mission in vanished:
+                continue
+            artefacts.extend(p.artefacts)
+            if p.mission is not None:
+                counts.setdefault(p.mission, {}).update(p.counts)
+        if req.scope == "mission" and (vanished or not counts):
+            raise bad_input(f"backup {req.backup_id}: the mission was deleted while it was backed up",
+                            UNKNOWN_MISSION)
+        pool = await self.pool()
+        async with pool.acquire() as conn:
+            tables, unknown = await pg_dumps.mission_tables(conn)
+        skipped.extend(Skipped(what=f"table {t}", reason="keyed by tenant_id but not one of the mission tables "
+                                                         "this code knows (pg_dumps.MISSION_TABLES): not backed up")
+                       for t in unknown)
+        missions = sorted(counts)
+        manifest = Manifest(backup_id=req.backup_id, scope=req.scope, missions=missions, created_at=req.created_at,
+                            tables=tables, artefacts=sorted(artefacts, key=lambda a: a.name), counts=counts,
+                            server_version=server_version, skipped=skipped)
+        problems = manifest_problems(manifest, req.backup_id)  # what restore will check, checked now
+        if problems:  # a bug, not bad luck: retrying would not help
+            raise bad_input(f"backup {req.backup_id}: the manifest would not restore: {_joined(problems)}",
+                            CORRUPT_BACKUP)
+        await system_put(self.settings, self.stores.objects, folder + "manifest.json",
+                         manifest.model_dump_json(indent=1).encode(), "application/json")
+        return BackupResult(
+            backup_id=req.backup_id, manifest_key=f"system/{folder}manifest.json", missions=len(missions),
+            artefacts=len(artefacts), total_bytes=sum(a.size for a in artefacts),
+            counts={m: counts[m] for m in missions[:MAX_DETAIL]}, skipped=len(skipped),
+            skipped_examples=[clip(f"{s.mission or 'system'}: {s.what}: {s.reason}", 300) for s in skipped[:10]],
+            truncated=len(missions) > MAX_DETAIL)
 
     @activity.defn(name="list_backups")
     async def list_backups(self, req: ListBackupsInput) -> ListBackupsResult:
-        out = []
-        for key in await system_list(self.settings, self.stores.objects, BACKUP_PREFIX):
-            if not key.endswith("/manifest.json"):
-                continue
+        """Complete backups, newest first by the object store's own timestamp of
+        manifest.json (what the store recorded for the write; `created_at` inside
+        the manifest is only data). At most `req.limit`."""
+        entries = [(key, modified) for key, modified in
+                   await system_list_modified(self.settings, self.stores.objects, BACKUP_PREFIX)
+                   if key.endswith("/manifest.json")]
+        entries.sort(key=lambda e: (e[1], e[0]), reverse=True)
+        out, more = [], False
+        for i, (key, modified) in enumerate(entries):
+            if i % 20 == 0:
+                _heartbeat(i)
             raw = await system_get(self.settings, self.stores.objects, key)
             try:
                 m = Manifest.model_validate_json(raw or b"")
             except ValueError:
+                m = None
+            if m is None or key != backup_dir(m.backup_id) + "manifest.json":  # a manifest names its own folder
+                folder_id = key[len(BACKUP_PREFIX):-len("/manifest.json")]
+                if req.mission or not re.fullmatch(BACKUP_ID, folder_id):
+                    continue  # whose it is cannot be told
+                # listed, not hidden: verifying "the newest" must report it rather than an older backup
+                summary = BackupSummary(backup_id=folder_id, scope="invalid", missions=[], created_at=modified,
+                                        modified_at=modified, artefacts=0, total_bytes=0,
+                                        problem="manifest.json is not a valid manifest of this backup")
+            elif req.mission and req.mission not in m.missions:
                 continue
-            if req.mission and req.mission not in m.missions:
-                continue
-            out.append(BackupSummary(backup_id=m.backup_id, scope=m.scope, missions=m.missions, created_at=m.created_at,
-                                     artefacts=len(m.artefacts), total_bytes=sum(a.size for a in m.artefacts)))
-        return ListBackupsResult(backups=sorted(out, key=lambda b: b.created_at, reverse=True))
+            else:
+                summary = BackupSummary(backup_id=m.backup_id, scope=m.scope, missions=m.missions[:20],
+                                        mission_count=len(m.missions), created_at=m.created_at, modified_at=modified,
+                                        artefacts=len(m.artefacts), total_bytes=sum(a.size for a in m.artefacts))
+            if len(out) == req.limit:
+                more = True
+                break
+            out.append(summary)
+        return ListBackupsResult(backups=out, more=more)
 
     # -------------------------------------------------------------- validate
 
     @activity.defn(name="validate_backup")
     async def validate_backup(self, req: ValidateInput) -> ValidatedBackup:
-        """The whole backup before anything is touched: manifest present and parseable,
-        every artefact present with the recorded size and sha256."""
-        raw = await system_get(self.settings, self.stores.objects, backup_dir(req.backup_id) + "manifest.json")
-        if raw is None:
-            raise bad_input(f"backup {req.backup_id}: manifest.json not found (incomplete or unknown backup)", CORRUPT_BACKUP)
-        try:
-            manifest = Manifest.model_validate_json(raw)
-        except ValueError as exc:
-            raise bad_input(f"backup {req.backup_id}: manifest.json is not a valid manifest: {exc}", CORRUPT_BACKUP)
-        if manifest.backup_id != req.backup_id:
-            raise bad_input(f"backup {req.backup_id}: manifest names backup {manifest.backup_id}", CORRUPT_BACKUP)
-        problems = []
-        async with keep_alive("validate"):
-            problems = await self._check_artefacts(req.backup_id, manifest)
+        """The whole backup before anything is touched: the manifest's names and
+        structure, every artefact present with the recorded size and sha256, the
+        store dumps' shape, and every PostgreSQL row of the missions to restore
+        staged and checked against its mission (in a transaction rolled back)."""
+        raw, manifest = await self._read_manifest(req.backup_id)
+        problems = manifest_problems(manifest, req.backup_id)
         if problems:
-            raise bad_input(f"backup {req.backup_id} is corrupt or incomplete, nothing restored: " + "; ".join(problems[:10])
-                            + (f" (+{len(problems) - 10} more)" if len(problems) > 10 else ""), CORRUPT_BACKUP)
-        return ValidatedBackup(manifest=manifest)
+            raise bad_input(f"backup {req.backup_id} is corrupt or crafted, nothing restored: {_joined(problems)}",
+                            CORRUPT_BACKUP)
+        if req.mission and req.mission not in manifest.missions:
+            raise bad_input(f"backup {req.backup_id} has no mission {req.mission!r}", BAD_INPUT)
+        if req.full_database and manifest.scope != "system":
+            raise bad_input("full_database needs a system backup", BAD_INPUT)
+        selected = {req.mission} if req.mission else set(manifest.missions)
+        stage = not req.full_database  # a full-database restore loads the pg_dump, not the CSV files
+        tables_of: dict[str, list[Artefact]] = {}
+        async with keep_alive("validate"):
+            for i, art in enumerate(manifest.artefacts):
+                if art.kind == "postgres-table" and stage and art.mission in selected:
+                    tables_of.setdefault(art.mission, []).append(art)  # checked (and staged) below
+                    continue
+                data, problem = await self._get_checked(req.backup_id, art)
+                if problem:
+                    problems.append(problem)
+                elif art.kind in STORE_KINDS and art.mission in selected:
+                    problem = store_payload_problem(art.kind, data, art.format)
+                    if problem:
+                        problems.append(f"{art.name}: {problem}")
+                if i % 20 == 0:
+                    _heartbeat(i)
+            clashes = []
+            if tables_of:
+                pool = await self.pool()
+                async with pool.acquire() as conn:
+                    tables, _unknown = await pg_dumps.mission_tables(conn)
+                    for mission in sorted(tables_of):
+                        staged = await self._stage_checked(conn, req.backup_id, mission, tables_of[mission], tables,
+                                                           live=req.live, only_check=True)
+                        problems += staged.problems
+                        clashes += staged.clashes
+        if problems:
+            raise bad_input(f"backup {req.backup_id} is corrupt or crafted, nothing restored: {_joined(problems)}",
+                            CORRUPT_BACKUP)
+        if clashes:
+            raise bad_input(f"backup {req.backup_id} cannot be restored, nothing changed: {_joined(clashes)}",
+                            TARGET_NOT_EMPTY)
+        return ValidatedBackup(backup_id=req.backup_id, scope=manifest.scope, manifest_sha256=_sha256(raw),
+                               missions=len(manifest.missions), artefacts=len(manifest.artefacts),
+                               total_bytes=sum(a.size for a in manifest.artefacts))
 
-    async def _check_artefacts(self, backup_id: str, manifest: Manifest) -> list[str]:
-        problems = []
-        for i, art in enumerate(manifest.artefacts):
-            data = await system_get(self.settings, self.stores.objects, backup_dir(backup_id) + art.name)
-            if data is None:
-                problems.append(f"{art.name}: missing")
-            elif len(data) != art.size:
-                problems.append(f"{art.name}: size {len(data)} != {art.size}")
-            elif _sha256(data) != art.sha256:
-                problems.append(f"{art.name}: sha256 mismatch")
-            if i % 20 == 0:
-                _heartbeat(i)
-        return problems
+    async def _stage_checked(self, conn, backup_id: str, mission: str, arts: list[Artefact], tables: list[str], *,
+                             live: bool, only_check: bool) -> pg_dumps.Staged:
+        """Fetch (size + sha256 checked) and stage one mission's CSV files. With
+        `only_check` everything happens in a transaction that is rolled back."""
+        work = self._workdir(backup_id)
+        try:
+            files, problems = {}, []
+            for i, art in enumerate(sorted(arts, key=lambda a: a.source_key)):
+                data, problem = await self._get_checked(backup_id, art)
+                if problem:
+                    problems.append(problem)
+                    continue
+                files[art.source_key] = work / f"{i:03d}.csv"  # never a name from the manifest
+                files[art.source_key].write_bytes(data)
+            if problems:
+                return pg_dumps.Staged(mission=mission, problems=problems)
+            if not only_check:
+                return await pg_dumps.stage_mission(conn, mission, files, tables, live=live)
+            tr = conn.transaction()
+            await tr.start()
+            try:
+                async with keep_alive(f"stage {mission}"):
+                    return await pg_dumps.stage_mission(conn, mission, files, tables, live=live)
+            finally:
+                await tr.rollback()
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+
+    @activity.defn(name="backup_missions")
+    async def backup_missions(self, req: MissionsPageInput) -> MissionsPage:
+        """One page of the validated backup's missions (name order), with the counts it recorded."""
+        manifest = await self._manifest(req.backup_id, req.manifest_sha256)
+        names = sorted(m for m in manifest.missions
+                       if req.mission in (None, m) and (req.after is None or m > req.after))
+        return MissionsPage(missions=[MissionEntry(name=m, counts=manifest.counts.get(m, {}))
+                                      for m in names[:req.limit]], more=len(names) > req.limit)
 
     # -------------------------------------------------------------- restore
 
@@ -305,14 +546,16 @@ class BackupActivities(ActivityResources):
     async def prepare_restore_target(self, step: RestoreStep) -> Empty:
         """Refuse a non-empty target (non-retryable) unless `replace`, which wipes it first.
         A drill gets a fresh scratch schema and a clean drill namespace."""
+        await self._manifest(step.backup_id, step.manifest_sha256)  # still the backup that was validated
         pool = await self.pool()
         async with pool.acquire() as conn:
-            tables = await pg_dumps.tenant_tables(conn)
             if step.scratch_schema:
+                tables, _unknown = await pg_dumps.mission_tables(conn)
                 await pg_dumps.drop_scratch_schema(conn, step.scratch_schema)
                 await pg_dumps.create_scratch_schema(conn, step.scratch_schema, tables)
                 await self._wipe_stores(step.target_mission)  # the drill namespace is ours alone
                 return Empty()
+            tables = await pg_dumps.tenant_tables(conn)
             tid = await self._tenant_id(conn, step.target_mission)
             rows = {t: n for t, n in (await pg_dumps.tenant_row_counts(conn, tables, tid)).items() if n} if tid else {}
         used = [f"{t} ({n} rows)" for t, n in rows.items()] + await self._store_namespace_used(step.target_mission)
@@ -327,50 +570,46 @@ class BackupActivities(ActivityResources):
 
     @activity.defn(name="restore_postgres_mission")
     async def restore_postgres_mission(self, step: RestoreStep) -> MissionCounts:
-        manifest = await self._manifest(step.backup_id)
-        arts = {a.source_key: a for a in manifest.artefacts
-                if a.kind == "postgres-table" and a.mission == step.source_mission}
-        if pg_dumps.TENANTS not in arts:
-            raise bad_input(f"backup {step.backup_id} has no PostgreSQL rows for mission {step.source_mission}", CORRUPT_BACKUP)
-        schema = step.scratch_schema or "public"
-        work = self._workdir(step.backup_id)
+        """The mission's rows, staged and checked again (pg_dumps.stage_mission), then
+        inserted -- in one transaction, replacing rows a previous attempt left."""
+        manifest = await self._manifest(step.backup_id, step.manifest_sha256)
+        arts = [a for a in manifest.artefacts if a.kind == "postgres-table" and a.mission == step.source_mission]
+        if not any(a.source_key == pg_dumps.TENANTS for a in arts):
+            raise bad_input(f"backup {step.backup_id} has no PostgreSQL rows for mission {step.source_mission}",
+                            CORRUPT_BACKUP)
+        live = not step.scratch_schema
+        if live and step.source_mission != step.target_mission:
+            raise bad_input("a restore into the live tables keeps the mission's name (drills use a scratch schema)")
         pool = await self.pool()
-        counts: dict[str, int] = {}
         try:
-            paths = {}
-            for table in [pg_dumps.TENANTS, *[t for t in manifest.tables if t in arts]]:
-                paths[table] = work / f"{table}.csv"
-                paths[table].write_bytes(await self._fetch(step.backup_id, arts[table]))
-            with open(paths[pg_dumps.TENANTS], newline="") as fh:
-                backup_tid = uuid.UUID(next(csv.DictReader(fh))["id"])
             async with pool.acquire() as conn, conn.transaction():
-                if schema == "public":
-                    # prepare_restore_target found the target empty (or wiped it), so rows here can only
-                    # be an empty re-created mission row or a previous attempt of this restore: clear them,
-                    # so a retry reloads instead of colliding on primary keys.
-                    owner = await conn.fetchval("SELECT name FROM tenants WHERE id = $1", backup_tid)
-                    if owner not in (None, step.target_mission):
-                        raise bad_input(f"backup {step.backup_id}: its mission id belongs to mission {owner!r} "
-                                        "now; restore refuses to touch another mission", TARGET_NOT_EMPTY)
-                    tables = await pg_dumps.tenant_tables(conn)
-                    for tid in {backup_tid, await self._tenant_id(conn, step.target_mission)} - {None}:
-                        await pg_dumps.delete_tenant_rows(conn, tables, tid)
-                for table, path in paths.items():
-                    async with keep_alive(f"copy {table}"):
-                        n = await pg_dumps.import_table(conn, table, path, schema)
-                    if table != pg_dumps.TENANTS:
-                        counts[table] = n
+                tables, _unknown = await pg_dumps.mission_tables(conn)
+                staged = await self._stage_checked(conn, step.backup_id, step.source_mission, arts, tables, live=live,
+                                                   only_check=False)
+                if staged.problems:
+                    raise bad_input(f"backup {step.backup_id} is corrupt or crafted, nothing restored: "
+                                    f"{_joined(staged.problems)}", CORRUPT_BACKUP)
+                if staged.clashes:
+                    raise bad_input(f"backup {step.backup_id} cannot be restored: {_joined(staged.clashes)}",
+                                    TARGET_NOT_EMPTY)
+                if live:
+                    # prepare_restore_target found the target empty (or wiped it): rows here are an empty
+                    # re-created mission row or a previous attempt of this restore; replace them
+                    every = await pg_dumps.tenant_tables(conn)
+                    for tid in staged.owners:
+                        await pg_dumps.delete_tenant_rows(conn, every, tid)
+                async with keep_alive("insert rows"):
+                    counts = await pg_dumps.insert_staged(conn, staged, step.scratch_schema or "public")
         except asyncpg.IntegrityConstraintViolationError as exc:
             raise bad_input(f"backup {step.backup_id}: its rows clash with existing data ({exc}); is the mission "
                             "restored under another name?", TARGET_NOT_EMPTY) from None
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
+        counts.pop(pg_dumps.TENANTS, None)
         return MissionCounts(mission=step.target_mission, counts=counts)
 
     @activity.defn(name="restore_postgres_system")
     async def restore_postgres_system(self, step: RestoreStep) -> Empty:
         """pg_restore of a system dump (--clean with replace): disaster recovery."""
-        manifest = await self._manifest(step.backup_id)
+        manifest = await self._manifest(step.backup_id, step.manifest_sha256)
         art = next((a for a in manifest.artefacts if a.kind == "postgres-dump"), None)
         if art is None:
             raise bad_input(f"backup {step.backup_id} has no pg_dump artefact", CORRUPT_BACKUP)
@@ -407,7 +646,7 @@ class BackupActivities(ActivityResources):
                     try:
                         toc = await pg_dumps.pg_restore_list(self.settings.database_url, version_num, path)
                     except ValueError as exc:
-                        raise bad_input(f"backup {req.backup_id}: {exc}", CORRUPT_BACKUP)
+                        raise bad_input(f"backup {req.backup_id}: {clip(str(exc))}", CORRUPT_BACKUP)
                     if "TABLE DATA public tenants" not in toc:
                         raise bad_input(f"backup {req.backup_id}: the dump has no tenants data", CORRUPT_BACKUP)
         finally:
@@ -415,11 +654,14 @@ class BackupActivities(ActivityResources):
         return Empty()
 
     async def _restore_store(self, kind: str, step: RestoreStep) -> MissionCounts:
-        manifest = await self._manifest(step.backup_id)
+        manifest = await self._manifest(step.backup_id, step.manifest_sha256)
         art = next((a for a in manifest.artefacts if a.kind == kind and a.mission == step.source_mission), None)
         if art is None:
             return MissionCounts(mission=step.target_mission, counts={})
         payload = await self._fetch(step.backup_id, art)
+        problem = store_payload_problem(kind, payload, art.format)
+        if problem:
+            raise bad_input(f"backup {step.backup_id}: {art.name}: {problem}", CORRUPT_BACKUP)
         async with keep_alive(f"load {kind}"):
             await store_dumps.load(self._store(kind), step.target_mission, payload, art.format)
         return MissionCounts(mission=step.target_mission, counts=await self._store_counts(kind, step.target_mission))
@@ -438,7 +680,7 @@ class BackupActivities(ActivityResources):
 
     @activity.defn(name="restore_objects")
     async def restore_objects(self, step: RestoreStep) -> MissionCounts:
-        manifest = await self._manifest(step.backup_id)
+        manifest = await self._manifest(step.backup_id, step.manifest_sha256)  # source keys checked there
         n = 0
         for art in manifest.artefacts:
             if art.kind == "object" and art.mission == step.source_mission:
@@ -465,8 +707,9 @@ class BackupActivities(ActivityResources):
         return Empty()
 
     def all(self) -> list:
-        return [self.plan_backup, self.backup_postgres_mission, self.backup_postgres_system, self.count_postgres_rows,
-                self.backup_vectors, self.backup_fulltext, self.backup_graph, self.backup_objects, self.write_manifest,
-                self.list_backups, self.validate_backup, self.prepare_restore_target, self.restore_postgres_mission,
-                self.restore_postgres_system, self.check_pg_dump, self.restore_vectors, self.restore_fulltext, self.restore_graph,
+        return [self.begin_backup, self.plan_backup, self.backup_postgres_mission, self.backup_postgres_system,
+                self.count_postgres_rows, self.backup_vectors, self.backup_fulltext, self.backup_graph,
+                self.backup_objects, self.write_manifest, self.list_backups, self.validate_backup, self.backup_missions,
+                self.prepare_restore_target, self.restore_postgres_mission, self.restore_postgres_system,
+                self.check_pg_dump, self.restore_vectors, self.restore_fulltext, self.restore_graph,
                 self.restore_objects, self.count_store_records, self.drop_drill]

@@ -1,9 +1,14 @@
 """PostgreSQL side of backup/restore.
 
-Mission scope: every table with a `tenant_id` column is exported as CSV
-(COPY ... WHERE tenant_id = ...), plus the mission's `tenants` row; restore
-COPYs them back in foreign-key order. System scope: `pg_dump -Fc` with the
-client binaries matching the server's major version.
+Mission scope: every mission table (MISSION_TABLES: the tables keyed by
+`tenant_id` this code knows) is exported as CSV (COPY ... WHERE tenant_id = ...),
+plus the mission's `tenants` row. Restore never trusts a backup's CSV: it COPYs
+each file into a temporary staging table (PostgreSQL's own CSV parser, the very
+rows that would be loaded), checks every row belongs to the mission (tenant_id,
+mission column), that references stay inside the mission's backup, that keys are
+unique and, for a live restore, not used by another mission (stage_mission); only
+then are the staged rows inserted (insert_staged). System scope: `pg_dump -Fc`
+with the client binaries matching the server's major version.
 """
 from __future__ import annotations
 
@@ -11,7 +16,10 @@ import asyncio
 import csv
 import glob
 import os
+import re
 import subprocess
+import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -20,6 +28,22 @@ import asyncpg
 from stratmaster.errors import ServiceUnavailable
 
 TENANTS = "tenants"
+# The mission tables a backup holds and a restore may load: the only names a
+# manifest may mention. tests/test_ops_units.py checks this (with NOT_BACKED_UP)
+# matches the tables with a tenant_id column after the migrations: a new one must
+# be added to one of the two.
+MISSION_TABLES = frozenset({
+    "documents", "chunks", "ingestion_failures", "research_sessions", "claims", "claim_evidence", "llm_usage",
+    "mission_versions", "mission_history",
+})
+# Tenant-keyed tables deliberately left out of backups (derived data, rebuilt on
+# demand); a restore with replace clears them with the rest of the mission.
+NOT_BACKED_UP = frozenset({
+    "research_cache",  # 070_research_cache.sql: answers cached per mission state
+})
+MISSION_COLUMN = "mission"  # a column naming the mission (llm_usage): must match too
+_COLUMN = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+STAGE_PREFIX = "sm_stage_"
 
 
 def _ident(name: str) -> str:
@@ -52,6 +76,13 @@ async def tenant_tables(conn: asyncpg.Connection) -> list[str]:
     return ordered
 
 
+async def mission_tables(conn: asyncpg.Connection) -> tuple[list[str], list[str]]:
+    """(mission tables in FK order, tenant-keyed tables this code does not know)."""
+    found = await tenant_tables(conn)
+    return ([t for t in found if t in MISSION_TABLES],
+            [t for t in found if t not in MISSION_TABLES and t not in NOT_BACKED_UP])
+
+
 async def copy_columns(conn: asyncpg.Connection, table: str, schema: str = "public") -> list[str]:
     """Insertable columns (generated columns cannot be COPYed in)."""
     return [r["column_name"] for r in await conn.fetch(
@@ -70,13 +101,183 @@ async def export_table(conn: asyncpg.Connection, table: str, tenant_id, out: Pat
     return int(status.split()[-1])
 
 
-async def import_table(conn: asyncpg.Connection, table: str, src: Path, schema: str = "public") -> int:
-    with open(src, newline="") as fh:
-        header = fh.readline().strip()
-    cols = next(csv.reader([header])) if header else []
-    status = await conn.copy_to_table(table, source=str(src), columns=cols, schema_name=schema,
-                                      format="csv", header=True)
-    return int(status.split()[-1])
+def read_header(path: Path) -> list[str]:
+    """The CSV header's column names ([] when the file is empty)."""
+    with open(path, newline="", encoding="utf-8", errors="replace") as fh:
+        return next(csv.reader(fh), [])
+
+
+async def _unique_keys(conn: asyncpg.Connection, table: str) -> list[list[str]]:
+    """Column lists of the table's unique indexes (primary key included; expression
+    indexes left out)."""
+    rows = await conn.fetch(
+        """SELECT ARRAY(SELECT a.attname FROM unnest(i.indkey::int2[]) WITH ORDINALITY k(n, o)
+                        JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.n
+                        WHERE k.o <= i.indnkeyatts ORDER BY k.o) AS cols
+           FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+           WHERE n.nspname = 'public' AND c.relname = $1 AND i.indisunique AND i.indexprs IS NULL
+           ORDER BY i.indexrelid""", table)
+    return [list(r["cols"]) for r in rows if r["cols"]]
+
+
+async def _foreign_keys(conn: asyncpg.Connection, table: str) -> list[tuple[str, list[str], list[str]]]:
+    """(parent table, columns, parent columns) of the table's foreign keys."""
+    rows = await conn.fetch(
+        """SELECT p.relname AS parent,
+                  ARRAY(SELECT a.attname FROM unnest(k.conkey) WITH ORDINALITY x(n, o)
+                        JOIN pg_attribute a ON a.attrelid = k.conrelid AND a.attnum = x.n ORDER BY x.o) AS cols,
+                  ARRAY(SELECT a.attname FROM unnest(k.confkey) WITH ORDINALITY x(n, o)
+                        JOIN pg_attribute a ON a.attrelid = k.confrelid AND a.attnum = x.n ORDER BY x.o) AS pcols
+           FROM pg_constraint k JOIN pg_class c ON c.oid = k.conrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+           JOIN pg_class p ON p.oid = k.confrelid
+           WHERE k.contype = 'f' AND n.nspname = 'public' AND c.relname = $1 ORDER BY k.conname""", table)
+    return [(r["parent"], list(r["cols"]), list(r["pcols"])) for r in rows]
+
+
+def _owner(table: str) -> str:
+    return "id" if table == TENANTS else "tenant_id"
+
+
+def _stage(table: str) -> str:
+    return "pg_temp." + _ident(STAGE_PREFIX + table)
+
+
+@dataclass
+class Staged:
+    """What stage_mission found. `problems`: the backup itself is wrong (corrupt or
+    crafted); `clashes`: its keys are used by another mission in the live tables."""
+    mission: str
+    tenant_id: uuid.UUID | None = None
+    tables: dict[str, list[str]] = field(default_factory=dict)  # staged table -> its columns, load order
+    problems: list[str] = field(default_factory=list)
+    clashes: list[str] = field(default_factory=list)
+    owners: list[uuid.UUID] = field(default_factory=list)  # live tenant ids a restore replaces
+
+
+async def stage_mission(conn: asyncpg.Connection, mission: str, files: dict[str, Path], tables: list[str], *,
+                        live: bool) -> Staged:
+    """COPY one mission's CSV files into temporary staging tables and check every
+    row. Call inside a transaction: roll it back to only check, or insert_staged
+    then commit (the staging tables drop at commit). `tables`: the live mission
+    tables in FK order; `files`: table -> CSV (tenants included). `live`: the rows
+    go into the live tables, so keys another mission uses now are clashes."""
+    out = Staged(mission=mission)
+    where = f"mission {mission!r}"
+    for name in files:
+        if name != TENANTS and name not in tables:
+            out.problems.append(f"{where}: {name!r} is not a mission table")
+    if TENANTS not in files:
+        out.problems.append(f"{where}: no tenants row in the backup")
+        return out
+    for table in [TENANTS, *[t for t in tables if t in files]]:
+        try:
+            cols = read_header(files[table])
+        except csv.Error as exc:
+            out.problems.append(f"{where}: {table}.csv has an unreadable header: {exc}")
+            continue
+        live_cols = set(await copy_columns(conn, table))
+        bad = [c for c in cols if not _COLUMN.fullmatch(c) or c not in live_cols]
+        if not cols or bad or len(set(cols)) != len(cols) or _owner(table) not in cols \
+                or (table == TENANTS and "name" not in cols):
+            out.problems.append(f"{where}: {table}.csv has a bad header {clip_list(cols)}"
+                                + (f" (unknown columns {clip_list(bad)})" if bad else ""))
+            continue
+        try:
+            async with conn.transaction():  # a savepoint: one bad file does not abort the rest
+                await conn.execute(f"DROP TABLE IF EXISTS {_stage(table)}")
+                await conn.execute(f"CREATE TEMP TABLE {_ident(STAGE_PREFIX + table)} (LIKE public.{_ident(table)} "
+                                   "INCLUDING DEFAULTS INCLUDING CONSTRAINTS) ON COMMIT DROP")
+                await conn.copy_to_table(STAGE_PREFIX + table, source=str(files[table]), columns=cols,
+                                         schema_name="pg_temp", format="csv", header=True)
+        except (asyncpg.PostgresError, UnicodeError) as exc:
+            out.problems.append(f"{where}: {table}.csv cannot be loaded: {str(exc).splitlines()[0][:300]}")
+            continue
+        out.tables[table] = cols
+    if TENANTS not in out.tables:
+        return out
+
+    rows = await conn.fetch(f"SELECT id, name FROM {_stage(TENANTS)} LIMIT 2")
+    if len(rows) != 1 or rows[0]["name"] != mission:
+        out.problems.append(f"{where}: tenants.csv must hold exactly this mission's row, found "
+                            f"{clip_list([r['name'] for r in rows])}")
+        return out
+    tid = out.tenant_id = rows[0]["id"]
+
+    for table, cols in out.tables.items():
+        if table == TENANTS:
+            continue
+        for r in await conn.fetch(f"SELECT tenant_id::text AS t, COUNT(*) AS n FROM {_stage(table)} "
+                                  "WHERE tenant_id IS DISTINCT FROM $1 GROUP BY 1 ORDER BY 2 DESC LIMIT 3", tid):
+            out.problems.append(f"{where}: {table}.csv has {r['n']} row(s) of another mission (tenant_id {r['t']}, "
+                                f"the mission's is {tid})")
+        if MISSION_COLUMN in cols:
+            n = await conn.fetchval(f"SELECT COUNT(*) FROM {_stage(table)} WHERE {_ident(MISSION_COLUMN)} IS NOT NULL "
+                                    f"AND {_ident(MISSION_COLUMN)} <> $1", mission)
+            if n:
+                out.problems.append(f"{where}: {table}.csv has {n} row(s) naming another mission in column "
+                                    f"{MISSION_COLUMN!r}")
+
+    for table in out.tables:
+        # references stay inside the mission's own backup
+        for parent, fcols, pcols in await _foreign_keys(conn, table):
+            if parent != TENANTS and parent not in MISSION_TABLES:
+                continue  # a shared table: the real foreign key checks it on insert
+            notnull = " AND ".join(f"c.{_ident(c)} IS NOT NULL" for c in fcols)
+            if parent in out.tables:
+                match = " AND ".join(f"p.{_ident(pc)} = c.{_ident(fc)}" for fc, pc in zip(fcols, pcols))
+                missing = f"NOT EXISTS (SELECT 1 FROM {_stage(parent)} p WHERE {match})"
+            else:
+                missing = "TRUE"
+            n = await conn.fetchval(f"SELECT COUNT(*) FROM {_stage(table)} c WHERE {notnull} AND {missing}")
+            if n:
+                out.problems.append(f"{where}: {table}.csv has {n} row(s) whose {clip_list(fcols)} reference "
+                                    f"{parent} rows outside this mission's backup")
+        for key in await _unique_keys(conn, table):
+            if not set(key) <= set(out.tables[table]):
+                continue
+            cols_sql = ", ".join(_ident(c) for c in key)
+            notnull = " AND ".join(f"{_ident(c)} IS NOT NULL" for c in key)
+            n = await conn.fetchval(f"SELECT COUNT(*) FROM (SELECT 1 FROM {_stage(table)} WHERE {notnull} "
+                                    f"GROUP BY {cols_sql} HAVING COUNT(*) > 1) d")
+            if n:
+                out.problems.append(f"{where}: {table}.csv repeats {n} value(s) of unique key {clip_list(key)}")
+
+    if live:
+        # the rows a restore replaces: the backup's mission id (unless another mission has it now)
+        # and the live mission of that name
+        owner = await conn.fetchval("SELECT name FROM public.tenants WHERE id = $1", tid)
+        current = await conn.fetchval("SELECT id FROM public.tenants WHERE name = $1", mission)
+        if owner not in (None, mission):
+            out.clashes.append(f"{where}: its mission id {tid} belongs to mission {owner!r} now")
+        out.owners = [t for t in {tid if owner in (None, mission) else None, current} if t is not None]
+        for table in out.tables:
+            for key in await _unique_keys(conn, table):
+                if not set(key) <= set(out.tables[table]):
+                    continue
+                match = " AND ".join(f"x.{_ident(c)} = s.{_ident(c)}" for c in key)
+                n = await conn.fetchval(
+                    f"SELECT COUNT(*) FROM public.{_ident(table)} x JOIN {_stage(table)} s ON {match} "
+                    f"WHERE COALESCE(x.{_ident(_owner(table))} <> ALL($1::uuid[]), TRUE)", out.owners)
+                if n:
+                    out.clashes.append(f"{where}: {n} {table} row(s) of the backup have the {clip_list(key)} of "
+                                       "another mission's rows")
+    return out
+
+
+async def insert_staged(conn: asyncpg.Connection, staged: Staged, schema: str = "public") -> dict[str, int]:
+    """Insert the checked staging rows into `schema` in FK order; rows per table."""
+    counts = {}
+    for table, cols in staged.tables.items():
+        names = ", ".join(_ident(c) for c in cols)
+        status = await conn.execute(f"INSERT INTO {_ident(schema)}.{_ident(table)} ({names}) "
+                                    f"SELECT {names} FROM {_stage(table)}")
+        counts[table] = int(status.split()[-1])
+    return counts
+
+
+def clip_list(items, limit: int = 5) -> str:
+    items = [str(i)[:60] for i in items]
+    return "[" + ", ".join(items[:limit]) + (f", +{len(items) - limit} more" if len(items) > limit else "") + "]"
 
 
 async def tenant_row_counts(conn: asyncpg.Connection, tables: list[str], tenant_id, schema: str = "public") -> dict[str, int]:

@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 
 import asyncpg
 
-from activities.system_area import system_delete, system_get, system_list
+from activities.system_area import system_delete, system_get, system_list, system_list_modified
 from stratmaster.contracts.maintenance import BACKUP_PREFIX, ExpireDocumentsResult, Manifest, RetentionReport
 from stratmaster.settings import Settings
 
@@ -51,19 +51,22 @@ async def purge_old_sessions(conn: asyncpg.Connection, tenant_id, cutoff: dateti
 
 
 async def prune_backups(settings: Settings, objects, mission: str, keep: int) -> list[str]:
-    """Delete this mission's mission-scope backups beyond the newest `keep`."""
+    """Delete this mission's mission-scope backups beyond the newest `keep`, newest
+    by the object store's own timestamp of manifest.json (a manifest's `created_at`
+    is only data: a manifest dated in the future must not push real backups out)."""
     manifests = []
-    for key in await system_list(settings, objects, BACKUP_PREFIX):
+    for key, modified in await system_list_modified(settings, objects, BACKUP_PREFIX):
         if key.endswith("/manifest.json"):
             try:
                 m = Manifest.model_validate_json(await system_get(settings, objects, key) or b"")
             except ValueError:
                 continue
-            if m.scope == "mission" and m.missions == [mission]:
-                manifests.append(m)
-    manifests.sort(key=lambda m: m.created_at, reverse=True)
+            own_folder = key == f"{BACKUP_PREFIX}{m.backup_id}/manifest.json"
+            if m.scope == "mission" and m.missions == [mission] and own_folder:
+                manifests.append((modified, key, m))
+    manifests.sort(key=lambda e: (e[0], e[1]), reverse=True)
     removed = []
-    for m in manifests[keep:]:
+    for _modified, _key, m in manifests[keep:]:
         folder = f"{BACKUP_PREFIX}{m.backup_id}/"
         # manifest first: a half-deleted backup is then "incomplete", never "corrupt but listed"
         await system_delete(settings, objects, folder + "manifest.json")

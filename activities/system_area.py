@@ -76,3 +76,23 @@ async def system_delete(settings: Settings, objects, key: str) -> None:
     path = _fallback_root(settings) / key
     if path.exists():
         path.unlink()
+
+
+async def system_list_modified(settings: Settings, objects, prefix: str) -> list[tuple[str, "datetime"]]:
+    """(key, last modified) under `prefix`, the time being the store's own record of
+    the write (MinIO's Last-Modified, the file's mtime), never a field inside the
+    object: what orders backups for the verify drill and retention."""
+    from datetime import datetime, timezone
+
+    _check(prefix)
+    if objects is not None and hasattr(objects, "list_system_modified"):
+        return sorted(await objects.list_system_modified(prefix))
+    root = _fallback_root(settings)
+    base = root / prefix
+
+    def run():
+        if not base.exists():
+            return []
+        return sorted((str(p.relative_to(root)), datetime.fromtimestamp(p.stat().st_mtime, tz=timezone.utc))
+                      for p in base.rglob("*") if p.is_file() and not p.name.endswith(".part"))
+    return await asyncio.to_thread(run)

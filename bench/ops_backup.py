@@ -20,7 +20,7 @@ from activities.backup import BackupActivities  # noqa: E402
 from activities.stores.factory import build_stores  # noqa: E402
 from activities.stores.postgres import apply_migrations  # noqa: E402
 from stratmaster.contracts.maintenance import (  # noqa: E402
-    BackupInput, BackupStep, Manifest, RestoreStep, ValidateInput, WriteManifestInput,
+    BackupStep, BeginBackupInput, PlanInput, RestoreStep, ValidateInput, WriteManifestInput,
 )
 from stratmaster.local_postgres import LocalPostgres  # noqa: E402
 from stratmaster.settings import Settings  # noqa: E402
@@ -44,25 +44,25 @@ async def run(docs: int, chunks: int) -> None:
         await ops.seed_mission(settings, stores, mission, docs=docs, chunks_per_doc=chunks, sessions=5)
         seed_s = time.perf_counter() - t0
         acts = BackupActivities(settings, stores)
-        plan = await acts.plan_backup(BackupInput(scope="mission", mission=mission, backup_id="bench-1"))
-        step = BackupStep(backup_id="bench-1", mission=mission, tenant_id=plan.tenant_ids[mission])
+        await acts.begin_backup(BeginBackupInput(backup_id="bench-1"))
+        plan = await acts.plan_backup(PlanInput(backup_id="bench-1", scope="mission", mission=mission))
+        step = BackupStep(backup_id="bench-1", mission=mission, tenant_id=plan.missions[0].tenant_id)
 
         t0 = time.perf_counter()
-        results = await asyncio.gather(acts.backup_postgres_mission(step), acts.backup_vectors(step),
-                                       acts.backup_fulltext(step), acts.backup_graph(step), acts.backup_objects(step))
-        arts = [a for r in results for a in r.artefacts]
-        await acts.write_manifest(WriteManifestInput(manifest=Manifest(
-            backup_id="bench-1", scope="mission", missions=[mission], created_at=datetime.now(timezone.utc),
-            tables=plan.tables, artefacts=arts)))
+        await asyncio.gather(acts.backup_postgres_mission(step), acts.backup_vectors(step),
+                             acts.backup_fulltext(step), acts.backup_graph(step), acts.backup_objects(step))
+        result = await acts.write_manifest(WriteManifestInput(backup_id="bench-1", scope="mission",
+                                                              created_at=datetime.now(timezone.utc)))
         backup_s = time.perf_counter() - t0
-        total = sum(a.size for a in arts)
+        total = result.total_bytes
 
         t0 = time.perf_counter()
-        await acts.validate_backup(ValidateInput(backup_id="bench-1"))
+        validated = await acts.validate_backup(ValidateInput(backup_id="bench-1"))
         validate_s = time.perf_counter() - t0
 
         await ops.wipe_mission(settings, stores, mission)
-        rstep = RestoreStep(backup_id="bench-1", source_mission=mission, target_mission=mission)
+        rstep = RestoreStep(backup_id="bench-1", source_mission=mission, target_mission=mission,
+                            manifest_sha256=validated.manifest_sha256)
         t0 = time.perf_counter()
         await acts.prepare_restore_target(rstep)
         parts = {}
@@ -79,7 +79,7 @@ async def run(docs: int, chunks: int) -> None:
         n = docs * chunks
         assert await stores.vectors.count(mission) == n
         print(f"mission: {docs} documents, {n} chunks (384-d vectors), seeded in {seed_s:.1f}s")
-        print(f"artefacts: {len(arts)}, {total / 1e6:.2f} MB")
+        print(f"artefacts: {result.artefacts}, {total / 1e6:.2f} MB")
         print(f"backup   {backup_s:7.2f}s  {total / 1e6 / backup_s:6.1f} MB/s  {n / backup_s:8.0f} chunks/s")
         print(f"validate {validate_s:7.2f}s  {total / 1e6 / validate_s:6.1f} MB/s")
         print(f"restore  {restore_s:7.2f}s  {total / 1e6 / restore_s:6.1f} MB/s  {n / restore_s:8.0f} chunks/s")

@@ -14,7 +14,7 @@ from activities.stores.factory import build_stores
 from stratmaster import queues
 from stratmaster.contracts.knowledge import Chunk
 from stratmaster.contracts.maintenance import (
-    BackupInput, Manifest, RestoreInput, VerifyBackupInput, WriteManifestInput,
+    MAX_DETAIL, BackupInput, BackupPart, Manifest, RestoreInput, VerifyBackupInput,
 )
 from stratmaster.search_attributes import for_mission
 from tests.ops_support import (
@@ -186,19 +186,27 @@ async def test_system_backup_pg_dump_and_verify(client, settings, stores):
     mission = new_mission()
     await seed_mission(settings, stores, mission, docs=1, sessions=1)
     async with maintenance_worker(client, settings, stores):
-        req = BackupInput(scope="system", backup_id=f"sys-{uuid.uuid4().hex[:8]}")
+        await seed_mission(settings, stores, new_mission(), docs=1, sessions=1)
+        # small pages, one page per run: the missions span several runs (continue-as-new)
+        req = BackupInput(scope="system", backup_id=f"sys-{uuid.uuid4().hex[:8]}", page_size=2, pages_per_run=1)
         result = await client.execute_workflow(BackupWorkflow.run, req, id=workflow_id_for(req),
                                                task_queue=queues.MAINTENANCE)
         manifest = Manifest.model_validate_json(
             await stores.objects.get_system(f"backups/{result.backup_id}/manifest.json"))
         dump = next(a for a in manifest.artefacts if a.kind == "postgres-dump")
         assert (await stores.objects.get_system(f"backups/{result.backup_id}/{dump.name}"))[:5] == b"PGDMP"
-        assert mission in manifest.missions and manifest.server_version
-        verify = await client.execute_workflow(VerifyBackupWorkflow.run, VerifyBackupInput(backup_id=result.backup_id),
+        assert mission in manifest.missions and manifest.server_version and len(manifest.missions) >= 2
+        assert result.missions == len(manifest.missions) and len(result.counts) == min(result.missions, MAX_DETAIL)
+        assert [a.name for a in manifest.artefacts].count("postgres/stratmaster.dump") == 1
+        verify = await client.execute_workflow(VerifyBackupWorkflow.run,
+                                               VerifyBackupInput(backup_id=result.backup_id, page_size=2, pages_per_run=1),
                                                id=f"verify-{result.backup_id}", task_queue=queues.MAINTENANCE)
     assert verify.ok, verify.problems
-    assert set(verify.drill_missions) == {f"{m[:30]}_drill_{verify.drill_missions[0].rsplit('_', 1)[1]}"
-                                          for m in manifest.missions}
+    assert verify.mission_count == len(manifest.missions)
+    short = verify.drill_missions[0].rsplit('_', 1)[1]
+    assert verify.drill_missions == [f"{m[:30]}_drill_{short}" for m in manifest.missions][:MAX_DETAIL]
+    runs = [wf async for wf in client.list_workflows(f"WorkflowId = '{workflow_id_for(req)}'")]
+    assert len(runs) >= 2  # continued as new
 
     # workflow determinism: replay every ops workflow this module ran
     import workers.maintenance
@@ -226,10 +234,12 @@ async def test_system_dump_restores_into_an_empty_database(settings, stores, pos
     acts = BackupActivities(settings, stores)
     backup_id = f"sysdr-{uuid.uuid4().hex[:8]}"
     step = BackupStep(backup_id=backup_id, mission="")
-    dump = await acts.backup_postgres_system(step)
+    summary = await acts.backup_postgres_system(step)
+    assert summary.artefacts == 1  # a summary; the artefact itself is in the step's part
+    part = BackupPart.model_validate_json(await stores.objects.get_system(f"backups/{backup_id}/parts/_system/pg_dump.json"))
     manifest = Manifest(backup_id=backup_id, scope="system", missions=[], created_at=datetime.now(timezone.utc),
-                        artefacts=dump.artefacts)
-    await acts.write_manifest(WriteManifestInput(manifest=manifest))
+                        artefacts=part.artefacts)
+    await stores.objects.put_system(f"backups/{backup_id}/manifest.json", manifest.model_dump_json().encode())
     scratch = f"scratch_{uuid.uuid4().hex[:8]}"
     conn = await asyncpg.connect(settings.database_url)
     try:

@@ -1,10 +1,25 @@
 """RestoreWorkflow and VerifyBackupWorkflow.
 
-Restore validates the WHOLE backup first (manifest, every artefact's size and
-sha256), then checks every target is empty (or wipes it with `replace`), and
-only then writes. Verify = checksums + a restore drill into a scratch mission
-namespace (`<mission>_drill_<id>`, PostgreSQL rows in a scratch schema),
-compares counts with the manifest and drops the scratch namespace.
+Restore validates the WHOLE backup first -- the manifest's names against what the
+backup code writes, every artefact's size and sha256, and every PostgreSQL row
+against its mission (activities/backup.py validate_backup) -- then checks every
+target is empty (or wipes it with `replace`), and only then writes. Later steps
+carry the validated manifest's sha256 and refuse any other manifest.
+
+Verify = the same validation + a restore drill into a scratch mission namespace
+(`<mission>_drill_<id>`, PostgreSQL rows in a scratch schema), compares counts with
+the manifest and drops the scratch namespace. Without a backup id it verifies the
+newest backup by the object store's own timestamp of manifest.json (list_backups),
+not by the manifest's `created_at`, which is only data.
+
+Missions go page by page (`page_size`); after `pages_per_run` pages the run
+continues as new. Results name at most MAX_DETAIL missions and MAX_PROBLEMS
+problems (with totals), so they stay far below Temporal's payload limit.
+
+Bad input fails the run and is never retried: an input that does not decode
+(WORKFLOW_INPUT_ERRORS), an unknown backup, a corrupt or crafted one
+(CorruptBackup), a mission the backup does not have (BadInput); every activity
+has a bounded RetryPolicy and timeouts.
 """
 from __future__ import annotations
 
@@ -18,12 +33,13 @@ from temporalio.exceptions import ActivityError, ApplicationError
 with workflow.unsafe.imports_passed_through():
     from activities.backup import BackupActivities
     from stratmaster.contracts.maintenance import (
-        CountInput, DropDrillInput, ListBackupsInput, Manifest, RestoreInput, RestoreResult, RestoreStep, ValidateInput,
-        VerifyBackupInput, VerifyBackupResult,
+        MAX_DETAIL, MAX_PROBLEMS, CountInput, DropDrillInput, ListBackupsInput, MissionsPageInput, RestoreInput,
+        RestoreProgress, RestoreResult, RestoreStep, ValidateInput, VerifyBackupInput, VerifyBackupResult,
+        VerifyProgress, clip,
     )
-    from stratmaster.errors import NON_RETRYABLE
+    from stratmaster.errors import NON_RETRYABLE, WORKFLOW_INPUT_ERRORS
 
-RETRY = RetryPolicy(maximum_attempts=5, initial_interval=timedelta(seconds=1),
+RETRY = RetryPolicy(maximum_attempts=5, initial_interval=timedelta(seconds=1), maximum_interval=timedelta(minutes=1),
                     non_retryable_error_types=[*NON_RETRYABLE, "TargetNotEmpty"])
 QUICK = dict(start_to_close_timeout=timedelta(minutes=5), heartbeat_timeout=timedelta(seconds=60), retry_policy=RETRY)
 COPY = dict(start_to_close_timeout=timedelta(hours=2), heartbeat_timeout=timedelta(seconds=60), retry_policy=RETRY)
@@ -32,51 +48,76 @@ STORE_RESTORES = (BackupActivities.restore_vectors, BackupActivities.restore_ful
                   BackupActivities.restore_graph, BackupActivities.restore_objects)
 
 
-async def restore_mission(step: RestoreStep) -> dict[str, int]:
+def _message(exc: ActivityError) -> str:
+    return clip(exc.cause.message if isinstance(exc.cause, ApplicationError) else str(exc))
+
+
+async def restore_mission(step: RestoreStep, *, postgres: bool = True) -> dict[str, int]:
     """PostgreSQL rows and every store for one mission, in parallel; merged counts."""
-    results = await asyncio.gather(
-        workflow.execute_activity_method(BackupActivities.restore_postgres_mission, step, **COPY),
-        *[workflow.execute_activity_method(m, step, **COPY) for m in STORE_RESTORES])
+    calls = [workflow.execute_activity_method(m, step, **COPY) for m in STORE_RESTORES]
+    if postgres:
+        calls.insert(0, workflow.execute_activity_method(BackupActivities.restore_postgres_mission, step, **COPY))
     counts: dict[str, int] = {}
-    for r in results:
+    for r in await asyncio.gather(*calls):
         counts.update(r.counts)
     return counts
 
 
-async def validate(backup_id: str) -> Manifest:
-    return (await workflow.execute_activity_method(
-        BackupActivities.validate_backup, ValidateInput(backup_id=backup_id), **QUICK)).manifest
+def _continue_now(pages: int, pages_per_run: int) -> bool:
+    return pages >= pages_per_run or workflow.info().is_continue_as_new_suggested()
 
 
-@workflow.defn
+@workflow.defn(failure_exception_types=WORKFLOW_INPUT_ERRORS)
 class RestoreWorkflow:
     @workflow.run
     async def run(self, req: RestoreInput) -> RestoreResult:
-        manifest = await validate(req.backup_id)  # refuses corrupt/incomplete backups before any write
-        missions = [m for m in manifest.missions if req.mission in (None, m)]
-        if req.mission and not missions:
-            raise ApplicationError(f"backup {req.backup_id} has no mission {req.mission!r}", type="BadInput",
-                                   non_retryable=True)
-        steps = [RestoreStep(backup_id=req.backup_id, source_mission=m, target_mission=m, replace=req.replace)
-                 for m in missions]
-        if req.full_database and manifest.scope != "system":
-            raise ApplicationError("full_database needs a system backup", type="BadInput", non_retryable=True)
-        # Every target checked (or wiped with replace) before anything is written.
-        for step in steps:
-            await workflow.execute_activity_method(BackupActivities.prepare_restore_target, step, **QUICK)
-        if req.full_database:
-            # the whole database from pg_dump (refuses a database with missions unless replace)
-            await workflow.execute_activity_method(
-                BackupActivities.restore_postgres_system,
-                RestoreStep(backup_id=req.backup_id, source_mission="", target_mission="", replace=req.replace), **COPY)
-        counts = {}
-        for step in steps:
-            if req.full_database:
-                results = await asyncio.gather(*[workflow.execute_activity_method(m, step, **COPY) for m in STORE_RESTORES])
-                counts[step.target_mission] = {k: v for r in results for k, v in r.counts.items()}
+        p = req.progress
+        if p is None:
+            # refuses corrupt, incomplete or crafted backups (and rows clashing with other missions) before any write
+            v = await workflow.execute_activity_method(
+                BackupActivities.validate_backup, ValidateInput(backup_id=req.backup_id, mission=req.mission, live=True,
+                                                                full_database=req.full_database), **COPY)
+            p = RestoreProgress(manifest_sha256=v.manifest_sha256)
+        pages = 0
+        while True:
+            if p.phase == "system":
+                # the whole database from pg_dump (refuses a database with missions unless replace)
+                await workflow.execute_activity_method(
+                    BackupActivities.restore_postgres_system,
+                    RestoreStep(backup_id=req.backup_id, source_mission="", target_mission="", replace=req.replace,
+                                manifest_sha256=p.manifest_sha256), **COPY)
+                p = p.model_copy(update={"phase": "load", "after": None})
             else:
-                counts[step.target_mission] = await restore_mission(step)
-        return RestoreResult(backup_id=req.backup_id, missions=missions, counts=counts)
+                page = await workflow.execute_activity_method(
+                    BackupActivities.backup_missions,
+                    MissionsPageInput(backup_id=req.backup_id, manifest_sha256=p.manifest_sha256, after=p.after,
+                                      limit=req.page_size, mission=req.mission), **QUICK)
+                steps = [RestoreStep(backup_id=req.backup_id, source_mission=m.name, target_mission=m.name,
+                                     replace=req.replace, manifest_sha256=p.manifest_sha256) for m in page.missions]
+                if p.phase == "prepare":
+                    # every target checked (or wiped with replace) before anything is written
+                    await asyncio.gather(*[workflow.execute_activity_method(
+                        BackupActivities.prepare_restore_target, s, **QUICK) for s in steps])
+                else:
+                    results = await asyncio.gather(*[restore_mission(s, postgres=not req.full_database) for s in steps])
+                    missions, counts = list(p.missions), dict(p.counts)
+                    for s, c in zip(steps, results):
+                        if len(missions) < MAX_DETAIL:
+                            missions.append(s.target_mission)
+                            counts[s.target_mission] = c
+                    p = p.model_copy(update={"missions": missions, "counts": counts,
+                                             "mission_count": p.mission_count + len(steps)})
+                if page.more:
+                    p = p.model_copy(update={"after": page.missions[-1].name})
+                elif p.phase == "prepare":
+                    p = p.model_copy(update={"phase": "system" if req.full_database else "load", "after": None})
+                else:
+                    break
+            pages += 1
+            if _continue_now(pages, req.pages_per_run):
+                workflow.continue_as_new(req.model_copy(update={"progress": p}))
+        return RestoreResult(backup_id=req.backup_id, missions=p.missions, mission_count=p.mission_count,
+                             counts=p.counts, truncated=p.mission_count > len(p.missions))
 
 
 def drill_names(mission: str, short: str, i: int) -> tuple[str, str]:
@@ -84,63 +125,94 @@ def drill_names(mission: str, short: str, i: int) -> tuple[str, str]:
     return f"{mission[:30]}_drill_{short}", f"drill_{short}_{i}"
 
 
-@workflow.defn
+@workflow.defn(failure_exception_types=WORKFLOW_INPUT_ERRORS)
 class VerifyBackupWorkflow:
     @workflow.run
     async def run(self, req: VerifyBackupInput) -> VerifyBackupResult:
-        if not req.backup_id:
-            listed = await workflow.execute_activity_method(
-                BackupActivities.list_backups, ListBackupsInput(mission=req.mission), **QUICK)
-            if not listed.backups:
-                return VerifyBackupResult(backup_id="", ok=False, checksums_ok=False, drill_missions=[], expected={},
-                                          restored={}, problems=["no backup to verify"])
-            req = req.model_copy(update={"backup_id": listed.backups[0].backup_id})
-        try:
-            manifest = await validate(req.backup_id)
-        except ActivityError as exc:
-            cause = exc.cause.message if isinstance(exc.cause, ApplicationError) else str(exc)
-            return VerifyBackupResult(backup_id=req.backup_id, ok=False, checksums_ok=False, drill_missions=[],
-                                      expected={}, restored={}, problems=[cause])
-        problems: list[str] = []
-        if manifest.scope == "system":
+        p = req.progress
+        if p is None:
+            backup_id = req.backup_id
+            if not backup_id:
+                listed = await workflow.execute_activity_method(
+                    BackupActivities.list_backups, ListBackupsInput(mission=req.mission, limit=1),
+                    start_to_close_timeout=timedelta(minutes=30), heartbeat_timeout=timedelta(seconds=60),
+                    retry_policy=RETRY)
+                if not listed.backups:
+                    return VerifyBackupResult(backup_id="", ok=False, checksums_ok=False, drill_missions=[],
+                                              expected={}, restored={}, problems=["no backup to verify"],
+                                              problems_total=1)
+                backup_id = listed.backups[0].backup_id
             try:
-                await workflow.execute_activity_method(BackupActivities.check_pg_dump,
-                                                       ValidateInput(backup_id=req.backup_id), **COPY)
+                v = await workflow.execute_activity_method(
+                    BackupActivities.validate_backup, ValidateInput(backup_id=backup_id), **COPY)
             except ActivityError as exc:
-                problems.append(exc.cause.message if isinstance(exc.cause, ApplicationError) else str(exc))
-        short = workflow.uuid4().hex[:8]
-        drills, restored = [], {}
-        gate = asyncio.Semaphore(4)  # a few drills at a time: bounded load on the stores
-
-        async def drill_one(i: int, mission: str) -> None:
-            drill, schema = drill_names(mission, short, i)
-            step = RestoreStep(backup_id=req.backup_id, source_mission=mission, target_mission=drill,
-                               scratch_schema=schema)
-            async with gate:
+                return VerifyBackupResult(backup_id=backup_id, ok=False, checksums_ok=False, drill_missions=[],
+                                          expected={}, restored={}, problems=[_message(exc)], problems_total=1)
+            problems: list[str] = []
+            if v.scope == "system":
                 try:
-                    await workflow.execute_activity_method(BackupActivities.prepare_restore_target, step, **QUICK)
-                    await restore_mission(step)
-                    # Count independently of what the restore activities reported.
-                    pg, st = await asyncio.gather(
-                        workflow.execute_activity_method(BackupActivities.count_postgres_rows, CountInput(
-                            mission=drill, pg_mission=mission, scratch_schema=schema), **QUICK),
-                        workflow.execute_activity_method(BackupActivities.count_store_records,
-                                                         CountInput(mission=drill), **QUICK))
-                    restored[mission] = {**pg.counts, **st.counts}
-                    for key, want in sorted(manifest.counts.get(mission, {}).items()):
-                        got = restored[mission].get(key)
-                        if got != want:
-                            problems.append(f"{mission}: {key} restored {got}, backup has {want}")
+                    await workflow.execute_activity_method(BackupActivities.check_pg_dump,
+                                                           ValidateInput(backup_id=backup_id), **COPY)
                 except ActivityError as exc:
-                    problems.append(f"{mission}: drill failed: "
-                                    + (exc.cause.message if isinstance(exc.cause, ApplicationError) else str(exc)))
-                finally:
-                    await workflow.execute_activity_method(
-                        BackupActivities.drop_drill, DropDrillInput(mission=drill, scratch_schema=schema), **QUICK)
+                    problems.append(_message(exc))
+            p = VerifyProgress(backup_id=backup_id, manifest_sha256=v.manifest_sha256, short=workflow.uuid4().hex[:8],
+                               problems=problems, problems_total=len(problems))
 
-        for i, mission in enumerate(manifest.missions):
-            drills.append(drill_names(mission, short, i)[0])
-        await asyncio.gather(*[drill_one(i, m) for i, m in enumerate(manifest.missions)])
-        problems.sort()
-        return VerifyBackupResult(backup_id=req.backup_id, ok=not problems, checksums_ok=True, drill_missions=drills,
-                                  expected=manifest.counts, restored=restored, problems=problems)
+        gate = asyncio.Semaphore(4)  # a few drills at a time: bounded load on the stores
+        pages = 0
+        while True:
+            page = await workflow.execute_activity_method(
+                BackupActivities.backup_missions,
+                MissionsPageInput(backup_id=p.backup_id, manifest_sha256=p.manifest_sha256, after=p.after,
+                                  limit=req.page_size), **QUICK)
+            found: list[str] = []
+            restored: dict[str, dict[str, int]] = {}
+
+            async def drill_one(i: int, mission: str, expected: dict[str, int]) -> None:
+                drill, schema = drill_names(mission, p.short, i)
+                step = RestoreStep(backup_id=p.backup_id, source_mission=mission, target_mission=drill,
+                                   scratch_schema=schema, manifest_sha256=p.manifest_sha256)
+                async with gate:
+                    try:
+                        await workflow.execute_activity_method(BackupActivities.prepare_restore_target, step, **QUICK)
+                        await restore_mission(step)
+                        # Count independently of what the restore activities reported.
+                        pg, st = await asyncio.gather(
+                            workflow.execute_activity_method(BackupActivities.count_postgres_rows, CountInput(
+                                mission=drill, pg_mission=mission, scratch_schema=schema), **QUICK),
+                            workflow.execute_activity_method(BackupActivities.count_store_records,
+                                                             CountInput(mission=drill), **QUICK))
+                        restored[mission] = {**pg.counts, **st.counts}
+                        for key, want in sorted(expected.items()):
+                            got = restored[mission].get(key)
+                            if got != want:
+                                found.append(f"{mission}: {key} restored {got}, backup has {want}")
+                    except ActivityError as exc:
+                        found.append(f"{mission}: drill failed: {_message(exc)}")
+                    finally:
+                        await workflow.execute_activity_method(
+                            BackupActivities.drop_drill, DropDrillInput(mission=drill, scratch_schema=schema), **QUICK)
+
+            await asyncio.gather(*[drill_one(p.index + j, m.name, m.counts) for j, m in enumerate(page.missions)])
+            drills, expected_detail, restored_detail = list(p.drill_missions), dict(p.expected), dict(p.restored)
+            for j, m in enumerate(page.missions):
+                if len(drills) < MAX_DETAIL:
+                    drills.append(drill_names(m.name, p.short, p.index + j)[0])
+                    expected_detail[m.name] = m.counts
+                    if m.name in restored:
+                        restored_detail[m.name] = restored[m.name]
+            p = p.model_copy(update={
+                "index": p.index + len(page.missions), "drill_missions": drills, "expected": expected_detail,
+                "restored": restored_detail, "problems": (p.problems + sorted(found))[:MAX_PROBLEMS],
+                "problems_total": p.problems_total + len(found),
+                "after": page.missions[-1].name if page.missions else p.after})
+            pages += 1
+            if not page.more:
+                break
+            if _continue_now(pages, req.pages_per_run):
+                workflow.continue_as_new(req.model_copy(update={"progress": p}))
+        return VerifyBackupResult(
+            backup_id=p.backup_id, ok=p.problems_total == 0, checksums_ok=True, drill_missions=p.drill_missions,
+            expected=p.expected, restored=p.restored, problems=sorted(p.problems), mission_count=p.index,
+            problems_total=p.problems_total,
+            truncated=p.index > len(p.drill_missions) or p.problems_total > len(p.problems))

@@ -11,6 +11,7 @@ import asyncio
 import os
 import shutil
 import uuid
+from datetime import datetime, timezone
 from pathlib import Path
 
 from activities.stores.base import ObjectNotFound, check_mission, object_prefix
@@ -19,15 +20,54 @@ from stratmaster.errors import bad_input
 AREAS = ("documents", "artifacts", "embeddings")
 
 
+# One key rule for every adapter and for backup/restore (activities/backup.py),
+# so a key is either writable, readable, backed up and restorable everywhere or
+# refused everywhere. The limits keep the bucket name `tenants/<mission>/<key>`
+# (mission <= 48 chars) under S3's 1024 bytes and every segment under MinIO's and
+# the filesystems' 255 bytes; control characters are refused (they never come
+# from the platform: uploads use activities.parsing.safe_filename).
+MAX_KEY_BYTES = 900
+MAX_SEGMENT_BYTES = 255
+
+
+def key_problem(key, what: str = "object key") -> str | None:
+    """Why `key` is not a safe relative key (None when it is)."""
+    if not isinstance(key, str) or not key:
+        return f"bad {what} {key!r}: empty"
+    if len(key.encode("utf-8", "surrogatepass")) > MAX_KEY_BYTES:
+        return f"bad {what} {key[:60]!r}...: longer than {MAX_KEY_BYTES} bytes"
+    if key.startswith("/") or "\\" in key:
+        return f"bad {what} {key!r}: must be a relative path with '/' separators"
+    if any(ord(c) < 32 or ord(c) == 127 for c in key):
+        return f"bad {what} {key!r}: control characters"
+    try:
+        key.encode("utf-8")
+    except UnicodeEncodeError:
+        return f"bad {what} {key!r}: not valid UTF-8"
+    parts = key.split("/")
+    if any(part in ("", ".", "..") for part in parts):
+        return f"bad {what} {key!r}: empty, '.' or '..' segment"
+    if any(len(part.encode("utf-8")) > MAX_SEGMENT_BYTES for part in parts):
+        return f"bad {what} {key[:60]!r}: a segment longer than {MAX_SEGMENT_BYTES} bytes"
+    return None
+
+
+def mission_key_problem(key) -> str | None:
+    """Why `key` (relative to tenants/<mission>/) is not a mission object key."""
+    problem = key_problem(key)
+    if problem:
+        return problem
+    if key.split("/", 1)[0] not in AREAS or "/" not in key:
+        return f"bad object key {key!r}: must start with one of {', '.join(a + '/' for a in AREAS)}"
+    return None
+
+
 def clean_key(key: str, what: str = "object key") -> str:
     """The key if it is a safe relative path; BadInput otherwise. Shared by the
     object store adapters so MinIO and the filesystem accept the same keys."""
-    if not isinstance(key, str) or not key or len(key) > 1024:
-        raise bad_input(f"bad {what} {key!r}")
-    if key.startswith("/") or "\\" in key or "\x00" in key:
-        raise bad_input(f"bad {what} {key!r}: must be a relative path with '/' separators")
-    if any(part in ("", ".", "..") for part in key.split("/")):
-        raise bad_input(f"bad {what} {key!r}: empty, '.' or '..' segment")
+    problem = key_problem(key, what)
+    if problem:
+        raise bad_input(problem)
     return key
 
 
@@ -36,9 +76,9 @@ def mission_key(mission: str, key: str) -> str:
     full = object_prefix(mission)
     if isinstance(key, str) and key.startswith(full):
         key = key[len(full):]
-    clean_key(key)
-    if key.split("/", 1)[0] not in AREAS or "/" not in key:
-        raise bad_input(f"bad object key {key!r}: must start with one of {', '.join(a + '/' for a in AREAS)}")
+    problem = mission_key_problem(key)
+    if problem:
+        raise bad_input(problem)
     return key
 
 
@@ -172,6 +212,23 @@ class FsObjectStore:
     async def delete_system(self, key: str) -> bool:
         path = self._inside(self._system_root(), clean_key(key, "system key"))
         return await asyncio.to_thread(self._unlink, path)
+
+    async def list_system_modified(self, prefix: str = "") -> list[tuple[str, datetime]]:
+        """(key, last modified) of every system object under `prefix`: the time the
+        store recorded for the write, not anything written inside the object."""
+        prefix_ok(prefix)
+        root = self._system_root()
+
+        def run() -> list[tuple[str, datetime]]:
+            out = []
+            for rel in self._list(root, prefix):
+                try:
+                    mtime = (root / rel).stat().st_mtime
+                except FileNotFoundError:
+                    continue
+                out.append((rel, datetime.fromtimestamp(mtime, tz=timezone.utc)))
+            return out
+        return await asyncio.to_thread(run)
 
     async def probe(self) -> str:
         def check() -> str:

@@ -1,7 +1,7 @@
 """Object store on MinIO / S3 (used when STRATMASTER_MINIO_ENDPOINT is set).
 
-Same keys and rules as the filesystem store (objects_fs: clean_key / mission_key
-are shared): bucket `settings.object_bucket`, mission objects under
+Same keys and rules as the filesystem store (objects_fs: key_problem / clean_key /
+mission_key are shared, also with backup and restore): bucket `settings.object_bucket`, mission objects under
 `tenants/<mission>/{documents,artifacts,embeddings}/...`, the system area under
 `system/...`. The minio client is blocking, so calls run in a thread.
 """
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+from datetime import datetime
 from typing import Callable, TypeVar
 
 from minio import Minio
@@ -90,6 +91,15 @@ class MinioObjectStore:
                 return []
             raise
 
+    def _list_modified(self, base: str, prefix: str) -> list[tuple[str, datetime]]:
+        try:
+            objs = self._client.list_objects(self.bucket, prefix=base + prefix, recursive=True)
+            return sorted((o.object_name[len(base):], o.last_modified) for o in objs if not o.is_dir)
+        except S3Error as exc:
+            if exc.code == "NoSuchBucket":
+                return []
+            raise
+
     def _delete(self, name: str) -> bool:
         if not self._exists(name):  # S3 deletes are silent about missing keys
             return False
@@ -98,10 +108,16 @@ class MinioObjectStore:
 
     def _delete_prefix(self, base: str) -> int:
         names = [base + rel for rel in self._list(base, "")]
-        if names:
-            errors = list(self._client.remove_objects(self.bucket, (DeleteObject(n) for n in names)))
+        # A mission's own user can write keys (control characters) that the
+        # multi-object delete's XML body cannot carry: those go one by one.
+        odd = {n for n in names if any(ord(c) < 32 or ord(c) == 127 for c in n)}
+        batch = [n for n in names if n not in odd]
+        if batch:
+            errors = list(self._client.remove_objects(self.bucket, (DeleteObject(n) for n in batch)))
             if errors:
                 raise RuntimeError(f"MinIO could not delete {len(errors)} objects under {base}: {errors[0]}")
+        for n in sorted(odd):
+            self._client.remove_object(self.bucket, n)
         return len(names)
 
     # --- mission objects -------------------------------------------------------
@@ -152,6 +168,12 @@ class MinioObjectStore:
     async def delete_system(self, key: str) -> bool:
         name = SYSTEM_PREFIX + clean_key(key, "system key")
         return await self._run(lambda: self._delete(name))
+
+    async def list_system_modified(self, prefix: str = "") -> list[tuple[str, datetime]]:
+        """(key, last modified) of every system object under `prefix`: MinIO's own
+        timestamp of the write, not anything written inside the object."""
+        prefix_ok(prefix)
+        return await self._run(lambda: self._list_modified(SYSTEM_PREFIX, prefix))
 
     async def probe(self) -> str:
         def check() -> str:
