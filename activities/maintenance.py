@@ -121,16 +121,14 @@ class MaintenanceActivities(ActivityResources):
 
     async def _mission_capacity(self, conn, tables: list[str], tenant_id, mission: str) -> MissionCapacity:
         rows = await pg_dumps.tenant_row_counts(conn, tables, tenant_id)
-        keys = await self.stores.objects.list(mission)
-        size = 0
-        sizer = getattr(self.stores.objects, "size", None)  # stat without reading, when the store has it
-        for k in keys:
-            size += await sizer(mission, k) if sizer else len(await self.stores.objects.get(mission, k))
+        # sizes from the listing: nothing is read, and a key a mission's own MinIO user
+        # wrote that `get` would refuse cannot fail the report of every mission
+        sizes = await self.stores.objects.sizes(mission)
         entities, relations = await self.stores.graph.count(mission)
         return MissionCapacity(
             mission=mission, rows=rows, vectors=await self.stores.vectors.count(mission),
             index_docs=await self.stores.fulltext.count(mission), graph_entities=entities,
-            graph_relations=relations, objects=len(keys), object_bytes=size)
+            graph_relations=relations, objects=len(sizes), object_bytes=sum(sizes.values()))
 
     def all(self) -> list:
         return [self.vacuum_analyze, self.optimise_indexes, self.enforce_retention, self.expire_documents,

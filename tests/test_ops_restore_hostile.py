@@ -284,6 +284,22 @@ async def test_an_object_key_only_minio_accepts_does_not_fail_a_system_backup(cl
         for key in bad:
             raw.put_object(minio.bucket, f"tenants/{a}/{key}", io.BytesIO(b"x"), 1)
         assert set(bad) <= set(await minio.list(a))  # listed, but no adapter call can read them
+        # the capacity report sizes them from the listing (it read each object before: a bad key failed it)
+        from datetime import datetime, timezone
+
+        from temporalio.testing import ActivityEnvironment
+
+        from activities.maintenance import MaintenanceActivities
+        from stratmaster.contracts.maintenance import RetentionInput
+
+        acts = MaintenanceActivities(settings, mixed)
+        try:
+            report = await ActivityEnvironment().run(acts.capacity_report, RetentionInput(now=datetime.now(timezone.utc)))
+        finally:
+            await acts.close()
+        capacity = {m.mission: m for m in report.missions}
+        assert capacity[a].objects == len(await minio.list(a)) >= 2 + len(bad)
+        assert capacity[a].object_bytes >= len(bad)
         before = await pg_counts(settings, a), await store_counts(mixed, a)
         async with maintenance_worker(client, settings, mixed):
             req = BackupInput(scope="system", backup_id=f"sysm-{uuid.uuid4().hex[:8]}")

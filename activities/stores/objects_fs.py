@@ -178,6 +178,20 @@ class FsObjectStore:
         prefix_ok(prefix)
         return await asyncio.to_thread(self._list, base, prefix)
 
+    async def sizes(self, mission: str) -> dict[str, int]:
+        """Every object's size from the listing (nothing read; any key, even one `get` refuses)."""
+        base = self._mission_root(mission)
+
+        def stat_all() -> dict[str, int]:
+            out = {}
+            for rel in self._list(base, ""):
+                try:
+                    out[rel] = (base / rel).lstat().st_size
+                except OSError:  # deleted meanwhile
+                    pass
+            return out
+        return await asyncio.to_thread(stat_all)
+
     async def delete(self, mission: str, key: str) -> bool:
         rel = mission_key(mission, key)
         path = self._inside(self._mission_root(mission), rel)

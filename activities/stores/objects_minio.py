@@ -140,6 +140,20 @@ class MinioObjectStore:
         prefix_ok(prefix)
         return await self._run(lambda: self._list(base, prefix))
 
+    async def sizes(self, mission: str) -> dict[str, int]:
+        """Every object's size from the listing (nothing read; any key, even one `get` refuses)."""
+        base = object_prefix(check_mission(mission))
+
+        def listing() -> dict[str, int]:
+            try:
+                objs = self._client.list_objects(self.bucket, prefix=base, recursive=True)
+                return {o.object_name[len(base):]: o.size or 0 for o in objs if not o.is_dir}
+            except S3Error as exc:
+                if exc.code == "NoSuchBucket":
+                    return {}
+                raise
+        return await self._run(listing)
+
     async def delete(self, mission: str, key: str) -> bool:
         rel = mission_key(check_mission(mission), key)
         return await self._run(lambda: self._delete(object_prefix(mission) + rel))
