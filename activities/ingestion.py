@@ -10,7 +10,8 @@ duplicate check trusts.
 
 Only small things cross the history: the document reference in, a
 DocumentResult out. A background task heartbeats the current stage every few
-seconds while parsing/embedding run in threads, so a crashed worker's attempt
+seconds while parsing (in a child process, bounded in memory and time: see
+activities/parse_sandbox.py) and embedding (in a thread) run, so a crashed worker's attempt
 is retried after the (short) heartbeat timeout; the heartbeat details carry how
 many chunks already reached the vector store, so the retry skips re-embedding them.
 
@@ -43,7 +44,8 @@ from temporalio.exceptions import ApplicationError
 from activities.chunking import chunk_id, chunk_text, document_id
 from activities.embedding import Embedder, get_embedder
 from activities.entities import extract
-from activities.parsing import ParsedDocument, page_of, parse_document, safe_filename
+from activities.parse_sandbox import parse_in_child
+from activities.parsing import ParsedDocument, page_of, safe_filename
 from activities.stores.base import ObjectNotFound
 from activities.stores.factory import Stores
 from activities.stores.tenants import require_mission
@@ -268,7 +270,10 @@ class IngestionActivities:
                 chars=existing["char_count"], chunks=existing["chunk_count"])
 
         beat.stage("parse")
-        parsed: ParsedDocument = await asyncio.to_thread(parse_document, src.name, src.data)
+        # in a child process under a memory cap and a deadline (killed past it); the event loop,
+        # and so the heartbeat, runs meanwhile
+        parsed: ParsedDocument = await parse_in_child(src.name, src.data, timeout_s=self.settings.parse_timeout_s,
+                                                      memory_mb=self.settings.parse_memory_mb)
         title = parsed.title or Path(src.name).stem
 
         # only documents that parse are kept: a bad one leaves nothing behind but its failure row

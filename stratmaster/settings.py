@@ -71,6 +71,10 @@ class Settings(BaseSettings):
     chunk_tokens: int = 200
     chunk_overlap_tokens: int = 40
     max_document_bytes: int = 20 * 1024 * 1024
+    # each document is parsed in a child process, killed past the deadline; both limits fail the document
+    # as Oversized (not retried)
+    parse_timeout_s: float = Field(default=60.0, gt=0)
+    parse_memory_mb: int = Field(default=1024, ge=256)  # address space of the parser process
 
     # Missions: how often workers re-check a mission's active cartridge (hot reload)
     mission_config_ttl_seconds: float = 2.0
