@@ -54,7 +54,7 @@ from stratmaster.contracts.ingestion import (
     IngestGroupResult, RecordFailureInput,
 )
 from stratmaster.contracts.knowledge import Chunk
-from stratmaster.errors import BAD_INPUT, NON_RETRYABLE, OVERSIZED, bad_input
+from stratmaster.errors import BAD_INPUT, NON_RETRYABLE, OVERSIZED, bad_input, redact
 from stratmaster.mission_config import MissionConfigReader
 from stratmaster.settings import Settings
 
@@ -347,7 +347,7 @@ class IngestionActivities:
                VALUES ($1, $2, $3, $4, $5)
                ON CONFLICT (tenant_id, batch_id, source)
                DO UPDATE SET reason_type = EXCLUDED.reason_type, reason = EXCLUDED.reason, created_at = NOW()""",
-            tenant, batch_id, source[:2000], reason_type, reason[:4000],
+            tenant, batch_id, source[:2000], reason_type, redact(reason)[:4000],
         )
 
     async def _read(self, mission: str, ref: DocumentRef) -> _Source:

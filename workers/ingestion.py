@@ -5,6 +5,7 @@ import asyncio
 
 from activities.embedding import get_embedder
 from activities.ingestion import IngestionActivities
+from activities.parse_sandbox import warm_up as start_parser_server
 from activities.stores.factory import build_stores
 from activities.stores.postgres import create_pool
 from stratmaster.settings import Settings
@@ -19,6 +20,7 @@ async def build(settings: Settings, *, warm_up: bool = True) -> QueueSpec:
     if warm_up:
         # load the model before polling, so the first document is not slow to heartbeat
         await asyncio.to_thread(embedder.embed, ["warm up"])
+        await asyncio.to_thread(start_parser_server)  # the parsers' forkserver, likewise
     acts = IngestionActivities(settings, pool, stores, embedder)
 
     async def close() -> None:
