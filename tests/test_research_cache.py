@@ -139,3 +139,33 @@ def test_near_identical_needs_the_same_numbers_and_rare_terms():
     assert not research_cache.near_identical("Voltaris market share in 2023", vec, [entry], 0.97)
     assert not research_cache.near_identical("Helios market share in 2023", vec, [entry], 1.0)
     assert research_cache.normalise("  What's the XR-7's  range? ") == "what's the xr-7's range"
+
+
+async def test_hits_and_misses_are_counted_on_the_worker_metrics(temporal_env, backend):
+    """The counter a dashboard reads, from a real worker's Prometheus endpoint."""
+    import re
+
+    import httpx
+    from temporalio.client import Client
+    from temporalio.contrib.pydantic import pydantic_data_converter
+    from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
+    from temporalio.worker import Worker
+
+    from tests.conftest import free_port
+
+    _, mission, acts = backend
+    port, queue = free_port(), f"cache-metrics-{uuid.uuid4().hex[:6]}"
+    runtime = Runtime(telemetry=TelemetryConfig(metrics=PrometheusConfig(bind_address=f"127.0.0.1:{port}")))
+    client = await Client.connect(temporal_env.client.service_client.config.target_host, runtime=runtime,
+                                  data_converter=pydantic_data_converter)
+    query = "Who developed the chemistry of the XR-7 battery?"
+    async with Worker(client, task_queue=queue, workflows=[ResearchWorkflow],
+                      activities=[acts.start_session, acts.cache_lookup, acts.plan, acts.retrieve, acts.synthesise,
+                                  acts.persist, acts.cache_store, acts.finish_session]):
+        for _ in range(2):
+            await client.execute_workflow(ResearchWorkflow.run, ResearchInput(mission=mission, query=query),
+                                          id=f"research-{mission}-m-{uuid.uuid4().hex[:8]}", task_queue=queue)
+        body = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    counts = {m.group(1): float(m.group(2)) for m in
+              re.finditer(r'^\w*stratmaster_research_cache\w*\{[^}]*outcome="(\w+)"[^}]*\} (\S+)', body, re.M)}
+    assert counts.get("hit") == 1 and counts.get("miss") == 1, body[-2000:]
