@@ -280,8 +280,10 @@ class ResearchActivities:
         extracted = await _in_thread_with_heartbeat(
             functools.partial(extractive, subquestions=req.subquestions), req.mission, req.query, hits, embed,
             req.max_claims)
-        claims = merge_claims(claims, extracted, req.max_claims) if claims else extracted
-        findings, below, outcome = apply_gates(claims, gates)
+        if claims:
+            findings, below, outcome = gate_with_llm(claims, extracted, gates, req.max_claims)
+        else:
+            findings, below, outcome = apply_gates(extracted, gates)
         method = "llm" if synthesiser == "llm" else "extractive"
         subanswers = []
         for q in req.subquestions:
@@ -448,6 +450,19 @@ def merge_claims(first: list[Claim], second: list[Claim], limit: int) -> list[Cl
     rest = [cl for cl in second if not any((c.chunk_id, c.start) in spans for c in cl.supporting)]
     ranked = sorted(first + rest, key=lambda cl: -cl.confidence)[:limit]
     return [cl.model_copy(update={"ordinal": i}) for i, cl in enumerate(ranked)]
+
+
+def gate_with_llm(llm_claims: list[Claim], extracted: list[Claim], gates, limit: int):
+    """apply_gates over the model's and the extractive claims together, except that
+    whether to answer at all is the deterministic evidence's call: when no extractive
+    claim clears the bar, the model's claims (scored against the six hits it saw) stay
+    below it too, so an LLM never turns an abstention into an answer."""
+    findings, below, outcome = apply_gates(merge_claims(llm_claims, extracted, limit), gates)
+    if findings and not apply_gates(extracted, gates)[0]:
+        why = "no retrieved sentence clears the quality bar on its own (the model's claim alone does not)"
+        below = [c.model_copy(update={"below_bar_reason": why}) for c in findings] + below
+        findings, outcome = [], "insufficient_evidence"
+    return findings, below, outcome
 
 
 def closest_evidence(below: list[Claim], limit: int = 3) -> list[Citation]:

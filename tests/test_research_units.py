@@ -266,6 +266,25 @@ def test_llm_claims_are_ranked_beside_the_extractive_ones():
     assert [c.text for c in merged] == ["sentence B", "model says A"] and [c.ordinal for c in merged] == [0, 1]
 
 
+def test_a_models_claim_never_turns_an_abstention_into_an_answer():
+    from activities.research import gate_with_llm
+    from stratmaster.contracts.research import Citation, Claim, Gates
+
+    def claim(text, conf, chunk):
+        cit = Citation(chunk_id=chunk, document_id=chunk, start=0, end=5, quote="quote")
+        return Claim(claim_id=text, ordinal=0, text=text, confidence=conf, supporting=[cit])
+
+    gates = Gates(min_confidence=0.3, min_sources=1, max_contradiction_ratio=0.5, min_retrieval_score=0.0)
+    weak = [claim("sentence A", 0.2, "c1"), claim("sentence B", 0.1, "c2")]
+    findings, below, outcome = gate_with_llm([claim("model says C", 0.6, "c3")], weak, gates, 4)
+    assert (findings, outcome) == ([], "insufficient_evidence")
+    assert below[0].text == "model says C" and "on its own" in below[0].below_bar_reason
+    # with deterministic evidence above the bar, the model's claim is a finding beside it
+    strong = [claim("sentence A", 0.5, "c1")]
+    findings, _, outcome = gate_with_llm([claim("model says C", 0.6, "c3")], strong, gates, 4)
+    assert [c.text for c in findings] == ["model says C", "sentence A"] and outcome == "answered"
+
+
 def test_a_compound_questions_answer_answers_each_part():
     from activities.answer import combine_answers
     from stratmaster.contracts.research import Answer, AnswerSentence, Citation
