@@ -55,7 +55,7 @@ async def run(n: int) -> None:
     started: list[str] = []
     try:
         await apply_migrations(pg.dsn)
-        settings = Settings(_env_file=None, data_dir=tmp / "data", database_url=pg.dsn)
+        settings = Settings(_env_file=None, data_dir=tmp / "data", database_url=pg.dsn, auth_mode="dev")
         client = env.client
         async with run_workers(client, settings, [queues.MAINTENANCE, queues.MISSIONS]):
             app = make_app(settings, client)

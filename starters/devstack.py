@@ -54,6 +54,11 @@ class DevStack:
             "HF_HUB_OFFLINE": "1",
             "TRANSFORMERS_OFFLINE": "1",
         })
+        # The local stack's API (bound to loopback) runs without tokens. Dev auth is never a
+        # default of the API itself, so it is switched on here, explicitly, unless the
+        # environment or .env chose a mode (e.g. oidc against a local Keycloak).
+        if "auth_mode" not in self.s.model_fields_set:
+            env["STRATMASTER_AUTH_MODE"] = "dev"
         return env
 
     def processes(self) -> list[Proc]:

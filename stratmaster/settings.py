@@ -81,7 +81,10 @@ class Settings(BaseSettings):
 
     # API
     api_port: int = 8080
-    auth_mode: str = "dev"  # "dev" (loopback only) or "oidc"
+    # "oidc" (the default: Keycloak bearer tokens; needs keycloak_url, else the API refuses to start) or
+    # "dev" (no tokens, loopback only): dev is never a default, it must be set explicitly
+    # (`stratmaster dev up` sets STRATMASTER_AUTH_MODE=dev for the API it starts).
+    auth_mode: str = "oidc"
     keycloak_url: str | None = None
     keycloak_realm: str = "stratmaster"
     keycloak_audience: str = "stratmaster-api"

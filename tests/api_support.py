@@ -27,6 +27,11 @@ def cartridge(mission: str, version: str = "1.0.0", **extra) -> dict:
                                       "owners": ["api-tests@example.invalid"]}, **extra}
 
 
+def dev(settings: Settings) -> Settings:
+    """`settings` with dev auth (no tokens, loopback only), which is never the default."""
+    return settings.model_copy(update={"auth_mode": "dev"})
+
+
 def make_app(settings: Settings, client: Client, **kwargs):
     app = create_app(settings, **kwargs)
     app.dependency_overrides[get_temporal] = lambda: client
@@ -34,10 +39,11 @@ def make_app(settings: Settings, client: Client, **kwargs):
 
 
 @contextlib.asynccontextmanager
-async def api_client(app, *, peer=LOOPBACK, base_url: str = "http://127.0.0.1", headers: dict | None = None):
+async def api_client(app, *, peer=LOOPBACK, base_url: str = "http://127.0.0.1", headers: dict | None = None,
+                     raise_app_exceptions: bool = True):
     """httpx client on the app (lifespan run, so startup checks apply)."""
     async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app, client=peer)
+        transport = httpx.ASGITransport(app=app, client=peer, raise_app_exceptions=raise_app_exceptions)
         async with httpx.AsyncClient(transport=transport, base_url=base_url, headers=headers, timeout=60) as c:
             yield c
 

@@ -10,7 +10,7 @@ import uuid
 from temporalio.client import WorkflowExecutionStatus
 
 from stratmaster import queues
-from tests.api_support import api_client, audit_rows, cartridge, make_app, run_workers, wait_closed
+from tests.api_support import api_client, audit_rows, cartridge, dev, make_app, run_workers, wait_closed
 
 DOCS = {
     "xr7-lab.md": "# XR-7 lab report\n\nThe XR-7 battery retains 90 percent of its capacity after 1000 charge cycles. "
@@ -23,7 +23,7 @@ DOCS = {
 
 async def test_activate_ingest_research_and_cancel(client, settings):
     mission = f"api_flow_{uuid.uuid4().hex[:6]}"
-    async with api_client(make_app(settings, client)) as api:
+    async with api_client(make_app(dev(settings), client)) as api:
         # research submitted before any research worker polls, then cancelled: it ends cancelled
         async with run_workers(client, settings, [queues.MAINTENANCE, queues.MISSIONS, queues.INGESTION]):
             r = await api.post("/missions", json=cartridge(mission))

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
+import socket
 import time
 import uuid
 
@@ -147,10 +148,13 @@ async def test_mission_roles_decide_read_and_write(api, client, settings, tokens
     assert (await api.post(f"/missions/{MISSION}/research", json={"query": "who?"}, headers=reader)).status_code == 403
     assert (await api.post(f"/missions/{MISSION}/research", json={"query": "who?"}, headers=other)).status_code == 403
     # workflow routes check the workflow's Mission search attribute
+    # (a workflow of a mission the caller cannot read answers like a missing one: 404)
     assert (await api.get(f"/research/{wid}", headers=reader)).status_code == 200
-    assert (await api.get(f"/workflows/{wid}", headers=other)).status_code == 403
+    assert (await api.get(f"/workflows/{wid}", headers=other)).status_code == 404
+    assert (await api.get(f"/workflows/{wid}", headers=other)).text == (
+        await api.get(f"/workflows/{wid[:-4]}zzzz", headers=other)).text.replace(f"{wid[:-4]}zzzz", wid)
     assert (await api.delete(f"/research/{wid}", headers=reader)).status_code == 403
-    assert (await api.delete(f"/research/{wid}", headers=other)).status_code == 403
+    assert (await api.delete(f"/research/{wid}", headers=other)).status_code == 404
     # worker-local paths are for platform admins only
     r = await api.post(f"/missions/{MISSION}/documents", json={"documents": [{"path": "/etc/passwd"}]}, headers=demo)
     assert r.status_code == 403 and "platform-admin" in r.json()["detail"]
@@ -161,10 +165,10 @@ async def test_mission_roles_decide_read_and_write(api, client, settings, tokens
     rows = await audit_rows(settings, wid, expect=3)
     assert {(r["actor"], r["action"], r["mission"], r["status"]) for r in rows} == {
         ("demo-user", "research.start", MISSION, 202), ("demo-reader", "research.cancel", MISSION, 403),
-        ("other-user", "research.cancel", MISSION, 403)}
+        ("other-user", "research.cancel", MISSION, 404)}
     refused = await audit_rows(settings, actor="other-user", expect=2)
     assert {(r["action"], r["mission"], r["status"]) for r in refused} == {
-        ("research.start", MISSION, 403), ("research.cancel", MISSION, 403)}
+        ("research.start", MISSION, 403), ("research.cancel", MISSION, 404)}
     assert len(await audit_rows(settings, actor="demo-reader", expect=2)) == 2
 
 
@@ -181,3 +185,92 @@ async def test_platform_admin_and_service_account(api, client, settings, tokens,
     assert {mission, MISSION} <= set(listed)
     rows = await audit_rows(settings, wid)
     assert rows[0]["actor"] == "service-account-stratmaster-api" and rows[0]["action"] == "mission.activate"
+
+
+async def test_detailed_health_is_for_platform_admins(api, tokens):
+    for path in ("/health/services", "/health/database"):
+        r = await api.get(path)
+        assert r.status_code == 401 and r.json()["error"] == "unauthorized"
+        r = await api.get(path, headers=bearer(tokens["demo-user"]))
+        assert r.status_code == 403 and r.json()["error"] == "forbidden"
+    r = await api.get("/health/database", headers=bearer(tokens["admin-user"]))
+    assert r.status_code == 200 and r.json()["services"][0]["name"] == "database"
+    assert (await api.get("/healthz")).json() == {"status": "ok"}
+
+
+class Outage(httpx.AsyncBaseTransport):
+    """The verifier's HTTP transport to the real Keycloak; while `down`, every request
+    goes to a dead port instead (connection refused). Counts the requests."""
+
+    def __init__(self):
+        self.real = httpx.AsyncHTTPTransport()
+        self.down = False
+        self.requests = 0
+        with socket.socket() as s:  # a port nobody listens on
+            s.bind(("127.0.0.1", 0))
+            self.dead_port = s.getsockname()[1]
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self.requests += 1
+        if self.down:
+            request = httpx.Request(request.method, request.url.copy_with(port=self.dead_port),
+                                    headers=request.headers)
+        return await self.real.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self.real.aclose()
+
+
+async def test_keycloak_outage_keeps_valid_tokens_working(client, settings, workers, tokens):
+    """Keycloak down after the keys were cached: valid tokens keep passing on the last good
+    keys after their TTL, one refresh attempt per back-off period however many requests
+    arrive (no thundering herd); unknown key ids do not trigger a refetch storm; once
+    Keycloak is back the keys are refreshed in the background."""
+    outage = Outage()
+    verifier = OidcVerifier(KEYCLOAK, "stratmaster", "stratmaster-api", cache_seconds=1.0, refetch_interval=30.0,
+                            http=httpx.AsyncClient(transport=outage, timeout=10))
+    oidc = settings.model_copy(update={"auth_mode": "oidc", "keycloak_url": KEYCLOAK})
+    demo = bearer(tokens["demo-user"])
+    async with api_client(make_app(oidc, client, verifier=verifier)) as api:
+        assert (await api.get(f"/missions/{MISSION}", headers=demo)).status_code == 200
+        assert verifier.fetch_attempts == 1
+        outage.down = True
+        await asyncio.sleep(1.2)  # the cached keys are past their TTL now
+        replies = await asyncio.gather(*(api.get(f"/missions/{MISSION}", headers=demo) for _ in range(40)))
+        assert [r.status_code for r in replies] == [200] * 40, {r.text for r in replies}
+        await asyncio.sleep(0.2)  # let the background refresh fail
+        assert verifier.fetch_attempts == 2 and outage.requests == 3  # one attempt for the 40 requests
+
+        # unknown key ids (rotation, or forgery) during the outage: refused, no refetch storm
+        claims = jwt.decode(tokens["demo-user"], options={"verify_signature": False})
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        forged = [jwt.encode(claims, key, algorithm="RS256", headers={"kid": f"rotated-{i}"}) for i in range(20)]
+        replies = await asyncio.gather(*(api.get(f"/missions/{MISSION}", headers=bearer(t)) for t in forged))
+        assert {r.status_code for r in replies} == {401}
+        assert verifier.fetch_attempts <= 3
+        for _ in range(20):  # valid tokens still pass throughout
+            assert (await api.get(f"/missions/{MISSION}", headers=demo)).status_code == 200
+
+        # Keycloak back: after the back-off, one background refresh brings fresh keys
+        outage.down = False
+        await asyncio.sleep(2.1)
+        attempts = verifier.fetch_attempts
+        assert (await api.get(f"/missions/{MISSION}", headers=demo)).status_code == 200
+        await asyncio.sleep(0.5)
+        assert verifier.fetch_attempts == attempts + 1 and verifier._failures == 0
+
+
+async def test_keycloak_down_at_start_is_a_clean_503(client, settings, workers, tokens):
+    """No keys ever fetched: 503 with the error shape and no internal address; concurrent
+    requests share one attempt."""
+    outage = Outage()
+    outage.down = True
+    verifier = OidcVerifier(KEYCLOAK, "stratmaster", "stratmaster-api", http=httpx.AsyncClient(transport=outage))
+    oidc = settings.model_copy(update={"auth_mode": "oidc", "keycloak_url": KEYCLOAK})
+    async with api_client(make_app(oidc, client, verifier=verifier)) as api:
+        replies = await asyncio.gather(*(api.get("/missions", headers=bearer(tokens["demo-user"])) for _ in range(20)))
+        assert {r.status_code for r in replies} == {503}
+        body = replies[0].json()
+        assert body["error"] == "unavailable" and "identity provider" in body["detail"]
+        assert "127.0.0.1" not in replies[0].text and str(outage.dead_port) not in replies[0].text
+        assert verifier.fetch_attempts == 1

@@ -14,10 +14,11 @@ from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import Replayer
 
 from starters.auth import AuthConfigError
+from stratmaster.settings import Settings
 from stratmaster import queues
 from stratmaster.contracts.ingestion import DocumentRef, default_batch_id, workflow_id_for
 from tests.api_support import (
-    api_client, audit_rows, cartridge, ensure_mission, make_app, run_workers, terminate_quietly, wait_closed,
+    api_client, audit_rows, cartridge, dev, ensure_mission, make_app, run_workers, terminate_quietly, wait_closed,
 )
 from workflows.audit import RecordAuditWorkflow
 
@@ -40,7 +41,7 @@ async def started(client):
 
 @pytest.fixture
 async def api(client, settings, workers):
-    async with api_client(make_app(settings, client)) as c:
+    async with api_client(make_app(dev(settings), client)) as c:
         await ensure_mission(c, client, MISSION)
         yield c
 
@@ -173,7 +174,7 @@ async def test_research_start_idempotency_status_cancel_and_audit(api, client, s
 
 
 async def test_document_uploads_start_ingestion_and_limits(client, settings, workers, started):
-    small = settings.model_copy(update={"max_document_bytes": 1000})
+    small = dev(settings).model_copy(update={"max_document_bytes": 1000})
     async with api_client(make_app(small, client)) as api:
         await ensure_mission(api, client, MISSION)
         files = [("files", ("a.txt", b"alpha " * 50, "text/plain")), ("files", ("b.md", b"# beta\n" * 20, "text/markdown"))]
@@ -240,6 +241,7 @@ async def test_metrics_use_route_templates(api):
 
 
 async def test_dev_mode_is_loopback_only(client, settings):
+    settings = dev(settings)
     app = make_app(settings, client)
     async with api_client(app, peer=("10.1.2.3", 4000)) as c:
         r = await c.get("/missions")
@@ -253,7 +255,9 @@ async def test_dev_mode_is_loopback_only(client, settings):
 
     for bad, match in ((settings.model_copy(update={"bind_host": "0.0.0.0"}), "refusing to start"),
                        (settings.model_copy(update={"auth_mode": "none"}), "must be one of"),
-                       (settings.model_copy(update={"auth_mode": "oidc", "keycloak_url": None}), "KEYCLOAK_URL")):
+                       (settings.model_copy(update={"auth_mode": "oidc", "keycloak_url": None}), "KEYCLOAK_URL"),
+                       # the default: OIDC, which needs a Keycloak URL; dev auth is never implied
+                       (Settings(_env_file=None), "no authentication configured")):
         with pytest.raises(AuthConfigError, match=match):
             async with api_client(make_app(bad, client)):
                 pass
@@ -293,17 +297,23 @@ def test_uvicorn_serves_on_loopback_and_refuses_dev_mode_elsewhere(tmp_path):
     from tests.conftest import free_port
 
     def launch(host: str, port: int, **env):
-        e = dict(os.environ, STRATMASTER_DATA_DIR=str(tmp_path), **env)
-        e.pop("STRATMASTER_AUTH_MODE", None)  # default: dev
+        e = dict(os.environ, STRATMASTER_DATA_DIR=str(tmp_path))
+        e.pop("STRATMASTER_AUTH_MODE", None)
+        e.pop("STRATMASTER_KEYCLOAK_URL", None)
+        e.update(env)
         return subprocess.Popen([sys.executable, "-m", "uvicorn", "starters.api:app", "--host", host, "--port", str(port)],
                                 env=e, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
-    refused = launch("0.0.0.0", free_port(), STRATMASTER_BIND_HOST="0.0.0.0")
+    refused = launch("0.0.0.0", free_port(), STRATMASTER_BIND_HOST="0.0.0.0", STRATMASTER_AUTH_MODE="dev")
     out, _ = refused.communicate(timeout=60)
     assert refused.returncode != 0 and "refusing to start" in out
+    # nothing configured: no unauthenticated fallback, a clear refusal
+    unconfigured = launch("127.0.0.1", free_port())
+    out, _ = unconfigured.communicate(timeout=60)
+    assert unconfigured.returncode != 0 and "no authentication configured" in out and "STRATMASTER_AUTH_MODE=dev" in out
 
     port = free_port()
-    proc = launch("127.0.0.1", port, STRATMASTER_TEMPORAL_ADDRESS=f"127.0.0.1:{free_port()}")
+    proc = launch("127.0.0.1", port, STRATMASTER_TEMPORAL_ADDRESS=f"127.0.0.1:{free_port()}", STRATMASTER_AUTH_MODE="dev")
     try:
         deadline = time.monotonic() + 60
         while True:

@@ -1,0 +1,147 @@
+"""Schemathesis against the API's own OpenAPI document: the real app served by
+uvicorn on loopback (real Temporal test server, PostgreSQL, missions and
+maintenance workers), once in dev-auth mode (every route reachable) and once
+anonymous in OIDC mode. Every check schemathesis has (`--checks all`: no 5xx,
+status codes, content types, headers and bodies as declared, invalid input
+rejected, valid input accepted, methods and Allow headers, auth) must pass with
+zero failures, on a bounded number of examples per operation (fixed seed)."""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import uvicorn
+from temporalio import workflow
+from temporalio.worker import UnsandboxedWorkflowRunner, Worker
+
+from stratmaster import queues
+from tests.api_support import api_client, dev, ensure_mission, make_app, run_workers, terminate_quietly
+from tests.conftest import free_port
+
+MISSION = "demo"  # the OpenAPI example of every {mission}: examples reach a real mission
+SCHEMATHESIS = Path(sys.executable).with_name("schemathesis")
+MAX_EXAMPLES = int(os.environ.get("STRATMASTER_FUZZ_EXAMPLES", "40"))
+SEED = os.environ.get("STRATMASTER_FUZZ_SEED", "11")
+
+if not SCHEMATHESIS.exists():
+    if os.environ.get("CI") == "true":
+        raise RuntimeError("schemathesis is not installed under CI (it is in the dev extras: pip install -e .[dev])")
+    pytest.skip("needs schemathesis (pip install -e .[dev])", allow_module_level=True)
+
+
+@pytest.fixture(scope="module")
+async def workers(temporal_env, settings):
+    async with run_workers(temporal_env.client, settings, [queues.MAINTENANCE, queues.MISSIONS]):
+        yield
+
+
+@workflow.defn(name="ResearchWorkflow")
+class IdleResearch:
+    """Stands in for the research worker: the runs the fuzzer starts stay running (until
+    cancelled) and answer their progress query at once, instead of each status request
+    waiting out the query timeout on a queue nobody polls (and research really running)."""
+
+    @workflow.run
+    async def run(self, req: dict) -> None:
+        await workflow.wait_condition(lambda: False)
+
+    @workflow.query
+    def progress(self) -> None:
+        return None
+
+
+@workflow.defn(name="IngestDocumentsWorkflow")
+class IdleIngest:
+    @workflow.run
+    async def run(self, req: dict) -> None:
+        await workflow.wait_condition(lambda: False)
+
+    @workflow.query
+    def progress(self) -> None:
+        return None
+
+
+@contextlib.asynccontextmanager
+async def idle_workers(client):
+    async with Worker(client, task_queue=queues.RESEARCH, workflows=[IdleResearch],
+                      workflow_runner=UnsandboxedWorkflowRunner()), \
+            Worker(client, task_queue=queues.INGESTION, workflows=[IdleIngest],
+                   workflow_runner=UnsandboxedWorkflowRunner()):
+        yield
+
+
+@contextlib.asynccontextmanager
+async def served(app):
+    """The app on a real uvicorn server on 127.0.0.1 (in this event loop, beside the workers)."""
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()
+        await asyncio.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await task
+
+
+# POST /missions takes a cartridge: its semantic rules (semantic versions, RE2 patterns,
+# unique entity names, owners) go beyond JSON Schema and its models (contracts/missions.py)
+# coerce like pydantic's lax mode, so "schema-valid => accepted" and "schema-invalid =>
+# refused" cannot hold for it; every other check runs on it, both run everywhere else.
+CONFIG = """
+[checks]
+enabled = true  # every check (as `--checks all`, which would override the exceptions below)
+
+[[operations]]
+include-path = "/missions"
+include-method = "POST"
+checks.positive_data_acceptance.enabled = false
+checks.negative_data_rejection.enabled = false
+"""
+
+
+async def run_schemathesis(base_url: str, tmp_path: Path, *extra: str) -> tuple[int, str]:
+    (tmp_path / "schemathesis.toml").write_text(CONFIG)
+    proc = await asyncio.create_subprocess_exec(
+        str(SCHEMATHESIS), "run", f"{base_url}/openapi.json", "--max-examples", str(MAX_EXAMPLES),
+        "--seed", SEED, "--workers", "1", "--phases", "examples,coverage,fuzzing", "--request-timeout", "30",
+        "--report", "junit", "--report-dir", str(tmp_path), "--output-truncate", "false", *extra,
+        *os.environ.get("STRATMASTER_FUZZ_ARGS", "").split(),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, cwd=tmp_path,
+        env=dict(os.environ, NO_COLOR="1", SCHEMATHESIS_TELEMETRY="false"),
+    )
+    out, _ = await proc.communicate()
+    (tmp_path / "schemathesis.txt").write_bytes(out)  # the whole report, kept with the junit one
+    return proc.returncode, out.decode(errors="replace")
+
+
+async def fuzz_workflows(client) -> list[str]:
+    return [w.id async for w in client.list_workflows(f"Mission = '{MISSION}' AND ExecutionStatus = 'Running'")]
+
+
+async def test_fuzz_dev_mode(client, settings, workers, tmp_path):
+    app = make_app(dev(settings), client)
+    async with api_client(app) as api:
+        await ensure_mission(api, client, MISSION)
+    try:
+        async with idle_workers(client), served(make_app(dev(settings), client)) as url:
+            rc, out = await run_schemathesis(url, tmp_path)
+    finally:  # research and ingestion the fuzzer started (no worker here) must not run later
+        await terminate_quietly(client, await fuzz_workflows(client))
+    assert rc == 0, out[-20000:]
+    assert "No issues found" in out or " 0 failures" in out or "passed" in out, out[-5000:]
+
+
+async def test_fuzz_anonymous(client, settings, workers, tmp_path):
+    keycloak = os.environ.get("STRATMASTER_TEST_KEYCLOAK_URL") or f"http://127.0.0.1:{free_port()}"
+    oidc = settings.model_copy(update={"auth_mode": "oidc", "keycloak_url": keycloak})
+    async with served(make_app(oidc, client)) as url:
+        rc, out = await run_schemathesis(url, tmp_path)
+    assert rc == 0, out[-20000:]
