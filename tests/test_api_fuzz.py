@@ -145,3 +145,30 @@ async def test_fuzz_anonymous(client, settings, workers, tmp_path):
     async with served(make_app(oidc, client)) as url:
         rc, out = await run_schemathesis(url, tmp_path)
     assert rc == 0, out[-20000:]
+
+
+async def test_fuzz_with_real_keycloak_tokens(client, settings, workers, tmp_path):
+    """OIDC mode with a real token from the Keycloak test server (demo-user: writer on
+    mission demo, no platform role): every route answers as declared for a real caller."""
+    import httpx
+
+    keycloak = os.environ.get("STRATMASTER_TEST_KEYCLOAK_URL")
+    if not keycloak:
+        if os.environ.get("CI") == "true":
+            raise RuntimeError("STRATMASTER_TEST_KEYCLOAK_URL is not set under CI: scripts/services/keycloak.sh did not run")
+        pytest.skip("needs Keycloak: source scripts/services/keycloak.sh")
+    token_url = f"{keycloak}/realms/stratmaster/protocol/openid-connect/token"
+    async with httpx.AsyncClient(timeout=30) as h:
+        r = await h.post(token_url, data={"grant_type": "password", "client_id": "stratmaster-cli",
+                                          "username": "demo-user", "password": "demo123", "scope": "openid"})
+    assert r.status_code == 200, r.text
+    token = r.json()["access_token"]
+    async with api_client(make_app(dev(settings), client)) as api:
+        await ensure_mission(api, client, MISSION)
+    oidc = settings.model_copy(update={"auth_mode": "oidc", "keycloak_url": keycloak})
+    try:
+        async with idle_workers(client), served(make_app(oidc, client)) as url:
+            rc, out = await run_schemathesis(url, tmp_path, "--header", f"Authorization: Bearer {token}")
+    finally:
+        await terminate_quietly(client, await fuzz_workflows(client))
+    assert rc == 0, out[-20000:]
