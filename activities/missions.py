@@ -23,8 +23,8 @@ from activities.stores.base import check_mission
 from stratmaster.contracts.missions import (
     ActivationPlan, Cartridge, DeactivateStep, DeactivationResult, ExportResult, HistoryEntry, ListMissionsInput,
     MissionDetail, MissionList, MissionRef, MissionSummary, PlanActivationInput, PlanRollbackInput, PurgeExpiredInput,
-    PurgeResult, StepInput, StepResult, UndoInput, ValidatedCartridge, ValidateInput, cartridge_sha256, cartridge_yaml,
-    format_problems, validate_cartridge,
+    PurgeResult, StepInput, StepResult, UndoInput, ValidatedCartridge, ValidateInput, cartridge_yaml, format_problems,
+    same_cartridge, stored_digest, validate_cartridge,
 )
 from stratmaster.errors import BAD_INPUT, INVALID_CARTRIDGE, UNKNOWN_MISSION, bad_input
 from stratmaster.mission_config import MissionConfig, MissionConfigReader
@@ -112,9 +112,9 @@ class MissionActivities(ActivityResources):
                                   tenant_existed=False, version_existed=False, vector_dim=self._vector_dim())
         if row["status"] == "purging":
             raise bad_input(f"mission {mission!r} is being purged; activate it again once the purge finished")
-        stored = await pool.fetchval("SELECT sha256 FROM mission_versions WHERE tenant_id = $1 AND version = $2",
+        stored = await pool.fetchrow("SELECT cartridge, sha256 FROM mission_versions WHERE tenant_id = $1 AND version = $2",
                                      row["id"], version)
-        if stored is not None and stored != sha:
+        if stored is not None and not same_cartridge(stored["cartridge"], stored["sha256"], sha):
             raise bad_input(f"version {version} of mission {mission!r} already exists with different content; "
                             "bump metadata.version", INVALID_CARTRIDGE)
         active = row["active_version"]
@@ -427,6 +427,9 @@ class MissionActivities(ActivityResources):
                                   row["id"], version)
         if got is None:
             raise bad_input(f"mission {row['name']!r} has no version {version}")
+        if stored_digest(got["cartridge"]) != got["sha256"]:  # stored JSON must match its recorded digest
+            raise ApplicationError(f"stored cartridge of {row['name']} {version} fails its checksum",
+                                   type=BAD_INPUT, non_retryable=True)
         return Cartridge.model_validate(json.loads(got["cartridge"])), got["sha256"]
 
     @activity.defn(name="missions.show")
@@ -454,9 +457,6 @@ class MissionActivities(ActivityResources):
         if found is None:
             raise bad_input(f"mission {req.mission!r} has no active cartridge")
         cartridge, sha = found
-        if cartridge_sha256(cartridge) != sha:  # stored JSON must match its recorded digest
-            raise ApplicationError(f"stored cartridge of {req.mission} {cartridge.version} fails its checksum",
-                                   type=BAD_INPUT, non_retryable=True)
         return ExportResult(mission=req.mission, version=cartridge.version, sha256=sha, cartridge=cartridge,
                             yaml=cartridge_yaml(cartridge))
 

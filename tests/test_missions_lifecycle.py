@@ -241,3 +241,32 @@ async def test_plain_json_input_works(client, worker):
         id=_id("activate", mission), task_queue=queues.MISSIONS, result_type=dict)
     assert res["status"] == "activated" and res["mission"] == mission
     assert ActivateMissionWorkflow  # same type name as registered
+
+
+async def test_a_version_stored_before_a_schema_addition_stays_the_same_version(client, settings, worker):
+    """A cartridge section added later (e.g. `cache`) gets its defaults when an older
+    stored version is read back: re-importing the same file is still `unchanged`
+    (not "already exists with different content") and the export passes its checksum."""
+    import asyncpg
+
+    from stratmaster.contracts.missions import stored_digest
+
+    mission = new_mission()
+    text = cartridge_text(mission)
+    await activate(client, text)
+    conn = await asyncpg.connect(settings.database_url)
+    try:  # rewrite the stored version as an older release wrote it: no `cache` section, its digest
+        raw = await conn.fetchval("""SELECT v.cartridge FROM mission_versions v JOIN tenants t ON t.id = v.tenant_id
+                                     WHERE t.name = $1""", mission)
+        import json
+
+        old = json.dumps({k: v for k, v in json.loads(raw).items() if k != "cache"})
+        await conn.execute("""UPDATE mission_versions v SET cartridge = $2, sha256 = $3 FROM tenants t
+                              WHERE t.id = v.tenant_id AND t.name = $1""", mission, old, stored_digest(old))
+    finally:
+        await conn.close()
+    assert (await activate(client, text)).status == "unchanged"
+    h = await client.start_workflow(ExportMissionWorkflow.run, MissionRef(mission=mission),
+                                    id=_id("export", mission), task_queue=queues.MISSIONS)
+    exported = await h.result()
+    assert exported.cartridge.cache.research_ttl_seconds == 3600

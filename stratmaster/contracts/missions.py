@@ -265,6 +265,18 @@ def cartridge_sha256(cartridge: Cartridge) -> str:
     return hashlib.sha256(canonical_json(cartridge).encode()).hexdigest()
 
 
+def stored_digest(stored_json: str) -> str:
+    """The digest of a cartridge as it was stored (its JSON as written at activation):
+    what `cartridge_sha256` gave then, whatever sections later schema versions add."""
+    return hashlib.sha256(json.dumps(json.loads(stored_json), sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def same_cartridge(stored_json: str, stored_sha: str, sha: str) -> bool:
+    """Is a cartridge with digest `sha` the stored version? Also true when the stored
+    one predates a section added since (it reads back with that section's defaults)."""
+    return stored_sha == sha or cartridge_sha256(Cartridge.model_validate(json.loads(stored_json))) == sha
+
+
 def cartridge_yaml(cartridge: Cartridge) -> str:
     return yaml.safe_dump(cartridge.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
 
