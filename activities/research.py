@@ -183,7 +183,13 @@ class ResearchActivities:
                 _log(f"LLM plan answer: {llm_synthesis.sample(answer)}")
                 kept, discarded = await asyncio.to_thread(self.on_topic, req.query, subs or [])
                 if len(kept) > 1:
-                    return Plan(subquestions=kept, planner="llm", discarded=discarded, notes=notes)
+                    # the deterministic plan first (it grounds the decision to answer), then the
+                    # model's sub-questions it does not already ask, at most two more searches
+                    base = deterministic_plan(req.query, req.max_subquestions)
+                    seen = {q.lower() for q in base}
+                    extra = [q for q in kept if q.lower() not in seen][:2]
+                    return Plan(subquestions=base + extra, planner="llm", discarded=discarded, notes=notes,
+                                grounding=len(base))
                 _log(f"LLM plan unusable or off the question, using the deterministic planner: {llm_synthesis.sample(answer)}")
                 return Plan(subquestions=deterministic_plan(req.query, req.max_subquestions),
                             planner="deterministic-fallback", discarded=discarded, notes=notes)
@@ -284,6 +290,16 @@ class ResearchActivities:
             findings, below, outcome = gate_with_llm(claims, extracted, gates, req.max_claims)
         else:
             findings, below, outcome = apply_gates(extracted, gates)
+        if findings and req.grounding_hits is not None:
+            # an LLM planned extra sub-questions: answer only where the deterministic plan's own
+            # evidence would (their hits are what the deterministic path synthesises from)
+            grounded = await _in_thread_with_heartbeat(
+                functools.partial(extractive, subquestions=req.grounding_subquestions or [req.query]), req.mission,
+                req.query, req.grounding_hits, embed, req.max_claims)
+            if not apply_gates(grounded, gates)[0]:
+                why = "the deterministic plan's evidence does not clear the quality bar (the model's searches alone do)"
+                below = [c.model_copy(update={"below_bar_reason": why}) for c in findings] + below
+                findings, outcome = [], "insufficient_evidence"
         method = "llm" if synthesiser == "llm" else "extractive"
         subanswers = []
         for q in req.subquestions:
@@ -363,9 +379,12 @@ class ResearchActivities:
         cited = [c for cl in syn.claims + syn.below_bar for c in cl.supporting + cl.contradicting]
         cited += [c for a in syn.subanswers for s in a.sentences for c in s.citations]
         ok = await self._store_checker(tenant_id, cited, {h.chunk_id: h for h in req.hits})
-        kept, dropped = self._verified(syn.claims + syn.below_bar, ok)
-        # the same bar on what survived re-verification: a finding that lost its support can't stay one
+        kept, dropped = self._verified(syn.claims, ok)
+        held, dropped_below = self._verified(syn.below_bar, ok)
+        # the same bar on what survived re-verification: a finding that lost its support can't stay one;
+        # a claim held below the bar stays there whatever held it (a gate, or the deterministic evidence)
         findings, below, outcome = apply_gates(kept, syn.gates)
+        below, dropped = below + held, dropped + dropped_below
         findings = [c.model_copy(update={"claim_id": str(uuid.uuid5(sid, str(c.ordinal)))}) for c in findings]
         answer = verified_answer(syn.answer, ok)
         if answer is not None and not findings:

@@ -17,6 +17,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 import pytest_asyncio
 
+from temporalio.testing import ActivityEnvironment
+
 from stratmaster import queues
 from stratmaster.contracts.research import ResearchInput
 from tests.research_support import activate_mission, ingest_corpus, research_worker
@@ -188,3 +190,41 @@ async def test_contradiction_ratio_marks_the_result_contested(temporal_env, sett
         loose = await research(client)
     assert any(c.contradicting for c in strict.claims)
     assert strict.outcome == "contested" and loose.outcome == "answered"
+
+
+async def test_the_deterministic_plans_evidence_decides_whether_to_answer(temporal_env, settings, mission):
+    """With an LLM plan, the hits of the deterministic plan's sub-questions (Plan.grounding)
+    decide whether to answer: evidence only the model's extra searches found never turns
+    an abstention into an answer."""
+    from stratmaster.contracts.research import RetrieveInput, SynthesiseInput
+
+    await activate_version(temporal_env.client, settings, quality={"min_confidence": 0.3})
+    async with research_worker(temporal_env.client, settings) as spec:
+        acts = spec.extra["research"]
+        env = ActivityEnvironment()
+        hits = (await env.run(acts.retrieve, RetrieveInput(mission=MISSION, query=QUESTION, top_k=8))).hits
+        plain = await env.run(acts.synthesise, SynthesiseInput(mission=MISSION, query=QUESTION, hits=hits))
+        same = await env.run(acts.synthesise, SynthesiseInput(mission=MISSION, query=QUESTION, hits=hits,
+                                                              grounding_subquestions=[QUESTION], grounding_hits=hits))
+        off_topic = [h for h in hits if "XR-7" not in h.text]
+        vetoed = await env.run(acts.synthesise, SynthesiseInput(mission=MISSION, query=QUESTION, hits=hits,
+                                                                grounding_subquestions=[QUESTION],
+                                                                grounding_hits=off_topic))
+        # persisting re-checks every citation and the bar: a claim held below it stays there
+        from datetime import datetime, timezone
+
+        from stratmaster.contracts.research import PersistInput, Plan, SessionInput
+
+        wid = f"research-{MISSION}-veto-{uuid.uuid4().hex[:6]}"
+        session = await env.run(acts.start_session, SessionInput(mission=MISSION, workflow_id=wid, query=QUESTION))
+        now = datetime.now(timezone.utc)
+        stored = await env.run(acts.persist, PersistInput(
+            mission=MISSION, session_id=session.session_id, workflow_id=wid, query=QUESTION,
+            plan=Plan(subquestions=[QUESTION], planner="llm", grounding=1), hits=hits, synthesis=vetoed,
+            started_at=now, finished_at=now))
+    assert stored.synthesis.outcome == "insufficient_evidence" and not stored.synthesis.claims
+    assert stored.synthesis.below_bar and "deterministic plan's evidence" in stored.synthesis.below_bar[0].below_bar_reason
+    assert plain.outcome != "insufficient_evidence" and plain.claims
+    assert [c.text for c in same.claims] == [c.text for c in plain.claims]
+    assert vetoed.outcome == "insufficient_evidence" and not vetoed.claims
+    assert "deterministic plan's evidence" in vetoed.below_bar[0].below_bar_reason

@@ -128,6 +128,10 @@ class Plan(BaseModel):
     planner: str  # "llm" | "deterministic" | "given"
     notes: list[str] = Field(default_factory=list)
     discarded: list[str] = Field(default_factory=list)  # LLM sub-questions not about the question
+    # LLM plans: the first `grounding` sub-questions are the deterministic plan; their hits alone
+    # decide whether the run answers at all (the model's extra sub-questions add evidence, never
+    # an answer the deterministic path would not give). 0: every sub-question counts.
+    grounding: int = 0
 
 
 class RetrieveInput(BaseModel):
@@ -155,6 +159,9 @@ class SynthesiseInput(BaseModel):
     hits: list[SearchHit]
     max_claims: int = 8
     subquestions: list[str] = Field(default_factory=list)
+    # the deterministic plan's sub-questions and hits (Plan.grounding), when an LLM planned more
+    grounding_subquestions: list[str] | None = None
+    grounding_hits: list[SearchHit] | None = None
 
 
 class Synthesis(BaseModel):
