@@ -10,7 +10,7 @@ from pathlib import Path
 from temporalio import activity
 
 from activities.system_area import system_put
-from stratmaster.contracts.maintenance import AnalyticsExportInput, AnalyticsExportResult, MissionMetrics
+from stratmaster.contracts.maintenance import AnalyticsExportInput, AnalyticsExportResult, MissionMetrics, analytics_key
 from stratmaster.errors import ServiceUnavailable
 from stratmaster.settings import Settings
 
@@ -80,9 +80,9 @@ class AnalyticsActivities:
     @activity.defn(name="export_research_metrics")
     async def export_research_metrics(self, req: AnalyticsExportInput) -> AnalyticsExportResult:
         export_id = req.export_id or activity.info().workflow_id
-        out = self.settings.abs_data_dir / "exports" / "analytics" / export_id / "tenant_research_metrics.parquet"
+        key = analytics_key(export_id)
+        out = self.settings.abs_data_dir / "exports" / key
         rows, version = await asyncio.to_thread(export_metrics, self.settings.database_url, out, req.missions)
-        key = f"analytics/{export_id}/tenant_research_metrics.parquet"
         await system_put(self.settings, self._objects(), key, out.read_bytes(), "application/vnd.apache.parquet")
         return AnalyticsExportResult(export_id=export_id, parquet_path=str(out), object_key=f"system/{key}",
                                      rows=rows, duckdb_version=version)

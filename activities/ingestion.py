@@ -334,6 +334,8 @@ class IngestionActivities:
         if ref.content_b64 is not None:
             size = len(ref.content_b64) * 3 // 4
             return max_bytes + 3 < size <= self.settings.max_document_bytes
+        if ref.source_object is not None and ref.source_object.size is not None:  # the source listing's size
+            return max_bytes < ref.source_object.size <= self.settings.max_document_bytes
         return False
 
     async def _failed(self, tenant, batch_id: str, ref: DocumentRef, err: ApplicationError) -> DocumentResult:
@@ -375,6 +377,11 @@ class IngestionActivities:
             if len(data) > limit:
                 raise bad_input(too_big.format(name=ref.object_key, size=len(data), limit=limit), OVERSIZED)
             return _Source(os.path.basename(ref.object_key), data)
+        if ref.source_object is not None:  # an object of one of the mission's S3 sources (activities/sources.py)
+            from activities.sources import read_source_object
+
+            name, data = await read_source_object(self.pool, mission, ref.source_object, limit)
+            return _Source(name, data)
         # inline
         encoded = ref.content_b64 or ""
         if len(encoded) * 3 // 4 > limit + 3:

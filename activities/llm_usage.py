@@ -21,6 +21,7 @@ from temporalio import activity
 from activities.resources import ActivityResources
 from activities.stores.tenants import require_mission
 from stratmaster.contracts.llm_usage import LlmCall, LlmUsageQuery, LlmUsageSummary, ModelUsage
+from stratmaster.errors import UNKNOWN_MISSION, bad_input
 from stratmaster.settings import Settings
 
 log = logging.getLogger("stratmaster.llm_usage")
@@ -81,9 +82,15 @@ async def record_usage(target: asyncpg.Pool | asyncpg.Connection | str, call: Ll
 
 
 async def mission_usage(pool: asyncpg.Pool | asyncpg.Connection, mission: str,
-                        since: datetime | None = None) -> LlmUsageSummary:
-    """Totals for one mission (by tenant id: rows of other missions never count)."""
-    tenant_id = await require_mission(pool, mission)
+                        since: datetime | None = None, *, active_only: bool = True) -> LlmUsageSummary:
+    """Totals for one mission (by tenant id: rows of other missions never count).
+    active_only=False also answers for a deactivated mission (its usage is history)."""
+    if active_only:
+        tenant_id = await require_mission(pool, mission)
+    else:
+        tenant_id = await pool.fetchval("SELECT id FROM tenants WHERE name = $1", mission)
+        if tenant_id is None:
+            raise bad_input(f"unknown mission {mission!r}", UNKNOWN_MISSION)
     rows = await pool.fetch(
         """SELECT model, COUNT(*) AS calls, SUM(prompt_tokens) AS p, SUM(completion_tokens) AS c, SUM(cost_usd) AS cost
            FROM llm_usage WHERE tenant_id = $1 AND ($2::timestamptz IS NULL OR at >= $2)
@@ -179,4 +186,6 @@ class LlmUsageActivities(ActivityResources):
 
     @activity.defn(name="llm_usage_summary")
     async def usage_summary(self, req: LlmUsageQuery) -> LlmUsageSummary:
-        return await mission_usage(await self.pool(), req.mission, req.since)
+        """LlmUsageWorkflow's read (workflows/llm_usage.py): any mission that exists,
+        deactivated ones included."""
+        return await mission_usage(await self.pool(), req.mission, req.since, active_only=False)

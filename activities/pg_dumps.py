@@ -40,6 +40,12 @@ MISSION_TABLES = frozenset({
 # demand); a restore with replace clears them with the rest of the mission.
 NOT_BACKED_UP = frozenset({
     "research_cache",  # 070_research_cache.sql: answers cached per mission state
+    # 080_sources.sql: a source names a directory on the workers or a bucket and its schedule lives in
+    # Temporal (re-register it with `stratmaster sources add`); its manifest is rebuilt by the next sync
+    # (restored documents then count as already indexed)
+    "sources", "source_files",
+    # 090_webhooks.sql: endpoints hold signing secrets, the delivery log is operational
+    "webhook_endpoints", "webhook_deliveries",
 })
 MISSION_COLUMN = "mission"  # a column naming the mission (llm_usage): must match too
 _COLUMN = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")

@@ -111,10 +111,19 @@ async def enforce_retention(settings: Settings, pool: asyncpg.Pool, stores, now:
 # document keep their stored quotes, document_id and chunk_id as history.
 
 RETENTION_ACTOR = "retention"
+# the columns purge_document reads from the documents row
+DOCUMENT_COLUMNS = "id, tenant_id, sha256, source, object_key, extracted_key, chunk_count, created_at"
 
 
-async def delete_document_everywhere(stores, conn: asyncpg.Connection, mission: str, doc, cutoff: datetime,
-                                     days: int) -> dict:
+async def purge_document(stores, conn: asyncpg.Connection, mission: str, doc, *, actor: str, action: str,
+                         detail: dict, op_key: str, also=None) -> dict:
+    """Delete one document from every store, its PostgreSQL row last together with
+    its audit row (`action` by `actor`, `detail` added to the document's own facts;
+    `op_key` makes the audit row once-only however often a retry runs it). The
+    one document-deletion path: retention (below) and source syncs
+    (activities/sources.py: deleted or replaced files) both call it. `doc` holds
+    DOCUMENT_COLUMNS; `also(conn)`, when given, runs in the row's transaction (a
+    caller's bookkeeping that must count each deletion exactly once)."""
     doc_id = str(doc["id"])
     await stores.vectors.delete_document(mission, doc_id)  # (returns no count)
     removed = {
@@ -131,19 +140,27 @@ async def delete_document_everywhere(stores, conn: asyncpg.Connection, mission: 
         except FileNotFoundError:
             pass
     removed["objects"] = objects
-    detail = {"document_id": doc_id, "sha256": doc["sha256"].strip(), "source": doc["source"],
-              "ingested_at": doc["created_at"], "cutoff": cutoff, "documents_days": days,
-              "chunks": doc["chunk_count"], "removed": removed}
+    audit = {"document_id": doc_id, "sha256": doc["sha256"].strip(), "source": doc["source"],
+             "ingested_at": doc["created_at"], **detail, "chunks": doc["chunk_count"], "removed": removed}
     async with conn.transaction():
         await conn.execute(
             """INSERT INTO audit_log (actor, mission, action, target, detail, op_key)
-               VALUES ($1, $2, 'retention.document_deleted', $3, $4::jsonb, $5)
+               VALUES ($1, $2, $3, $4, $5::jsonb, $6)
                ON CONFLICT (op_key) WHERE op_key IS NOT NULL DO NOTHING""",
-            RETENTION_ACTOR, mission, doc_id, json.dumps(detail, default=str),
-            # one audit row per deletion of this ingestion, however often a retry runs it
-            f"retention-document/{doc_id}/{doc['created_at'].isoformat()}")
-        await conn.execute("DELETE FROM documents WHERE id = $1 AND tenant_id = $2", doc["id"], doc["tenant_id"])
+            actor, mission, action, doc_id, json.dumps(audit, default=str), op_key)
+        gone = await conn.execute("DELETE FROM documents WHERE id = $1 AND tenant_id = $2", doc["id"], doc["tenant_id"])
+        if also is not None and gone != "DELETE 0":
+            await also(conn)
     return removed
+
+
+async def delete_document_everywhere(stores, conn: asyncpg.Connection, mission: str, doc, cutoff: datetime,
+                                     days: int) -> dict:
+    return await purge_document(
+        stores, conn, mission, doc, actor=RETENTION_ACTOR, action="retention.document_deleted",
+        detail={"cutoff": cutoff, "documents_days": days},
+        # one audit row per deletion of this ingestion, however often a retry runs it
+        op_key=f"retention-document/{doc['id']}/{doc['created_at'].isoformat()}")
 
 
 async def expire_documents(pool: asyncpg.Pool, stores, now: datetime, limit: int, heartbeat) -> ExpireDocumentsResult:
@@ -163,7 +180,7 @@ async def expire_documents(pool: asyncpg.Pool, stores, now: datetime, limit: int
         cutoff = now - timedelta(days=days)
         async with pool.acquire() as conn:
             docs = await conn.fetch(
-                """SELECT id, tenant_id, sha256, source, object_key, extracted_key, chunk_count, created_at
+                f"""SELECT {DOCUMENT_COLUMNS}
                    FROM documents WHERE tenant_id = $1 AND created_at < $2
                    ORDER BY created_at, id LIMIT $3""", tenant_id, cutoff, budget + 1)
             if len(docs) > budget:

@@ -102,7 +102,7 @@ def _mount() -> None:
     # Area command groups; each module defines `register(app)`.
     import importlib
 
-    for name in ("cli_ingest", "cli_research", "cli_missions", "cli_ops"):
+    for name in ("cli_ingest", "cli_research", "cli_missions", "cli_ops", "cli_webhooks", "cli_sources"):
         try:
             module = importlib.import_module(f"starters.{name}")
         except ModuleNotFoundError as exc:

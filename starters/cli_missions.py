@@ -82,7 +82,8 @@ def _execute(workflow_run, arg, workflow_id: str, mission: str | None = None, ti
 
 def _activate(file: Path, source: str):
     from stratmaster.contracts.missions import ActivateMissionInput, validate_cartridge
-    from workflows.missions import ActivateMissionWorkflow, activate_workflow_id
+    from stratmaster.workflow_ids import activate_workflow_id
+    from workflows.missions import ActivateMissionWorkflow
 
     text = _read(file)
     result = validate_cartridge(text)  # fail fast, and the workflow id needs mission + version
@@ -130,9 +131,10 @@ def import_(file: Path = typer.Argument(..., help="an exported cartridge")) -> N
 def list_() -> None:
     """Missions with their status and active version."""
     from stratmaster.contracts.missions import ListMissionsInput
+    from stratmaster.workflow_ids import list_missions_workflow_id
     from workflows.missions import ListMissionsWorkflow
 
-    res = _execute(ListMissionsWorkflow.run, ListMissionsInput(), f"mission-list-{uuid.uuid4().hex[:12]}")
+    res = _execute(ListMissionsWorkflow.run, ListMissionsInput(), list_missions_workflow_id(uuid.uuid4().hex[:12]))
     table = Table("name", "status", "active", "previous", "versions", "purge after")
     # the id column never shrinks: ids are what the other commands take
     table.columns.insert(0, Column("mission", no_wrap=True,
@@ -148,11 +150,12 @@ def list_() -> None:
 def show(mission: str, version: Optional[str] = typer.Option(None, help="a stored version (default: active)")) -> None:
     """A mission's status, versions, recent history and cartridge."""
     from stratmaster.contracts.missions import MissionRef
+    from stratmaster.workflow_ids import show_workflow_id
     from workflows.missions import ShowMissionWorkflow
 
     mission = _mission_arg(mission)
     d = _execute(ShowMissionWorkflow.run, MissionRef(mission=mission, version=version),
-                 f"mission-show-{mission}-{uuid.uuid4().hex[:8]}", mission)
+                 show_workflow_id(mission, uuid.uuid4().hex[:8]), mission)
     s = d.summary
     out.print(f"[bold]{s.mission}[/bold] ({s.name}) status={s.status} active={s.active_version} "
               f"previous={s.previous_version} versions={', '.join(d.versions)}"
@@ -170,11 +173,12 @@ def show(mission: str, version: Optional[str] = typer.Option(None, help="a store
 def rollback(mission: str, to: Optional[str] = typer.Option(None, "--to", help="version (default: the previous one)")) -> None:
     """Make the previous (or a given) version active again."""
     from stratmaster.contracts.missions import RollbackMissionInput
+    from stratmaster.workflow_ids import rollback_workflow_id
     from workflows.missions import RollbackMissionWorkflow
 
     mission = _mission_arg(mission)
     res = _execute(RollbackMissionWorkflow.run, RollbackMissionInput(mission=mission, to_version=to, actor=_actor()),
-                   f"mission-rollback-{mission}", mission)
+                   rollback_workflow_id(mission), mission)
     out.print(f"mission [bold]{res.mission}[/bold] rolled back {res.previous_version} -> {res.version}")
 
 
@@ -184,11 +188,12 @@ def export(mission: str, output: Optional[Path] = typer.Option(None, "-o", "--ou
            version: Optional[str] = typer.Option(None, help="a stored version (default: active)")) -> None:
     """Write the mission's cartridge as YAML (re-import with `missions import`)."""
     from stratmaster.contracts.missions import MissionRef
+    from stratmaster.workflow_ids import export_workflow_id
     from workflows.missions import ExportMissionWorkflow
 
     mission = _mission_arg(mission)
     res = _execute(ExportMissionWorkflow.run, MissionRef(mission=mission, version=version),
-                   f"mission-export-{mission}-{uuid.uuid4().hex[:8]}", mission)
+                   export_workflow_id(mission, uuid.uuid4().hex[:8]), mission)
     if output is None:
         typer.echo(res.yaml, nl=False)
         return
@@ -205,12 +210,13 @@ def deactivate(mission: str, retention_days: Optional[int] = typer.Option(
         None, help="keep the data this many days (default: the cartridge's retention.deactivated_days)")) -> None:
     """Stop serving a mission; its data is purged once the retention period has passed."""
     from stratmaster.contracts.missions import DeactivateMissionInput
+    from stratmaster.workflow_ids import deactivate_workflow_id
     from workflows.missions import DeactivateMissionWorkflow
 
     mission = _mission_arg(mission)
     res = _execute(DeactivateMissionWorkflow.run,
                    DeactivateMissionInput(mission=mission, actor=_actor(), retention_days=retention_days),
-                   f"mission-deactivate-{mission}", mission)
+                   deactivate_workflow_id(mission), mission)
     when = res.purge_after.isoformat(timespec="seconds") if res.purge_after else "never"
     out.print(f"mission [bold]{res.mission}[/bold]: {res.status}; data kept until {when}")
 

@@ -83,16 +83,17 @@ def register(app: typer.Typer) -> None:
         from pydantic import ValidationError
 
         from stratmaster.contracts.maintenance import BackupInput
-        from workflows.backup import BackupWorkflow, workflow_id_for
+        from stratmaster.workflow_ids import backup_workflow_id, new_backup_id
+        from workflows.backup import BackupWorkflow
 
         if bool(mission) == system:
             _fail("give exactly one of --mission <id> or --system", 2)
         try:
             req = BackupInput(scope="system" if system else "mission", mission=mission,
-                              backup_id=backup_id or f"{mission or 'system'}-{uuid.uuid4().hex[:10]}")
+                              backup_id=backup_id or new_backup_id(mission, uuid.uuid4().hex[:10]))
         except ValidationError as exc:
             _fail(exc.errors()[0]["msg"], 2)
-        result = run_async(_execute(BackupWorkflow.run, req, workflow_id_for(req), mission=mission, wait=wait))
+        result = run_async(_execute(BackupWorkflow.run, req, backup_workflow_id(req), mission=mission, wait=wait))
         if result:
             _print_json(result)
 
@@ -102,10 +103,11 @@ def register(app: typer.Typer) -> None:
                     as_json: bool = typer.Option(False, "--json")) -> None:
         """Backups with a manifest, newest first."""
         from stratmaster.contracts.maintenance import ListBackupsInput
+        from stratmaster.workflow_ids import list_backups_workflow_id
         from workflows.backup import ListBackupsWorkflow
 
         result = run_async(_execute(ListBackupsWorkflow.run, ListBackupsInput(mission=mission),
-                                    f"backup-list-{uuid.uuid4().hex[:8]}", timeout=timedelta(minutes=5)))
+                                    list_backups_workflow_id(uuid.uuid4().hex[:8]), timeout=timedelta(minutes=5)))
         if as_json:
             print(result.model_dump_json(indent=2))
             return
@@ -122,11 +124,12 @@ def register(app: typer.Typer) -> None:
                                                             help="newest backup of this mission")) -> None:
         """Checksums + a restore drill into a scratch mission namespace."""
         from stratmaster.contracts.maintenance import VerifyBackupInput
+        from stratmaster.workflow_ids import verify_backup_workflow_id
         from workflows.restore import VerifyBackupWorkflow
 
         bid = _backup_id_arg(backup) if backup else None
         result = run_async(_execute(VerifyBackupWorkflow.run, VerifyBackupInput(backup_id=bid, mission=mission),
-                                    f"verify-backup-{bid or 'newest'}-{uuid.uuid4().hex[:6]}", mission=mission))
+                                    verify_backup_workflow_id(bid, uuid.uuid4().hex[:6]), mission=mission))
         _print_json(result)
         if not result.ok:
             raise typer.Exit(1)
@@ -140,11 +143,13 @@ def register(app: typer.Typer) -> None:
                                                    help="system backup: pg_restore the whole database")) -> None:
         """Run RestoreWorkflow: validates the whole backup, refuses a non-empty target unless --replace."""
         from stratmaster.contracts.maintenance import RestoreInput
+        from stratmaster.workflow_ids import restore_workflow_id
         from workflows.restore import RestoreWorkflow
 
         bid = _backup_id_arg(backup)
         req = RestoreInput(backup_id=bid, replace=replace, mission=mission, full_database=full_database)
-        result = run_async(_execute(RestoreWorkflow.run, req, f"restore-{bid}-{uuid.uuid4().hex[:6]}", mission=mission))
+        result = run_async(_execute(RestoreWorkflow.run, req, restore_workflow_id(bid, uuid.uuid4().hex[:6]),
+                                    mission=mission))
         _print_json(result)
 
     @schedules.command("install")
@@ -207,12 +212,13 @@ def register(app: typer.Typer) -> None:
     @friendly
     def maintenance_run(kind: str = typer.Argument("all", help="vacuum|optimise|retention|health|capacity|all")) -> None:
         from stratmaster.contracts.maintenance import MaintenanceInput
+        from stratmaster.workflow_ids import maintenance_workflow_id
         from workflows.maintenance import MaintenanceWorkflow
 
         if kind not in ("vacuum", "optimise", "retention", "health", "capacity", "all"):
             _fail(f"unknown maintenance kind {kind!r}", 2)
         result = run_async(_execute(MaintenanceWorkflow.run, MaintenanceInput(kind=kind),
-                                    f"maintenance-{kind}-{uuid.uuid4().hex[:8]}"))
+                                    maintenance_workflow_id(kind, uuid.uuid4().hex[:8])))
         _print_json(result)
 
     @analytics.command("export")
@@ -220,10 +226,11 @@ def register(app: typer.Typer) -> None:
     def analytics_export(missions: list[str] = typer.Option([], "--mission", "-m", help="default: all")) -> None:
         """Research metrics per mission -> Parquet (DuckDB reading PostgreSQL)."""
         from stratmaster.contracts.maintenance import AnalyticsExportInput
+        from stratmaster.workflow_ids import analytics_workflow_id, new_export_id
         from workflows.maintenance import AnalyticsExportWorkflow
 
-        export_id = f"export-{uuid.uuid4().hex[:10]}"
+        export_id = new_export_id(uuid.uuid4().hex[:10])
         result = run_async(_execute(AnalyticsExportWorkflow.run,
                                     AnalyticsExportInput(export_id=export_id, missions=missions),
-                                    f"analytics-{export_id}", timeout=timedelta(hours=1)))
+                                    analytics_workflow_id(export_id), timeout=timedelta(hours=1)))
         _print_json(result)

@@ -213,5 +213,62 @@ def cancel(workflow_id: str = typer.Argument(..., help="research workflow id")) 
     Console(soft_wrap=True).print(f"cancellation requested for {workflow_id}", highlight=False)
 
 
+@research.command("report")
+@_friendly
+def report(
+    workflow_id: str = typer.Argument(..., help="research workflow id"),
+    fmt: str = typer.Option("pdf", "--format", "-f", help="md | html | pdf | docx"),
+    output: str = typer.Option(None, "--output", "-o", help="file to write (default: md/html to stdout, "
+                                                             "pdf/docx to ./<workflow id>.<format>)"),
+    mission: str = typer.Option(None, "--mission", "-m", help="the research's mission (default: from the workflow id)"),
+) -> None:
+    """Render a completed research's shareable report (every format is stored under the
+    mission's artifacts) and download one format."""
+    import base64
+    import re
+    import sys
+    from pathlib import Path
+
+    from pydantic import ValidationError
+
+    from stratmaster.contracts.reports import RenderReportInput
+    from stratmaster.search_attributes import for_mission
+    from stratmaster.settings import get_settings
+    from stratmaster.temporal_client import connect
+    from workflows.reports import RenderReportWorkflow, report_workflow_id
+
+    m = re.match(r"^research-([a-z][a-z0-9_]{1,47})-", workflow_id)
+    mission = mission or (m.group(1) if m else None)
+    if not mission:
+        err.print("[red]bad input:[/red] give --mission (the workflow id does not name it)")
+        raise typer.Exit(2)
+    try:
+        req = RenderReportInput(mission=mission, workflow_id=workflow_id, fetch=fmt)
+    except ValidationError as exc:
+        err.print("[red]bad input:[/red] " + "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()))
+        raise typer.Exit(2)
+
+    async def go():
+        client = await connect(get_settings())
+        return await client.execute_workflow(
+            RenderReportWorkflow.run, req, id=report_workflow_id(mission, workflow_id, uuid.uuid4().hex[:8]),
+            task_queue=queues.RESEARCH, search_attributes=for_mission(mission), execution_timeout=timedelta(minutes=10))
+
+    result = asyncio.run(go())
+    key = next(a.key for a in result.artifacts if a.format == fmt)
+    if result.content_b64 is None:
+        err.print(f"[red]error:[/red] {result.content_omitted} ({key})", highlight=False)
+        raise typer.Exit(1)
+    data = base64.b64decode(result.content_b64)
+    if output is None and fmt in ("md", "html"):
+        sys.stdout.write(data.decode())
+        sys.stdout.flush()
+    else:
+        path = Path(output or f"{workflow_id}.{fmt}")
+        path.write_bytes(data)
+        err.print(f"wrote {path} ({len(data)} bytes)", highlight=False)
+    err.print(f"stored: {', '.join(a.key for a in result.artifacts)}", highlight=False)
+
+
 def register(app: typer.Typer) -> None:
     app.add_typer(research, name="research")

@@ -14,6 +14,10 @@ Overlap: SKIP (a run still going when the next is due makes the next one a
 no-op), except backups which BUFFER_ONE (a slow backup must not cost a night).
 Scheduled workflow ids get the schedule's timestamp appended by Temporal, so a
 nightly backup's id is e.g. `backup-system-nightly-2026-11-25T02:00:00Z`.
+
+Per-source sync schedules (`stratmaster-source-sync-<mission>-<source>`, at the end
+of this file) are created and deleted with their source (activities/sources.py),
+not by `install`.
 """
 from __future__ import annotations
 
@@ -23,8 +27,8 @@ from typing import Any
 
 from temporalio.client import (
     Client, Schedule, ScheduleActionStartWorkflow, ScheduleAlreadyRunningError, ScheduleCalendarSpec,
-    ScheduleOverlapPolicy, SchedulePolicy, ScheduleRange, ScheduleSpec, ScheduleState, ScheduleUpdate,
-    ScheduleUpdateInput,
+    ScheduleIntervalSpec, ScheduleOverlapPolicy, SchedulePolicy, ScheduleRange, ScheduleSpec, ScheduleState,
+    ScheduleUpdate, ScheduleUpdateInput,
 )
 
 from stratmaster import queues
@@ -168,3 +172,56 @@ async def trigger(client: Client, name: str) -> None:
 
 async def delete(client: Client, name: str) -> None:
     await client.get_schedule_handle(schedule_id(by_name(name))).delete()
+
+
+# ---------------------------------------------------------------- per-source sync schedules
+#
+# One schedule per registered source (activities/sources.py creates it when the
+# source is added and deletes it when the source is removed): every
+# `interval_seconds` it starts SourceSyncWorkflow on ingestion-tasks with the
+# workflow id source-sync-<mission>-<source_id> (+ Temporal's timestamp). SKIP: a
+# pass still running makes the next one a no-op. Not part of DEFINITIONS/install.
+
+def build_source_schedule(mission: str, source_id: str, interval_seconds: int, paused: bool = False) -> Schedule:
+    from stratmaster.contracts.sources import SourceSyncInput, sync_workflow_id
+    from stratmaster.search_attributes import for_mission
+
+    return Schedule(
+        action=ScheduleActionStartWorkflow(
+            "SourceSyncWorkflow", SourceSyncInput(mission=mission, source_id=source_id),
+            id=sync_workflow_id(mission, source_id), task_queue=queues.INGESTION,
+            typed_search_attributes=for_mission(mission)),
+        spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=timedelta(seconds=interval_seconds))]),
+        policy=SchedulePolicy(overlap=SKIP, catchup_window=timedelta(minutes=10)),
+        state=ScheduleState(note=f"sync source {source_id} of mission {mission}", paused=paused),
+    )
+
+
+async def upsert_source_schedule(client: Client, mission: str, source_id: str, interval_seconds: int) -> str:
+    """Create the source's schedule, or update it in place (keeping it paused if it is)."""
+    from stratmaster.contracts.sources import schedule_id_for
+
+    sid = schedule_id_for(mission, source_id)
+    try:
+        await client.create_schedule(sid, build_source_schedule(mission, source_id, interval_seconds))
+        return "created"
+    except ScheduleAlreadyRunningError:
+        def updater(inp: ScheduleUpdateInput) -> ScheduleUpdate:
+            paused = inp.description.schedule.state.paused
+            return ScheduleUpdate(schedule=build_source_schedule(mission, source_id, interval_seconds, paused))
+
+        await client.get_schedule_handle(sid).update(updater)
+        return "updated"
+
+
+async def delete_source_schedule(client: Client, mission: str, source_id: str) -> bool:
+    """False when there was none."""
+    from stratmaster.contracts.sources import schedule_id_for
+
+    try:
+        await client.get_schedule_handle(schedule_id_for(mission, source_id)).delete()
+        return True
+    except Exception as exc:
+        if not_installed(exc):
+            return False
+        raise

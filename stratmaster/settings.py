@@ -79,6 +79,16 @@ class Settings(BaseSettings):
     # Missions: how often workers re-check a mission's active cartridge (hot reload)
     mission_config_ttl_seconds: float = 2.0
 
+    # Webhooks (maintenance worker): targets on loopback/link-local/private addresses are refused
+    # unless allowed (local development and tests); per-attempt timeout; retries with exponential
+    # backoff, bounded in attempts and total time
+    webhook_allow_private: bool = False
+    webhook_timeout_s: float = Field(default=10.0, gt=0)
+    webhook_retry_initial_s: float = Field(default=5.0, gt=0)
+    webhook_retry_max_interval_s: float = Field(default=3600.0, gt=0)
+    webhook_max_attempts: int = Field(default=15, ge=1, le=100)
+    webhook_max_hours: float = Field(default=24.0, gt=0, le=72)
+
     # API
     api_port: int = 8080
     # "oidc" (the default: Keycloak bearer tokens; needs keycloak_url, else the API refuses to start) or

@@ -48,9 +48,18 @@ async def api_client(app, *, peer=LOOPBACK, base_url: str = "http://127.0.0.1", 
             yield c
 
 
+def workflow_name(cls: type) -> str:
+    from temporalio.workflow import _Definition
+
+    return _Definition.must_from_class(cls).name
+
+
 @contextlib.asynccontextmanager
-async def run_workers(client: Client, settings: Settings, queue_names: list[str]):
-    """Real workers (workers.<queue>.build) for the given queues, in-process."""
+async def run_workers(client: Client, settings: Settings, queue_names: list[str],
+                      stand_ins: dict[str, list[type]] | None = None):
+    """Real workers (workers.<queue>.build) for the given queues, in-process.
+    stand_ins: queue -> workflow classes replacing the real workflows of the same name
+    (e.g. idle ones, so that what a fuzzer starts does nothing)."""
     from workers.registry import build
 
     specs, stack = [], contextlib.AsyncExitStack()
@@ -59,6 +68,10 @@ async def run_workers(client: Client, settings: Settings, queue_names: list[str]
         for q in queue_names:
             spec = await build(q, settings)
             specs.append(spec)
+            replaced = (stand_ins or {}).get(q, [])
+            if replaced:
+                names = {workflow_name(w) for w in replaced}
+                spec.workflows = [w for w in spec.workflows if workflow_name(w) not in names] + list(replaced)
             await stack.enter_async_context(Worker(client, task_queue=q, workflows=spec.workflows,
                                                    activities=spec.activities, activity_executor=pool,
                                                    max_concurrent_activities=spec.max_concurrent_activities))
@@ -93,15 +106,15 @@ async def terminate_quietly(client: Client, workflow_ids) -> None:
 
 
 async def audit_rows(settings: Settings, target: str | None = None, *, actor: str | None = None,
-                     expect: int = 1, timeout: float = 30) -> list[dict]:
-    """audit_log rows for a target (or actor), waiting for the audit workflows to write them."""
+                     mission: str | None = None, expect: int = 1, timeout: float = 30) -> list[dict]:
+    """audit_log rows for a target (or actor, or mission), waiting for the audit workflows to write them."""
     deadline = time.monotonic() + timeout
     conn = await asyncpg.connect(settings.database_url)
     try:
         while True:
             rows = await conn.fetch(
                 """SELECT * FROM audit_log WHERE ($1::text IS NULL OR target = $1) AND ($2::text IS NULL OR actor = $2)
-                   ORDER BY at, id""", target, actor)
+                   AND ($3::text IS NULL OR mission = $3) ORDER BY at, id""", target, actor, mission)
             if len(rows) >= expect or time.monotonic() > deadline:
                 return [{**r, "detail": json.loads(r["detail"]) if r["detail"] else None} for r in rows]
             await asyncio.sleep(0.2)
@@ -118,3 +131,58 @@ async def ensure_mission(api: httpx.AsyncClient, client: Client, mission: str, h
     r = await api.post("/missions", json=cartridge(mission), headers=headers)
     assert r.status_code == 202, r.text
     assert await wait_closed(client, r.json()["workflow_id"]) == WorkflowExecutionStatus.COMPLETED
+
+
+class StubVerifier:
+    """OIDC mode without Keycloak: bearer token "user:role,role" is that principal (the
+    API's authorisation is under test, not token verification: see test_api_keycloak.py)."""
+
+    async def verify(self, token: str):
+        from starters.auth import Principal
+
+        user, _, roles = token.partition(":")
+        return Principal(subject=user, username=user, roles=frozenset(r for r in roles.split(",") if r))
+
+    async def aclose(self) -> None:
+        pass
+
+
+def stub_oidc(settings: Settings) -> Settings:
+    return settings.model_copy(update={"auth_mode": "oidc", "keycloak_url": "http://127.0.0.1:9"})
+
+
+def token(user: str, *roles: str) -> dict:
+    return {"Authorization": f"Bearer {user}:{','.join(roles)}"}
+
+
+async def wait_workflow(api: httpx.AsyncClient, workflow_id: str, timeout: float = 180, headers: dict | None = None) -> dict:
+    """GET /workflows/{id} until it is no longer running: the closed workflow's info."""
+    deadline = time.monotonic() + timeout
+    while True:
+        r = await api.get(f"/workflows/{workflow_id}", headers=headers)
+        assert r.status_code == 200, r.text
+        if r.json()["status"] != "running":
+            return r.json()
+        assert time.monotonic() < deadline, f"{workflow_id} still running after {timeout}s"
+        await asyncio.sleep(0.3)
+
+
+@contextlib.asynccontextmanager
+async def served(app):
+    """The app on a real uvicorn server on 127.0.0.1 (in this event loop, beside the workers)."""
+    import uvicorn
+
+    from tests.conftest import free_port
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()
+        await asyncio.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await task

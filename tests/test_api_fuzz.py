@@ -1,7 +1,8 @@
 """Schemathesis against the API's own OpenAPI document: the real app served by
 uvicorn on loopback (real Temporal test server, PostgreSQL, missions and
-maintenance workers), once in dev-auth mode (every route reachable) and once
-anonymous in OIDC mode. Every check schemathesis has (`--checks all`: no 5xx,
+maintenance workers, with idle stand-ins for the long and destructive operations:
+backups, restores, verification, maintenance, analytics, rollback, deactivation),
+once in dev-auth mode (every route reachable) and once anonymous in OIDC mode. Every check schemathesis has (`--checks all`: no 5xx,
 status codes, content types, headers and bodies as declared, invalid input
 rejected, valid input accepted, methods and Allow headers, auth) must pass with
 zero failures, on a bounded number of examples per operation (fixed seed)."""
@@ -14,12 +15,13 @@ import sys
 from pathlib import Path
 
 import pytest
-import uvicorn
 from temporalio import workflow
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
 from stratmaster import queues
-from tests.api_support import api_client, dev, ensure_mission, make_app, run_workers, terminate_quietly
+from tests.api_support import (
+    api_client, dev, ensure_mission, make_app, run_workers, served, terminate_quietly, workflow_name,
+)
 from tests.conftest import free_port
 
 MISSION = "demo"  # the OpenAPI example of every {mission}: examples reach a real mission
@@ -33,21 +35,110 @@ if not SCHEMATHESIS.exists():
     pytest.skip("needs schemathesis (pip install -e .[dev])", allow_module_level=True)
 
 
+# Stand-ins that do nothing until terminated (workflow classes must be module-level).
+
+@workflow.defn(name="BackupWorkflow", sandboxed=False)
+class IdleBackupWorkflow:
+    @workflow.run
+    async def run(self, req: dict) -> None:
+        await workflow.wait_condition(lambda: False)
+
+    @workflow.query
+    def stage(self) -> str:
+        return "idle"
+
+
+@workflow.defn(name="RestoreWorkflow", sandboxed=False)
+class IdleRestoreWorkflow:
+    @workflow.run
+    async def run(self, req: dict) -> None:
+        await workflow.wait_condition(lambda: False)
+
+    @workflow.query
+    def stage(self) -> str:
+        return "idle"
+
+
+@workflow.defn(name="VerifyBackupWorkflow", sandboxed=False)
+class IdleVerifyBackupWorkflow:
+    @workflow.run
+    async def run(self, req: dict) -> None:
+        await workflow.wait_condition(lambda: False)
+
+    @workflow.query
+    def stage(self) -> str:
+        return "idle"
+
+
+@workflow.defn(name="MaintenanceWorkflow", sandboxed=False)
+class IdleMaintenanceWorkflow:
+    @workflow.run
+    async def run(self, req: dict) -> None:
+        await workflow.wait_condition(lambda: False)
+
+    @workflow.query
+    def stage(self) -> str:
+        return "idle"
+
+
+@workflow.defn(name="AnalyticsExportWorkflow", sandboxed=False)
+class IdleAnalyticsExportWorkflow:
+    @workflow.run
+    async def run(self, req: dict) -> None:
+        await workflow.wait_condition(lambda: False)
+
+    @workflow.query
+    def stage(self) -> str:
+        return "idle"
+
+
+@workflow.defn(name="RollbackMissionWorkflow", sandboxed=False)
+class IdleRollbackMissionWorkflow:
+    @workflow.run
+    async def run(self, req: dict) -> None:
+        await workflow.wait_condition(lambda: False)
+
+    @workflow.query
+    def stage(self) -> str:
+        return "idle"
+
+
+@workflow.defn(name="DeactivateMissionWorkflow", sandboxed=False)
+class IdleDeactivateMissionWorkflow:
+    @workflow.run
+    async def run(self, req: dict) -> None:
+        await workflow.wait_condition(lambda: False)
+
+    @workflow.query
+    def stage(self) -> str:
+        return "idle"
+
+
+# What the operations routes start: the fuzzer's runs must not back up, restore, vacuum,
+# purge, roll back or deactivate anything for real (the lookups, audit and health stay real).
+STAND_INS = {
+    queues.MAINTENANCE: [IdleBackupWorkflow, IdleRestoreWorkflow, IdleVerifyBackupWorkflow, IdleMaintenanceWorkflow,
+                         IdleAnalyticsExportWorkflow],
+    queues.MISSIONS: [IdleRollbackMissionWorkflow, IdleDeactivateMissionWorkflow],
+}
+STAND_IN_TYPES = sorted(workflow_name(w) for ws in STAND_INS.values() for w in ws)
+
+
 @pytest.fixture(scope="module")
 async def workers(temporal_env, settings):
-    async with run_workers(temporal_env.client, settings, [queues.MAINTENANCE, queues.MISSIONS]):
+    async with run_workers(temporal_env.client, settings, [queues.MAINTENANCE, queues.MISSIONS], STAND_INS):
         yield
 
 
 @workflow.defn(name="ResearchWorkflow")
 class IdleResearch:
-    """Stands in for the research worker: the runs the fuzzer starts stay running (until
-    cancelled) and answer their progress query at once, instead of each status request
-    waiting out the query timeout on a queue nobody polls (and research really running)."""
+    """Stands in for the research worker: the runs the fuzzer starts complete at once
+    (POST ...?wait= answers at once, nothing really runs); a status request of one still
+    running answers its progress query at once instead of waiting out the query timeout."""
 
     @workflow.run
     async def run(self, req: dict) -> None:
-        await workflow.wait_condition(lambda: False)
+        return None
 
     @workflow.query
     def progress(self) -> None:
@@ -56,9 +147,11 @@ class IdleResearch:
 
 @workflow.defn(name="IngestDocumentsWorkflow")
 class IdleIngest:
+    """As IdleResearch: completes at once (an event stream of it ends at once)."""
+
     @workflow.run
     async def run(self, req: dict) -> None:
-        await workflow.wait_condition(lambda: False)
+        return None
 
     @workflow.query
     def progress(self) -> None:
@@ -74,23 +167,6 @@ async def idle_workers(client):
         yield
 
 
-@contextlib.asynccontextmanager
-async def served(app):
-    """The app on a real uvicorn server on 127.0.0.1 (in this event loop, beside the workers)."""
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            task.result()
-        await asyncio.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await task
-
-
 # POST /missions takes a cartridge: its semantic rules (semantic versions, RE2 patterns,
 # unique entity names, owners) go beyond JSON Schema and its models (contracts/missions.py)
 # coerce like pydantic's lax mode, so "schema-valid => accepted" and "schema-invalid =>
@@ -101,6 +177,12 @@ enabled = true  # every check (as `--checks all`, which would override the excep
 
 [[operations]]
 include-path = "/missions"
+include-method = "POST"
+checks.positive_data_acceptance.enabled = false
+checks.negative_data_rejection.enabled = false
+
+[[operations]]
+include-path = "/missions/{mission}/import"
 include-method = "POST"
 checks.positive_data_acceptance.enabled = false
 checks.negative_data_rejection.enabled = false
@@ -123,7 +205,29 @@ async def run_schemathesis(base_url: str, tmp_path: Path, *extra: str) -> tuple[
 
 
 async def fuzz_workflows(client) -> list[str]:
-    return [w.id async for w in client.list_workflows(f"Mission = '{MISSION}' AND ExecutionStatus = 'Running'")]
+    types = ", ".join(f"'{t}'" for t in STAND_IN_TYPES)
+    return ([w.id async for w in client.list_workflows(f"Mission = '{MISSION}' AND ExecutionStatus = 'Running'")]
+            + [w.id async for w in client.list_workflows(f"WorkflowType IN ({types}) AND ExecutionStatus = 'Running'")])
+
+
+@contextlib.asynccontextmanager
+async def schedules_restored(client):
+    """The fuzzer installs, pauses, triggers and deletes the operations schedules: put
+    them back as they were (none installed, usually)."""
+    from stratmaster import schedules as sched
+
+    before = {r["id"]: r["paused"] for r in await sched.list_installed(client)}
+    try:
+        yield
+    finally:
+        for d in sched.DEFINITIONS:
+            sid = sched.schedule_id(d)
+            with contextlib.suppress(Exception):
+                await client.get_schedule_handle(sid).delete()
+            if sid in before:
+                await sched.install(client, names=[d.name])
+                if before[sid]:
+                    await sched.pause(client, d.name)
 
 
 async def test_fuzz_dev_mode(client, settings, workers, tmp_path):
@@ -131,7 +235,7 @@ async def test_fuzz_dev_mode(client, settings, workers, tmp_path):
     async with api_client(app) as api:
         await ensure_mission(api, client, MISSION)
     try:
-        async with idle_workers(client), served(make_app(dev(settings), client)) as url:
+        async with schedules_restored(client), idle_workers(client), served(make_app(dev(settings), client)) as url:
             rc, out = await run_schemathesis(url, tmp_path)
     finally:  # research and ingestion the fuzzer started (no worker here) must not run later
         await terminate_quietly(client, await fuzz_workflows(client))

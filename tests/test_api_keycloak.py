@@ -274,3 +274,61 @@ async def test_keycloak_down_at_start_is_a_clean_503(client, settings, workers, 
         assert body["error"] == "unavailable" and "identity provider" in body["detail"]
         assert "127.0.0.1" not in replies[0].text and str(outage.dead_port) not in replies[0].text
         assert verifier.fetch_attempts == 1
+
+
+async def test_operations_and_lifecycle_roles_with_real_tokens(api, client, settings, tokens, started):
+    """The routes added for the CLI's operations, with real tokens: platform-admin runs
+    system operations and the mission lifecycle; mission writers may not (refusals
+    audited with the mission); mission readers read versions, export and usage; other
+    missions' users get 403, and workflows they may not see are 404."""
+    admin, demo = bearer(tokens["admin-user"]), bearer(tokens["demo-user"])
+    reader, other = bearer(tokens["demo-reader"]), bearer(tokens["other-user"])
+    for path in (f"/missions/{MISSION}/versions", f"/missions/{MISSION}/export", f"/missions/{MISSION}/usage"):
+        r = await api.get(path, headers=reader)
+        assert r.status_code == 200, (path, r.text)
+        assert (await api.get(path, headers=other)).status_code == 403, path
+    assert "1.0.0" in (await api.get(f"/missions/{MISSION}/versions", headers=demo)).json()["versions"]
+
+    # a mission of the admin's, deactivated by the admin only
+    mission = f"api_kc_ops_{uuid.uuid4().hex[:6]}"
+    r = await api.post("/missions", json=cartridge(mission), headers=admin)
+    assert r.status_code == 202, r.text
+    await wait_closed(client, r.json()["workflow_id"])
+    assert (await api.post(f"/missions/{MISSION}/rollback", json={}, headers=demo)).status_code == 403
+    assert (await api.post(f"/missions/{MISSION}/deactivate", json={}, headers=demo)).status_code == 403
+    assert (await api.post(f"/missions/{MISSION}/backups", json={}, headers=demo)).status_code == 403
+    r = await api.post(f"/missions/{mission}/deactivate", json={"retention_days": 1}, headers=admin)
+    assert r.status_code == 202, r.text
+    deactivate = r.json()["workflow_id"]
+    await wait_closed(client, deactivate)
+    r = await api.get(f"/workflows/{deactivate}", headers=admin)
+    assert r.json()["result"]["status"] == "deactivated"
+
+    # system operations: platform-admin; a maintenance run is invisible to mission users
+    for method, path, body in (("GET", "/schedules", None), ("GET", "/backups", None),
+                               ("POST", "/maintenance", {"kind": "health"}), ("POST", "/backups/verify", {})):
+        r = await api.request(method, path, json=body, headers=demo)
+        assert r.status_code == 403 and r.json()["error"] == "forbidden", (path, r.text)
+    r = await api.post("/maintenance", json={"kind": "health"}, headers=admin)
+    assert r.status_code == 202, r.text
+    maintenance = r.json()["workflow_id"]
+    started.append(maintenance)
+    assert (await api.get(f"/workflows/{maintenance}", headers=demo)).status_code == 404
+    await wait_closed(client, maintenance)
+    assert (await api.get(f"/workflows/{maintenance}", headers=admin)).json()["result"]["kind"] == "health"
+    assert (await api.get("/schedules", headers=admin)).status_code == 200
+
+    # research progress streams check the mission like the other workflow routes
+    r = await api.post(f"/missions/{MISSION}/research", json={"query": "who?"}, headers=demo)
+    research = r.json()["workflow_id"]
+    started.append(research)
+    assert (await api.get(f"/research/{research}/events", headers=other)).status_code == 404
+    assert (await api.get(f"/research/{research}/events")).status_code == 401
+
+    rows = await audit_rows(settings, actor="demo-user", mission=MISSION, expect=4)
+    assert {(r["action"], r["status"]) for r in rows} >= {
+        ("mission.rollback", 403), ("mission.deactivate", 403), ("backup.create", 403), ("research.start", 202)}
+    assert {(r["actor"], r["action"], r["status"]) for r in await audit_rows(settings, deactivate)} == {
+        ("admin-user", "mission.deactivate", 202)}
+    assert [(r["actor"], r["action"], r["status"]) for r in await audit_rows(settings, maintenance)] == [
+        ("admin-user", "maintenance.run", 202)]

@@ -1,13 +1,16 @@
-"""The API's audit trail on the maintenance worker: RecordAuditWorkflow writes
-one audit_log row per API write request."""
+"""The API's support on the maintenance worker: RecordAuditWorkflow writes one
+audit_log row per API write request; LlmUsageWorkflow reads a mission's LLM usage
+(the API never touches a store itself)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
 
 from activities.audit import AuditActivities
+from activities.llm_usage import LlmUsageActivities
 from stratmaster.settings import Settings
 from workflows.audit import RecordAuditWorkflow
+from workflows.llm_usage import LlmUsageWorkflow
 
 
 @dataclass
@@ -19,4 +22,11 @@ class ApiSupport:
 
 def api_support(settings: Settings) -> ApiSupport:
     audit = AuditActivities(settings)
-    return ApiSupport(workflows=[RecordAuditWorkflow], activities=[audit.record_audit], close=audit.close)
+    usage = LlmUsageActivities(settings)
+
+    async def close() -> None:
+        await audit.close()
+        await usage.close()
+
+    return ApiSupport(workflows=[RecordAuditWorkflow, LlmUsageWorkflow],
+                      activities=[audit.record_audit, usage.usage_summary], close=close)

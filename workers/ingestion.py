@@ -1,4 +1,5 @@
-"""ingestion-tasks: IngestDocumentsWorkflow, its slice children and their activities."""
+"""ingestion-tasks: IngestDocumentsWorkflow, its slice children and their activities; the sources
+workflows (sync, add, remove, list, status) and theirs."""
 from __future__ import annotations
 
 import asyncio
@@ -6,11 +7,13 @@ import asyncio
 from activities.embedding import get_embedder
 from activities.ingestion import IngestionActivities
 from activities.parse_sandbox import warm_up as start_parser_server
+from activities.sources import SourceActivities
 from activities.stores.factory import build_stores
 from activities.stores.postgres import create_pool
 from stratmaster.settings import Settings
 from workers.registry import QueueSpec
 from workflows.ingestion import IngestDocumentsWorkflow, IngestSliceWorkflow
+from workflows.sources import WORKFLOWS as SOURCE_WORKFLOWS
 
 
 async def build(settings: Settings, *, warm_up: bool = True) -> QueueSpec:
@@ -22,16 +25,19 @@ async def build(settings: Settings, *, warm_up: bool = True) -> QueueSpec:
         await asyncio.to_thread(embedder.embed, ["warm up"])
         await asyncio.to_thread(start_parser_server)  # the parsers' forkserver, likewise
     acts = IngestionActivities(settings, pool, stores, embedder)
+    # Sources (workflows/sources.py): synced here, on the workers that read the directories
+    sources = SourceActivities(settings, pool, stores)
 
     async def close() -> None:
         await pool.close()
         await stores.close()
 
     return QueueSpec(
-        workflows=[IngestDocumentsWorkflow, IngestSliceWorkflow],
-        activities=[acts.check_mission, acts.ingest_document, acts.ingest_documents, acts.record_failure],
+        workflows=[IngestDocumentsWorkflow, IngestSliceWorkflow, *SOURCE_WORKFLOWS],
+        activities=[acts.check_mission, acts.ingest_document, acts.ingest_documents, acts.record_failure,
+                    *sources.all()],
         close=close,
         # async activities; embedding/parsing run in threads, torch uses both cores anyway
         max_concurrent_activities=4,
-        extra={"ingestion": acts, "stores": stores, "pool": pool},
+        extra={"ingestion": acts, "sources": sources, "stores": stores, "pool": pool},
     )

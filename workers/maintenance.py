@@ -4,6 +4,7 @@ from activities.analytics import AnalyticsActivities
 from activities.backup import BackupActivities
 from activities.health import HealthActivities
 from activities.maintenance import MaintenanceActivities
+from activities.webhooks import WebhookActivities
 from stratmaster.settings import Settings
 from workers.audit import api_support
 from workers.registry import QueueSpec
@@ -11,6 +12,7 @@ from workflows.backup import BackupWorkflow, ListBackupsWorkflow
 from workflows.health import HealthCheckWorkflow
 from workflows.maintenance import AnalyticsExportWorkflow, MaintenanceWorkflow
 from workflows.restore import RestoreWorkflow, VerifyBackupWorkflow
+from workflows.webhooks import WORKFLOWS as WEBHOOK_WORKFLOWS
 
 
 class SharedStores:
@@ -41,6 +43,7 @@ async def build(settings: Settings, stores=None) -> QueueSpec:
     backup = BackupActivities(settings, shared)
     maintenance = MaintenanceActivities(settings, shared)
     analytics = AnalyticsActivities(settings, shared)
+    webhooks = WebhookActivities(settings)  # events -> signed deliveries (workflows/webhooks.py)
 
     api = api_support(settings)  # RecordAuditWorkflow: audit_log rows for the API
 
@@ -48,11 +51,13 @@ async def build(settings: Settings, stores=None) -> QueueSpec:
         await api.close()
         await backup.close()
         await maintenance.close()
+        await webhooks.close()
         await shared.close()
 
     return QueueSpec(
         workflows=[HealthCheckWorkflow, BackupWorkflow, ListBackupsWorkflow, RestoreWorkflow, VerifyBackupWorkflow, MaintenanceWorkflow,
-                   AnalyticsExportWorkflow, *api.workflows],
-        activities=[health.check_services, *backup.all(), *maintenance.all(), analytics.export_research_metrics, *api.activities],
+                   AnalyticsExportWorkflow, *api.workflows, *WEBHOOK_WORKFLOWS],
+        activities=[health.check_services, *backup.all(), *maintenance.all(), analytics.export_research_metrics, *api.activities,
+                    *webhooks.all()],
         close=close,
     )

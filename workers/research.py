@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 from activities.embedding import get_embedder
+from activities.reports import ReportActivities
 from activities.research import ResearchActivities
 from activities.stores.factory import build_stores
 from activities.stores.postgres import create_pool
 from stratmaster.settings import Settings
 from workers.registry import QueueSpec
+from workflows.reports import RenderReportWorkflow
 from workflows.research import ResearchWorkflow
 
 
@@ -14,6 +16,7 @@ async def build(settings: Settings) -> QueueSpec:
     stores = build_stores(settings)
     pool = await create_pool(settings.database_url)
     acts = ResearchActivities(settings, stores, pool, get_embedder(settings))
+    reports = ReportActivities(stores, pool)  # shareable reports: RenderReportWorkflow
 
     async def close() -> None:
         await acts.cache.close()
@@ -21,9 +24,9 @@ async def build(settings: Settings) -> QueueSpec:
         await stores.close()
 
     return QueueSpec(
-        workflows=[ResearchWorkflow],
+        workflows=[ResearchWorkflow, RenderReportWorkflow],
         activities=[acts.start_session, acts.cache_lookup, acts.plan, acts.retrieve, acts.synthesise, acts.persist,
-                    acts.cache_store, acts.finish_session],
+                    acts.cache_store, acts.finish_session, reports.render_report],
         close=close,
         extra={"research": acts},
     )

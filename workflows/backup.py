@@ -29,6 +29,7 @@ with workflow.unsafe.imports_passed_through():
         ListBackupsResult, PlanInput, WriteManifestInput,
     )
     from stratmaster.errors import BAD_INPUT, NON_RETRYABLE, WORKFLOW_INPUT_ERRORS
+from workflows.webhooks import emit_backup_finished
 
 RETRY = RetryPolicy(maximum_attempts=5, initial_interval=timedelta(seconds=1), maximum_interval=timedelta(minutes=1),
                     non_retryable_error_types=[*NON_RETRYABLE, "TargetNotEmpty"])
@@ -49,7 +50,9 @@ def backup_id_from(workflow_id: str) -> str:
 
 def workflow_id_for(req: BackupInput) -> str:
     """The business key starters use: one backup run per scope/mission/backup id."""
-    return f"backup-{req.scope}-{req.mission or 'system'}" + (f"-{req.backup_id}" if req.backup_id else "")
+    from stratmaster.workflow_ids import backup_workflow_id  # the one id builder (CLI, API)
+
+    return backup_workflow_id(req)
 
 
 @workflow.defn(failure_exception_types=WORKFLOW_INPUT_ERRORS)
@@ -102,6 +105,7 @@ class BackupWorkflow:
             BackupActivities.write_manifest,
             WriteManifestInput(backup_id=backup_id, scope=req.scope, created_at=progress.created_at), **SCAN)
         self._stage = "done"
+        await emit_backup_finished(req, result)  # webhooks (patched: older histories skip it)
         return result
 
 

@@ -33,6 +33,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from stratmaster.errors import NON_RETRYABLE, UNKNOWN_MISSION, WORKFLOW_INPUT_ERRORS
     from stratmaster.search_attributes import for_mission
+from workflows.webhooks import emit_ingestion_finished
 
 DOCUMENT_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1), backoff_coefficient=2.0, maximum_interval=timedelta(seconds=30),
@@ -235,11 +236,14 @@ class IngestDocumentsWorkflow:
 
         self._finished = True
         successes = self._state.documents
-        return IngestResult(mission=req.mission, batch_id=self._batch_id, totals=self._state.totals,
-                            failures=self._state.failures, documents=successes,
-                            documents_truncated=self._state.totals.ingested + self._state.totals.duplicates
-                            > len(successes),
-                            failures_truncated=self._state.totals.failed > len(self._state.failures))
+        result = IngestResult(mission=req.mission, batch_id=self._batch_id, totals=self._state.totals,
+                              failures=self._state.failures, documents=successes,
+                              documents_truncated=self._state.totals.ingested + self._state.totals.duplicates
+                              > len(successes),
+                              failures_truncated=self._state.totals.failed > len(self._state.failures))
+        if not self._batch_id.startswith("src-"):  # a source sync's pages are its own business, not events
+            await emit_ingestion_finished(result)  # webhooks (patched: older histories skip it)
+        return result
 
     async def _run_slice(self, slice_index: int, first: int, part: list) -> None:
         req = self._req

@@ -31,6 +31,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from stratmaster.errors import BAD_INPUT, NON_RETRYABLE, WORKFLOW_INPUT_ERRORS
     from stratmaster.mission_config import MissionConfig
+from workflows.webhooks import emit_mission_changed
 
 RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=20),
                     maximum_attempts=5, non_retryable_error_types=[*NON_RETRYABLE, CONCURRENT_CHANGE])
@@ -51,7 +52,9 @@ STEPS = (
 
 
 def activate_workflow_id(mission: str, version: str) -> str:
-    return f"mission-activate-{mission}-{version}"
+    from stratmaster.workflow_ids import activate_workflow_id as build  # the one id builder (CLI, API)
+
+    return build(mission, version)
 
 
 def checked_mission(mission: str) -> str:
@@ -157,8 +160,10 @@ class ActivateMissionWorkflow:
         steps = await _provision(plan, req.actor)
         self._stage = "done"
         status = "reactivated" if plan.previous_status == "deactivated" else "activated"
-        return ActivationResult(mission=plan.mission, version=plan.version, status=status,
-                                previous_version=plan.previous_version, steps=steps, sha256=plan.sha256)
+        result = ActivationResult(mission=plan.mission, version=plan.version, status=status,
+                                  previous_version=plan.previous_version, steps=steps, sha256=plan.sha256)
+        await emit_mission_changed(result)  # webhooks (patched: older histories skip it)
+        return result
 
 
 @workflow.defn(failure_exception_types=WORKFLOW_INPUT_ERRORS)
@@ -170,8 +175,10 @@ class RollbackMissionWorkflow:
         mission = checked_mission(req.mission)
         plan = await _call(MissionActivities.plan_rollback, PlanRollbackInput(mission=mission, to_version=req.to_version))
         steps = await _provision(plan, req.actor)
-        return ActivationResult(mission=mission, version=plan.version, status="rolled_back",
-                                previous_version=plan.previous_version, steps=steps, sha256=plan.sha256)
+        result = ActivationResult(mission=mission, version=plan.version, status="rolled_back",
+                                  previous_version=plan.previous_version, steps=steps, sha256=plan.sha256)
+        await emit_mission_changed(result)  # webhooks (patched: older histories skip it)
+        return result
 
 
 @workflow.defn(failure_exception_types=WORKFLOW_INPUT_ERRORS)

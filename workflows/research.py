@@ -24,6 +24,7 @@ with workflow.unsafe.imports_passed_through():
         RetrieveInput, SessionInput, Synthesis, SynthesiseInput,
     )
     from stratmaster.errors import NON_RETRYABLE, WORKFLOW_INPUT_ERRORS
+from workflows.webhooks import emit_research_finished
 
 RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), backoff_coefficient=2.0, maximum_attempts=4,
                     non_retryable_error_types=NON_RETRYABLE)
@@ -66,12 +67,14 @@ class ResearchWorkflow:
                     p.status = "completed"
                     p.session_id = look.result.session_id
                     p.claims = look.result.claims
-                    return look.result.model_copy(update={
+                    cached = look.result.model_copy(update={
                         "workflow_id": wid, "query": req.query, "cached": True,
                         "cached_from": look.result.cached_from or look.result.workflow_id,
                         "notes": [*look.result.notes, f"answered from the mission's cache (question similarity "
                                                       f"{look.similarity:.2f}; documents and cartridge unchanged)"],
                         "timings_ms": {"total": self._ms(started)}})
+                    await emit_research_finished(cached)  # webhooks (patched: older histories skip it)
+                    return cached
             if full:
                 session = await workflow.execute_activity_method(
                     ResearchActivities.start_session,
@@ -128,9 +131,14 @@ class ResearchWorkflow:
 
             p.status = "synthesising"
             t = workflow.now()
+            grounding = {}
+            if 0 < plan.grounding < len(plan.subquestions):  # an LLM planned more than the deterministic plan
+                grounding = dict(grounding_subquestions=plan.subquestions[:plan.grounding],
+                                 grounding_hits=merge_subquestion_hits(per_query[:plan.grounding], MAX_EVIDENCE_HITS))
             synthesis: Synthesis = await workflow.execute_activity_method(
                 ResearchActivities.synthesise,
-                SynthesiseInput(mission=req.mission, query=req.query, hits=hits, subquestions=plan.subquestions),
+                SynthesiseInput(mission=req.mission, query=req.query, hits=hits, subquestions=plan.subquestions,
+                                **grounding),
                 start_to_close_timeout=timedelta(minutes=5), heartbeat_timeout=timedelta(minutes=2),
                 retry_policy=RETRY)
             p.claims = synthesis.claims
@@ -163,6 +171,7 @@ class ResearchWorkflow:
                     CacheStoreInput(mission=req.mission, key=cache_key, query=req.query, result=result),
                     start_to_close_timeout=timedelta(seconds=30), retry_policy=RETRY)
             p.status = "completed"
+            await emit_research_finished(result)  # webhooks (patched: older histories skip it)
             return result
         except BaseException as exc:
             cancelled = is_cancelled_exception(exc)

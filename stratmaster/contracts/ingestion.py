@@ -19,22 +19,38 @@ from stratmaster.contracts.common import MissionId, PlainText, clipped
 
 BATCH_ID_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,63}$"
 EMPTY_DOCUMENT = "EmptyDocument"  # non-retryable reason type besides stratmaster.errors'
+# A mission's registered source (stratmaster/contracts/sources.py); short enough for batch ids.
+SOURCE_ID_PATTERN = r"^[a-z][a-z0-9_-]{1,31}$"
+
+
+class SourceObjectRef(BaseModel):
+    """An object of one of the mission's S3 sources (table `sources`): `key` is
+    relative to the source's prefix. The ingestion worker looks the source up in
+    the mission's own rows and resolves its credentials profile locally, so no
+    endpoint or secret travels in the workflow. `size` (from the listing) only
+    decides whether the document can join a group of small ones."""
+
+    source_id: str = Field(pattern=SOURCE_ID_PATTERN)
+    key: PlainText = Field(min_length=1, max_length=1024)
+    size: int | None = Field(default=None, ge=0)
 
 
 class DocumentRef(BaseModel):
     """Exactly one source: a path readable by the worker, a key under the
-    mission's object-store prefix, or inline base64 content with a name."""
+    mission's object-store prefix, inline base64 content with a name, or an
+    object of one of the mission's S3 sources."""
 
     path: PlainText | None = Field(default=None, max_length=4096)
     object_key: PlainText | None = Field(default=None, max_length=1024)
     name: PlainText | None = Field(default=None, max_length=1024)
     content_b64: str | None = None
+    source_object: SourceObjectRef | None = None
 
     @model_validator(mode="after")
     def _one_source(self) -> "DocumentRef":
-        sources = [s for s in (self.path, self.object_key, self.content_b64) if s is not None]
+        sources = [s for s in (self.path, self.object_key, self.content_b64, self.source_object) if s is not None]
         if len(sources) != 1:
-            raise ValueError("a document needs exactly one of 'path', 'object_key' or 'content_b64'")
+            raise ValueError("a document needs exactly one of 'path', 'object_key', 'content_b64' or 'source_object'")
         if self.content_b64 is not None and not self.name:
             raise ValueError("inline documents ('content_b64') need a 'name'")
         return self
@@ -46,6 +62,8 @@ class DocumentRef(BaseModel):
             return self.path
         if self.object_key is not None:
             return f"object:{self.object_key}"
+        if self.source_object is not None:
+            return f"source:{self.source_object.source_id}:{self.source_object.key}"
         return f"inline:{self.name}"
 
     def fingerprint(self) -> str:

@@ -422,6 +422,15 @@ class ExpireDocumentsResult(BaseModel):
 
 # ---------------------------------------------------------------- analytics
 
+ANALYTICS_FILE = "tenant_research_metrics.parquet"
+
+
+def analytics_key(export_id: str) -> str:
+    """Where an export's Parquet file goes in the object store, relative to its
+    system/ area (and, on the worker, under <data_dir>/exports/)."""
+    return f"analytics/{export_id}/{ANALYTICS_FILE}"
+
+
 class AnalyticsExportInput(BaseModel):
     export_id: str | None = Field(default=None, pattern=r"^[a-z0-9][a-z0-9_.-]{2,100}$")
     missions: list[str] = Field(default_factory=list, description="empty: all missions")
