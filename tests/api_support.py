@@ -106,15 +106,17 @@ async def terminate_quietly(client: Client, workflow_ids) -> None:
 
 
 async def audit_rows(settings: Settings, target: str | None = None, *, actor: str | None = None,
-                     mission: str | None = None, expect: int = 1, timeout: float = 30) -> list[dict]:
-    """audit_log rows for a target (or actor, or mission), waiting for the audit workflows to write them."""
+                     mission: str | None = None, since=None, expect: int = 1, timeout: float = 30) -> list[dict]:
+    """audit_log rows for a target (or actor, or mission; at or after `since`), waiting for
+    the audit workflows to write them."""
     deadline = time.monotonic() + timeout
     conn = await asyncpg.connect(settings.database_url)
     try:
         while True:
             rows = await conn.fetch(
                 """SELECT * FROM audit_log WHERE ($1::text IS NULL OR target = $1) AND ($2::text IS NULL OR actor = $2)
-                   AND ($3::text IS NULL OR mission = $3) ORDER BY at, id""", target, actor, mission)
+                   AND ($3::text IS NULL OR mission = $3) AND ($4::timestamptz IS NULL OR at >= $4)
+                   ORDER BY at, id""", target, actor, mission, since)
             if len(rows) >= expect or time.monotonic() > deadline:
                 return [{**r, "detail": json.loads(r["detail"]) if r["detail"] else None} for r in rows]
             await asyncio.sleep(0.2)

@@ -249,7 +249,8 @@ async def _research_with_fault(stack, mission: str, fault) -> tuple[ResearchResu
     settings, _, server, _ = stack
     client = await _client(server.address)
     req = ResearchInput(mission=mission, query="How does lithium iron phosphate degradation affect warranty and "
-                                               "cycle efficiency for grid operators?", max_subquestions=6, top_k=20)
+                                               "cycle efficiency for grid operators?", max_subquestions=6, top_k=20,
+                        cache="off")  # a real run each time (the answer cache would answer the repeat at once)
     wf_id = research_workflow_id(mission, req.query, f"fault-{time.monotonic_ns()}")
     handle = await client.start_workflow(ResearchWorkflow.run, req, id=wf_id, task_queue=queues.RESEARCH,
                                          search_attributes=for_mission(mission))
