@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The main job: install, start the local stack on embedded defaults, activate the
-# demo mission, ingest the bundled sample documents and run a research question.
+# demo mission, sync the bundled sample documents as a source, run a research
+# question, export its report as PDF, and ask one the documents cannot answer.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh
@@ -12,8 +13,16 @@ UNANSWERABLE="${2:-How much capacity does the XR-7 keep after 1000 cycles?}"
 
 stratmaster dev up
 stratmaster missions activate samples/cartridges/demo.yaml
-stratmaster ingest demo samples/docs/*
-stratmaster research start "$QUESTION" -m demo
+# The sample documents as a synced source (a directory on the workers): new and changed files
+# are ingested, deleted ones removed from every store, on an hourly schedule and now.
+stratmaster sources add demo samples --dir "$PWD/samples/docs" --every 1h --sync
+stratmaster sources status demo samples
+OUT="$(stratmaster research start "$QUESTION" -m demo | tee /dev/stderr)"
+WID="$(printf '%s\n' "$OUT" | sed -n 's/^started //p' | head -n 1)"
+echo
+echo "== The shareable report (also stored as md/html/docx under the mission's artifacts) =="
+mkdir -p .data
+stratmaster research report "$WID" --format pdf -o .data/demo-report.pdf
 echo
 echo "== A question the documents cannot answer =="
 stratmaster research start "$UNANSWERABLE" -m demo
