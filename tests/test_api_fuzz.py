@@ -1,7 +1,8 @@
 """Schemathesis against the API's own OpenAPI document: the real app served by
 uvicorn on loopback (real Temporal test server, PostgreSQL, missions and
 maintenance workers, with idle stand-ins for the long and destructive operations:
-backups, restores, verification, maintenance, analytics, rollback, deactivation),
+backups, restores, verification, maintenance, analytics, rollback, deactivation, and
+for what would register, sync or remove sources, register or call webhooks),
 once in dev-auth mode (every route reachable) and once anonymous in OIDC mode. Every check schemathesis has (`--checks all`: no 5xx,
 status codes, content types, headers and bodies as declared, invalid input
 rejected, valid input accepted, methods and Allow headers, auth) must pass with
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from temporalio import workflow
+from temporalio.exceptions import ApplicationError
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
 from stratmaster import queues
@@ -114,11 +116,35 @@ class IdleDeactivateMissionWorkflow:
         return "idle"
 
 
+@workflow.defn(name="AddWebhookWorkflow", sandboxed=False)
+class StandInAddWebhookWorkflow:
+    """Registers nothing (a fuzzed URL is never resolved, stored or called): answers an
+    endpoint with a made-up secret in the clear (the API accepts that as the CLI does)."""
+
+    @workflow.run
+    async def run(self, req: dict) -> dict:
+        return {"endpoint": {"endpoint_id": str(workflow.uuid4()), "mission": req["mission"], "url": req["url"],
+                             "events": req.get("events") or ["*"], "description": req.get("description") or ""},
+                "secret": "whsec_c3RhbmQtaW4tc2VjcmV0LW5vdC1yZWFsLW5vdC1yZWFs"}
+
+
+@workflow.defn(name="DeliverWebhookWorkflow", sandboxed=False)
+class StandInDeliverWebhookWorkflow:
+    """Sends nothing anywhere."""
+
+    @workflow.run
+    async def run(self, req: dict) -> dict:
+        return {"mission": req["mission"], "endpoint_id": req["endpoint_id"], "event_id": req["event"]["id"],
+                "event_type": req["event"]["type"], "delivered": False, "status": "skipped", "attempts": 0,
+                "error": "stand-in"}
+
+
 # What the operations routes start: the fuzzer's runs must not back up, restore, vacuum,
-# purge, roll back or deactivate anything for real (the lookups, audit and health stay real).
+# purge, roll back or deactivate anything for real, nor register or call webhooks (the
+# lookups, audit, health and the webhook lists stay real).
 STAND_INS = {
     queues.MAINTENANCE: [IdleBackupWorkflow, IdleRestoreWorkflow, IdleVerifyBackupWorkflow, IdleMaintenanceWorkflow,
-                         IdleAnalyticsExportWorkflow],
+                         IdleAnalyticsExportWorkflow, StandInAddWebhookWorkflow, StandInDeliverWebhookWorkflow],
     queues.MISSIONS: [IdleRollbackMissionWorkflow, IdleDeactivateMissionWorkflow],
 }
 STAND_IN_TYPES = sorted(workflow_name(w) for ws in STAND_INS.values() for w in ws)
@@ -158,11 +184,74 @@ class IdleIngest:
         return None
 
 
+@workflow.defn(name="RenderReportWorkflow")
+class StandInRenderReport:
+    """No research of the fuzzer's completes with a report: every one is ReportNotFound."""
+
+    @workflow.run
+    async def run(self, req: dict) -> None:
+        raise ApplicationError("stand-in: no report", type="ReportNotFound", non_retryable=True)
+
+
+# Sources (ingestion-tasks): the fuzzer's sources are never checked, stored, scheduled,
+# listed, synced or removed for real. Every source id "exists" (so the sync and removal
+# routes get past their lookup), a sync or removal idles until the test terminates it.
+
+@workflow.defn(name="AddSourceWorkflow")
+class StandInAddSource:
+    @workflow.run
+    async def run(self, req: dict) -> dict:
+        m, s = req["mission"], req["source"]["source_id"]
+        return {"mission": m, "source_id": s, "status": "created", "location": "stand-in",
+                "interval_seconds": req["source"].get("interval_seconds", 3600),
+                "schedule_id": f"stratmaster-source-sync-{m}-{s}", "sync_workflow_id": f"source-sync-{m}-{s}"}
+
+
+@workflow.defn(name="ListSourcesWorkflow")
+class StandInListSources:
+    @workflow.run
+    async def run(self, req: dict) -> dict:
+        return {"mission": req["mission"], "sources": []}
+
+
+@workflow.defn(name="SourceStatusWorkflow")
+class StandInSourceStatus:
+    @workflow.run
+    async def run(self, req: dict) -> dict:
+        m, s = req["mission"], req["source_id"]
+        source = {"source_id": s, "kind": "directory", "location": "stand-in", "interval_seconds": 3600,
+                  "status": "active", "created_by": "stand-in", "created_at": "2026-01-01T00:00:00Z",
+                  "schedule_id": f"stratmaster-source-sync-{m}-{s}"}
+        return {"mission": m, "source": source, "files": [], "matching": 0, "offset": req.get("offset", 0),
+                "limit": req.get("limit", 100)}
+
+
+@workflow.defn(name="SourceSyncWorkflow")
+class IdleSourceSync:
+    @workflow.run
+    async def run(self, req: dict) -> None:
+        await workflow.wait_condition(lambda: False)
+
+    @workflow.query
+    def progress(self) -> None:
+        return None
+
+
+@workflow.defn(name="RemoveSourceWorkflow")
+class IdleRemoveSource:
+    @workflow.run
+    async def run(self, req: dict) -> None:
+        await workflow.wait_condition(lambda: False)
+
+
+SOURCE_STAND_INS = [StandInAddSource, StandInListSources, StandInSourceStatus, IdleSourceSync, IdleRemoveSource]
+
+
 @contextlib.asynccontextmanager
 async def idle_workers(client):
-    async with Worker(client, task_queue=queues.RESEARCH, workflows=[IdleResearch],
+    async with Worker(client, task_queue=queues.RESEARCH, workflows=[IdleResearch, StandInRenderReport],
                       workflow_runner=UnsandboxedWorkflowRunner()), \
-            Worker(client, task_queue=queues.INGESTION, workflows=[IdleIngest],
+            Worker(client, task_queue=queues.INGESTION, workflows=[IdleIngest, *SOURCE_STAND_INS],
                    workflow_runner=UnsandboxedWorkflowRunner()):
         yield
 

@@ -9,8 +9,8 @@ at /docs.
 Layout:
   application.py  create_app: middleware, error handlers, the routers, OpenAPI extras
   routers/        one APIRouter per area: health, missions, documents, research,
-                  workflows, operations (backups, restore, schedules, maintenance,
-                  analytics), usage
+                  reports, sources, webhooks, workflows, operations (backups, restore,
+                  schedules, maintenance, analytics), usage
   deps.py         the Temporal client, the caller, platform-admin, mission access
   audit.py        audit_log rows of every authenticated write (RecordAuditWorkflow)
   bodies.py       request bodies: size limits while streaming, UTF-8, depth, U+0000, models

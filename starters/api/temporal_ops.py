@@ -37,9 +37,20 @@ RESTORE_WORKFLOW = "RestoreWorkflow"
 MAINTENANCE_WORKFLOW = "MaintenanceWorkflow"
 ANALYTICS_WORKFLOW = "AnalyticsExportWorkflow"
 LLM_USAGE_WORKFLOW = "LlmUsageWorkflow"
+ADD_SOURCE_WORKFLOW = "AddSourceWorkflow"
+LIST_SOURCES_WORKFLOW = "ListSourcesWorkflow"
+SOURCE_STATUS_WORKFLOW = "SourceStatusWorkflow"
+SOURCE_SYNC_WORKFLOW = "SourceSyncWorkflow"
+REMOVE_SOURCE_WORKFLOW = "RemoveSourceWorkflow"
+ADD_WEBHOOK_WORKFLOW = "AddWebhookWorkflow"
+LIST_WEBHOOKS_WORKFLOW = "ListWebhooksWorkflow"
+REMOVE_WEBHOOK_WORKFLOW = "RemoveWebhookWorkflow"
+WEBHOOK_DELIVERIES_WORKFLOW = "ListWebhookDeliveriesWorkflow"
+DELIVER_WEBHOOK_WORKFLOW = "DeliverWebhookWorkflow"
+RENDER_REPORT_WORKFLOW = "RenderReportWorkflow"
 # the query each long-running workflow type answers with its progress
 PROGRESS_QUERIES = {RESEARCH_WORKFLOW: "progress", INGEST_WORKFLOW: "progress", ACTIVATE_WORKFLOW: "stage",
-                    BACKUP_WORKFLOW: "stage"}
+                    BACKUP_WORKFLOW: "stage", SOURCE_SYNC_WORKFLOW: "progress"}
 
 LOOKUP_TIMEOUT = timedelta(seconds=5)
 QUERY_RPC_TIMEOUT = timedelta(seconds=3)
