@@ -230,7 +230,10 @@ async def resolve_target(url: str, allow_private: bool) -> list[str]:
     try:
         addresses = [str(ipaddress.ip_address(host))]
     except ValueError:
-        infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        try:
+            infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except UnicodeError as exc:  # e.g. an empty label ("a..b"): the name itself is invalid, not the network
+            raise TargetRefused(f"{host!r} is not a valid host name ({exc})") from None
         addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
     if not addresses:
         raise OSError(f"{host} has no address")

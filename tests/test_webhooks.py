@@ -191,6 +191,15 @@ def test_public_addresses_pass(address):  # classified only: nothing is sent to 
     assert address_problem(address) is None
 
 
+async def test_an_invalid_host_name_is_refused_not_retried():
+    """`a..b` passes the URL check but makes getaddrinfo raise UnicodeError: a refusal
+    (non-retryable), not an error the delivery would retry ten times."""
+    from stratmaster.webhooks import TargetRefused, resolve_target
+
+    with pytest.raises(TargetRefused, match="not a valid host name"):
+        await resolve_target("http://a..b/hook", allow_private=False)
+
+
 def test_url_and_event_filter_rules():
     assert url_problem("https://hooks.example.com/x") is None
     for bad in ("ftp://x.example/", "https://user:pw@x.example/", "http:///nohost", "https://x.example/#frag",
