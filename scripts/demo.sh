@@ -17,11 +17,11 @@ stratmaster missions activate samples/cartridges/demo.yaml
 # are ingested, deleted ones removed from every store, on an hourly schedule and now.
 stratmaster sources add demo samples --dir "$PWD/samples/docs" --every 1h --sync
 stratmaster sources status demo samples
-OUT="$(stratmaster research start "$QUESTION" -m demo | tee /dev/stderr)"
-WID="$(printf '%s\n' "$OUT" | sed -n 's/^started //p' | head -n 1)"
+mkdir -p .data
+stratmaster research start "$QUESTION" -m demo | tee .data/demo-research.txt
+WID="$(sed -n 's/^started //p' .data/demo-research.txt | head -n 1)"
 echo
 echo "== The shareable report (also stored as md/html/docx under the mission's artifacts) =="
-mkdir -p .data
 stratmaster research report "$WID" --format pdf -o .data/demo-report.pdf
 echo
 echo "== A question the documents cannot answer =="
