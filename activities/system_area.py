@@ -8,6 +8,7 @@ Keys are relative to `system/`, e.g. `backups/<id>/manifest.json`.
 from __future__ import annotations
 
 import asyncio
+from datetime import datetime
 from pathlib import Path
 
 from stratmaster.errors import bad_input
@@ -78,7 +79,7 @@ async def system_delete(settings: Settings, objects, key: str) -> None:
         path.unlink()
 
 
-async def system_list_modified(settings: Settings, objects, prefix: str) -> list[tuple[str, "datetime"]]:
+async def system_list_modified(settings: Settings, objects, prefix: str) -> list[tuple[str, datetime]]:
     """(key, last modified) under `prefix`, the time being the store's own record of
     the write (MinIO's Last-Modified, the file's mtime), never a field inside the
     object: what orders backups for the verify drill and retention."""

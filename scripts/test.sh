@@ -16,4 +16,6 @@ for svc in scripts/services/*.sh; do
   # shellcheck disable=SC1090
   source "$svc"
 done
+# Lint first (pyproject.toml [tool.ruff]): a seconds-long check that fails before a 20-minute run.
+ruff check .
 python -m pytest -rs "$@"

@@ -16,7 +16,6 @@ from temporalio.service import RPCError
 from temporalio.worker import Worker
 
 from starters.api import create_app, get_temporal
-from stratmaster import queues
 from stratmaster.settings import Settings
 
 LOOPBACK = ("127.0.0.1", 50123)

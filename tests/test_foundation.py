@@ -2,7 +2,6 @@
 shutdown, the health workflow against real PostgreSQL, clear errors."""
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import subprocess

@@ -41,4 +41,13 @@ from starters.api.temporal_ops import (
 
 make_app = create_app  # the application factory under both names
 
+# the public surface of the package (tests and tools import these from starters.api)
+__all__ = [
+    "ACTIVATE_WORKFLOW", "AUDIT_WORKFLOW", "CARTRIDGE_BODY_LIMIT", "DOCUMENTS_JSON_LIMIT", "DOCUMENTS_MULTIPART_LIMIT",
+    "HEALTH_WORKFLOW", "INGEST_WORKFLOW", "INLINE_BUDGET", "LIST_MISSIONS_WORKFLOW", "MAX_JSON_DEPTH",
+    "RESEARCH_BODY_LIMIT", "RESEARCH_WORKFLOW", "ROUTERS", "SHOW_MISSION_WORKFLOW", "TEMPORAL_PAYLOAD_LIMIT",
+    "ApiError", "ErrorBody", "app", "create_app", "get_temporal", "json_too_deep", "make_app", "principal_dep",
+    "require_platform_admin",
+]
+
 app = create_app()
