@@ -220,7 +220,9 @@ async def test_streams_check_access_send_heartbeats_and_stop_on_disconnect(clien
                 # closed while nobody watched: the stream says so at once
                 await client.get_workflow_handle(wid).terminate(reason="test")
                 events = await read_events(http, f"/research/{wid}/events", headers=reader)
-                assert [e["event"] for e in events] == ["status", "status", "result"]
+                # (a progress snapshot may still come first if the termination is not visible yet)
+                names = [e["event"] for e in events]
+                assert names[-1] == "result" and names[-2] == "status" and "findings" not in names, names
                 assert events[-1]["data"]["status"] == "terminated" and events[-1]["data"]["error"]
         finally:
             with contextlib.suppress(Exception):

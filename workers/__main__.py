@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -74,6 +75,13 @@ def main(argv: list[str] | None = None) -> None:
     configure_logging(json_logs=get_settings().log_json)
     try:
         asyncio.run(run(args.queue, args.metrics_port))
+        # Stopped cleanly (everything closed, logs written): leave without interpreter
+        # finalisation, which the Temporal runtime's and gRPC's native threads can race
+        # ("PyGILState_Release ... finalizing", exit -6, seen under load).
+        sys.stdout.flush()
+        sys.stderr.flush()
+        logging.shutdown()
+        os._exit(0)
     except ServiceUnavailable as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2)

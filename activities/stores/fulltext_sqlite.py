@@ -92,7 +92,7 @@ class SqliteFullTextIndex:
         self.root.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(path, timeout=30, isolation_level=None)
         conn.execute("PRAGMA busy_timeout = 30000")
-        conn.execute("PRAGMA journal_mode = WAL")
+        _wal(conn)
         conn.execute("PRAGMA synchronous = NORMAL")
         if create:
             conn.executescript(_SCHEMA)
@@ -194,3 +194,21 @@ class SqliteFullTextIndex:
             self.root.mkdir(parents=True, exist_ok=True)
             return f"SQLite {sqlite3.sqlite_version} FTS5 at {self.root}"
         return await asyncio.to_thread(check)
+
+
+def _wal(conn: sqlite3.Connection, deadline_s: float = 30.0) -> None:
+    """WAL mode (persistent in the file, so set once). Switching the journal mode does
+    not go through the busy handler: when another process is creating or opening the
+    same file at that moment SQLite answers "database is locked" at once, so retry."""
+    import time
+
+    end = time.monotonic() + deadline_s
+    while True:
+        try:
+            if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                conn.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > end:
+                raise
+            time.sleep(0.05)
