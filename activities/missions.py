@@ -72,7 +72,7 @@ class MissionActivities(ActivityResources):
 
     def _vector_dim(self) -> int:
         try:
-            from activities.embedding import model_dir
+            from activities.ingest.embedding import model_dir
 
             return int(json.loads((model_dir(self.settings.embedding_model) / "config.json").read_text())["hidden_size"])
         except Exception:  # the model package is optional for the mission worker

@@ -16,7 +16,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import tests.ops_support as ops  # noqa: E402
-from activities.backup import BackupActivities  # noqa: E402
+from activities.ops.backup import BackupActivities  # noqa: E402
 from activities.stores.factory import build_stores  # noqa: E402
 from activities.stores.postgres import apply_migrations  # noqa: E402
 from stratmaster.contracts.maintenance import (  # noqa: E402

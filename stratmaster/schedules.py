@@ -16,7 +16,7 @@ Scheduled workflow ids get the schedule's timestamp appended by Temporal, so a
 nightly backup's id is e.g. `backup-system-nightly-2026-11-25T02:00:00Z`.
 
 Per-source sync schedules (`stratmaster-source-sync-<mission>-<source>`, at the end
-of this file) are created and deleted with their source (activities/sources.py),
+of this file) are created and deleted with their source (activities/ingest/sources.py),
 not by `install`.
 """
 from __future__ import annotations
@@ -176,7 +176,7 @@ async def delete(client: Client, name: str) -> None:
 
 # ---------------------------------------------------------------- per-source sync schedules
 #
-# One schedule per registered source (activities/sources.py creates it when the
+# One schedule per registered source (activities/ingest/sources.py creates it when the
 # source is added and deletes it when the source is removed): every
 # `interval_seconds` it starts SourceSyncWorkflow on ingestion-tasks with the
 # workflow id source-sync-<mission>-<source_id> (+ Temporal's timestamp). SKIP: a

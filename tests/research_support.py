@@ -14,7 +14,7 @@ from temporalio import activity
 from temporalio.client import Client
 from temporalio.worker import Worker
 
-from activities.research import ResearchActivities
+from activities.research.activities import ResearchActivities
 from stratmaster import queues
 from stratmaster.contracts.research import RetrieveInput, RetrieveOutput
 from stratmaster.settings import Settings

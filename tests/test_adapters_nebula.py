@@ -298,7 +298,7 @@ async def test_missions_map_to_separate_spaces_and_drop(store, mock):
 async def test_delete_document_removes_vertex_mentions_and_orphans_by_parameters(store, mock):
     """Retention (documents_days): the document's vertex with its edges, and the
     entities only it mentioned; ids travel only as parameters."""
-    from activities.entities import document_entity
+    from activities.ingest.entities import document_entity
 
     doc_id = "0f8e2a9c-1d7b-5e3a-9c4f-2b6d8e1a7c35"
     vid = document_entity(doc_id, None).entity_id

@@ -243,7 +243,7 @@ async def test_schedules(api, client, settings):
 
 
 async def test_llm_usage_per_mission(api, client, settings):
-    from activities.llm_usage import record_usage
+    from activities.llm.usage import record_usage
     from stratmaster.contracts.llm_usage import LlmCall
 
     m, other = new_mission(), new_mission()

@@ -22,9 +22,9 @@ from temporalio.client import Client, WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RPCError
 
-from activities.chunking import chunk_text
-from activities.embedding import get_embedder
-from activities.parsing import parse_document
+from activities.ingest.chunking import chunk_text
+from activities.ingest.embedding import get_embedder
+from activities.ingest.parsing import parse_document
 from activities.stores.factory import build_stores
 from activities.stores.postgres import apply_migrations
 from stratmaster import queues

@@ -63,7 +63,7 @@ async def test_worker_process_runs_queue_and_stops_on_sigterm(temporal_env, sett
 async def test_health_reports_unreachable_database(temporal_env, settings, task_queue):
     from temporalio.worker import Worker
 
-    from activities.health import HealthActivities
+    from activities.ops.health import HealthActivities
 
     broken = settings.model_copy(update={"database_url": f"postgresql://x@127.0.0.1:{free_port()}/none"})
     async with Worker(temporal_env.client, task_queue=task_queue, workflows=[HealthCheckWorkflow],

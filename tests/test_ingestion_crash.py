@@ -12,9 +12,9 @@ import time
 import pytest
 from temporalio.api.enums.v1 import EventType
 
-from activities.chunking import chunk_text
-from activities.embedding import get_embedder
-from activities.parsing import parse_document
+from activities.ingest.chunking import chunk_text
+from activities.ingest.embedding import get_embedder
+from activities.ingest.parsing import parse_document
 from activities.stores.factory import build_stores
 from stratmaster import queues
 from stratmaster.contracts.ingestion import DocumentRef, IngestInput, workflow_id_for

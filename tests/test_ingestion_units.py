@@ -7,10 +7,10 @@ import pytest
 from pydantic import ValidationError
 from temporalio.exceptions import ApplicationError
 
-from activities.chunking import chunk_id, chunk_spans, chunk_text, document_id
-from activities.embedding import get_embedder
-from activities.entities import extract, extract_from_text
-from activities.parsing import detect_kind, page_of, parse_document, safe_filename
+from activities.ingest.chunking import chunk_id, chunk_spans, chunk_text, document_id
+from activities.ingest.embedding import get_embedder
+from activities.ingest.entities import extract, extract_from_text
+from activities.ingest.parsing import detect_kind, page_of, parse_document, safe_filename
 from stratmaster.contracts.ingestion import DocumentRef, IngestInput, default_batch_id, workflow_id_for
 from tests.ingestion_support import SAMPLES, write_bad_documents
 

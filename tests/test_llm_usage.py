@@ -18,7 +18,7 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ApplicationError
 from temporalio.worker import Worker
 
-from activities.llm_usage import langfuse_client, mission_usage, record_usage, trace_generation
+from activities.llm.usage import langfuse_client, mission_usage, record_usage, trace_generation
 from activities.stores.tenants import ensure_tenant
 from stratmaster.contracts.llm_usage import LlmCall
 from tests.llm_support import llm_settings  # noqa: F401  (fixture)
@@ -46,7 +46,7 @@ _ACTIVITY_SETTINGS = {}
 
 @activity.defn(name="test_llm_complete")
 async def llm_complete_activity(mission: str) -> str:
-    from activities.llm import complete
+    from activities.llm.client import complete
 
     return await complete(_ACTIVITY_SETTINGS["s"], MESSAGES, mission, max_tokens=4, purpose="test")
 

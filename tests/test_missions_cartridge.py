@@ -78,7 +78,7 @@ def test_catastrophic_pattern_runs_in_linear_time():
     code = (
         "from stratmaster.contracts.missions import validate_cartridge\n"
         "from tests.missions_support import cartridge_dict\n"
-        "from activities.entities import extract_from_text\n"
+        "from activities.ingest.entities import extract_from_text\n"
         "d = cartridge_dict('re2_time')\n"
         "d['entities'] = [{'name': 'RUN', 'patterns': [r'(a+)+$', r'\\b(\\w+\\s?)+ Directive\\b']}]\n"
         "c = validate_cartridge(data=d).cartridge\n"

@@ -21,7 +21,7 @@ from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.service import RPCError
 from temporalio.worker import Worker
 
-from activities.health import HealthActivities
+from activities.ops.health import HealthActivities
 from stratmaster.contracts.health import HealthCheckInput
 from tests.conftest import free_port
 from tests.deploy_support import ROOT

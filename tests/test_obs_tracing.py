@@ -15,7 +15,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from temporalio.client import Client
 from temporalio.worker import Replayer, Worker
 
-from activities.health import HealthActivities
+from activities.ops.health import HealthActivities
 from stratmaster import queues
 from stratmaster.contracts.health import HealthCheckInput
 from stratmaster.settings import Settings

@@ -10,7 +10,7 @@ import asyncpg
 import duckdb
 import pytest
 
-from activities.analytics import duckdb_connect
+from activities.ops.analytics import duckdb_connect
 from activities.stores.factory import build_stores
 from stratmaster import queues
 from stratmaster.contracts.maintenance import AnalyticsExportInput

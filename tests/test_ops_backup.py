@@ -227,7 +227,7 @@ async def test_unknown_mission_backup_is_a_clear_non_retryable_error(client, set
 async def test_system_dump_restores_into_an_empty_database(settings, stores, postgres):
     """Disaster recovery path: pg_restore of the system dump into a fresh database
     (a scratch one here, so the shared test database is not clobbered)."""
-    from activities.backup import BackupActivities
+    from activities.ops.backup import BackupActivities
     from stratmaster.contracts.maintenance import BackupStep, RestoreStep
 
     await seed_mission(settings, stores, new_mission(), docs=1, sessions=1)

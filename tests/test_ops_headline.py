@@ -71,7 +71,7 @@ async def test_backup_wipe_restore_gives_identical_search_and_rows(client, setti
     import workers.ingestion
     import workers.missions
     import workers.research
-    from activities.embedding import get_embedder
+    from activities.ingest.embedding import get_embedder
     from stratmaster.contracts.ingestion import DocumentRef, IngestInput
     from stratmaster.contracts.missions import ActivateMissionInput
     from stratmaster.contracts.research import ResearchInput

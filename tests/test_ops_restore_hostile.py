@@ -289,7 +289,7 @@ async def test_an_object_key_only_minio_accepts_does_not_fail_a_system_backup(cl
 
         from temporalio.testing import ActivityEnvironment
 
-        from activities.maintenance import MaintenanceActivities
+        from activities.ops.maintenance import MaintenanceActivities
         from stratmaster.contracts.maintenance import RetentionInput
 
         acts = MaintenanceActivities(settings, mixed)

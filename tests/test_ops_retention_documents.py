@@ -13,8 +13,8 @@ from datetime import datetime, timedelta, timezone
 import asyncpg
 import pytest
 
-from activities.entities import document_entity
-from activities.retention import expire_documents
+from activities.ingest.entities import document_entity
+from activities.ops.retention import expire_documents
 from activities.stores.factory import build_stores
 from activities.stores.graph_sqlite import SqliteGraphStore
 from stratmaster import queues

@@ -12,10 +12,10 @@ import asyncpg
 import pytest
 from temporalio.testing import ActivityEnvironment
 
-import activities.backup as backup_mod
-from activities.backup import BackupActivities
-from activities.pg_dumps import client_bindir
-from activities.retention import retention_section
+import activities.ops.backup as backup_mod
+from activities.ops.backup import BackupActivities
+from activities.ops.pg_dumps import client_bindir
+from activities.ops.retention import retention_section
 from stratmaster import schedules as sched
 from stratmaster.contracts.maintenance import BackupInput, BackupPart, BackupStep
 from workflows.backup import backup_id_from, workflow_id_for
@@ -114,7 +114,7 @@ def test_drill_inputs_cannot_name_a_real_mission():
 async def test_mission_tables_allowlist_matches_the_schema(postgres):
     """Restore loads only pg_dumps.MISSION_TABLES: every table keyed by tenant_id
     after the migrations must be in it (a new one is added there, deliberately)."""
-    from activities.pg_dumps import MISSION_TABLES, NOT_BACKED_UP, mission_tables, tenant_tables
+    from activities.ops.pg_dumps import MISSION_TABLES, NOT_BACKED_UP, mission_tables, tenant_tables
 
     conn = await asyncpg.connect(postgres.dsn)
     try:
@@ -160,7 +160,7 @@ def _art(name, kind, mission="m_one", source_key=None, fmt="raw"):
 def test_manifest_names_are_checked_against_what_backup_writes():
     from datetime import datetime, timezone
 
-    from activities.backup_checks import manifest_problems, object_artefact_name
+    from activities.ops.backup_checks import manifest_problems, object_artefact_name
     from stratmaster.contracts.maintenance import Manifest
 
     def manifest(*extra, tables=("documents",), missions=("m_one",), scope="mission"):
@@ -204,7 +204,7 @@ async def test_backup_results_stay_small_whatever_the_number_of_missions(setting
     from datetime import datetime, timezone
     from types import SimpleNamespace
 
-    from activities.backup_checks import table_artefact_name
+    from activities.ops.backup_checks import table_artefact_name
     from activities.stores.objects_fs import FsObjectStore
     from stratmaster.contracts.maintenance import (
         MAX_DETAIL, Artefact, ListBackupsInput, Manifest, MissionsPageInput, WriteManifestInput,

@@ -18,9 +18,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
 from temporalio.exceptions import ApplicationError
 
-from activities import parsing
-from activities.parse_sandbox import parse_in_child, warm_up
-from activities.parsing import CONTENT_TYPES, ParsedDocument, parse_document
+from activities.ingest import parsing
+from activities.ingest.sandbox import parse_in_child, warm_up
+from activities.ingest.parsing import CONTENT_TYPES, ParsedDocument, parse_document
 from stratmaster.contracts.ingestion import EMPTY_DOCUMENT
 from stratmaster.errors import CORRUPT_DOCUMENT, OVERSIZED, UNSUPPORTED_TYPE
 from stratmaster.settings import Settings

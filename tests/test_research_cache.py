@@ -14,7 +14,7 @@ import uuid
 import pytest
 import pytest_asyncio
 
-from activities import research_cache
+from activities.research import cache as research_cache
 from stratmaster import queues
 from stratmaster.contracts.ingestion import DocumentRef
 from stratmaster.contracts.research import ResearchInput, ResearchResult
@@ -114,7 +114,7 @@ async def test_missions_do_not_share_answers_and_the_cartridge_governs(client, t
 async def test_an_unreachable_cache_is_a_miss_not_a_failure(backend):
     """The activities against a Redis that is not there: a miss, and a write that
     reports False, never an error that would fail the research."""
-    from activities.research import ResearchActivities
+    from activities.research.activities import ResearchActivities
     from stratmaster.contracts.research import CacheLookupInput, CacheStoreInput
     from tests.conftest import free_port
 

@@ -18,7 +18,8 @@ import pytest_asyncio
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
-from activities import llm, llm_synthesis
+from activities.llm import client as llm
+from activities.research.llm import synthesis as llm_synthesis
 from stratmaster import queues
 from stratmaster.contracts.knowledge import SearchHit
 from stratmaster.contracts.research import ResearchInput, workflow_id_for

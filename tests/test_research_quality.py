@@ -15,8 +15,8 @@ import pytest_asyncio
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
-from activities.contradictions import contradiction, facts, same_fact
-from activities.synthesis import extractive, split_hits, verify_citation
+from activities.research.contradictions import contradiction, facts, same_fact
+from activities.research.synthesis import extractive, split_hits, verify_citation
 from stratmaster import queues
 from stratmaster.contracts.knowledge import SearchHit
 from stratmaster.contracts.research import ResearchInput, workflow_id_for

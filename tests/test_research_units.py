@@ -6,12 +6,12 @@ import json
 import pytest
 from pydantic import ValidationError
 
-from activities.confidence import confidence
-from activities.contradictions import contradiction
-from activities.fusion import fuse, merge_subquestion_hits
-from activities.planning import deterministic_plan, parse_llm_plan
-from activities.llm_synthesis import verify_claims
-from activities.synthesis import extractive, locate, sentence_spans, verify_citation
+from activities.research.confidence import confidence
+from activities.research.contradictions import contradiction
+from activities.research.fusion import fuse, merge_subquestion_hits
+from activities.research.planning import deterministic_plan, parse_llm_plan
+from activities.research.llm.synthesis import verify_claims
+from activities.research.synthesis import extractive, locate, sentence_spans, verify_citation
 from stratmaster.contracts.knowledge import SearchHit
 from stratmaster.contracts.research import ResearchInput
 
@@ -157,7 +157,7 @@ def test_locate_tolerates_whitespace_but_not_invention():
 
 
 def test_llm_contradiction_candidates_and_verdicts():
-    from activities.synthesis import contradiction_candidates, llm_says_contradict, with_contradictions
+    from activities.research.synthesis import contradiction_candidates, llm_says_contradict, with_contradictions
 
     a = "Safety summary. The XR-7 battery passed the crash tests conducted in 2022 by the agency."
     b = "Recall notice. The XR-7 battery is unsafe in the crash tests conducted in 2022 by the agency."
@@ -186,7 +186,7 @@ def test_same_sentence_in_two_documents_is_two_supports_but_overlap_is_one():
 # ---------------------------------------------------------------- answerability, gates, answers
 
 def test_rare_question_terms_weigh_more_and_must_be_in_the_evidence():
-    from activities.answerability import features, question_weights
+    from activities.research.answerability import features, question_weights
 
     assert question_weights("How much capacity does the XR-7 keep after 1000 cycles?")["xr-7"] > \
         question_weights("How much capacity does the XR-7 keep after 1000 cycles?")["capacity"] > 0
@@ -203,7 +203,7 @@ def test_rare_question_terms_weigh_more_and_must_be_in_the_evidence():
 
 
 def test_gates_keep_below_bar_claims_with_the_reason():
-    from activities.gates import apply_gates
+    from activities.research.gates import apply_gates
     from stratmaster.contracts.research import Citation, Claim, Gates
 
     def claim(i, conf, docs, score=0.9, contra=0):
@@ -224,7 +224,7 @@ def test_gates_keep_below_bar_claims_with_the_reason():
 
 
 def test_extractive_answer_is_the_best_findings_quote():
-    from activities.answer import build_answer
+    from activities.research.answer import build_answer
 
     hits = [hit("a", 0.9, "hybrid", DOC_A, "docA", start=100), hit("c", 0.6, "hybrid", DOC_C, "docC", start=0)]
     claims = extractive("m", "How much capacity does the XR-7 battery retain after 1000 cycles?", hits, embed=None)
@@ -237,8 +237,8 @@ def test_extractive_answer_is_the_best_findings_quote():
 
 def test_planned_subquestions_not_about_the_question_are_discarded():
     """Sub-questions the bundled SmolLM2-135M wrote for the demo question: the junk one goes."""
-    from activities.embedding import get_embedder
-    from activities.research import ResearchActivities
+    from activities.ingest.embedding import get_embedder
+    from activities.research.activities import ResearchActivities
     from stratmaster.settings import Settings
 
     acts = ResearchActivities.__new__(ResearchActivities)  # on_topic needs only the (real, local) embedder
@@ -252,7 +252,7 @@ def test_planned_subquestions_not_about_the_question_are_discarded():
 
 
 def test_llm_claims_are_ranked_beside_the_extractive_ones():
-    from activities.research import merge_claims
+    from activities.research.activities import merge_claims
     from stratmaster.contracts.research import Citation, Claim
 
     def claim(text, conf, chunk, start):
@@ -267,7 +267,7 @@ def test_llm_claims_are_ranked_beside_the_extractive_ones():
 
 
 def test_a_models_claim_never_turns_an_abstention_into_an_answer():
-    from activities.research import gate_with_llm
+    from activities.research.activities import gate_with_llm
     from stratmaster.contracts.research import Citation, Claim, Gates
 
     def claim(text, conf, chunk):
@@ -286,7 +286,7 @@ def test_a_models_claim_never_turns_an_abstention_into_an_answer():
 
 
 def test_a_compound_questions_answer_answers_each_part():
-    from activities.answer import combine_answers
+    from activities.research.answer import combine_answers
     from stratmaster.contracts.research import Answer, AnswerSentence, Citation
 
     def ans(q, text, conf):

@@ -12,11 +12,11 @@ from urllib.parse import parse_qs, urlparse
 import pytest
 import pytest_asyncio
 
-from activities.embedding import get_embedder
-from activities.retrieval import Retriever, entity_candidates
+from activities.ingest.embedding import get_embedder
+from activities.research.retrieval import Retriever, entity_candidates
 from activities.stores.factory import build_stores
-from activities.synthesis import verify_citation
-from activities.web_search import search_web
+from activities.research.synthesis import verify_citation
+from activities.research.web_search import search_web
 from stratmaster import queues
 from stratmaster.contracts.knowledge import Entity, Relation
 from stratmaster.contracts.research import ResearchInput, RetrieveInput

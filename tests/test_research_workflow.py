@@ -16,7 +16,7 @@ from temporalio.exceptions import ApplicationError, CancelledError
 from temporalio.worker import Replayer
 
 from activities.stores.factory import build_stores
-from activities.synthesis import verify_citation
+from activities.research.synthesis import verify_citation
 from stratmaster import queues
 from stratmaster.contracts.research import ResearchInput, ResearchResult, workflow_id_for
 from stratmaster.local_temporal import temporal_binary

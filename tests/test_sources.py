@@ -27,8 +27,8 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import Replayer, Worker
 
-from activities.entities import document_entity
-from activities.sources import walk_directory
+from activities.ingest.entities import document_entity
+from activities.ingest.sources import walk_directory
 from stratmaster import queues
 from stratmaster.contracts.ingestion import DocumentRef, IngestInput, workflow_id_for
 from stratmaster.contracts.sources import (

@@ -433,7 +433,7 @@ async def test_cli_add_list_test_deliveries_remove(temporal_env, settings, recei
 async def test_next_address_when_the_first_cannot_be_reached(settings, receiver, missions, monkeypatch):
     """A name with several addresses: one that refuses the connection is skipped (the
     activity called directly; 127.0.0.2 is loopback too, with nothing listening)."""
-    import activities.webhooks as wh
+    import activities.ops.webhooks as wh
     from stratmaster.contracts.webhooks import DeliverInput
 
     acts = wh.WebhookActivities(wh_settings(settings))

@@ -6,8 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
 
-from activities.audit import AuditActivities
-from activities.llm_usage import LlmUsageActivities
+from activities.ops.audit import AuditActivities
+from activities.llm.usage import LlmUsageActivities
 from stratmaster.settings import Settings
 from workflows.audit import RecordAuditWorkflow
 from workflows.llm_usage import LlmUsageWorkflow

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncio
 
-from activities.embedding import get_embedder
-from activities.ingestion import IngestionActivities
-from activities.parse_sandbox import warm_up as start_parser_server
-from activities.sources import SourceActivities
+from activities.ingest.embedding import get_embedder
+from activities.ingest.activities import IngestionActivities
+from activities.ingest.sandbox import warm_up as start_parser_server
+from activities.ingest.sources import SourceActivities
 from activities.stores.factory import build_stores
 from activities.stores.postgres import create_pool
 from stratmaster.settings import Settings

@@ -1,10 +1,10 @@
 from __future__ import annotations
 
-from activities.analytics import AnalyticsActivities
-from activities.backup import BackupActivities
-from activities.health import HealthActivities
-from activities.maintenance import MaintenanceActivities
-from activities.webhooks import WebhookActivities
+from activities.ops.analytics import AnalyticsActivities
+from activities.ops.backup import BackupActivities
+from activities.ops.health import HealthActivities
+from activities.ops.maintenance import MaintenanceActivities
+from activities.ops.webhooks import WebhookActivities
 from stratmaster.settings import Settings
 from workers.audit import api_support
 from workers.registry import QueueSpec

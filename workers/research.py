@@ -1,9 +1,9 @@
 """research-tasks: ResearchWorkflow and its activities (stores, PostgreSQL, embedder, LLM)."""
 from __future__ import annotations
 
-from activities.embedding import get_embedder
-from activities.reports import ReportActivities
-from activities.research import ResearchActivities
+from activities.ingest.embedding import get_embedder
+from activities.research.reports import ReportActivities
+from activities.research.activities import ResearchActivities
 from activities.stores.factory import build_stores
 from activities.stores.postgres import create_pool
 from stratmaster.settings import Settings

@@ -9,7 +9,7 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
-    from activities.audit import AuditActivities
+    from activities.ops.audit import AuditActivities
     from stratmaster.contracts.audit import AuditEntry, AuditRecorded
     from stratmaster.errors import NON_RETRYABLE, WORKFLOW_INPUT_ERRORS
 

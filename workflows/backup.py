@@ -23,7 +23,7 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from activities.backup import BackupActivities
+    from activities.ops.backup import BackupActivities
     from stratmaster.contracts.maintenance import (
         BACKUP_ID, BackupInput, BackupProgress, BackupResult, BackupStep, BeginBackupInput, ListBackupsInput,
         ListBackupsResult, PlanInput, WriteManifestInput,

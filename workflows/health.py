@@ -6,7 +6,7 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
-    from activities.health import HealthActivities
+    from activities.ops.health import HealthActivities
     from stratmaster.contracts.health import HealthCheckInput, HealthReport
     from stratmaster.errors import WORKFLOW_INPUT_ERRORS
 

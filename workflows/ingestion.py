@@ -25,7 +25,7 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflowError, TimeoutError
 
 with workflow.unsafe.imports_passed_through():
-    from activities.ingestion import IngestionActivities
+    from activities.ingest.activities import IngestionActivities
     from stratmaster.contracts.ingestion import (
         EMPTY_DOCUMENT, MAX_LISTED_DOCUMENTS, MAX_LISTED_FAILURES, CheckMissionInput, DocumentDone, DocumentResult,
         IngestDocumentInput, IngestGroupInput, IngestInput, IngestProgress, IngestResult, IngestState, IngestTotals, RecordFailureInput, SliceInput,

@@ -1,5 +1,5 @@
 """LlmUsageWorkflow (task queue `maintenance-tasks`): a mission's LLM token usage and
-cost from the llm_usage table (activities/llm_usage.py), for the API's
+cost from the llm_usage table (activities/llm/usage.py), for the API's
 GET /missions/{mission}/usage. Read-only and short.
 
 Plain JSON works from the CLI:
@@ -14,7 +14,7 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
-    from activities.llm_usage import LlmUsageActivities
+    from activities.llm.usage import LlmUsageActivities
     from stratmaster.contracts.llm_usage import LlmUsageQuery, LlmUsageSummary
     from stratmaster.errors import NON_RETRYABLE, WORKFLOW_INPUT_ERRORS
 

@@ -10,8 +10,8 @@ from temporalio.common import RetryPolicy
 from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
-    from activities.analytics import AnalyticsActivities
-    from activities.maintenance import MaintenanceActivities
+    from activities.ops.analytics import AnalyticsActivities
+    from activities.ops.maintenance import MaintenanceActivities
     from stratmaster.contracts.health import HealthCheckInput
     from stratmaster.contracts.maintenance import (
         AnalyticsExportInput, AnalyticsExportResult, Empty, ExpireDocumentsInput, MaintenanceInput, MaintenanceReport,

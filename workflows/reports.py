@@ -11,7 +11,7 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from activities.reports import ReportActivities
+    from activities.research.reports import ReportActivities
     from stratmaster.contracts.reports import REPORT_NOT_FOUND, RenderedReport, RenderReportInput
     from stratmaster.errors import NON_RETRYABLE, WORKFLOW_INPUT_ERRORS
 

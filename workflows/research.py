@@ -16,8 +16,8 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_exception
 
 with workflow.unsafe.imports_passed_through():
-    from activities.fusion import merge_subquestion_hits
-    from activities.research import ResearchActivities
+    from activities.research.fusion import merge_subquestion_hits
+    from activities.research.activities import ResearchActivities
     from stratmaster.contracts.knowledge import SearchHit
     from stratmaster.contracts.research import (
         CacheLookupInput, CacheLookupResult, CacheStoreInput, FinishInput, PersistInput, Plan, PlanInput, ResearchInput, ResearchProgress, ResearchResult,

@@ -2,7 +2,7 @@
 
 Restore validates the WHOLE backup first -- the manifest's names against what the
 backup code writes, every artefact's size and sha256, and every PostgreSQL row
-against its mission (activities/backup.py validate_backup) -- then checks every
+against its mission (activities/ops/backup.py validate_backup) -- then checks every
 target is empty (or wipes it with `replace`), and only then writes. Later steps
 carry the validated manifest's sha256 and refuse any other manifest.
 
@@ -31,7 +31,7 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from activities.backup import BackupActivities
+    from activities.ops.backup import BackupActivities
     from stratmaster.contracts.maintenance import (
         MAX_DETAIL, MAX_PROBLEMS, CountInput, DropDrillInput, ListBackupsInput, MissionsPageInput, RestoreInput,
         RestoreProgress, RestoreResult, RestoreStep, ValidateInput, VerifyBackupInput, VerifyBackupResult,

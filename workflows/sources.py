@@ -1,5 +1,5 @@
 """Sources workflows (task queue ingestion-tasks; contracts in stratmaster/contracts/sources.py,
-activities in activities/sources.py).
+activities in activities/ingest/sources.py).
 
 SourceSyncWorkflow    id source-sync-<mission>-<source_id> (on demand; the source's Schedule
                       starts the same id + Temporal's timestamp)
@@ -29,7 +29,7 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflowError, is_cancelled_exception
 
 with workflow.unsafe.imports_passed_through():
-    from activities.sources import SourceActivities
+    from activities.ingest.sources import SourceActivities
     from stratmaster.contracts.ingestion import DocumentResult, IngestInput, IngestResult, workflow_id_for
     from stratmaster.contracts.sources import (
         SOURCE_ERRORS, SOURCE_REMOVED, SYNC_SUPERSEDED, AddSourceInput, AddSourceResult, ApplyItem, ApplyPageInput,

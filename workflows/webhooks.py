@@ -24,7 +24,7 @@ from temporalio.common import RetryPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import ActivityError, ApplicationError, WorkflowAlreadyStartedError
 
 with workflow.unsafe.imports_passed_through():
-    from activities.webhooks import TARGET_REFUSED, WebhookActivities
+    from activities.ops.webhooks import TARGET_REFUSED, WebhookActivities
     from stratmaster import queues
     from stratmaster.contracts.webhooks import (
         AddWebhookInput, AddWebhookResult, DeliverInput, DeliveriesInput, DeliveryLog, DeliveryResult, EmitPlan,

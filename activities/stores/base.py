@@ -19,7 +19,7 @@ Embedded defaults (no server URL set), all under `<data_dir>`:
 Every store entry point calls check_mission() first: an invalid mission id is a
 non-retryable BadInput error before any path or name is built from it.
 
-Backup hooks (activities/store_dumps.py moves the records, the stores own them):
+Backup hooks (activities/ops/store_dumps.py moves the records, the stores own them):
   vectors.dump(mission)  -> [{"id", "vector", "payload"}]   (scrolled points)
   fulltext.dump(mission) -> [Chunk fields as dicts]           (one per chunk)
   graph.dump(mission)    -> [{"kind": "entity", ...} | {"kind": "relation", ...}]
@@ -30,7 +30,7 @@ Optional (embedded adapters have it): vectors/fulltext.delete_document(mission,
 document_id) removes one document's chunks, for re-ingesting a changed document.
 graph.delete_document(mission, document_id) (both graph adapters) removes the
 document's vertex, its MENTIONS edges and the entities no other document mentions
-(retention's documents_days, activities/retention.py).
+(retention's documents_days, activities/ops/retention.py).
 """
 from __future__ import annotations
 

@@ -90,7 +90,7 @@ def health_probes(settings: Settings) -> dict[str, tuple[str, Callable[[], Await
     for name, chooser in (("objects", _objects), ("vectors", _vectors), ("fulltext", _fulltext), ("graph", _graph)):
         probes[name] = _store_probe(settings, chooser)
     if settings.searxng_url:  # web search (research): only when configured
-        from activities.web_search import probe as web_probe
+        from activities.research.web_search import probe as web_probe
 
         probes["web"] = ("searxng", lambda: web_probe(settings.searxng_url))
     return probes

@@ -26,7 +26,7 @@ import zlib
 from pathlib import Path
 from typing import Any, Callable, ContextManager, Iterator, Sequence
 
-from activities.entities import document_entity
+from activities.ingest.entities import document_entity
 from activities.stores.base import check_mission, graph_space, parse_graph_dump
 from activities.stores.graph_sqlite import name_key
 from stratmaster.contracts.knowledge import Entity, Relation

@@ -14,7 +14,7 @@ import sqlite3
 from pathlib import Path
 from typing import Sequence
 
-from activities.entities import document_entity
+from activities.ingest.entities import document_entity
 from activities.stores.base import check_mission, parse_graph_dump, remove_sqlite_files
 from stratmaster.contracts.knowledge import Entity, Relation
 

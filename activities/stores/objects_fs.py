@@ -20,12 +20,12 @@ from stratmaster.errors import bad_input
 AREAS = ("documents", "artifacts", "embeddings")
 
 
-# One key rule for every adapter and for backup/restore (activities/backup.py),
+# One key rule for every adapter and for backup/restore (activities/ops/backup.py),
 # so a key is either writable, readable, backed up and restorable everywhere or
 # refused everywhere. The limits keep the bucket name `tenants/<mission>/<key>`
 # (mission <= 48 chars) under S3's 1024 bytes and every segment under MinIO's and
 # the filesystems' 255 bytes; control characters are refused (they never come
-# from the platform: uploads use activities.parsing.safe_filename).
+# from the platform: uploads use activities.ingest.parsing.safe_filename).
 MAX_KEY_BYTES = 900
 MAX_SEGMENT_BYTES = 255
 

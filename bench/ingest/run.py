@@ -56,8 +56,8 @@ async def main(args) -> None:
     from temporalio.worker import Worker
 
     import workers.ingestion
-    from activities.chunking import chunk_text
-    from activities.parsing import parse_document
+    from activities.ingest.chunking import chunk_text
+    from activities.ingest.parsing import parse_document
     from activities.stores.postgres import apply_migrations
     from activities.stores.tenants import ensure_tenant
     from stratmaster import queues

@@ -4,10 +4,10 @@
     python bench/research_qa/tune.py --fit    # logistic regression, 5-fold cross-validated by question
 
 Every sentence of every run's retrieved hits gets its answerability features
-(activities/answerability.py, as research computes them) and a label: it states
+(activities/research/answerability.py, as research computes them) and a label: it states
 the gold answer (pattern) and comes from a gold page. The fit is scored on the
 folds it did not see (reliability table, ECE, ranking), then refitted on all
-questions; paste the printed WEIGHTS/BIAS into activities/confidence.py.
+questions; paste the printed WEIGHTS/BIAS into activities/research/confidence.py.
 """
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ NAMES = ["sim", "window", "cover", "passage", "key", "kind", "names", "retrieval
 
 
 def sentence_rows(runs: dict, questions: list[dict], embed):
-    from activities.synthesis import _claimable, score_sentences, split_hits
+    from activities.research.synthesis import _claimable, score_sentences, split_hits
     from stratmaster.contracts.knowledge import SearchHit
 
     page_of = runs["page_of"]
@@ -81,7 +81,7 @@ def load_rows(args, questions, runs, bench_dir: Path):
     cache = bench_dir / f"rows-{args.runs}"
     if cache.exists() and not args.refresh:
         return [tuple(r) for r in json.loads(cache.read_text())]
-    from activities.embedding import get_embedder
+    from activities.ingest.embedding import get_embedder
     from stratmaster.settings import Settings
 
     rows = sentence_rows(runs, questions, get_embedder(Settings(_env_file=None)).embed)
@@ -95,7 +95,7 @@ def main(args):
     import numpy as np
     from sklearn.linear_model import LogisticRegression
 
-    from activities.confidence import BIAS, CALIBRATION, WEIGHTS
+    from activities.research.confidence import BIAS, CALIBRATION, WEIGHTS
 
     bench_dir = Path(os.environ.get("STRATMASTER_BENCH_DIR", ROOT / ".data" / "bench-research-qa")).resolve()
     runs = json.loads((bench_dir / args.runs).read_text())

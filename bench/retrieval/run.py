@@ -98,7 +98,7 @@ def pct(values: list[float], p: float) -> float:
 # ---------------------------------------------------------------- setup
 
 async def ensure_ingested(settings, docs, stores, embedder, pool) -> dict:
-    from activities.chunking import chunk_id, chunk_text
+    from activities.ingest.chunking import chunk_id, chunk_text
     from activities.stores.tenants import ensure_tenant
     from stratmaster.contracts.knowledge import Chunk
 
@@ -158,9 +158,9 @@ async def main(args) -> dict:
     from temporalio.testing import WorkflowEnvironment
     from temporalio.worker import Worker
 
-    from activities.embedding import get_embedder
-    from activities.fusion import fuse
-    from activities.research import ResearchActivities
+    from activities.ingest.embedding import get_embedder
+    from activities.research.fusion import fuse
+    from activities.research.activities import ResearchActivities
     from activities.stores.factory import build_stores
     from activities.stores.postgres import apply_migrations, create_pool
     from stratmaster import queues

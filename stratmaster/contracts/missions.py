@@ -221,7 +221,7 @@ class Cartridge(Strict):
         return self.metadata.version
 
     def entity_keywords(self) -> dict[str, list[str]]:
-        """{type: keywords} as activities/entities.py `custom=` expects."""
+        """{type: keywords} as activities/ingest/entities.py `custom=` expects."""
         return {e.name: list(e.keywords) for e in self.entities if e.keywords}
 
     def entity_patterns(self) -> dict[str, list[Any]]:

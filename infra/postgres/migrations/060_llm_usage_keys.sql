@@ -1,4 +1,4 @@
--- LLM usage accounting (activities/llm_usage.py): the mission name is kept even
+-- LLM usage accounting (activities/llm/usage.py): the mission name is kept even
 -- when no tenant row exists yet, and call_key makes recording idempotent
 -- (one row per LLM call attempt: a retried activity really did spend tokens twice).
 ALTER TABLE llm_usage ADD COLUMN IF NOT EXISTS mission TEXT;

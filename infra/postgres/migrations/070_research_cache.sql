@@ -1,6 +1,6 @@
 -- The research answer cache (embedded default; production may use Redis/Valkey).
 -- entry_key = the mission's state (cartridge + documents) and the request parameters;
--- norm = the question's normalised words. See activities/research_cache.py.
+-- norm = the question's normalised words. See activities/research/cache.py.
 CREATE TABLE IF NOT EXISTS research_cache (
     tenant_id UUID NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
     entry_key TEXT NOT NULL,

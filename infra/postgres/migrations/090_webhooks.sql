@@ -1,6 +1,6 @@
--- Webhooks (activities/webhooks.py): a mission's endpoints and the delivery log.
+-- Webhooks (activities/ops/webhooks.py): a mission's endpoints and the delivery log.
 -- Tenant-keyed and dropped with the mission (ON DELETE CASCADE). Not in backups
--- (activities/pg_dumps.NOT_BACKED_UP): endpoints hold signing secrets, the log is
+-- (activities/ops/pg_dumps.py: NOT_BACKED_UP): endpoints hold signing secrets, the log is
 -- operational; re-register endpoints after restoring a mission elsewhere.
 CREATE TABLE IF NOT EXISTS webhook_endpoints (
     id UUID PRIMARY KEY,

@@ -1,5 +1,5 @@
 """LLM token usage and cost per mission (read): LlmUsageWorkflow on maintenance-tasks
-reads the llm_usage table (activities/llm_usage.py)."""
+reads the llm_usage table (activities/llm/usage.py)."""
 from __future__ import annotations
 
 import re

@@ -18,7 +18,7 @@ user write any key there) is skipped and recorded in the manifest's `skipped`,
 never a failure: one mission's odd object cannot fail a system backup.
 
 Restore trusts nothing in a backup: validate_backup checks every name against
-what the backup code derives (activities/backup_checks.py), every artefact's size
+what the backup code derives (activities/ops/backup_checks.py), every artefact's size
 and sha256, the store dumps' shape, and stages every PostgreSQL row in temporary
 tables to check it belongs to its mission (pg_dumps.stage_mission) -- all before
 the first write. Later steps re-read only the manifest validate_backup checked
@@ -42,14 +42,14 @@ import asyncpg
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities import pg_dumps, store_dumps
-from activities.backup_checks import (
+from activities.ops import pg_dumps, store_dumps
+from activities.ops.backup_checks import (
     STORE_KINDS, manifest_problems, object_artefact_name, store_artefact_name, store_payload_problem,
     table_artefact_name,
 )
 from activities.resources import ActivityResources
 from activities.stores.objects_fs import mission_key_problem
-from activities.system_area import system_delete, system_get, system_list, system_list_modified, system_put
+from activities.ops.system_area import system_delete, system_get, system_list, system_list_modified, system_put
 from stratmaster.contracts.maintenance import (
     BACKUP_ID, BACKUP_PREFIX, MAX_DETAIL, Artefact, BackupPage, BackupPart, BackupResult, BackupStep, BackupSummary,
     BeginBackupInput, CountInput, DropDrillInput, Empty, ListBackupsInput, ListBackupsResult, Manifest, MissionCounts,

@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 
 import asyncpg
 
-from activities.system_area import system_delete, system_get, system_list, system_list_modified
+from activities.ops.system_area import system_delete, system_get, system_list, system_list_modified
 from stratmaster.contracts.maintenance import BACKUP_PREFIX, ExpireDocumentsResult, Manifest, RetentionReport
 from stratmaster.settings import Settings
 
@@ -121,7 +121,7 @@ async def purge_document(stores, conn: asyncpg.Connection, mission: str, doc, *,
     its audit row (`action` by `actor`, `detail` added to the document's own facts;
     `op_key` makes the audit row once-only however often a retry runs it). The
     one document-deletion path: retention (below) and source syncs
-    (activities/sources.py: deleted or replaced files) both call it. `doc` holds
+    (activities/ingest/sources.py: deleted or replaced files) both call it. `doc` holds
     DOCUMENT_COLUMNS; `also(conn)`, when given, runs in the row's transaction (a
     caller's bookkeeping that must count each deletion exactly once)."""
     doc_id = str(doc["id"])
@@ -130,7 +130,7 @@ async def purge_document(stores, conn: asyncpg.Connection, mission: str, doc, *,
         "fulltext_chunks": await stores.fulltext.delete_document(mission, doc_id),
         "graph_mentions": await stores.graph.delete_document(mission, doc_id),
     }
-    # the original and the extracted text live under documents/<sha256>/ (activities/ingestion.py)
+    # the original and the extracted text live under documents/<sha256>/ (activities/ingest/activities.py)
     keys = set(await stores.objects.list(mission, f"documents/{doc['sha256'].strip()}/"))
     keys |= {k for k in (doc["object_key"], doc["extracted_key"]) if k}
     objects = 0

@@ -10,7 +10,7 @@ million-paragraph DOCX, text that expands past MAX_TEXT_CHARS).
 
 Time and memory are bounded by the caller: the ingestion activity runs
 parse_document in a child process with a deadline and an address-space cap
-(activities/parse_sandbox.py). The limits here refuse the common bombs early
+(activities/ingest/sandbox.py). The limits here refuse the common bombs early
 and cheaply; they are not the only line of defence.
 """
 from __future__ import annotations

@@ -23,7 +23,7 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 
-from activities.planning import content_terms, tokens
+from activities.research.planning import content_terms, tokens
 
 NEGATIONS = frozenset({"not", "no", "never", "none", "nor", "neither", "cannot", "without", "fails", "failed",
                        "isn't", "aren't", "wasn't", "weren't", "doesn't", "don't", "didn't", "won't", "can't",

@@ -1,7 +1,7 @@
 """A claim's confidence in [0, 1]: the estimated probability that it answers the
 question correctly, from its evidence.
 
-    z = BIAS + sum(WEIGHTS[f] * factor f)   the ranker (factors from activities/answerability.py,
+    z = BIAS + sum(WEIGHTS[f] * factor f)   the ranker (factors from activities/research/answerability.py,
                                            plus `documents`: distinct supporting documents, saturating at 3)
     p = sigmoid(a * z + b * margin + c)      calibration; margin = z minus the best sentence's z for the question
     confidence = p * (0.5 + 0.5 agreement) - 0.1 (1 - agreement)   (agreement = support / (support + contradicting))

@@ -1,7 +1,7 @@
 """Research planning: a question into sub-questions.
 
 With an LLM (settings.llm_model) the sub-questions come from LiteLLM (prompt,
-schema and validation in activities/llm_synthesis.py); otherwise,
+schema and validation in activities/research/llm/synthesis.py); otherwise,
 or when the LLM's answer is unusable, the deterministic planner splits the query
 on conjunctions and clauses and adds its key noun phrases. The original query is
 always the first sub-question.

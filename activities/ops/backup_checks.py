@@ -24,7 +24,7 @@ import re
 
 from pydantic import ValidationError
 
-from activities.pg_dumps import MISSION_TABLES, TENANTS
+from activities.ops.pg_dumps import MISSION_TABLES, TENANTS
 from activities.stores.base import parse_graph_dump
 from activities.stores.objects_fs import key_problem, mission_key_problem
 from stratmaster.contracts.common import validate_mission_id

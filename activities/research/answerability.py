@@ -25,7 +25,7 @@ import re
 from functools import lru_cache
 from typing import Mapping
 
-from activities.planning import STOPWORDS, TOKEN_RE, content_terms, stem
+from activities.research.planning import STOPWORDS, TOKEN_RE, content_terms, stem
 
 RARE_WEIGHT = 3.0  # weight at or above which a term is a key term (zipf frequency <= 3)
 

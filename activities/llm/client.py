@@ -95,7 +95,7 @@ async def complete(
     except (litellm.exceptions.BadRequestError, litellm.exceptions.APIError) as exc:
         raise LLMFailed(f"LLM {model} failed: {exc}") from exc
     # token usage + cost per mission (Postgres), Langfuse generation when keys are set
-    from activities.llm_usage import record_completion
+    from activities.llm.usage import record_completion
 
     await record_completion(settings, mission=mission, model=model, messages=messages,
                             response=response, workflow_id=workflow_id, purpose=purpose)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from temporalio import activity
 
-from activities.system_area import system_put
+from activities.ops.system_area import system_put
 from stratmaster.contracts.maintenance import AnalyticsExportInput, AnalyticsExportResult, MissionMetrics, analytics_key
 from stratmaster.errors import ServiceUnavailable
 from stratmaster.settings import Settings

@@ -17,7 +17,7 @@ when its sha256 differs. New and changed entries are marked pending (with the pa
 ingestion batch id) and handed to IngestDocumentsWorkflow; `apply_page` then records
 each file's outcome from the ingestion result. Rows the pass did not see are deleted
 files: `delete_missing` removes their documents from every store (the one deletion
-path, activities/retention.py: purge_document) and then their rows.
+path, activities/ops/retention.py: purge_document) and then their rows.
 
 A document is deleted only when no manifest row of the mission refers to it any
 more and a source sync created it (documents.batch_id `src-...`): the same bytes
@@ -50,7 +50,7 @@ from pydantic import TypeAdapter
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.retention import DOCUMENT_COLUMNS, purge_document
+from activities.ops.retention import DOCUMENT_COLUMNS, purge_document
 from activities.stores.tenants import require_mission
 from stratmaster import schedules
 from stratmaster.contracts.ingestion import EMPTY_DOCUMENT, DocumentRef, SourceObjectRef

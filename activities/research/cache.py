@@ -26,7 +26,7 @@ from typing import Any, Protocol
 import asyncpg
 import numpy as np
 
-from activities.answerability import question_weights, RARE_WEIGHT
+from activities.research.answerability import question_weights, RARE_WEIGHT
 from stratmaster.contracts.research import ResearchResult
 
 MAX_ENTRIES_PER_STATE = 200  # near-identical candidates compared per lookup (and kept per mission state)

@@ -12,8 +12,8 @@ LLM: numbered evidence goes to the model through LiteLLM; every citation it
 returns must name an evidence number and quote text found in that hit, else the
 citation is dropped, and a claim left without citations is dropped.
 
-Both: contradicting evidence (activities/contradictions.py) and a confidence from
-the evidence (activities/confidence.py). Citations only ever point at retrieved
+Both: contradicting evidence (activities/research/contradictions.py) and a confidence from
+the evidence (activities/research/confidence.py). Citations only ever point at retrieved
 hits, at offsets where the quote is verbatim.
 """
 from __future__ import annotations
@@ -26,10 +26,10 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from activities.answerability import features, question_weights
-from activities.confidence import confidence, probability, with_margins
-from activities.contradictions import contradiction, facts, same_fact
-from activities.planning import content_terms
+from activities.research.answerability import features, question_weights
+from activities.research.confidence import confidence, probability, with_margins
+from activities.research.contradictions import contradiction, facts, same_fact
+from activities.research.planning import content_terms
 from stratmaster.contracts.knowledge import SearchHit
 from stratmaster.contracts.research import Citation, Claim
 
@@ -48,7 +48,7 @@ class Sentence:
     text: str
     score: float = 0.0  # estimated probability that this sentence answers the question
     sim: float = 0.0
-    features: dict | None = None  # activities/answerability.py
+    features: dict | None = None  # activities/research/answerability.py
     context: str = ""  # the sentence before (or a table's header row): measures inherit from it
     table: bool = False  # a table row: evidence, and claim text only as its rendered statement
 
@@ -326,7 +326,7 @@ def extractive(mission: str, query: str, hits: Sequence[SearchHit], embed: Embed
     keys = [{f.key for f in facts(s.text, s.context)} for s in sents]
     order = sorted(range(len(sents)), key=lambda i: (-sents[i].score, sents[i].key))
     # keep sentences near the best one: weakly related sentences make noise claims
-    # (margin: ranker logit below the best claimable sentence's; see activities/confidence.py)
+    # (margin: ranker logit below the best claimable sentence's; see activities/research/confidence.py)
     def near(i: int, within: float = max_margin) -> bool:
         return (sents[i].features or {}).get("margin", 0.0) >= -within
 
@@ -407,7 +407,7 @@ Can both statements be true at the same time? Answer with one word: yes or no.""
 def contradiction_candidates(claims: Sequence[Claim], hits: Sequence[SearchHit], limit: int = 4) -> list[tuple[int, Sentence, str]]:
     """Sentence pairs the heuristics did not flag but that share the claim's subject
     closely: (claim index, evidence sentence, supporting quote) for the LLM to judge."""
-    from activities.contradictions import subject_overlap
+    from activities.research.contradictions import subject_overlap
 
     pool = split_hits(hits)
     out = []

@@ -11,7 +11,7 @@ duplicate check trusts.
 Only small things cross the history: the document reference in, a
 DocumentResult out. A background task heartbeats the current stage every few
 seconds while parsing (in a child process, bounded in memory and time: see
-activities/parse_sandbox.py) and embedding (in a thread) run, so a crashed worker's attempt
+activities/ingest/sandbox.py) and embedding (in a thread) run, so a crashed worker's attempt
 is retried after the (short) heartbeat timeout; the heartbeat details carry how
 many chunks already reached the vector store, so the retry skips re-embedding them.
 
@@ -41,11 +41,11 @@ import asyncpg
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.chunking import chunk_id, chunk_text, document_id
-from activities.embedding import Embedder, get_embedder
-from activities.entities import extract
-from activities.parse_sandbox import parse_in_child
-from activities.parsing import ParsedDocument, page_of, safe_filename
+from activities.ingest.chunking import chunk_id, chunk_text, document_id
+from activities.ingest.embedding import Embedder, get_embedder
+from activities.ingest.entities import extract
+from activities.ingest.sandbox import parse_in_child
+from activities.ingest.parsing import ParsedDocument, page_of, safe_filename
 from activities.stores.base import ObjectNotFound
 from activities.stores.factory import Stores
 from activities.stores.tenants import require_mission
@@ -377,8 +377,8 @@ class IngestionActivities:
             if len(data) > limit:
                 raise bad_input(too_big.format(name=ref.object_key, size=len(data), limit=limit), OVERSIZED)
             return _Source(os.path.basename(ref.object_key), data)
-        if ref.source_object is not None:  # an object of one of the mission's S3 sources (activities/sources.py)
-            from activities.sources import read_source_object
+        if ref.source_object is not None:  # an object of one of the mission's S3 sources (activities/ingest/sources.py)
+            from activities.ingest.sources import read_source_object
 
             name, data = await read_source_object(self.pool, mission, ref.source_object, limit)
             return _Source(name, data)

@@ -17,15 +17,15 @@ from typing import Any
 import asyncpg
 from temporalio import activity
 
-from activities import llm
-from activities import llm_synthesis
-from activities.answer import build_answer, combine_answers, verified_answer
-from activities.gates import apply_gates, gates_from
-from activities import research_cache
-from activities.planning import content_terms, deterministic_plan
-from activities.retrieval import Retriever
+from activities.llm import client as llm
+from activities.research.llm import synthesis as llm_synthesis
+from activities.research.answer import build_answer, combine_answers, verified_answer
+from activities.research.gates import apply_gates, gates_from
+from activities.research import cache as research_cache
+from activities.research.planning import content_terms, deterministic_plan
+from activities.research.retrieval import Retriever
 from activities.stores.tenants import require_mission
-from activities.synthesis import (
+from activities.research.synthesis import (
     CONTRA_PROMPT, answer_parts, contradiction_candidates, extractive, llm_says_contradict,
     unit_vectors, verify_citation, with_contradictions,
 )

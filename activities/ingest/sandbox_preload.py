@@ -1,4 +1,4 @@
-"""Imported once by the parser forkserver (activities/parse_sandbox.py), never by the worker:
+"""Imported once by the parser forkserver (activities/ingest/sandbox.py), never by the worker:
 parses a tiny document of each type so that every forked parser process starts with the
 lazy imports done and the regular expressions compiled (~10-30 ms saved per document)."""
 from __future__ import annotations
@@ -44,7 +44,7 @@ def _tiny_pdf() -> bytes:
 
 
 def warm() -> None:
-    from activities.parsing import parse_document
+    from activities.ingest.parsing import parse_document
 
     samples = {
         "w.txt": b"warm up\n\n\n\nline",

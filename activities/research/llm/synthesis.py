@@ -2,7 +2,7 @@
 writer's cited claims.
 
 Both answers are pydantic models; their JSON schemas go to the server as
-`response_format` (activities/llm.py decides whether the server supports it), so
+`response_format` (activities/llm/client.py decides whether the server supports it), so
 llama.cpp decodes under a grammar and even a 135M model returns parseable JSON.
 The claim schema is narrowed per call: evidence numbers can only be those of the
 retrieved hits and, when `quote_enum` is on, quotes can only be sentences of them.
@@ -20,9 +20,9 @@ from typing import Any, Sequence
 
 from pydantic import BaseModel, Field, ValidationError
 
-from activities.planning import content_terms, parse_llm_plan
-from activities.confidence import logit
-from activities.synthesis import (
+from activities.research.planning import content_terms, parse_llm_plan
+from activities.research.confidence import logit
+from activities.research.synthesis import (
     Embed, Sentence, _claimable, _contradicting, _finish_claim, _json_object, score_sentences, split_hits,
 )
 from stratmaster.contracts.knowledge import SearchHit

@@ -1,6 +1,6 @@
 """Shareable research reports (research worker): render a completed session's
 stored report (report.json) with the cited chunks' context to Markdown, HTML, PDF
-and DOCX (activities/report_render.py), and store them beside it under the
+and DOCX (activities/research/report_render.py), and store them beside it under the
 mission's prefix. The session is looked up by workflow id *within the mission*: a
 research of another mission is "not found", exactly like one that does not exist."""
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 import asyncpg
 from temporalio import activity
 
-from activities import report_render
+from activities.research import report_render
 from activities.stores.tenants import require_mission
 from stratmaster.contracts.reports import (
     CONTENT_TYPES, MAX_CONTENT_BYTES, REPORT_NOT_FOUND, RenderedReport, RenderReportInput, ReportArtifact, report_key,

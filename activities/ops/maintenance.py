@@ -7,10 +7,10 @@ import sqlite3
 
 from temporalio import activity
 
-from activities import pg_dumps
-from activities.backup import keep_alive
+from activities.ops import pg_dumps
+from activities.ops.backup import keep_alive
 from activities.resources import ActivityResources
-from activities.retention import enforce_retention, expire_documents
+from activities.ops.retention import enforce_retention, expire_documents
 from stratmaster.contracts.maintenance import (
     CapacityReport, Empty, ExpireDocumentsInput, ExpireDocumentsResult, MissionCapacity, OptimiseReport,
     RetentionInput, RetentionReport, TableStats, VacuumReport,

@@ -29,11 +29,11 @@ from typing import Any
 
 from temporalio.exceptions import ApplicationError
 
-from activities.parsing import ParsedDocument
+from activities.ingest.parsing import ParsedDocument
 from stratmaster.errors import CORRUPT_DOCUMENT, OVERSIZED, bad_input
 
 # imported once in the forkserver, so a forked child starts with them loaded
-PRELOAD = ["activities.parse_sandbox", "activities.parsing", "activities.parse_preload"]
+PRELOAD = ["activities.ingest.sandbox", "activities.ingest.parsing", "activities.ingest.sandbox_preload"]
 
 _ctx_lock = threading.Lock()
 _ctx: Any = None
@@ -107,7 +107,7 @@ def _child_main(conn, name: str, data: bytes, memory_bytes: int, cpu_seconds: in
         conn.send(("fatal", f"cannot limit the parser process: {exc}"))
         return
     try:
-        from activities import parsing
+        from activities.ingest import parsing
 
         parsing.MEMORY_LIMIT_MB = memory_bytes // (1024 * 1024)
         msg: tuple = ("ok", parsing.parse_document(name, data))

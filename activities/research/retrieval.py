@@ -1,5 +1,5 @@
 """Hybrid retrieval for one query over one mission: BM25 (full-text index) +
-dense (embedded query against the vector store), fused (activities/fusion.py),
+dense (embedded query against the vector store), fused (activities/research/fusion.py),
 optionally widened by graph expansion (entities named in the query -> their
 neighbours -> extra BM25 terms) and web search (SearxNG, when configured).
 
@@ -12,9 +12,9 @@ import asyncio
 import time
 from typing import Any
 
-from activities.fusion import fuse
-from activities.planning import noun_phrases, tokens, STOPWORDS
-from activities.web_search import search_web
+from activities.research.fusion import fuse
+from activities.research.planning import noun_phrases, tokens, STOPWORDS
+from activities.research.web_search import search_web
 from stratmaster.contracts.knowledge import SearchHit
 from stratmaster.contracts.research import RetrieveInput, RetrieveOutput
 from stratmaster.settings import Settings

@@ -1,7 +1,7 @@
 """LLM token usage and cost per mission (llm_usage table), and Langfuse
 generations when Langfuse keys are configured.
 
-`activities.llm.complete` calls `record_completion` after every LiteLLM call, so
+`activities.llm.client.complete` calls `record_completion` after every LiteLLM call, so
 every LLM call made by any activity is accounted to its mission and workflow.
 Recording is best-effort: accounting trouble is logged, never fails research.
 """
@@ -147,7 +147,7 @@ def trace_generation(client: Any, call: LlmCall, messages: list[dict[str, str]],
     gen.end()
 
 
-# --- the hook activities/llm.py calls ---------------------------------------------
+# --- the hook activities/llm/client.py calls ---------------------------------------------
 
 async def record_completion(settings: Settings, *, mission: str, model: str, messages: list[dict[str, str]],
                             response: Any, workflow_id: str | None = None, purpose: str = "",
