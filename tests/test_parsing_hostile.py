@@ -18,7 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
 from temporalio.exceptions import ApplicationError
 
-from activities.ingest import parsing
+from activities.ingest.converters import base as converters_base
 from activities.ingest.sandbox import parse_in_child, warm_up
 from activities.ingest.parsing import CONTENT_TYPES, ParsedDocument, parse_document
 from stratmaster.contracts.ingestion import EMPTY_DOCUMENT
@@ -159,7 +159,7 @@ async def test_old_mac_csv_parses_and_expanding_csv_is_capped(monkeypatch):
     doc = await in_child("mac.csv", b"a,b\r1,x\r2,y\r")  # csv.Error "new-line character seen in unquoted field" before
     assert doc.text == "a, b\na: 1; b: x\na: 2; b: y"
     # a long header repeated on every record: the extracted text is capped (lowered here, in-process)
-    monkeypatch.setattr(parsing, "MAX_TEXT_CHARS", 1_000_000)
+    monkeypatch.setattr(converters_base, "MAX_TEXT_CHARS", 1_000_000)
     with pytest.raises(ApplicationError) as info:
         parse_document("expand.csv", b"h" * 5000 + b"\n" + b"1\n" * 5000)
     assert info.value.type == OVERSIZED and info.value.non_retryable and "extracted text" in info.value.message

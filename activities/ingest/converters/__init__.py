@@ -1,0 +1,1 @@
+"""One converter per document format (bytes -> ParsedDocument); activities/ingest/parsing.py picks one."""

@@ -1,0 +1,70 @@
+"""What every converter shares: the parsed document, the text limits, decoding and tidying, errors."""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from temporalio.exceptions import ApplicationError
+
+from stratmaster.errors import CORRUPT_DOCUMENT, OVERSIZED, bad_input
+
+MAX_TEXT_CHARS = 50_000_000  # extracted text; CSV and JSON repeat headers/paths, so they can expand their input
+
+CONTENT_TYPES = {
+    "txt": "text/plain",
+    "md": "text/markdown",
+    "html": "text/html",
+    "pdf": "application/pdf",
+    "docx": "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+    "csv": "text/csv",
+    "json": "application/json",
+}
+
+
+@dataclass
+class ParsedDocument:
+    text: str
+    kind: str  # key of CONTENT_TYPES
+    title: str | None = None
+    # character offsets where each page starts (PDF), for chunk metadata
+    page_starts: list[int] = field(default_factory=list)
+
+    @property
+    def content_type(self) -> str:
+        return CONTENT_TYPES[self.kind]
+
+
+def decode_text(data: bytes) -> str:
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    elif data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return data.decode("utf-16", errors="replace")  # a truncated or damaged file is still mostly text
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return data.decode("cp1252", errors="replace")
+
+
+def tidy(text: str) -> str:
+    """Normalise newlines, trailing spaces and runs of blank lines."""
+    text = text.replace("\r\n", "\n").replace("\r", "\n").replace("\x00", "")
+    text = "\n".join(line.rstrip() for line in text.split("\n"))
+    text = re.sub(r"\n{3,}", "\n\n", text)
+    return text.strip()
+
+
+def short(exc: BaseException) -> str:
+    """One line, at most 300 characters: type and message."""
+    msg = " ".join(str(exc).split())
+    if len(msg) > 300:
+        msg = msg[:297] + "..."
+    name = type(exc).__name__
+    return f"{name}: {msg}" if msg else name
+
+
+def parse_failed(fmt: str, exc: BaseException) -> ApplicationError:
+    return bad_input(f"{fmt} parse failed: {short(exc)}", CORRUPT_DOCUMENT)
+
+
+def too_much_text() -> ApplicationError:
+    return bad_input(f"extracted text exceeds {MAX_TEXT_CHARS:,} characters", OVERSIZED)
