@@ -13,11 +13,11 @@ import inspect
 import json
 import logging
 from datetime import timedelta
-from typing import Any
 
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.heartbeat import heartbeat
 from activities.resources import ActivityResources
 from activities.stores.base import check_mission
 from stratmaster.contracts.missions import (
@@ -45,11 +45,6 @@ def _op_key(suffix: str = "") -> str | None:
         return None
     info = activity.info()
     return f"{info.workflow_run_id}/{info.activity_id}{suffix}"
-
-
-def _heartbeat(*details: Any) -> None:
-    if activity.in_activity():
-        activity.heartbeat(*details)
 
 
 async def audit(conn, actor: str, mission: str, action: str, target: str | None = None,
@@ -372,7 +367,7 @@ class MissionActivities(ActivityResources):
             if row["purge_after"] is not None and row["purge_after"] > req.now:
                 result.waiting[mission] = row["purge_after"]
                 continue
-            _heartbeat(mission)
+            heartbeat(mission)
             claimed = await pool.fetchval(
                 """UPDATE tenants SET status = 'purging', updated_at = NOW()
                    WHERE name = $1 AND status IN ('deactivated', 'purging') AND (purge_after IS NULL OR purge_after <= $2)
@@ -388,7 +383,7 @@ class MissionActivities(ActivityResources):
             await self.stores.fulltext.drop(mission)
             await self.stores.graph.drop(mission)
             removed = await self.stores.objects.delete_mission(mission)
-            _heartbeat(mission)
+            heartbeat(mission)
             async with pool.acquire() as conn, conn.transaction():
                 await conn.execute("DELETE FROM tenants WHERE id = $1 AND status = 'purging'", claimed)
                 await audit(conn, req.actor, mission, "purge", None,

@@ -12,7 +12,7 @@ import asyncpg
 import pytest
 from temporalio.testing import ActivityEnvironment
 
-import activities.ops.backup as backup_mod
+import activities.heartbeat as heartbeat_mod
 from activities.ops.backup import BackupActivities
 from activities.ops.pg_dumps import client_bindir
 from activities.ops.retention import retention_section
@@ -47,7 +47,7 @@ class _Stores:
 
 
 async def test_long_dump_heartbeats_while_it_runs(settings, monkeypatch):
-    monkeypatch.setattr(backup_mod, "HEARTBEAT_EVERY_S", 0.05)
+    monkeypatch.setattr(heartbeat_mod, "HEARTBEAT_EVERY_S", 0.05)
     beats = []
     env = ActivityEnvironment()
     env.on_heartbeat = lambda *details: beats.append(details)

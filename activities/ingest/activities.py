@@ -41,6 +41,7 @@ import asyncpg
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.heartbeat import keep_alive
 from activities.ingest.chunking import chunk_id, chunk_text, document_id
 from activities.ingest.embedding import Embedder, get_embedder
 from activities.ingest.entities import extract
@@ -99,7 +100,6 @@ class _Beat:
 
     def __init__(self, details: dict[str, Any]):
         self.details = details
-        self._task: asyncio.Task | None = None
         self.timings: dict[str, float] = {}  # seconds per stage, for the log line
         self._stage, self._since = details.get("stage", "start"), time.perf_counter()
 
@@ -110,18 +110,10 @@ class _Beat:
         self.details.update(stage=name, **extra)
         activity.heartbeat(dict(self.details))
 
-    async def _loop(self) -> None:
-        while True:
-            await asyncio.sleep(HEARTBEAT_EVERY_S)
-            activity.heartbeat(dict(self.details))
-
     @asynccontextmanager
     async def running(self):
-        self._task = asyncio.create_task(self._loop())
-        try:
+        async with keep_alive(lambda: dict(self.details), every=HEARTBEAT_EVERY_S):
             yield self
-        finally:
-            self._task.cancel()
 
 
 class IngestionActivities:

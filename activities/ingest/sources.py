@@ -34,7 +34,6 @@ through `read_source_object` with the same resolution.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import json
 import logging
@@ -50,6 +49,7 @@ from pydantic import TypeAdapter
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.heartbeat import heartbeat, keep_alive
 from activities.ops.retention import DOCUMENT_COLUMNS, purge_document
 from activities.stores.tenants import require_mission
 from stratmaster import schedules
@@ -274,28 +274,6 @@ def sha256_file(path: str) -> str:
     return h.hexdigest()
 
 
-def _heartbeat(*details: Any) -> None:
-    if activity.in_activity():
-        activity.heartbeat(*details)
-
-
-@contextlib.asynccontextmanager
-async def _beating(what: str):
-    """Heartbeat every few seconds while a step runs (a long directory walk in a thread,
-    a slow store), so only a dead worker hits the heartbeat timeout."""
-    async def loop() -> None:
-        while True:
-            await asyncio.sleep(HEARTBEAT_EVERY_S)
-            _heartbeat({"stage": what})
-
-    task = asyncio.create_task(loop()) if activity.in_activity() else None
-    try:
-        yield
-    finally:
-        if task is not None:
-            task.cancel()
-
-
 def _op_key(suffix: str) -> str | None:
     if not activity.in_activity():
         return None
@@ -385,7 +363,7 @@ class SourceActivities:
                  AND NOT (source_id = $3 AND path = $4) LIMIT 1""", tenant, doc_id, source_id, path)
         if still:
             return False
-        _heartbeat({"deleting": str(doc_id)})
+        heartbeat({"deleting": str(doc_id)})
 
         async def count(c) -> None:  # in the document row's transaction: counted once, whatever retries
             await c.execute("""UPDATE sources SET pass_documents_deleted = pass_documents_deleted + 1
@@ -599,8 +577,8 @@ class SourceActivities:
         tenant = await require_mission(self.pool, req.mission)
         async with self.pool.acquire() as conn, conn.transaction():
             spec = _spec(await self._lease(conn, tenant, req.source_id, req.token))
-        _heartbeat({"page": req.page, "stage": "list"})
-        async with _beating("list"):
+        heartbeat({"page": req.page, "stage": "list"})
+        async with keep_alive({"stage": "list"}):
             if isinstance(spec, DirectorySpec):
                 entries = await asyncio.to_thread(walk_directory, spec.path, req.cursor, req.scan_limit)
             else:
@@ -635,7 +613,7 @@ class SourceActivities:
                     unchanged.append(e.path)
                     continue
                 if e.size <= limit:  # bigger ones fail as Oversized in ingestion, unread
-                    _heartbeat({"page": req.page, "stage": "hash", "path": e.path})
+                    heartbeat({"page": req.page, "stage": "hash", "path": e.path})
                     try:
                         sha = await asyncio.to_thread(sha256_file, os.path.join(spec.path, e.path))
                     except FileNotFoundError:

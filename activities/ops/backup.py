@@ -29,19 +29,17 @@ restores in one transaction) and heartbeats while it copies.
 """
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import hashlib
 import re
 import shutil
 import uuid
 from pathlib import Path
-from typing import Any
 
 import asyncpg
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.heartbeat import heartbeat, keep_alive
 from activities.ops import pg_dumps, store_dumps
 from activities.ops.backup_checks import (
     STORE_KINDS, manifest_problems, object_artefact_name, store_artefact_name, store_payload_problem,
@@ -68,11 +66,6 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _heartbeat(*details: Any) -> None:
-    if activity.in_activity():
-        activity.heartbeat(*details)
-
-
 def _show(value, limit: int = 120) -> str:
     text = repr(value)
     return text if len(text) <= limit else text[:limit - 4] + "...'"
@@ -81,30 +74,6 @@ def _show(value, limit: int = 120) -> str:
 def _joined(problems: list[str]) -> str:
     return clip("; ".join(problems[:MAX_REPORTED]) + (f" (+{len(problems) - MAX_REPORTED} more)"
                                                      if len(problems) > MAX_REPORTED else ""), 2000)
-
-
-HEARTBEAT_EVERY_S = 10.0
-
-
-@contextlib.asynccontextmanager
-async def keep_alive(detail: str, every: float | None = None):
-    """Heartbeat every few seconds while one long call runs (a big COPY, a store
-    dump): the workflow's heartbeat timeout then only fires for a dead worker."""
-    if not activity.in_activity():
-        yield
-        return
-
-    async def beat():
-        while True:
-            activity.heartbeat(detail)
-            await asyncio.sleep(every or HEARTBEAT_EVERY_S)
-    task = asyncio.create_task(beat())
-    try:
-        yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
 class BackupActivities(ActivityResources):
@@ -256,7 +225,7 @@ class BackupActivities(ActivityResources):
         try:
             version_num = int(await pool.fetchval("SHOW server_version_num"))
             path = work / "stratmaster.dump"
-            await pg_dumps.pg_dump(self.settings.database_url, version_num, path, _heartbeat)
+            await pg_dumps.pg_dump(self.settings.database_url, version_num, path, heartbeat)
             art = await self._upload(step.backup_id, "postgres/stratmaster.dump", path.read_bytes(), "postgres-dump",
                                      fmt="pg_dump")
             part = BackupPart(step="pg_dump", artefacts=[art],
@@ -278,7 +247,7 @@ class BackupActivities(ActivityResources):
     async def _backup_store(self, kind: str, step: BackupStep) -> StepResult:
         store = self._store(kind)
         async with keep_alive(f"dump {kind}"):
-            payload, fmt, n = await store_dumps.dump(store, step.mission, _heartbeat)
+            payload, fmt, n = await store_dumps.dump(store, step.mission, heartbeat)
         art = await self._upload(step.backup_id, store_artefact_name(step.mission, kind, fmt), payload, kind,
                                  mission=step.mission, rows=n if fmt == "jsonl" else None, fmt=fmt)
         part = BackupPart(mission=step.mission, step=kind, artefacts=[art],
@@ -339,7 +308,7 @@ class BackupActivities(ActivityResources):
             part.artefacts.append(await self._upload(step.backup_id, object_artefact_name(step.mission, key), data,
                                                      "object", mission=step.mission, source_key=key))
             if i % 50 == 0:
-                _heartbeat(i)
+                heartbeat(i)
         if skipped > len(part.skipped):
             part.skipped.append(Skipped(mission=step.mission, what=f"{skipped - len(part.skipped)} more objects",
                                         reason="skipped for the same kind of reasons (not listed)"))
@@ -356,7 +325,7 @@ class BackupActivities(ActivityResources):
             if key.endswith(".json"):
                 parts.append(BackupPart.model_validate_json(await system_get(self.settings, self.stores.objects, key)))
             if i % 50 == 0:
-                _heartbeat(i)
+                heartbeat(i)
         vanished = {p.mission for p in parts if p.vanished}
         artefacts, skipped, counts, server_version = [], [], {}, None
         for p in parts:
@@ -405,7 +374,7 @@ class BackupActivities(ActivityResources):
         out, more = [], False
         for i, (key, modified) in enumerate(entries):
             if i % 20 == 0:
-                _heartbeat(i)
+                heartbeat(i)
             raw = await system_get(self.settings, self.stores.objects, key)
             try:
                 m = Manifest.model_validate_json(raw or b"")
@@ -464,7 +433,7 @@ class BackupActivities(ActivityResources):
                     if problem:
                         problems.append(f"{art.name}: {problem}")
                 if i % 20 == 0:
-                    _heartbeat(i)
+                    heartbeat(i)
             clashes = []
             if tables_of:
                 pool = await self.pool()
@@ -625,7 +594,7 @@ class BackupActivities(ActivityResources):
         try:
             path = work / "stratmaster.dump"
             path.write_bytes(await self._fetch(step.backup_id, art))
-            await pg_dumps.pg_restore(self.settings.database_url, version_num, path, _heartbeat, clean=step.replace)
+            await pg_dumps.pg_restore(self.settings.database_url, version_num, path, heartbeat, clean=step.replace)
         finally:
             shutil.rmtree(work, ignore_errors=True)
         return Empty()
@@ -688,7 +657,7 @@ class BackupActivities(ActivityResources):
                     await self.stores.objects.put(step.target_mission, art.source_key,
                                                   await self._fetch(step.backup_id, art))
                 n += 1
-                _heartbeat(n)
+                heartbeat(n)
         return MissionCounts(mission=step.target_mission, counts={"objects": len(await self.stores.objects.list(step.target_mission))})
 
     @activity.defn(name="count_store_records")

@@ -7,8 +7,8 @@ import sqlite3
 
 from temporalio import activity
 
+from activities.heartbeat import keep_alive
 from activities.ops import pg_dumps
-from activities.ops.backup import keep_alive
 from activities.resources import ActivityResources
 from activities.ops.retention import enforce_retention, expire_documents
 from stratmaster.contracts.maintenance import (

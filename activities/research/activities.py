@@ -17,6 +17,7 @@ from typing import Any
 import asyncpg
 from temporalio import activity
 
+from activities.heartbeat import heartbeating, in_thread
 from activities.llm import client as llm
 from activities.research.llm import synthesis as llm_synthesis
 from activities.research.answer import build_answer, combine_answers, verified_answer
@@ -174,7 +175,7 @@ class ResearchActivities:
         if model:
             try:
                 n = max(1, req.max_subquestions - 1)  # the query itself is always the first sub-question
-                answer = await _heartbeating(llm.complete(
+                answer = await heartbeating(llm.complete(
                     self.settings, llm_synthesis.plan_messages(req.query, n), req.mission,
                     max_tokens=160, timeout=LLM_TIMEOUT_S, schema=llm_synthesis.plan_schema(n),
                     purpose="plan", workflow_id=_workflow_id(), model=model,
@@ -227,12 +228,12 @@ class ResearchActivities:
             model = self._llm_for(cart, "query_expansion", notes)
             if model:
                 terms = await self._expansion_terms(req, model)
-        out = await _heartbeating(self.retriever.retrieve(req, engines, terms))
+        out = await heartbeating(self.retriever.retrieve(req, engines, terms))
         return out.model_copy(update={"notes": notes})
 
     async def _expansion_terms(self, req: RetrieveInput, model: str) -> list[str]:
         try:
-            answer = await _heartbeating(llm.complete(
+            answer = await heartbeating(llm.complete(
                 self.settings, llm_synthesis.expansion_messages(req.query), req.mission, max_tokens=60,
                 timeout=LLM_TIMEOUT_S, schema=llm_synthesis.expansion_schema(), purpose="query_expansion",
                 workflow_id=_workflow_id(), model=model))
@@ -262,13 +263,13 @@ class ResearchActivities:
             n = min(req.max_claims, 4)
             synthesiser = "extractive-fallback"
             try:
-                answer = await _heartbeating(llm.complete(
+                answer = await heartbeating(llm.complete(
                     self.settings, llm_synthesis.claims_messages(req.query, evidence, n, quotes), req.mission,
                     max_tokens=400, timeout=LLM_TIMEOUT_S, schema=llm_synthesis.claims_schema(evidence, n, quotes),
                     purpose="synthesise", workflow_id=_workflow_id(), model=model,
                 ))
                 _log(f"LLM claims answer: {llm_synthesis.sample(answer, 600)}")
-                verified = await _in_thread_with_heartbeat(
+                verified = await in_thread(
                     llm_synthesis.verify_claims, req.mission, req.query, answer, evidence, embed, n)
                 if verified and verified[0]:
                     claims = await self._llm_contradictions(req, cart, verified[0], evidence, notes)
@@ -283,7 +284,7 @@ class ResearchActivities:
         # the extractive claims always run: alone without a model, and beside the model's claims
         # with one (the model sees six hits and may pick weaker sentences; both are ranked by the
         # same calibrated confidence, so the LLM path never answers worse than the deterministic one)
-        extracted = await _in_thread_with_heartbeat(
+        extracted = await in_thread(
             functools.partial(extractive, subquestions=req.subquestions), req.mission, req.query, hits, embed,
             req.max_claims)
         if claims:
@@ -293,7 +294,7 @@ class ResearchActivities:
         if findings and req.grounding_hits is not None:
             # an LLM planned extra sub-questions: answer only where the deterministic plan's own
             # evidence would (their hits are what the deterministic path synthesises from)
-            grounded = await _in_thread_with_heartbeat(
+            grounded = await in_thread(
                 functools.partial(extractive, subquestions=req.grounding_subquestions or [req.query]), req.mission,
                 req.query, req.grounding_hits, embed, req.max_claims)
             if not apply_gates(grounded, gates)[0]:
@@ -305,7 +306,7 @@ class ResearchActivities:
         for q in req.subquestions:
             if q.lower() == req.query.lower():
                 continue
-            sub = await _in_thread_with_heartbeat(extractive, req.mission, q, hits, embed, 1)
+            sub = await in_thread(extractive, req.mission, q, hits, embed, 1)
             subanswers.append(build_answer(q, apply_gates(sub, gates)[0]))
         answer = build_answer(req.query, findings, method)
         parts = set(answer_parts(req.query, req.subquestions)[1:])
@@ -324,7 +325,7 @@ class ResearchActivities:
         model = self._llm_for(cart, "contradictions", notes)
         for i, sent, quote in (contradiction_candidates(claims, hits) if model else []):
             try:
-                answer = await _heartbeating(llm.complete(
+                answer = await heartbeating(llm.complete(
                     self.settings, [{"role": "user", "content": CONTRA_PROMPT.format(a=quote, b=sent.text)}],
                     req.mission, max_tokens=5, timeout=LLM_TIMEOUT_S, purpose="contradiction",
                     workflow_id=_workflow_id(), model=model))
@@ -580,22 +581,3 @@ def _workflow_id() -> str | None:
         return activity.info().workflow_id
     except RuntimeError:
         return None
-
-
-async def _in_thread_with_heartbeat(fn, *args):
-    """Run CPU-bound work (embedding, clustering) in a thread, heartbeating from
-    the event loop meanwhile so long syntheses are not timed out."""
-    return await _heartbeating(asyncio.to_thread(fn, *args))
-
-
-async def _heartbeating(awaitable):
-    """Await while heartbeating every 5 s (slow LLM calls, threads)."""
-    task = asyncio.ensure_future(awaitable)
-    while True:
-        done, _ = await asyncio.wait({task}, timeout=5)
-        if done:
-            return task.result()
-        try:
-            activity.heartbeat()
-        except RuntimeError:
-            pass

@@ -15,6 +15,7 @@ from typing import Any
 import asyncpg
 from temporalio import activity
 
+from activities.heartbeat import heartbeat
 from activities.research import report_render
 from activities.stores.tenants import require_mission
 from stratmaster.contracts.reports import (
@@ -79,7 +80,7 @@ class ReportActivities:
                                             content_type=CONTENT_TYPES[fmt]))
             if fmt == req.fetch:
                 content = data
-            _heartbeat()
+            heartbeat()
         omitted = None
         if content is not None and len(content) > MAX_CONTENT_BYTES:
             omitted = (f"the {req.fetch} report is {len(content)} bytes, over the {MAX_CONTENT_BYTES} a workflow result "
@@ -99,6 +100,3 @@ def _display_source(source: str | None) -> str:
     return s.rsplit("/", 1)[-1] if "/" in s and not s.startswith(("http://", "https://")) else s
 
 
-def _heartbeat() -> None:
-    if activity.in_activity():
-        activity.heartbeat()
