@@ -14,11 +14,10 @@ RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
 # dependencies first (cached layer), then the code
-COPY pyproject.toml README.md ./
-RUN mkdir -p stratmaster workflows activities workers starters \
- && touch stratmaster/__init__.py workflows/__init__.py activities/__init__.py workers/__init__.py starters/__init__.py \
- && pip install -U pip wheel setuptools \
- && pip install ".[llm]"
+# (the hashed lock of scripts/lock.sh: the image runs the versions the tests ran)
+COPY pyproject.toml README.md requirements.lock ./
+RUN pip install -U pip wheel setuptools \
+ && pip install --require-hashes -r requirements.lock
 COPY stratmaster stratmaster
 COPY workflows workflows
 COPY activities activities
