@@ -19,7 +19,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities.heartbeat import heartbeat
 from activities.resources import ActivityResources
-from activities.stores.base import check_mission
+from stratmaster.contracts.common import check_mission
 from stratmaster.contracts.missions import (
     ActivationPlan, Cartridge, DeactivateStep, DeactivationResult, ExportResult, HistoryEntry, ListMissionsInput,
     MissionDetail, MissionList, MissionRef, MissionSummary, PlanActivationInput, PlanRollbackInput, PurgeExpiredInput,
@@ -27,7 +27,8 @@ from stratmaster.contracts.missions import (
     same_cartridge, stored_digest, validate_cartridge,
 )
 from stratmaster.errors import BAD_INPUT, INVALID_CARTRIDGE, UNKNOWN_MISSION, bad_input
-from stratmaster.mission_config import MissionConfig, MissionConfigReader
+from activities.mission_config import MissionConfigReader
+from stratmaster.contracts.missions import MissionConfig
 from stratmaster.settings import Settings
 
 log = logging.getLogger(__name__)

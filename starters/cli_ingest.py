@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from starters.failures import failure_message
 from stratmaster.errors import ServiceUnavailable
 
 SKIP_NAMES = {".DS_Store", "Thumbs.db"}
@@ -112,10 +113,7 @@ async def _start_and_follow(req, wf_id: str, wait: bool, console: Console) -> in
     try:
         result = result_task.result()
     except WorkflowFailureError as exc:
-        cause = exc.cause
-        while getattr(cause, "cause", None) is not None:
-            cause = cause.cause
-        console.print(f"[red]ingestion failed:[/red] {getattr(cause, 'message', None) or cause}")
+        console.print(f"[red]ingestion failed:[/red] {failure_message(exc)}")
         return 1
     print_summary(result, Console())
     return 1 if result.totals.failed and not (result.totals.ingested or result.totals.duplicates) else 0

@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Column, Table
 
+from starters.failures import failure_message
 from starters.cli import console, friendly, run_async
 
 missions = typer.Typer(help="Mission cartridges: validate, activate, roll back, export, import, deactivate.",
@@ -74,10 +75,7 @@ def _execute(workflow_run, arg, workflow_id: str, mission: str | None = None, ti
     try:
         return run_async(go())
     except WorkflowFailureError as exc:
-        cause = exc.cause
-        while getattr(cause, "cause", None) is not None:
-            cause = cause.cause
-        _fail(str(getattr(cause, "message", None) or cause or exc))
+        _fail(failure_message(exc))
 
 
 def _activate(file: Path, source: str):

@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from starters.failures import failure_message
 from starters.cli import console, friendly, run_async
 from stratmaster import queues
 
@@ -28,7 +29,6 @@ async def _execute(workflow_run, arg, workflow_id: str, *, mission: str | None =
     """Start (or attach to the running) workflow; failures print one line."""
     from temporalio.client import WorkflowFailureError
     from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
-    from temporalio.exceptions import ApplicationError
 
     from stratmaster.search_attributes import for_mission
     from stratmaster.temporal_client import connect
@@ -45,10 +45,7 @@ async def _execute(workflow_run, arg, workflow_id: str, *, mission: str | None =
     try:
         return await handle.result()
     except WorkflowFailureError as exc:
-        cause = exc.cause
-        while getattr(cause, "cause", None) is not None and not isinstance(cause, ApplicationError):
-            cause = cause.cause
-        _fail(f"{handle.id}: {getattr(cause, 'message', None) or exc}")
+        _fail(f"{handle.id}: {failure_message(exc)}")
 
 
 def _print_json(model) -> None:

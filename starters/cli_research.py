@@ -11,6 +11,7 @@ from datetime import timedelta
 import typer
 from rich.console import Console
 
+from starters.failures import failure_message
 from stratmaster import queues
 from stratmaster.errors import ServiceUnavailable
 
@@ -32,10 +33,7 @@ def _friendly(fn):
             err.print(f"[red]error:[/red] {exc}")
             raise typer.Exit(2)
         except WorkflowFailureError as exc:
-            cause = exc.cause
-            while getattr(cause, "cause", None) is not None and not getattr(cause, "type", None):
-                cause = cause.cause
-            err.print(f"[red]research failed:[/red] {getattr(cause, 'message', None) or cause}")
+            err.print(f"[red]research failed:[/red] {failure_message(exc)}")
             raise typer.Exit(1)
         except RPCError as exc:
             err.print(f"[red]error:[/red] {exc.message}")

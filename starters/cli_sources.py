@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from starters.failures import failure_message
 from starters.cli import console, friendly, run_async
 
 sources = typer.Typer(help="Sources synced into a mission: directories on the ingestion workers (platform admin) "
@@ -68,13 +69,6 @@ def parse_interval(value: str) -> int:
     return int(m.group(1)) * _UNITS[m.group(2)]
 
 
-def _message(exc) -> str:
-    cause = exc.cause
-    while getattr(cause, "cause", None) is not None and not getattr(cause, "type", None):
-        cause = cause.cause
-    return str(getattr(cause, "message", None) or cause or exc)
-
-
 async def _start(workflow_run, arg, workflow_id: str, mission: str, timeout: timedelta | None = None):
     """Start a workflow on ingestion-tasks, or attach to the one running under the same id."""
     from temporalio.common import WorkflowIDConflictPolicy
@@ -100,7 +94,7 @@ def _execute(workflow_run, arg, workflow_id: str, mission: str, timeout: int = 3
     try:
         return run_async(go())
     except WorkflowFailureError as exc:
-        _fail(_message(exc))
+        _fail(failure_message(exc))
 
 
 @sources.command("add")
@@ -215,7 +209,7 @@ async def _sync(mission: str, source_id: str, wait: bool, page_size: int = 100) 
     try:
         result = result_task.result()
     except WorkflowFailureError as exc:
-        console.print(f"[red]sync failed:[/red] {_message(exc)}")
+        console.print(f"[red]sync failed:[/red] {failure_message(exc)}")
         return 1
     print_sync_result(result, out)
     return 0

@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from starters.failures import failure_message
 from starters.cli import console, friendly, run_async
 from stratmaster import queues
 
@@ -27,7 +28,6 @@ def _fail(message: str, code: int = 1):
 
 async def _run(workflow_run, arg, prefix: str, mission: str):
     from temporalio.client import WorkflowFailureError
-    from temporalio.exceptions import ApplicationError
 
     from stratmaster.search_attributes import for_mission
     from stratmaster.temporal_client import connect
@@ -38,10 +38,7 @@ async def _run(workflow_run, arg, prefix: str, mission: str):
             workflow_run, arg, id=f"{prefix}-{mission}-{uuid.uuid4().hex[:12]}", task_queue=queues.MAINTENANCE,
             search_attributes=for_mission(mission), execution_timeout=timedelta(minutes=5))
     except WorkflowFailureError as exc:
-        cause = exc.cause
-        while getattr(cause, "cause", None) is not None and not isinstance(cause, ApplicationError):
-            cause = cause.cause
-        _fail(getattr(cause, "message", None) or str(exc))
+        _fail(failure_message(exc))
 
 
 def _input(model, **fields):

@@ -20,7 +20,7 @@ from stratmaster.contracts.missions import (
     DeactivateMissionInput, MissionRef, PurgeExpiredInput, RollbackMissionInput,
     validate_cartridge,
 )
-from stratmaster.mission_config import MissionConfigReader
+from activities.mission_config import MissionConfigReader
 from tests.missions_support import (
     activate, cartridge_text, mission_worker, namespace_state, new_mission, pg_state, replay, start_activation,
 )

@@ -30,7 +30,7 @@ with workflow.unsafe.imports_passed_through():
         UndoInput, ValidateInput,
     )
     from stratmaster.errors import BAD_INPUT, NON_RETRYABLE, WORKFLOW_INPUT_ERRORS
-    from stratmaster.mission_config import MissionConfig
+    from stratmaster.contracts.missions import MissionConfig
 from workflows.webhooks import emit_mission_changed
 
 RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=20),

@@ -56,7 +56,7 @@ from stratmaster.contracts.ingestion import (
 )
 from stratmaster.contracts.knowledge import Chunk
 from stratmaster.errors import BAD_INPUT, NON_RETRYABLE, OVERSIZED, bad_input, redact
-from stratmaster.mission_config import MissionConfigReader
+from activities.mission_config import MissionConfigReader
 from stratmaster.settings import Settings
 
 log = logging.getLogger("stratmaster.ingestion")
@@ -122,7 +122,7 @@ class IngestionActivities:
         self.pool = pool
         self.stores = stores
         self._embedder = embedder
-        # the mission's active cartridge: custom entity types (hot-reloaded, see stratmaster/mission_config.py)
+        # the mission's active cartridge: custom entity types (hot-reloaded, see activities/mission_config.py)
         self.config = MissionConfigReader(settings, pool=pool)
 
     @property

@@ -14,7 +14,7 @@ from stratmaster.contracts.maintenance import AnalyticsExportInput, AnalyticsExp
 from stratmaster.errors import ServiceUnavailable
 from stratmaster.settings import Settings
 
-QUERIES_DIR = Path(__file__).resolve().parents[1] / "infra" / "duckdb" / "queries"
+QUERIES_DIR = Path(__file__).resolve().parents[2] / "infra" / "duckdb" / "queries"
 
 
 def postgres_extension_file(duckdb_version: str) -> Path:

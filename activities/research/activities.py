@@ -36,7 +36,7 @@ from stratmaster.contracts.research import (
     SessionInfo, SessionInput, Synthesis, SynthesiseInput,
 )
 from stratmaster.errors import ServiceUnavailable, redact
-from stratmaster.mission_config import MissionConfigReader
+from activities.mission_config import MissionConfigReader
 from stratmaster.settings import Settings
 
 LLM_TIMEOUT_S = 60.0  # per LLM call; activity timeouts in workflows/research.py are minutes

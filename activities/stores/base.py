@@ -37,17 +37,8 @@ from __future__ import annotations
 import re
 from typing import Protocol, Sequence
 
-from stratmaster.contracts.common import validate_mission_id
 from stratmaster.contracts.knowledge import Chunk, Entity, Relation, SearchHit
 from stratmaster.errors import bad_input
-
-
-def check_mission(mission: str) -> str:
-    """The validated mission id, or a non-retryable BadInput error."""
-    try:
-        return validate_mission_id(mission if isinstance(mission, str) else "")
-    except ValueError as exc:
-        raise bad_input(f"invalid mission id {mission!r}: {exc}") from None
 
 
 _TOKEN = re.compile(r"\w+", re.UNICODE)

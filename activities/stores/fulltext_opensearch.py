@@ -14,7 +14,8 @@ from opensearchpy import AsyncOpenSearch
 from opensearchpy.exceptions import NotFoundError, RequestError
 from opensearchpy.helpers import async_scan
 
-from activities.stores.base import check_mission, index_name, query_terms
+from activities.stores.base import index_name, query_terms
+from stratmaster.contracts.common import check_mission
 from stratmaster.contracts.knowledge import Chunk, SearchHit
 from stratmaster.errors import bad_input
 from stratmaster.settings import Settings

@@ -17,7 +17,8 @@ import sqlite3
 from pathlib import Path
 from typing import Sequence
 
-from activities.stores.base import check_mission, query_terms, remove_sqlite_files
+from activities.stores.base import query_terms, remove_sqlite_files
+from stratmaster.contracts.common import check_mission
 from stratmaster.contracts.knowledge import Chunk, SearchHit
 from stratmaster.errors import bad_input
 

@@ -27,7 +27,8 @@ from pathlib import Path
 from typing import Any, Callable, ContextManager, Iterator, Sequence
 
 from activities.ingest.entities import document_entity
-from activities.stores.base import check_mission, graph_space, parse_graph_dump
+from activities.stores.base import graph_space, parse_graph_dump
+from stratmaster.contracts.common import check_mission
 from activities.stores.graph_sqlite import name_key
 from stratmaster.contracts.knowledge import Entity, Relation
 from stratmaster.errors import bad_input

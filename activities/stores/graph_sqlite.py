@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Sequence
 
 from activities.ingest.entities import document_entity
-from activities.stores.base import check_mission, parse_graph_dump, remove_sqlite_files
+from activities.stores.base import parse_graph_dump, remove_sqlite_files
+from stratmaster.contracts.common import check_mission
 from stratmaster.contracts.knowledge import Entity, Relation
 
 _SCHEMA = """

@@ -14,7 +14,8 @@ import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 
-from activities.stores.base import ObjectNotFound, check_mission, object_prefix
+from activities.stores.base import ObjectNotFound, object_prefix
+from stratmaster.contracts.common import check_mission
 from stratmaster.errors import bad_input
 
 AREAS = ("documents", "artifacts", "embeddings")

@@ -16,7 +16,8 @@ from minio import Minio
 from minio.deleteobjects import DeleteObject
 from minio.error import S3Error
 
-from activities.stores.base import ObjectNotFound, check_mission, object_prefix
+from activities.stores.base import ObjectNotFound, object_prefix
+from stratmaster.contracts.common import check_mission
 from activities.stores.objects_fs import clean_key, mission_key, prefix_ok
 from stratmaster.settings import Settings
 

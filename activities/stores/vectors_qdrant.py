@@ -43,7 +43,8 @@ from typing import Callable, Iterator, Sequence, TypeVar
 
 from qdrant_client import QdrantClient, models
 
-from activities.stores.base import check_mission, collection_name
+from activities.stores.base import collection_name
+from stratmaster.contracts.common import check_mission
 from stratmaster.contracts.knowledge import Chunk, SearchHit
 from stratmaster.errors import ServiceUnavailable, bad_input
 

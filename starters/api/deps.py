@@ -18,7 +18,7 @@ from starters.api.errors import ApiError, validation_error
 from starters.api.temporal_ops import LIST_MISSIONS_WORKFLOW, LOOKUP_TIMEOUT, SHOW_MISSION_WORKFLOW
 from starters.auth import PLATFORM_ADMIN, READ, Principal, authenticate, bearer_scheme
 from stratmaster import queues, telemetry
-from stratmaster.contracts.common import _MISSION_RE, validate_mission_id
+from stratmaster.contracts.common import MISSION_ID_PATTERN, validate_mission_id
 from stratmaster.contracts.missions import ListMissionsInput, MissionDetail, MissionList, MissionRef, MissionSummary
 from stratmaster.errors import UNKNOWN_MISSION
 from stratmaster.temporal_client import connect
@@ -27,7 +27,6 @@ from stratmaster.workflow_ids import list_missions_workflow_id, show_workflow_id
 log = logging.getLogger("stratmaster.api")
 
 MISSION_CACHE_SECONDS = 10.0
-MISSION_ID_PATTERN = _MISSION_RE.pattern
 # any printable id: control characters (U+0000 above all) never name a workflow
 WORKFLOW_ID_PATTERN = r"^[^\x00-\x1f\x7f]+$"
 

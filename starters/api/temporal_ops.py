@@ -12,9 +12,10 @@ from fastapi import Request
 from pydantic import BaseModel, Field
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError, WorkflowHandle
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
-from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
+from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
+from starters.failures import failure_message
 from starters.api.errors import ApiError, validation_error
 from starters.auth import READ, Principal
 from stratmaster.search_attributes import MISSION_SA, for_mission
@@ -115,28 +116,6 @@ def started_body(s: Started, mission: str | None, status_url: str | None = None)
 
 def status_name(status: WorkflowExecutionStatus | None) -> str:
     return status.name.lower() if status else "unknown"
-
-
-def failure_message(exc: WorkflowFailureError, *, root: bool = False) -> str:
-    """The failure's message: its immediate cause's, or (root) that of the innermost
-    ApplicationError (an activity's "manifest.json not found" rather than
-    "Activity task failed")."""
-    cause = exc.cause
-    if root:
-        inner = cause
-        while inner is not None and not isinstance(inner, ApplicationError) and getattr(inner, "cause", None):
-            inner = inner.cause
-        if isinstance(inner, ApplicationError):
-            cause = inner
-    return getattr(cause, "message", None) or str(cause or exc)
-
-
-def failure_type(exc: WorkflowFailureError) -> str | None:
-    """The ApplicationError type at the root of a workflow failure (BadInput, UnknownMission, ...)."""
-    cause = exc.cause
-    while cause is not None and not isinstance(cause, ApplicationError):
-        cause = getattr(cause, "cause", None)
-    return cause.type if isinstance(cause, ApplicationError) else None
 
 
 async def closed_outcome(handle: WorkflowHandle, status: WorkflowExecutionStatus, *, root: bool = True) -> dict:

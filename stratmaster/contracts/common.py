@@ -7,15 +7,27 @@ from pydantic import AfterValidator, BeforeValidator
 
 # Mission ids name collections, indexes, graph spaces and object prefixes, so
 # they are restricted to a safe alphabet: no path separators, no quoting.
-_MISSION_RE = re.compile(r"^[a-z][a-z0-9_]{1,47}$")
+MISSION_ID_PATTERN = r"^[a-z][a-z0-9_]{1,47}$"
+MISSION_ID_RE = re.compile(MISSION_ID_PATTERN)
 
 
 def validate_mission_id(value: str) -> str:
-    if not _MISSION_RE.fullmatch(value):
+    """The one mission-id rule (ValueError); check_mission and the API's path check wrap it."""
+    if not MISSION_ID_RE.fullmatch(value):
         raise ValueError(
             "mission id must be 2-48 chars of lowercase letters, digits and '_', starting with a letter"
         )
     return value
+
+
+def check_mission(mission: str) -> str:
+    """The validated mission id, or a non-retryable BadInput ApplicationError (activities, stores)."""
+    from stratmaster.errors import bad_input
+
+    try:
+        return validate_mission_id(mission if isinstance(mission, str) else "")
+    except ValueError as exc:
+        raise bad_input(f"invalid mission id {mission!r}: {exc}") from None
 
 
 MissionId = Annotated[str, AfterValidator(validate_mission_id)]

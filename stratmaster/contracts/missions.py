@@ -585,3 +585,12 @@ class DeactivateStep(BaseModel):
     now: datetime
     retention_days: int | None = None
     workflow_id: str = ""
+
+
+class MissionConfig(BaseModel):
+    """A mission's active cartridge as activities read it (activities/mission_config.py)."""
+    mission: str
+    version: str | None  # None: no cartridge activated (defaults)
+    status: str  # active | deactivated | provisioning | purging | unknown
+    revision: int
+    cartridge: Cartridge

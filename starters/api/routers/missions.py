@@ -30,8 +30,9 @@ from starters.api.errors import AUTH_ERRORS, BODY_ERRORS, ApiError, error_respon
 from starters.api.openapi import body_ref, json_request_body
 from starters.api.temporal_ops import (
     ACTIVATE_WORKFLOW, DEACTIVATE_WORKFLOW, EXPORT_WORKFLOW, LOOKUP_TIMEOUT, ROLLBACK_WORKFLOW, WorkflowStarted,
-    failure_message, failure_type, idempotent_suffix, start_workflow, started_body,
+    idempotent_suffix, start_workflow, started_body,
 )
+from starters.failures import failure_message, failure_type
 from starters.auth import PLATFORM_ADMIN, READ, Principal
 from stratmaster import queues
 from stratmaster.contracts.missions import (

@@ -23,8 +23,8 @@ from starters.api.deps import WorkflowIdPath, get_temporal, principal_dep
 from starters.api.errors import AUTH_ERRORS, BODY_ERRORS, ApiError, error_responses
 from starters.api.openapi import json_request_body
 from starters.api.temporal_ops import (
-    RENDER_REPORT_WORKFLOW, RESEARCH_WORKFLOW, describe_for, failure_message, failure_type,
-)
+    RENDER_REPORT_WORKFLOW, RESEARCH_WORKFLOW, describe_for, )
+from starters.failures import failure_message, failure_type
 from starters.auth import READ, WRITE, Principal
 from stratmaster import queues
 from stratmaster.contracts.reports import (

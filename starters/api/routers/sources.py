@@ -23,8 +23,9 @@ from starters.api.errors import AUTH_ERRORS, BODY_ERRORS, ApiError, error_respon
 from starters.api.openapi import json_request_body
 from starters.api.temporal_ops import (
     ADD_SOURCE_WORKFLOW, LIST_SOURCES_WORKFLOW, OPERATION_TIMEOUT, REMOVE_SOURCE_WORKFLOW, SOURCE_STATUS_WORKFLOW,
-    SOURCE_SYNC_WORKFLOW, WorkflowStarted, failure_message, failure_type, start_workflow, started_body,
+    SOURCE_SYNC_WORKFLOW, WorkflowStarted, start_workflow, started_body,
 )
+from starters.failures import failure_message, failure_type
 from starters.auth import ADMIN, PLATFORM_ADMIN, READ, WRITE, Principal
 from stratmaster import queues
 from stratmaster.contracts import sources as src

@@ -13,7 +13,8 @@ from temporalio.client import Client, WorkflowFailureError
 
 from starters.api.deps import MissionAccess, get_temporal, mission_access
 from starters.api.errors import AUTH_ERRORS, ApiError, error_responses
-from starters.api.temporal_ops import LLM_USAGE_WORKFLOW, failure_type
+from starters.api.temporal_ops import LLM_USAGE_WORKFLOW
+from starters.failures import failure_type
 from starters.auth import READ
 from stratmaster import queues
 from stratmaster.contracts.llm_usage import LlmUsageQuery, LlmUsageSummary

@@ -25,8 +25,8 @@ from starters.api.errors import AUTH_ERRORS, BODY_ERRORS, ApiError, error_respon
 from starters.api.openapi import json_request_body
 from starters.api.temporal_ops import (
     ADD_WEBHOOK_WORKFLOW, DELIVER_WEBHOOK_WORKFLOW, LIST_WEBHOOKS_WORKFLOW, REMOVE_WEBHOOK_WORKFLOW,
-    WEBHOOK_DELIVERIES_WORKFLOW, failure_message, failure_type,
-)
+    WEBHOOK_DELIVERIES_WORKFLOW, )
+from starters.failures import failure_message, failure_type
 from starters.auth import ADMIN, READ
 from stratmaster import queues
 from stratmaster.contracts import webhooks as wh

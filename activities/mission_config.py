@@ -23,22 +23,13 @@ import json
 import time
 
 import asyncpg
-from pydantic import BaseModel
 
-from stratmaster.contracts.common import validate_mission_id
-from stratmaster.contracts.missions import Cartridge, default_cartridge
-from stratmaster.errors import bad_input
+from activities.stores.postgres import create_pool
+from stratmaster.contracts.common import check_mission
+from stratmaster.contracts.missions import Cartridge, MissionConfig, default_cartridge
 from stratmaster.settings import Settings
 
 DEFAULT_TTL_SECONDS = 2.0
-
-
-class MissionConfig(BaseModel):
-    mission: str
-    version: str | None  # None: no cartridge activated (defaults)
-    status: str  # active | deactivated | provisioning | purging | unknown
-    revision: int
-    cartridge: Cartridge
 
 
 class MissionConfigReader:
@@ -54,8 +45,6 @@ class MissionConfigReader:
 
     async def _get_pool(self) -> asyncpg.Pool:
         if self._pool is None:
-            from activities.stores.postgres import create_pool
-
             async with self._lock:
                 if self._pool is None:
                     self._pool = await create_pool(self._dsn, max_size=2)
@@ -68,10 +57,7 @@ class MissionConfigReader:
             self._current.pop(mission, None)
 
     async def get(self, mission: str) -> MissionConfig:
-        try:
-            validate_mission_id(mission if isinstance(mission, str) else "")
-        except ValueError as exc:
-            raise bad_input(f"invalid mission id {mission!r}: {exc}") from None
+        check_mission(mission)
         now = time.monotonic()
         cached = self._current.get(mission)
         if cached and now - cached[0] < self.ttl:
