@@ -47,6 +47,8 @@ class MissionConfigReader:
         if self._pool is None:
             async with self._lock:
                 if self._pool is None:
+                    if not self._dsn:
+                        raise ValueError("MissionConfigReader needs settings, a dsn or a pool")
                     self._pool = await create_pool(self._dsn, max_size=2)
         return self._pool
 

@@ -92,7 +92,7 @@ class MissionActivities(ActivityResources):
     @activity.defn(name="missions.validate")
     async def validate(self, req: ValidateInput) -> ValidatedCartridge:
         result = validate_cartridge(req.cartridge_text, data=req.cartridge)  # the object wins when both are given
-        if not result.ok:
+        if not result.ok or result.cartridge is None or result.sha256 is None:  # ok: both are set
             raise ApplicationError(f"invalid cartridge: {format_problems(result.problems)}",
                                    [p.model_dump() for p in result.problems], type=INVALID_CARTRIDGE, non_retryable=True)
         return ValidatedCartridge(cartridge=result.cartridge, sha256=result.sha256)

@@ -16,6 +16,8 @@ for svc in scripts/services/*.sh; do
   # shellcheck disable=SC1090
   source "$svc"
 done
-# Lint first (pyproject.toml [tool.ruff]): a seconds-long check that fails before a 20-minute run.
+# Lint and type-check first (pyproject.toml [tool.ruff], [tool.mypy]): seconds-long checks that fail
+# before a 20-minute run.
 ruff check .
+mypy
 python -m pytest -rs "$@"

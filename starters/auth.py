@@ -31,6 +31,7 @@ import ipaddress
 import logging
 import time
 from dataclasses import dataclass, field
+from typing import Final, Literal
 
 import httpx
 import jwt
@@ -42,8 +43,11 @@ from stratmaster.settings import Settings
 log = logging.getLogger("stratmaster.api.auth")
 
 PLATFORM_ADMIN = "platform-admin"
-READ, WRITE, ADMIN = "read", "write", "admin"
-_LEVELS = {"reader": {READ}, "writer": {READ, WRITE}, "admin": {READ, WRITE, ADMIN}}
+Permission = Literal["read", "write", "admin"]
+READ: Final = "read"
+WRITE: Final = "write"
+ADMIN: Final = "admin"
+_LEVELS: dict[str, set[Permission]] = {"reader": {READ}, "writer": {READ, WRITE}, "admin": {READ, WRITE, ADMIN}}
 AUTH_MODES = ("dev", "oidc")
 # Headers a reverse proxy or load balancer adds: dev mode answers none of them.
 PROXY_HEADERS = frozenset({
@@ -75,10 +79,10 @@ class Principal:
     def is_platform_admin(self) -> bool:
         return PLATFORM_ADMIN in self.roles
 
-    def permissions(self, mission: str) -> set[str]:
+    def permissions(self, mission: str) -> set[Permission]:
         if self.is_platform_admin:
             return {READ, WRITE, ADMIN}
-        perms: set[str] = set()
+        perms: set[Permission] = set()
         for role in self.roles:
             parts = role.split(":")
             if len(parts) == 3 and parts[0] == "mission" and parts[1] == mission:
@@ -229,7 +233,7 @@ class OidcVerifier:
 
     async def _key(self, kid: str | None) -> jwt.PyJWK:
         if self._usable() and kid in self._keys:
-            if time.monotonic() - self._fetched_at > self.cache_seconds:
+            if self._fetched_at is not None and time.monotonic() - self._fetched_at > self.cache_seconds:
                 self._start_refresh()  # in the background: this request goes on with the cached key
             return self._keys[kid]
         # No usable keys, or an unknown key id (rotation): wait for a refresh, if one may run now.

@@ -36,8 +36,7 @@ def collect(paths: list[Path]) -> list[Path]:
             out.append(p.resolve())
         else:
             raise ServiceUnavailable(f"no such file or directory: {p}")
-    seen: set[Path] = set()
-    return [f for f in out if not (f in seen or seen.add(f))]
+    return list(dict.fromkeys(out))  # without repeats, in order
 
 
 def register(app: typer.Typer) -> None:

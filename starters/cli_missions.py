@@ -7,7 +7,7 @@ import json
 import uuid
 from datetime import timedelta
 from pathlib import Path
-from typing import Optional
+from typing import NoReturn, Optional
 
 import typer
 from rich.console import Console
@@ -28,7 +28,7 @@ def _actor() -> str:
         return "cli"
 
 
-def _fail(message: str, code: int = 1) -> None:
+def _fail(message: str, code: int = 1) -> NoReturn:
     console.print(f"[red]error:[/red] {message}")
     raise typer.Exit(code)
 
@@ -85,10 +85,10 @@ def _activate(file: Path, source: str):
 
     text = _read(file)
     result = validate_cartridge(text)  # fail fast, and the workflow id needs mission + version
-    if not result.ok:
+    c = result.cartridge
+    if not result.ok or c is None:  # (ok: the cartridge is set)
         _print_problems(file, result.problems)
         raise typer.Exit(1)
-    c = result.cartridge
     res = _execute(ActivateMissionWorkflow.run,
                    ActivateMissionInput(cartridge_text=text, actor=_actor(), source=f"{source}:{file.name}"),
                    activate_workflow_id(c.mission, c.version), c.mission)
@@ -103,11 +103,11 @@ def validate(file: Path = typer.Argument(..., help="cartridge (.yaml/.yml/.json)
     from stratmaster.contracts.missions import validate_cartridge
 
     result = validate_cartridge(_read(file))
-    if not result.ok:
+    c, sha256 = result.cartridge, result.sha256
+    if not result.ok or c is None or sha256 is None:  # (ok: both are set)
         _print_problems(file, result.problems)
         raise typer.Exit(1)
-    c = result.cartridge
-    out.print(f"{file}: valid cartridge for mission [bold]{c.mission}[/bold] version {c.version} (sha256 {result.sha256[:12]})")
+    out.print(f"{file}: valid cartridge for mission [bold]{c.mission}[/bold] version {c.version} (sha256 {sha256[:12]})")
 
 
 @missions.command("activate")

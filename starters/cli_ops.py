@@ -6,7 +6,7 @@ import json
 import re
 import uuid
 from datetime import timedelta
-from typing import Optional
+from typing import NoReturn, Optional
 
 import typer
 from rich.console import Console
@@ -19,7 +19,7 @@ from stratmaster import queues
 out = Console()
 
 
-def _fail(message: str, code: int = 1):
+def _fail(message: str, code: int = 1) -> NoReturn:
     console.print(f"[red]error:[/red] {message}")
     raise typer.Exit(code)
 
@@ -34,11 +34,11 @@ async def _execute(workflow_run, arg, workflow_id: str, *, mission: str | None =
     from stratmaster.temporal_client import connect
 
     client = await connect()
-    kwargs = {"search_attributes": for_mission(mission)} if mission else {}
     handle = await client.start_workflow(
         workflow_run, arg, id=workflow_id, task_queue=queues.MAINTENANCE, execution_timeout=timeout,
         id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-        id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY, **kwargs)
+        id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY,
+        search_attributes=for_mission(mission) if mission else None)
     if not wait:
         console.print(f"started workflow {handle.id}")
         return None
@@ -214,7 +214,7 @@ def register(app: typer.Typer) -> None:
 
         if kind not in ("vacuum", "optimise", "retention", "health", "capacity", "all"):
             _fail(f"unknown maintenance kind {kind!r}", 2)
-        result = run_async(_execute(MaintenanceWorkflow.run, MaintenanceInput(kind=kind),
+        result = run_async(_execute(MaintenanceWorkflow.run, MaintenanceInput.model_validate({"kind": kind}),
                                     maintenance_workflow_id(kind, uuid.uuid4().hex[:8])))
         _print_json(result)
 

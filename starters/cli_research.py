@@ -7,6 +7,7 @@ import asyncio
 import time
 import uuid
 from datetime import timedelta
+from typing import Optional
 
 import typer
 from rich.console import Console
@@ -138,8 +139,9 @@ def start(
     from workflows.research import ResearchWorkflow
 
     try:
-        req = ResearchInput(mission=mission, query=query, top_k=top_k, max_subquestions=max_subquestions,
-                            fusion=fusion, use_graph=graph, use_web=web)
+        req = ResearchInput.model_validate({  # fusion: any string, checked here
+            "mission": mission, "query": query, "top_k": top_k, "max_subquestions": max_subquestions,
+            "fusion": fusion, "use_graph": graph, "use_web": web})
     except ValidationError as exc:
         err.print("[red]bad input:[/red] " + "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()))
         raise typer.Exit(2)
@@ -218,7 +220,8 @@ def report(
     fmt: str = typer.Option("pdf", "--format", "-f", help="md | html | pdf | docx"),
     output: str = typer.Option(None, "--output", "-o", help="file to write (default: md/html to stdout, "
                                                              "pdf/docx to ./<workflow id>.<format>)"),
-    mission: str = typer.Option(None, "--mission", "-m", help="the research's mission (default: from the workflow id)"),
+    mission: Optional[str] = typer.Option(None, "--mission", "-m",
+                                          help="the research's mission (default: from the workflow id)"),
 ) -> None:
     """Render a completed research's shareable report (every format is stored under the
     mission's artifacts) and download one format."""
@@ -241,7 +244,7 @@ def report(
         err.print("[red]bad input:[/red] give --mission (the workflow id does not name it)")
         raise typer.Exit(2)
     try:
-        req = RenderReportInput(mission=mission, workflow_id=workflow_id, fetch=fmt)
+        req = RenderReportInput.model_validate({"mission": mission, "workflow_id": workflow_id, "fetch": fmt})
     except ValidationError as exc:
         err.print("[red]bad input:[/red] " + "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()))
         raise typer.Exit(2)

@@ -13,7 +13,7 @@ import getpass
 import re
 from datetime import timedelta
 from pathlib import Path
-from typing import Optional
+from typing import NoReturn, Optional
 
 import typer
 from rich.console import Console
@@ -38,7 +38,7 @@ def _actor() -> str:
         return "cli"
 
 
-def _fail(message: str, code: int = 1):
+def _fail(message: str, code: int = 1) -> NoReturn:
     console.print(f"[red]error:[/red] {message}")
     raise typer.Exit(code)
 
@@ -130,10 +130,11 @@ def add(
               "--credentials-profile)", 2)
     try:
         interval = parse_interval(every)
+        spec: DirectorySpec | S3Spec
         if directory is not None:
             spec = DirectorySpec(path=str(directory.expanduser().absolute()))
         else:
-            if not bucket or not profile:
+            if endpoint is None or not bucket or not profile:  # (endpoint: given, checked above)
                 _fail("an S3 source needs --bucket and --credentials-profile", 2)
             spec = S3Spec(endpoint=endpoint, bucket=bucket, prefix=prefix, credentials_profile=profile,
                           secure=not insecure, region=region)
@@ -262,8 +263,9 @@ def status(mission: str = typer.Argument(..., help="mission id"),
         _fail("--only is one of indexed, pending, failed", 2)
     if not 0 <= limit <= 1000 or offset < 0:
         _fail("--limit is 0-1000 and --offset at least 0", 2)
-    res = _execute(SourceStatusWorkflow.run,
-                   SourceStatusInput(mission=mission, source_id=source_id, status=only, offset=offset, limit=limit),
+    req = SourceStatusInput.model_validate(  # `only` checked above
+        {"mission": mission, "source_id": source_id, "status": only, "offset": offset, "limit": limit})
+    res = _execute(SourceStatusWorkflow.run, req,
                    f"source-status-{mission}-{source_id}-{uuid.uuid4().hex[:8]}", mission, timeout=60)
     if as_json:
         print(res.model_dump_json(indent=2))

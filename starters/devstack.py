@@ -109,19 +109,19 @@ class DevStack:
                                  start_new_session=True, cwd=Path(__file__).resolve().parents[1])
             self._pidfile(proc.name).write_text(str(p.pid))
             if proc.port:
-                self._wait_port(proc, p)
+                self._wait_port(proc, p, proc.port)
             echo(f"{proc.name:<10} up (pid {p.pid})" + (f" on {self.s.bind_host}:{proc.port}" if proc.port else ""))
             if proc.name == "temporal":
                 echo(f"           Web UI: http://{self.s.bind_host}:{self.s.temporal_ui_port}")
 
-    def _wait_port(self, proc: Proc, p: subprocess.Popen, timeout: float = 60) -> None:
+    def _wait_port(self, proc: Proc, p: subprocess.Popen, port: int, timeout: float = 60) -> None:
         deadline = time.time() + timeout
-        while not port_in_use(self.s.bind_host, proc.port):
+        while not port_in_use(self.s.bind_host, port):
             if p.poll() is not None:
                 tail = (self.log_dir / f"{proc.name}.log").read_text(errors="replace")[-1500:]
                 raise ServiceUnavailable(f"{proc.name} exited with code {p.returncode}:\n{tail}")
             if time.time() > deadline:
-                raise ServiceUnavailable(f"{proc.name} did not open port {proc.port} within {timeout:.0f}s")
+                raise ServiceUnavailable(f"{proc.name} did not open port {port} within {timeout:.0f}s")
             time.sleep(0.2)
 
     def down(self, echo=print) -> None:

@@ -21,9 +21,10 @@ not by `install`.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, Literal, get_args
 
 from temporalio.client import (
     Client, Schedule, ScheduleActionStartWorkflow, ScheduleAlreadyRunningError, ScheduleCalendarSpec,
@@ -36,11 +37,14 @@ from stratmaster.contracts.health import HealthCheckInput
 from stratmaster.contracts.maintenance import AnalyticsExportInput, BackupInput, MaintenanceInput, VerifyBackupInput
 
 PREFIX = "stratmaster-"
+# every name in DEFINITIONS, in its order (checked below)
+ScheduleName = Literal["backup-nightly", "verify-nightly", "health-hourly", "vacuum-daily", "optimise-daily",
+                       "retention-daily", "capacity-weekly", "analytics-daily"]
 
 
 @dataclass(frozen=True)
 class ScheduleDef:
-    name: str  # schedule id without PREFIX
+    name: ScheduleName  # schedule id without PREFIX
     workflow: str  # workflow type name
     arg: Any
     workflow_id: str
@@ -82,6 +86,9 @@ DEFINITIONS: tuple[ScheduleDef, ...] = (
                 _at(5), SKIP, "research metrics per mission to Parquet (DuckDB)", timedelta(hours=1)),
 )
 
+if tuple(d.name for d in DEFINITIONS) != get_args(ScheduleName):
+    raise RuntimeError("stratmaster.schedules: ScheduleName must list the names of DEFINITIONS, in order")
+
 
 def by_name(name: str) -> ScheduleDef:
     short = name.removeprefix(PREFIX)
@@ -106,10 +113,10 @@ def build_schedule(d: ScheduleDef, task_queue: str = queues.MAINTENANCE, paused:
 
 
 async def install(client: Client, task_queue: str = queues.MAINTENANCE,
-                  names: list[str] | None = None) -> dict[str, str]:
+                  names: Sequence[str] | None = None) -> dict[str, Literal["created", "updated"]]:
     """Create every schedule, or update it in place when it exists (idempotent:
     installing twice leaves the same schedules). Keeps a paused schedule paused."""
-    done: dict[str, str] = {}
+    done: dict[str, Literal["created", "updated"]] = {}
     for d in DEFINITIONS:
         if names and d.name not in names:
             continue

@@ -24,7 +24,7 @@ import json
 import os
 import secrets
 import socket
-from typing import Any
+from typing import Any, Final, Literal, get_args
 from urllib.parse import urlsplit
 
 SECRET_PREFIX = "whsec_"
@@ -34,11 +34,12 @@ SEAL_INFO = b"stratmaster webhook secret v1"
 
 # Events a mission can subscribe to ("*" = all of them). webhook.test only ever goes
 # to the one endpoint `stratmaster webhooks test` names.
-EVENT_TYPES = (
+SubscribableEvent = Literal[
     "ingestion.finished", "ingestion.failed", "research.finished", "backup.finished",
     "mission.activated", "mission.rolled_back",
-)
-TEST_EVENT = "webhook.test"
+]
+EVENT_TYPES: tuple[SubscribableEvent, ...] = get_args(SubscribableEvent)
+TEST_EVENT: Final = "webhook.test"
 
 
 # ---------------------------------------------------------------- ids and payloads

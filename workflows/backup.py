@@ -29,15 +29,18 @@ with workflow.unsafe.imports_passed_through():
         ListBackupsResult, PlanInput, WriteManifestInput,
     )
     from stratmaster.errors import BAD_INPUT, NON_RETRYABLE, WORKFLOW_INPUT_ERRORS
+from workflows.options import ActivityOptions
 from workflows.webhooks import emit_backup_finished
 
 RETRY = RetryPolicy(maximum_attempts=5, initial_interval=timedelta(seconds=1), maximum_interval=timedelta(minutes=1),
                     non_retryable_error_types=[*NON_RETRYABLE, "TargetNotEmpty"])
-QUICK = dict(start_to_close_timeout=timedelta(minutes=2), retry_policy=RETRY)
+QUICK = ActivityOptions(start_to_close_timeout=timedelta(minutes=2), retry_policy=RETRY)
 # Reads every part / manifest: heartbeats, so a lost worker is noticed within a minute.
-SCAN = dict(start_to_close_timeout=timedelta(minutes=30), heartbeat_timeout=timedelta(seconds=60), retry_policy=RETRY)
+SCAN = ActivityOptions(start_to_close_timeout=timedelta(minutes=30), heartbeat_timeout=timedelta(seconds=60),
+                      retry_policy=RETRY)
 # Long copies heartbeat; a worker lost mid-copy is noticed within a minute.
-COPY = dict(start_to_close_timeout=timedelta(hours=2), heartbeat_timeout=timedelta(seconds=60), retry_policy=RETRY)
+COPY = ActivityOptions(start_to_close_timeout=timedelta(hours=2), heartbeat_timeout=timedelta(seconds=60),
+                      retry_policy=RETRY)
 
 MISSION_STEPS = (BackupActivities.backup_postgres_mission, BackupActivities.backup_vectors,
                  BackupActivities.backup_fulltext, BackupActivities.backup_graph, BackupActivities.backup_objects)

@@ -15,14 +15,16 @@ with workflow.unsafe.imports_passed_through():
     from stratmaster.contracts.health import HealthCheckInput
     from stratmaster.contracts.maintenance import (
         AnalyticsExportInput, AnalyticsExportResult, Empty, ExpireDocumentsInput, MaintenanceInput, MaintenanceReport,
-        RetentionInput,
+        RetentionInput, RetentionReport,
     )
     from stratmaster import queues
     from stratmaster.errors import NON_RETRYABLE, WORKFLOW_INPUT_ERRORS
     from workflows.health import HealthCheckWorkflow
+from workflows.options import ActivityOptions
 
 RETRY = RetryPolicy(maximum_attempts=3, initial_interval=timedelta(seconds=2), non_retryable_error_types=NON_RETRYABLE)
-LONG = dict(start_to_close_timeout=timedelta(hours=1), heartbeat_timeout=timedelta(minutes=2), retry_policy=RETRY)
+LONG = ActivityOptions(start_to_close_timeout=timedelta(hours=1), heartbeat_timeout=timedelta(minutes=2),
+                      retry_policy=RETRY)
 # documents_days: batches per run at most (history stays small; the next scheduled run continues)
 MAX_DOCUMENT_BATCHES = 200
 
@@ -40,7 +42,7 @@ class MaintenanceWorkflow:
                 MaintenanceActivities.enforce_retention, RetentionInput(now=workflow.now()), **LONG)
             # patched: runs started before documents_days existed replay without these activities
             if workflow.patched("retention-documents"):
-                await self._expire_documents(req, report)
+                await self._expire_documents(req, report.retention)
             # Expired deactivated missions: the missions area owns the purge (mission-tasks queue).
             purge = await workflow.execute_child_workflow(
                 "PurgeExpiredMissionsWorkflow", {"now": workflow.now().isoformat(), "actor": "maintenance"},
@@ -64,17 +66,17 @@ class MaintenanceWorkflow:
         report.finished_at = workflow.now()
         return report
 
-    async def _expire_documents(self, req: MaintenanceInput, report: MaintenanceReport) -> None:
+    async def _expire_documents(self, req: MaintenanceInput, retention: RetentionReport) -> None:
         """Bounded batches, one cut-off for the whole run (oldest documents first)."""
         batch = ExpireDocumentsInput(now=workflow.now(), limit=req.document_batch)
-        expired = report.retention.expired_documents
+        expired = retention.expired_documents
         for _ in range(MAX_DOCUMENT_BATCHES):
             done = await workflow.execute_activity_method(MaintenanceActivities.expire_documents, batch, **LONG)
             for mission, ids in done.deleted.items():
                 expired[mission] = expired.get(mission, 0) + len(ids)
             if not done.more or not done.deleted:
                 return
-        report.retention.notes.append(
+        retention.notes.append(
             f"documents_days: stopped after {MAX_DOCUMENT_BATCHES} batches; the next run continues")
 
 

@@ -14,6 +14,7 @@ ListMissionsWorkflow / ShowMissionWorkflow / ExportMissionWorkflow: read-only.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
 from temporalio import workflow
@@ -24,10 +25,10 @@ with workflow.unsafe.imports_passed_through():
     from activities.missions import CONCURRENT_CHANGE, MissionActivities
     from stratmaster.contracts.common import validate_mission_id
     from stratmaster.contracts.missions import (
-        ActivateMissionInput, ActivationPlan, ActivationResult, DeactivateMissionInput, DeactivateStep,
-        DeactivationResult, ExportResult, ListMissionsInput, MissionDetail, MissionList, MissionRef,
-        PlanActivationInput, PlanRollbackInput, PurgeExpiredInput, PurgeResult, RollbackMissionInput, StepInput,
-        UndoInput, ValidateInput,
+        ActivateMissionInput, ActivationPlan, ActivationResult, ActivationStatus, DeactivateMissionInput,
+        DeactivateStep, DeactivationResult, ExportResult, ListMissionsInput, MissionDetail, MissionList, MissionRef,
+        PlanActivationInput, PlanRollbackInput, ProvisionStep, PurgeExpiredInput, PurgeResult, RollbackMissionInput,
+        StepInput, StepResult, UndoInput, ValidateInput,
     )
     from stratmaster.errors import BAD_INPUT, NON_RETRYABLE, WORKFLOW_INPUT_ERRORS
     from stratmaster.contracts.missions import MissionConfig
@@ -41,7 +42,7 @@ UNDO_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval
 SHORT = timedelta(seconds=30)
 STEP = timedelta(minutes=2)
 
-STEPS = (
+STEPS: tuple[tuple[ProvisionStep, Callable[[MissionActivities, StepInput], Awaitable[StepResult]]], ...] = (
     ("postgres", MissionActivities.provision_postgres),
     ("vectors", MissionActivities.provision_vectors),
     ("fulltext", MissionActivities.provision_fulltext),
@@ -86,7 +87,7 @@ async def _provision(plan: ActivationPlan, actor: str) -> list[str]:
     """Run the provisioning steps as a saga; returns the steps done."""
     info = workflow.info()
     step_input = StepInput(plan=plan, actor=actor, workflow_id=info.workflow_id)
-    to_undo: list[str] = []
+    to_undo: list[ProvisionStep] = []
     done: list[str] = []
     current = ""
     try:
@@ -159,7 +160,7 @@ class ActivateMissionWorkflow:
         self._stage = "provisioning"
         steps = await _provision(plan, req.actor)
         self._stage = "done"
-        status = "reactivated" if plan.previous_status == "deactivated" else "activated"
+        status: ActivationStatus = "reactivated" if plan.previous_status == "deactivated" else "activated"
         result = ActivationResult(mission=plan.mission, version=plan.version, status=status,
                                   previous_version=plan.previous_version, steps=steps, sha256=plan.sha256)
         await emit_mission_changed(result)  # webhooks (patched: older histories skip it)

@@ -15,8 +15,9 @@ with workflow.unsafe.imports_passed_through():
     from stratmaster.contracts.reports import REPORT_NOT_FOUND, RenderedReport, RenderReportInput
     from stratmaster.errors import NON_RETRYABLE, WORKFLOW_INPUT_ERRORS
 
+NOT_RETRIED = [*NON_RETRYABLE, REPORT_NOT_FOUND]
 RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=20), maximum_attempts=4,
-                    non_retryable_error_types=[*NON_RETRYABLE, REPORT_NOT_FOUND])
+                    non_retryable_error_types=NOT_RETRIED)
 
 
 def report_workflow_id(mission: str, research_workflow_id: str, request_id: str) -> str:
@@ -33,6 +34,6 @@ class RenderReportWorkflow:
                 heartbeat_timeout=timedelta(minutes=1), retry_policy=RETRY)
         except ActivityError as exc:  # fail as the activity's own error (e.g. ReportNotFound), not wrapped
             cause = exc.cause
-            if isinstance(cause, ApplicationError) and cause.type in RETRY.non_retryable_error_types:
+            if isinstance(cause, ApplicationError) and cause.type in NOT_RETRIED:
                 raise ApplicationError(cause.message, type=cause.type, non_retryable=True) from None
             raise

@@ -131,14 +131,15 @@ class ResearchWorkflow:
 
             p.status = "synthesising"
             t = workflow.now()
-            grounding = {}
+            grounding_subquestions: list[str] | None = None
+            grounding_hits: list[SearchHit] | None = None
             if 0 < plan.grounding < len(plan.subquestions):  # an LLM planned more than the deterministic plan
-                grounding = dict(grounding_subquestions=plan.subquestions[:plan.grounding],
-                                 grounding_hits=merge_subquestion_hits(per_query[:plan.grounding], MAX_EVIDENCE_HITS))
+                grounding_subquestions = plan.subquestions[:plan.grounding]
+                grounding_hits = merge_subquestion_hits(per_query[:plan.grounding], MAX_EVIDENCE_HITS)
             synthesis: Synthesis = await workflow.execute_activity_method(
                 ResearchActivities.synthesise,
                 SynthesiseInput(mission=req.mission, query=req.query, hits=hits, subquestions=plan.subquestions,
-                                **grounding),
+                                grounding_subquestions=grounding_subquestions, grounding_hits=grounding_hits),
                 start_to_close_timeout=timedelta(minutes=5), heartbeat_timeout=timedelta(minutes=2),
                 retry_policy=RETRY)
             p.claims = synthesis.claims

@@ -38,11 +38,14 @@ with workflow.unsafe.imports_passed_through():
         VerifyProgress, clip,
     )
     from stratmaster.errors import NON_RETRYABLE, WORKFLOW_INPUT_ERRORS
+from workflows.options import ActivityOptions
 
 RETRY = RetryPolicy(maximum_attempts=5, initial_interval=timedelta(seconds=1), maximum_interval=timedelta(minutes=1),
                     non_retryable_error_types=[*NON_RETRYABLE, "TargetNotEmpty"])
-QUICK = dict(start_to_close_timeout=timedelta(minutes=5), heartbeat_timeout=timedelta(seconds=60), retry_policy=RETRY)
-COPY = dict(start_to_close_timeout=timedelta(hours=2), heartbeat_timeout=timedelta(seconds=60), retry_policy=RETRY)
+QUICK = ActivityOptions(start_to_close_timeout=timedelta(minutes=5), heartbeat_timeout=timedelta(seconds=60),
+                       retry_policy=RETRY)
+COPY = ActivityOptions(start_to_close_timeout=timedelta(hours=2), heartbeat_timeout=timedelta(seconds=60),
+                      retry_policy=RETRY)
 
 STORE_RESTORES = (BackupActivities.restore_vectors, BackupActivities.restore_fulltext,
                   BackupActivities.restore_graph, BackupActivities.restore_objects)
@@ -168,7 +171,7 @@ class VerifyBackupWorkflow:
             found: list[str] = []
             restored: dict[str, dict[str, int]] = {}
 
-            async def drill_one(i: int, mission: str, expected: dict[str, int]) -> None:
+            async def drill_one(p: VerifyProgress, i: int, mission: str, expected: dict[str, int]) -> None:
                 drill, schema = drill_names(mission, p.short, i)
                 step = RestoreStep(backup_id=p.backup_id, source_mission=mission, target_mission=drill,
                                    scratch_schema=schema, manifest_sha256=p.manifest_sha256)
@@ -193,7 +196,7 @@ class VerifyBackupWorkflow:
                         await workflow.execute_activity_method(
                             BackupActivities.drop_drill, DropDrillInput(mission=drill, scratch_schema=schema), **QUICK)
 
-            await asyncio.gather(*[drill_one(p.index + j, m.name, m.counts) for j, m in enumerate(page.missions)])
+            await asyncio.gather(*[drill_one(p, p.index + j, m.name, m.counts) for j, m in enumerate(page.missions)])
             drills, expected_detail, restored_detail = list(p.drill_missions), dict(p.expected), dict(p.restored)
             for j, m in enumerate(page.missions):
                 if len(drills) < MAX_DETAIL:

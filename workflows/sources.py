@@ -41,17 +41,20 @@ with workflow.unsafe.imports_passed_through():
     from stratmaster.errors import NON_RETRYABLE, WORKFLOW_INPUT_ERRORS
     from stratmaster.search_attributes import for_mission
     from workflows.ingestion import IngestDocumentsWorkflow
+from workflows.options import ActivityOptions
 
 RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), backoff_coefficient=2.0,
                     maximum_interval=timedelta(seconds=30), maximum_attempts=6,
                     non_retryable_error_types=[*NON_RETRYABLE, *SOURCE_ERRORS])
-SHORT = dict(start_to_close_timeout=timedelta(seconds=60), retry_policy=RETRY)
+SHORT = ActivityOptions(start_to_close_timeout=timedelta(seconds=60), retry_policy=RETRY)
 # listing hashes changed files; deleting touches every store: heartbeat, generous deadline
-LONG = dict(start_to_close_timeout=timedelta(minutes=30), heartbeat_timeout=timedelta(minutes=2), retry_policy=RETRY)
+LONG = ActivityOptions(start_to_close_timeout=timedelta(minutes=30), heartbeat_timeout=timedelta(minutes=2),
+                      retry_policy=RETRY)
 # removal waits for a running sync to stop (SyncRunning is retried) for up to an hour
-WAIT = dict(start_to_close_timeout=timedelta(seconds=30), schedule_to_close_timeout=timedelta(hours=1),
-            retry_policy=RetryPolicy(initial_interval=timedelta(seconds=2), maximum_interval=timedelta(seconds=15),
-                                     non_retryable_error_types=[*NON_RETRYABLE, *SOURCE_ERRORS]))
+WAIT = ActivityOptions(start_to_close_timeout=timedelta(seconds=30), schedule_to_close_timeout=timedelta(hours=1),
+                      retry_policy=RetryPolicy(initial_interval=timedelta(seconds=2),
+                                               maximum_interval=timedelta(seconds=15),
+                                               non_retryable_error_types=[*NON_RETRYABLE, *SOURCE_ERRORS]))
 
 
 def _cause(err: BaseException) -> BaseException:
@@ -60,7 +63,7 @@ def _cause(err: BaseException) -> BaseException:
     return err
 
 
-async def _call(fn, arg, opts=SHORT):
+async def _call(fn, arg, opts: ActivityOptions = SHORT):
     """Run an activity; its ApplicationError fails the workflow as itself (type and message)."""
     try:
         return await workflow.execute_activity_method(fn, arg, **opts)
@@ -175,8 +178,8 @@ class SourceSyncWorkflow:
             # results name their document by its label, clipped like DocumentResult clips it; a label
             # that two results share is left to apply_page, which looks the outcome up in PostgreSQL
             by_label: dict[str, list] = {}
-            for d in [*result.documents, *result.failures]:
-                by_label.setdefault(d.source, []).append(d)
+            for res in [*result.documents, *result.failures]:
+                by_label.setdefault(res.source, []).append(res)
             items = []
             for p in page.pending:
                 found = by_label.get(DocumentResult(source=p.ref.label, status="failed").source) or []

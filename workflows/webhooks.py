@@ -28,20 +28,21 @@ with workflow.unsafe.imports_passed_through():
     from stratmaster import queues
     from stratmaster.contracts.webhooks import (
         AddWebhookInput, AddWebhookResult, DeliverInput, DeliveriesInput, DeliveryLog, DeliveryResult, EmitPlan,
-        EmitResult, ListWebhooksInput, RemoveWebhookInput, RemoveWebhookResult, WebhookEvent, WebhookList,
+        EmitResult, EventType, ListWebhooksInput, RemoveWebhookInput, RemoveWebhookResult, WebhookEvent, WebhookList,
         delivery_workflow_id, emit_workflow_id,
     )
     from stratmaster.errors import NON_RETRYABLE, WORKFLOW_INPUT_ERRORS
     from stratmaster.search_attributes import for_mission
     from stratmaster.webhooks import bounded_data, event_id
+from workflows.options import ActivityOptions
 
 EMIT_PATCH = "webhooks-emit"
 QUICK_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30),
                           maximum_attempts=10, non_retryable_error_types=NON_RETRYABLE)
-QUICK = dict(start_to_close_timeout=timedelta(seconds=30), retry_policy=QUICK_RETRY)
+QUICK = ActivityOptions(start_to_close_timeout=timedelta(seconds=30), retry_policy=QUICK_RETRY)
 
 
-async def emit(event_type: str, mission: str | None, data: dict) -> str | None:
+async def emit(event_type: EventType, mission: str | None, data: dict) -> str | None:
     """Start the event's delivery from a workflow (see the module doc). Returns the event id."""
     if not workflow.patched(EMIT_PATCH):
         return None
@@ -104,7 +105,7 @@ async def emit_backup_finished(req, result) -> None:
 
 
 async def emit_mission_changed(result) -> None:
-    event = "mission.rolled_back" if result.status == "rolled_back" else "mission.activated"
+    event: EventType = "mission.rolled_back" if result.status == "rolled_back" else "mission.activated"
     await emit(event, result.mission, {
         "mission": result.mission, "version": result.version, "previous_version": result.previous_version,
         "status": result.status, "sha256": result.sha256, "workflow_id": workflow.info().workflow_id,

@@ -223,6 +223,7 @@ class IngestionActivities:
         p = await self._prepare(tenant, mission, req.batch_id, req.ref, beat, attempt)
         if isinstance(p, DocumentResult):
             return p
+        assert p is not None  # None only with max_bytes (groups)
         chunks = p.chunks
         # Vectors: embed + upsert per slice; resume after the slices a crashed attempt already wrote.
         done = int(previous.get("vectors_done", 0)) if previous.get("sha256") == p.sha else 0

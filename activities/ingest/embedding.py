@@ -18,8 +18,13 @@ import os
 import threading
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from stratmaster.settings import Settings
+
+if TYPE_CHECKING:
+    from sentence_transformers import SentenceTransformer
+    from tokenizers import Tokenizer
 
 # Belt and braces: nothing in this process may reach the Hugging Face Hub.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -53,12 +58,12 @@ class Embedder:
     def __init__(self, path: Path, batch_size: int = 32):
         self.path = path
         self.batch_size = max(1, batch_size)
-        self._model = None
-        self._tokenizer = None
-        self._raw = None
+        self._model: SentenceTransformer | None = None
+        self._tokenizer: Any = None  # a transformers tokenizer (its classes vary by version)
+        self._raw: Tokenizer | None = None
         self._lock = threading.Lock()  # one forward pass at a time: 2 cores, torch already uses both
         cfg = json.loads((path / "config.json").read_text())
-        self._dim = int(cfg.get("hidden_size") or 0)
+        self._dim: int | None = int(cfg.get("hidden_size") or 0)
         st_cfg = path / "sentence_bert_config.json"
         self.max_seq_length = int(json.loads(st_cfg.read_text()).get("max_seq_length", 256)) if st_cfg.exists() else 256
 

@@ -124,7 +124,7 @@ def _child_main(conn, name: str, data: bytes, memory_bytes: int, cpu_seconds: in
     try:
         conn.send(msg)
     except MemoryError:  # pickling a huge text past the cap
-        msg = None
+        del msg
         conn.send(("memory",))
 
 

@@ -42,7 +42,7 @@ import posixpath
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Literal, TypeVar
 
 import asyncpg
 from pydantic import TypeAdapter
@@ -436,6 +436,7 @@ class SourceActivities:
             await _s3(probe, f"source {d.source_id} ({spec.location()})")
 
         wanted = spec.model_dump(mode="json")
+        status: Literal["created", "updated", "unchanged"]
         async with self.pool.acquire() as conn, conn.transaction():
             row = await conn.fetchrow(
                 "SELECT spec, interval_seconds, status FROM sources WHERE tenant_id = $1 AND source_id = $2 FOR UPDATE",
@@ -605,11 +606,11 @@ class SourceActivities:
                                          or (r["status"] == "failed" and r["reason_type"] in PERMANENT_FAILURES))
             sha = None
             if isinstance(spec, S3Spec):
-                if settled and r["etag"] == e.etag and r["size_bytes"] == e.size:
+                if settled and r is not None and r["etag"] == e.etag and r["size_bytes"] == e.size:
                     unchanged.append(e.path)
                     continue
             else:
-                if settled and r["size_bytes"] == e.size and r["mtime_ns"] == e.mtime_ns:
+                if settled and r is not None and r["size_bytes"] == e.size and r["mtime_ns"] == e.mtime_ns:
                     unchanged.append(e.path)
                     continue
                 if e.size <= limit:  # bigger ones fail as Oversized in ingestion, unread
@@ -621,7 +622,7 @@ class SourceActivities:
                     except OSError as exc:
                         raise bad_input(f"{spec.path}/{e.path}: cannot read: {exc.strerror or exc}",
                                         SOURCE_UNAVAILABLE) from None
-                    if settled and r["sha256"] and r["sha256"].strip() == sha:
+                    if settled and r is not None and r["sha256"] and r["sha256"].strip() == sha:
                         touched.append((e.path, e.size, e.mtime_ns))
                         continue
             pending.append((e, sha, r is None or r["added_generation"] == req.generation))

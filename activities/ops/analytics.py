@@ -11,7 +11,7 @@ from temporalio import activity
 
 from activities.ops.system_area import system_put
 from stratmaster.contracts.maintenance import AnalyticsExportInput, AnalyticsExportResult, MissionMetrics, analytics_key
-from stratmaster.errors import ServiceUnavailable
+from stratmaster.errors import ServiceUnavailable, bad_input
 from stratmaster.settings import Settings
 
 QUERIES_DIR = Path(__file__).resolve().parents[2] / "infra" / "duckdb" / "queries"
@@ -38,7 +38,10 @@ def duckdb_connect(database_url: str):
     import duckdb
 
     con = duckdb.connect(config={"autoinstall_known_extensions": False, "autoload_known_extensions": False})
-    version = con.sql("PRAGMA version").fetchone()[0]
+    row = con.sql("PRAGMA version").fetchone()
+    if row is None:
+        raise ServiceUnavailable("DuckDB reported no version")
+    version = row[0]
     con.execute(f"LOAD '{postgres_extension_file(version)}'")
     con.execute(f"ATTACH '{_quote(database_url)}' AS pg (TYPE postgres, READ_ONLY)")
     return con, version
@@ -80,6 +83,8 @@ class AnalyticsActivities:
     @activity.defn(name="export_research_metrics")
     async def export_research_metrics(self, req: AnalyticsExportInput) -> AnalyticsExportResult:
         export_id = req.export_id or activity.info().workflow_id
+        if not export_id:  # an activity run outside a workflow must name its export
+            raise bad_input("export_id is required outside a workflow")
         key = analytics_key(export_id)
         out = self.settings.abs_data_dir / "exports" / key
         rows, version = await asyncio.to_thread(export_metrics, self.settings.database_url, out, req.missions)

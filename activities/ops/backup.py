@@ -103,14 +103,15 @@ class BackupActivities(ActivityResources):
         return StepResult(artefacts=len(part.artefacts), bytes=sum(a.size for a in part.artefacts), counts=part.counts,
                           skipped=len(part.skipped), server_version=part.server_version)
 
-    async def _get_checked(self, backup_id: str, art: Artefact) -> tuple[bytes | None, str | None]:
+    async def _get_checked(self, backup_id: str, art: Artefact) -> tuple[bytes, str | None]:
+        """(the artefact's bytes, None), or (b"", what is wrong with it)."""
         data = await system_get(self.settings, self.stores.objects, backup_dir(backup_id) + art.name)
         if data is None:
-            return None, f"{art.name}: missing"
+            return b"", f"{art.name}: missing"
         if len(data) != art.size:
-            return None, f"{art.name}: size {len(data)} != {art.size}"
+            return b"", f"{art.name}: size {len(data)} != {art.size}"
         if _sha256(data) != art.sha256:
-            return None, f"{art.name}: sha256 mismatch"
+            return b"", f"{art.name}: sha256 mismatch"
         return data, None
 
     async def _fetch(self, backup_id: str, art: Artefact) -> bytes:
@@ -323,11 +324,17 @@ class BackupActivities(ActivityResources):
         parts: list[BackupPart] = []
         for i, key in enumerate(await system_list(self.settings, self.stores.objects, folder + "parts/")):
             if key.endswith(".json"):
-                parts.append(BackupPart.model_validate_json(await system_get(self.settings, self.stores.objects, key)))
+                raw = await system_get(self.settings, self.stores.objects, key)
+                if raw is None:  # listed a moment ago: retried
+                    raise RuntimeError(f"backup {req.backup_id}: part {key} vanished while the manifest was written")
+                parts.append(BackupPart.model_validate_json(raw))
             if i % 50 == 0:
                 heartbeat(i)
         vanished = {p.mission for p in parts if p.vanished}
-        artefacts, skipped, counts, server_version = [], [], {}, None
+        artefacts: list[Artefact] = []
+        skipped: list[Skipped] = []
+        counts: dict[str, dict[str, int]] = {}
+        server_version: str | None = None
         for p in parts:
             skipped.extend(p.skipped)
             server_version = server_version or p.server_version
@@ -371,7 +378,8 @@ class BackupActivities(ActivityResources):
                    await system_list_modified(self.settings, self.stores.objects, BACKUP_PREFIX)
                    if key.endswith("/manifest.json")]
         entries.sort(key=lambda e: (e[1], e[0]), reverse=True)
-        out, more = [], False
+        out: list[BackupSummary] = []
+        more = False
         for i, (key, modified) in enumerate(entries):
             if i % 20 == 0:
                 heartbeat(i)
@@ -460,14 +468,17 @@ class BackupActivities(ActivityResources):
         `only_check` everything happens in a transaction that is rolled back."""
         work = self._workdir(backup_id)
         try:
-            files, problems = {}, []
-            for i, art in enumerate(sorted(arts, key=lambda a: a.source_key)):
+            files: dict[str, Path] = {}
+            problems: list[str] = []
+            # table artefacts name their table (manifest_problems checked it)
+            for i, art in enumerate(sorted(arts, key=lambda a: a.source_key or "")):
                 data, problem = await self._get_checked(backup_id, art)
-                if problem:
-                    problems.append(problem)
+                table = art.source_key
+                if problem or table is None:
+                    problems.append(problem or f"{art.name}: no table")
                     continue
-                files[art.source_key] = work / f"{i:03d}.csv"  # never a name from the manifest
-                files[art.source_key].write_bytes(data)
+                files[table] = work / f"{i:03d}.csv"  # never a name from the manifest
+                files[table].write_bytes(data)
             if problems:
                 return pg_dumps.Staged(mission=mission, problems=problems)
             if not only_check:

@@ -85,13 +85,14 @@ def _artefact_problem(art: Artefact, scope: str, missions: set[str]) -> str | No
         if art.name != expected:
             return f"{what}: a {art.kind} dump must be {expected!r}"
     else:  # object
-        problem = mission_key_problem(art.source_key)
-        if problem:
+        key = art.source_key
+        problem = mission_key_problem(key)
+        if problem or key is None:  # (a None key is a problem)
             return f"{what}: {problem}"
-        legacy = f"objects/{art.mission}/{art.source_key}"
+        legacy = f"objects/{art.mission}/{key}"
         if art.name == legacy:
             return key_problem(art.name, "artefact name")  # format 1 named objects by their key
-        expected = object_artefact_name(art.mission, art.source_key)
+        expected = object_artefact_name(art.mission, key)
         if art.name != expected:
             return f"{what}: the object {_show(art.source_key)} must be {expected!r}"
         return None
@@ -140,8 +141,8 @@ def manifest_problems(manifest: Manifest, backup_id: str) -> list[str]:
             problems.append(f"artefact {_show(art.name)} listed twice")
         names.add(art.name)
         slots.add(slot)
-        if art.kind == "postgres-table" and art.source_key == TENANTS:
-            tenants_rows.add(art.mission)
+        if art.kind == "postgres-table" and art.source_key == TENANTS and art.mission is not None:
+            tenants_rows.add(art.mission)  # (checked above: one of the backup's missions)
     for m in sorted(missions - tenants_rows):
         problems.append(f"mission {m!r} has no tenants row in the backup")
     return problems

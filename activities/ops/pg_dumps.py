@@ -63,7 +63,7 @@ async def tenant_tables(conn: asyncpg.Connection) -> list[str]:
            JOIN information_schema.tables t ON t.table_schema = c.table_schema AND t.table_name = c.table_name
            WHERE c.table_schema = 'public' AND c.column_name = 'tenant_id' AND t.table_type = 'BASE TABLE'
            ORDER BY c.table_name""")]
-    deps = {n: set() for n in names}
+    deps: dict[str, set[str]] = {n: set() for n in names}
     for r in await conn.fetch(
             """SELECT cl.relname AS child, pcl.relname AS parent FROM pg_constraint k
                JOIN pg_class cl ON cl.oid = k.conrelid JOIN pg_class pcl ON pcl.oid = k.confrelid

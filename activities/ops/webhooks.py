@@ -28,8 +28,8 @@ from activities.resources import ActivityResources
 from activities.stores.tenants import require_mission
 from stratmaster.contracts.webhooks import (
     MAX_ENDPOINTS_PER_MISSION, AddWebhookInput, AddWebhookResult, DeliverInput, DeliveriesInput, DeliveryAttempt,
-    DeliveryLog, DeliveryRecord, EmitPlan, ListWebhooksInput, RemoveWebhookInput, RemoveWebhookResult, WebhookEndpoint,
-    WebhookEvent, WebhookList, WebhookRetry,
+    DeliveryLog, DeliveryRecord, DeliveryStatus, EmitPlan, ListWebhooksInput, RemoveWebhookInput, RemoveWebhookResult,
+    WebhookEndpoint, WebhookEvent, WebhookList, WebhookRetry,
 )
 from stratmaster.errors import bad_input, redact
 from stratmaster.webhooks import (
@@ -252,7 +252,7 @@ class _Logger:
     def __init__(self, pool: asyncpg.Pool, tenant_id, endpoint_id: uuid.UUID, event: WebhookEvent, attempt: int):
         self.pool, self.tenant_id, self.endpoint_id, self.event, self.attempt = pool, tenant_id, endpoint_id, event, attempt
 
-    async def write(self, status: str, *, code: int | None = None, error: str | None = None,
+    async def write(self, status: DeliveryStatus, *, code: int | None = None, error: str | None = None,
                     started: float | None = None) -> DeliveryAttempt:
         duration = round((time.perf_counter() - started) * 1000, 1) if started is not None else None
         error = error[:500] if error else None

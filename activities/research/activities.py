@@ -263,14 +263,14 @@ class ResearchActivities:
             n = min(req.max_claims, 4)
             synthesiser = "extractive-fallback"
             try:
-                answer = await heartbeating(llm.complete(
+                reply = await heartbeating(llm.complete(
                     self.settings, llm_synthesis.claims_messages(req.query, evidence, n, quotes), req.mission,
                     max_tokens=400, timeout=LLM_TIMEOUT_S, schema=llm_synthesis.claims_schema(evidence, n, quotes),
                     purpose="synthesise", workflow_id=_workflow_id(), model=model,
                 ))
-                _log(f"LLM claims answer: {llm_synthesis.sample(answer, 600)}")
+                _log(f"LLM claims answer: {llm_synthesis.sample(reply, 600)}")
                 verified = await in_thread(
-                    llm_synthesis.verify_claims, req.mission, req.query, answer, evidence, embed, n)
+                    llm_synthesis.verify_claims, req.mission, req.query, reply, evidence, embed, n)
                 if verified and verified[0]:
                     claims = await self._llm_contradictions(req, cart, verified[0], evidence, notes)
                     synthesiser = "llm"

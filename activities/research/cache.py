@@ -153,7 +153,7 @@ class RedisCache:
         return base, f"{base}:{hashlib.sha256(norm.encode()).hexdigest()[:24]}"
 
     @staticmethod
-    def _entry(raw: bytes) -> Entry:
+    def _entry(raw: bytes | str) -> Entry:
         data = json.loads(raw)
         return Entry(query=data["query"], vector=data["vector"],
                      result=ResearchResult.model_validate(data["result"]))
@@ -167,7 +167,8 @@ class RedisCache:
         names = await self.redis.zrevrange(index, 0, MAX_ENTRIES_PER_STATE - 1)
         if not names:
             return []
-        raws = await self.redis.mget(names)
+        # redis-py types zrevrange's result as possibly (name, score) pairs even without withscores
+        raws = await self.redis.mget(names)  # type: ignore[arg-type]
         return [self._entry(r) for r in raws if r]
 
     async def put(self, mission: str, key: str, norm: str, entry: Entry, ttl_s: int) -> None:

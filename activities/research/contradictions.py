@@ -231,7 +231,8 @@ def close(a: Fact, b: Fact) -> bool:
 def compare_facts(fa: list[Fact], fb: list[Fact]) -> tuple[list[tuple[Fact, Fact]], list[tuple[Fact, Fact]]]:
     """(agreeing, conflicting) figure pairs for shared keys (and years, when both give one)."""
     pa, pb = _primary(fa), _primary(fb)
-    agree, conflict = [], []
+    agree: list[tuple[Fact, Fact]] = []
+    conflict: list[tuple[Fact, Fact]] = []
     for k in sorted(pa.keys() & pb.keys()):
         a, b = pa[k], pb[k]
         if a.year and b.year and a.year != b.year:

@@ -49,7 +49,8 @@ def stem(t: str) -> str:
 
 def noun_phrases(text: str, max_len: int = 3) -> list[str]:
     """Runs of consecutive content words (a cheap noun-phrase chunker)."""
-    phrases, run = [], []
+    phrases: list[list[str]] = []
+    run: list[str] = []
     for t in TOKEN_RE.findall(text):
         if t.lower() in STOPWORDS:
             if run:

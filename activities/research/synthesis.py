@@ -262,7 +262,7 @@ def score_sentences(query: str, sents: list[Sentence], embed: Embed | None) -> n
         s.features["documents"] = round(1 / 3, 3)  # one supporting document until clustered into a claim
     with_margins(sents, lambda s: s.features, [s for s in sents if _claimable(s)])
     for s in sents:
-        s.score = probability(s.features)
+        s.score = probability(s.features or {})  # set for every sentence above
     return vecs
 
 
@@ -343,10 +343,10 @@ def extractive(mission: str, query: str, hits: Sequence[SearchHit], embed: Embed
     for i in candidates:
         placed = False
         for members in clusters:
-            rep = members[0]
-            a, b = sents[rep], sents[i]
+            first = members[0]
+            a, b = sents[first], sents[i]
             close = _jaccard(b.text, a.text) >= 0.5 or (
-                vecs is not None and float(vecs[i] @ vecs[rep]) >= 0.85) or same_fact(a.text, b.text, a.context, b.context)
+                vecs is not None and float(vecs[i] @ vecs[first]) >= 0.85) or same_fact(a.text, b.text, a.context, b.context)
             if not close:
                 continue
             if contradiction(a.text, b.text, a.context, b.context):

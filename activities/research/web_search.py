@@ -35,7 +35,7 @@ def web_hit(result: dict, rank: int) -> SearchHit | None:
 
 async def search_web(base_url: str, query: str, limit: int = 10, timeout: float = 15.0,
                      client: httpx.AsyncClient | None = None) -> list[SearchHit]:
-    params = {"q": query, "format": "json", "pageno": 1}
+    params: dict[str, str | int] = {"q": query, "format": "json", "pageno": 1}
     headers = {"User-Agent": "StratMaster Research Agent", "Accept": "application/json"}
     own = client is None
     client = client or httpx.AsyncClient(timeout=timeout)

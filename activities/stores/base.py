@@ -34,6 +34,7 @@ document's vertex, its MENTIONS edges and the entities no other document mention
 """
 from __future__ import annotations
 
+import builtins
 import re
 from typing import Protocol, Sequence
 
@@ -123,7 +124,7 @@ class ObjectStore(Protocol):
     async def drop(self, mission: str) -> None: ...  # delete_mission without the count
     async def put_system(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> str: ...
     async def get_system(self, key: str) -> bytes: ...
-    async def list_system(self, prefix: str = "") -> list[str]: ...
+    async def list_system(self, prefix: str = "") -> builtins.list[str]: ...
     async def delete_system(self, key: str) -> bool: ...
 
 

@@ -89,10 +89,11 @@ def health_probes(settings: Settings) -> dict[str, tuple[str, Callable[[], Await
     probes: dict[str, tuple[str, Callable[[], Awaitable[Any]]]] = {}
     for name, chooser in (("objects", _objects), ("vectors", _vectors), ("fulltext", _fulltext), ("graph", _graph)):
         probes[name] = _store_probe(settings, chooser)
-    if settings.searxng_url:  # web search (research): only when configured
+    searxng_url = settings.searxng_url
+    if searxng_url:  # web search (research): only when configured
         from activities.research.web_search import probe as web_probe
 
-        probes["web"] = ("searxng", lambda: web_probe(settings.searxng_url))
+        probes["web"] = ("searxng", lambda: web_probe(searxng_url))
     return probes
 
 

@@ -53,6 +53,8 @@ class OpenSearchIndex:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "OpenSearchIndex":
+        if not settings.opensearch_url:
+            raise ValueError("OpenSearchIndex needs settings.opensearch_url")
         password = settings.opensearch_password.get_secret_value() if settings.opensearch_password else None
         return cls(settings.opensearch_url, settings.opensearch_user, password)
 

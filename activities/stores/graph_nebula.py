@@ -96,7 +96,7 @@ class NebulaGraphStore:
         self._hosts = list(hosts)
         self._user, self._password = user, password
         self._session_factory = session_factory
-        self._pool = None
+        self._pool: Any = None  # a nebula3 ConnectionPool, made on first use
         self._pool_lock = threading.Lock()
         self._ready: set[str] = set()
         self._ready_timeout, self._poll = ready_timeout, poll_interval
@@ -193,18 +193,19 @@ class NebulaGraphStore:
             for tag, group in by_tag.items():
                 tags = "entity(name, name_key, type)" + (f", {ident(tag)}(name)" if tag else "")
                 for i in range(0, len(group), _BATCH):
-                    values, params = [], {}
+                    values: list[str] = []
+                    params: dict[str, Any] = {}
                     for j, e in enumerate(group[i:i + _BATCH]):
                         params.update({f"v{j}": e.entity_id, f"n{j}": e.name, f"k{j}": name_key(e.name),
                                        f"t{j}": e.type})
                         values.append(f"$v{j}:($n{j}, $k{j}, $t{j}" + (f", $n{j})" if tag else ")"))
                     self._exec(s, f"INSERT VERTEX {tags} VALUES " + ", ".join(values), params)
-            for (edge, rank), group in by_edge.items():
+            for (edge, rank), edges in by_edge.items():
                 seed_prop = _SEED_WEIGHT_PROP[edge]
                 props = f"{seed_prop}, context, weight" + (", relationship_type" if edge == "RELATES_TO" else "")
-                for i in range(0, len(group), _BATCH):
+                for i in range(0, len(edges), _BATCH):
                     values, params = [], {}
-                    for j, (r, rel_type) in enumerate(group[i:i + _BATCH]):
+                    for j, (r, rel_type) in enumerate(edges[i:i + _BATCH]):
                         params.update({f"s{j}": r.source_id, f"d{j}": r.target_id, f"w{j}": float(r.weight),
                                        f"c{j}": r.context})
                         extra = ""

@@ -8,6 +8,7 @@ readers and `list` never see half-written objects.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import os
 import shutil
 import uuid
@@ -220,7 +221,7 @@ class FsObjectStore:
         path = self._inside(self._system_root(), clean_key(key, "system key"))
         return await asyncio.to_thread(self._read, path, key)
 
-    async def list_system(self, prefix: str = "") -> list[str]:
+    async def list_system(self, prefix: str = "") -> builtins.list[str]:
         prefix_ok(prefix)
         return await asyncio.to_thread(self._list, self._system_root(), prefix)
 
@@ -228,7 +229,7 @@ class FsObjectStore:
         path = self._inside(self._system_root(), clean_key(key, "system key"))
         return await asyncio.to_thread(self._unlink, path)
 
-    async def list_system_modified(self, prefix: str = "") -> list[tuple[str, datetime]]:
+    async def list_system_modified(self, prefix: str = "") -> builtins.list[tuple[str, datetime]]:
         """(key, last modified) of every system object under `prefix`: the time the
         store recorded for the write, not anything written inside the object."""
         prefix_ok(prefix)

@@ -8,6 +8,7 @@ mission_key are shared, also with backup and restore): bucket `settings.object_b
 from __future__ import annotations
 
 import asyncio
+import builtins
 import io
 from datetime import datetime
 from typing import Callable, TypeVar
@@ -38,6 +39,8 @@ class MinioObjectStore:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "MinioObjectStore":
+        if not settings.minio_endpoint:
+            raise ValueError("MinioObjectStore needs settings.minio_endpoint")
         secret = settings.minio_secret_key.get_secret_value() if settings.minio_secret_key else None
         return cls(settings.minio_endpoint, settings.minio_access_key, secret,
                    bucket=settings.object_bucket, secure=settings.minio_secure)
@@ -176,7 +179,7 @@ class MinioObjectStore:
         name = SYSTEM_PREFIX + clean_key(key, "system key")
         return await self._run(lambda: self._get(name, key))
 
-    async def list_system(self, prefix: str = "") -> list[str]:
+    async def list_system(self, prefix: str = "") -> builtins.list[str]:
         prefix_ok(prefix)
         return await self._run(lambda: self._list(SYSTEM_PREFIX, prefix))
 
@@ -184,7 +187,7 @@ class MinioObjectStore:
         name = SYSTEM_PREFIX + clean_key(key, "system key")
         return await self._run(lambda: self._delete(name))
 
-    async def list_system_modified(self, prefix: str = "") -> list[tuple[str, datetime]]:
+    async def list_system_modified(self, prefix: str = "") -> builtins.list[tuple[str, datetime]]:
         """(key, last modified) of every system object under `prefix`: MinIO's own
         timestamp of the write, not anything written inside the object."""
         prefix_ok(prefix)

@@ -39,7 +39,7 @@ from collections import OrderedDict
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Sequence, TypeVar
+from typing import Any, Callable, Iterator, Sequence, TypeVar
 
 from qdrant_client import QdrantClient, models
 
@@ -62,6 +62,18 @@ _BATCH = 256
 class _Open:
     client: QdrantClient
     generation: str
+
+
+def _engine(client: QdrantClient) -> Any:
+    """The local-mode engine inside a QdrantClient: qdrant-client internals, outside its typed API."""
+    return client._client
+
+
+def _dense(vector: object) -> list[float]:
+    """A point's vector as this store writes it: one unnamed dense vector."""
+    if not isinstance(vector, list):
+        raise TypeError(f"expected a dense vector, got {type(vector).__name__}")
+    return vector
 
 
 def point_id(chunk_id: str) -> str:
@@ -108,12 +120,17 @@ class QdrantVectorStore:
         )
 
     # --- client access -------------------------------------------------------
+    def _local_root(self) -> Path:
+        if self.root is None:
+            raise RuntimeError("a Qdrant server (url) has no local storage")
+        return self.root
+
     def _mission_dir(self, mission: str) -> Path:
-        return self.root / mission  # mission already validated
+        return self._local_root() / mission  # mission already validated
 
     @contextmanager
     def _file_lock(self, mission: str, blocking: bool = True) -> Iterator[None]:
-        lock_dir = self.root / ".locks"
+        lock_dir = self._local_root() / ".locks"
         lock_dir.mkdir(parents=True, exist_ok=True)
         # A fresh open file description per acquisition: flock then excludes other
         # threads of this process as well as other processes.
@@ -145,7 +162,7 @@ class QdrantVectorStore:
 
     # Generation stamps and the cache are touched only while holding the mission's file lock.
     def _gen_path(self, mission: str) -> Path:
-        return self.root / ".locks" / f"{mission}.gen"
+        return self._local_root() / ".locks" / f"{mission}.gen"
 
     def _read_gen(self, mission: str) -> str:
         try:
@@ -167,7 +184,7 @@ class QdrantVectorStore:
         try:
             import portalocker
 
-            portalocker.unlock(client._client._flock_file)  # qdrant-client internals: else no caching
+            portalocker.unlock(_engine(client)._flock_file)  # qdrant-client internals: else no caching
             return client, True
         except Exception:
             return client, False
@@ -226,7 +243,7 @@ class QdrantVectorStore:
         if mission in self._warned:
             return
         try:
-            n = sum(len(c.ids) for c in client._client.collections.values())  # local client internals
+            n = sum(len(c.ids) for c in _engine(client).collections.values())  # local client internals
         except Exception:
             return
         if n > LOCAL_LARGE_POINTS:
@@ -284,12 +301,12 @@ class QdrantVectorStore:
         if cfg["quantization"]:
             quant = models.ScalarQuantization(scalar=models.ScalarQuantizationConfig(
                 type=models.ScalarType.INT8, quantile=0.99, always_ram=True))
-        extra = {}
+        metadata = None
         if not self.url:
             # Local mode searches exactly and drops HNSW/quantization/sharding (get_collection
             # reports its defaults), so the requested parameters are kept in the collection's
             # metadata: what a server would have applied stays inspectable.
-            extra["metadata"] = {"stratmaster": {k: v for k, v in cfg.items() if v is not None}}
+            metadata = {"stratmaster": {k: v for k, v in cfg.items() if v is not None}}
         client.create_collection(
             name,
             vectors_config=models.VectorParams(size=dim, distance=models.Distance.COSINE),
@@ -297,7 +314,7 @@ class QdrantVectorStore:
             quantization_config=quant,
             shard_number=cfg["shards"],  # server mode only; None = server default
             replication_factor=cfg["replicas"],
-            **extra,
+            metadata=metadata,
         )
 
     async def ensure_collection(self, mission: str, dim: int, *, hnsw_m: int | None = None,
@@ -320,7 +337,7 @@ class QdrantVectorStore:
         across process crashes, without an fsync per point. Best effort: it uses
         qdrant-client internals and is skipped if they change."""
         try:
-            conn = client._client.collections[name].storage.storage
+            conn = _engine(client).collections[name].storage.storage
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA synchronous = NORMAL")
         except Exception:
@@ -329,7 +346,7 @@ class QdrantVectorStore:
     def _upsert_points(self, client: QdrantClient, name: str, points: list[models.PointStruct]) -> None:
         if not points:
             return
-        self._ensure(client, name, len(points[0].vector))
+        self._ensure(client, name, len(_dense(points[0].vector)))
         if not self.url:
             self._fast_local_writes(client, name)
         for i in range(0, len(points), _BATCH):
@@ -433,12 +450,13 @@ class QdrantVectorStore:
         def run(client: QdrantClient) -> list[dict]:
             if not client.collection_exists(name):
                 return []
-            rows, offset = [], None
+            rows: list[dict] = []
+            offset = None
             while True:
                 points, offset = client.scroll(name, limit=_BATCH, offset=offset,
                                                with_payload=True, with_vectors=True)
-                rows.extend({"id": str(p.id), "vector": [float(x) for x in p.vector], "payload": p.payload or {}}
-                            for p in points)
+                rows.extend({"id": str(p.id), "vector": [float(x) for x in _dense(p.vector)],
+                             "payload": p.payload or {}} for p in points)
                 if offset is None:
                     return sorted(rows, key=lambda r: r["id"])
 
@@ -453,7 +471,7 @@ class QdrantVectorStore:
                       for r in rows]
         except (KeyError, TypeError, ValueError) as exc:
             raise bad_input(f"bad vector dump row: {exc}") from None
-        if len({len(p.vector) for p in points}) > 1:
+        if len({len(_dense(p.vector)) for p in points}) > 1:
             raise bad_input("vector dump rows have mixed dimensions")
         name = collection_name(mission)
         await self._call(mission, lambda c: self._upsert_points(c, name, points))
@@ -465,9 +483,10 @@ class QdrantVectorStore:
             return f"{self.url}: {len(cols)} collections"
 
         def check() -> str:
-            self.root.mkdir(parents=True, exist_ok=True)
-            if not os.access(self.root, os.W_OK):
-                raise PermissionError(f"{self.root} is not writable")
+            root = self._local_root()
+            root.mkdir(parents=True, exist_ok=True)
+            if not os.access(root, os.W_OK):
+                raise PermissionError(f"{root} is not writable")
             mem = QdrantClient(location=":memory:")  # the local engine itself works
             try:
                 mem.create_collection("probe", vectors_config=models.VectorParams(size=2, distance=models.Distance.COSINE))
@@ -475,8 +494,8 @@ class QdrantVectorStore:
                 mem.query_points("probe", query=[1.0, 0.0], limit=1)
             finally:
                 mem.close()
-            n = sum(1 for p in self.root.iterdir() if p.is_dir() and not p.name.startswith("."))
-            return f"local mode at {self.root}: {n} mission storages"
+            n = sum(1 for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+            return f"local mode at {root}: {n} mission storages"
         return await asyncio.to_thread(check)
 
     async def close(self) -> None:

@@ -7,6 +7,7 @@ each status a route can answer (`error_responses`)."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request
@@ -76,7 +77,7 @@ class ApiError(HTTPException):
         self.code = code
 
 
-def error_json(status: int, detail: Any, code: str | None = None, headers: dict | None = None,
+def error_json(status: int, detail: Any, code: str | None = None, headers: Mapping[str, str] | None = None,
                **extra: Any) -> JSONResponse:
     body = {"error": code or ERROR_CODES.get(status, "error"), "detail": detail, **extra}
     return JSONResponse(jsonable_encoder(body), status_code=status, headers=headers)

@@ -16,7 +16,7 @@ import hashlib
 import json
 import re
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 import re2
 import yaml
@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from stratmaster.contracts.common import MissionId
 
-CARTRIDGE_FORMAT = 1
+CARTRIDGE_FORMAT: Final = 1
 # semver.org 2.0.0 (no leading zeros, optional pre-release / build metadata)
 SEMVER_RE = re.compile(
     r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)"

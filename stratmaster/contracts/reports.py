@@ -17,7 +17,7 @@ from pydantic import AfterValidator, BaseModel, Field
 from stratmaster.contracts.common import MissionId, PlainText
 
 ReportFormat = Literal["md", "html", "pdf", "docx"]
-FORMATS: tuple[str, ...] = ("md", "html", "pdf", "docx")
+FORMATS: tuple[ReportFormat, ...] = ("md", "html", "pdf", "docx")
 CONTENT_TYPES = {
     "md": "text/markdown; charset=utf-8",
     "html": "text/html; charset=utf-8",

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from temporalio.client import Client, WorkflowHandle
 
@@ -45,18 +46,19 @@ class DocumentUpload(BaseModel):
         {"required": ["object_key"], "not": {"anyOf": [{"required": ["path"]}, {"required": ["content_b64"]}]}},
         {"required": ["path"], "not": {"anyOf": [{"required": ["object_key"]}, {"required": ["content_b64"]}]}},
     ]})
-    # absent, never null (the schema says string)
-    name: Annotated[str, Field(min_length=1, max_length=1024, pattern=NO_NUL)] = None
-    content_b64: Annotated[str, Field(json_schema_extra={"format": "byte"})] = None
-    object_key: Annotated[str, Field(min_length=1, max_length=1024, pattern=NO_NUL)] = None
-    path: Annotated[str, Field(min_length=1, max_length=4096, pattern=NO_NUL)] = None
+    # absent, never null (the schema says string): a None default that pydantic never validates,
+    # which pydantic's typing cannot express (hence the ignores)
+    name: Annotated[str, Field(min_length=1, max_length=1024, pattern=NO_NUL)] = None  # type: ignore[assignment]
+    content_b64: Annotated[str, Field(json_schema_extra={"format": "byte"})] = None  # type: ignore[assignment]
+    object_key: Annotated[str, Field(min_length=1, max_length=1024, pattern=NO_NUL)] = None  # type: ignore[assignment]
+    path: Annotated[str, Field(min_length=1, max_length=4096, pattern=NO_NUL)] = None  # type: ignore[assignment]
 
 
 class IngestRequest(BaseModel):
     """The JSON body of POST /missions/{mission}/documents."""
     model_config = ConfigDict(extra="forbid", strict=True)
     documents: list[DocumentUpload] = Field(min_length=1)
-    batch_id: Annotated[str, Field(pattern=BATCH_ID_PATTERN)] = Field(
+    batch_id: Annotated[str, Field(pattern=BATCH_ID_PATTERN)] = Field(  # type: ignore[assignment]  # (as above)
         default=None, description="default: a hash of the documents")
 
 
@@ -126,7 +128,7 @@ async def multipart_documents(request: Request, limit: int) -> dict:
         raise ApiError(400, "bad_request", f"unreadable multipart body ({type(exc).__name__})") from None
     docs, extra = [], {}
     for name, value in form.multi_items():
-        if hasattr(value, "read"):
+        if isinstance(value, UploadFile):
             data = await value.read()
             if len(data) > limit:
                 raise too_large(f"{value.filename} is {len(data)} bytes; the limit is {limit}")

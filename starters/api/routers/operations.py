@@ -60,7 +60,7 @@ class BackupStarted(WorkflowStarted):
 
 async def _start_backup(request: Request, client: Client, body: BackupRequest, mission: str | None,
                         idempotency_key: str | None) -> dict:
-    scope = "mission" if mission else "system"
+    scope: Literal["mission", "system"] = "mission" if mission else "system"
     key = run_key(f"backup:{mission or 'system'}", idempotency_key, uuid.uuid4().hex[:10])
     req = BackupInput(scope=scope, mission=mission, backup_id=body.backup_id or new_backup_id(mission, key))
     started = await start_workflow(client, BACKUP_WORKFLOW, req, workflow_id=backup_workflow_id(req),
@@ -233,7 +233,7 @@ async def export_analytics(request: Request, idempotency_key: IdempotencyKey = N
 
 # ---------------------------------------------------------------- schedules
 
-ScheduleName = Literal[tuple(d.name for d in sched.DEFINITIONS)]  # type: ignore[valid-type]
+ScheduleName = sched.ScheduleName
 ScheduleNamePath = Annotated[ScheduleName, Path(description="schedule name (without the stratmaster- prefix)")]
 
 
@@ -301,7 +301,8 @@ async def install_schedules(request: Request, principal: Principal = ADMIN, clie
     return Installed(schedules=done)
 
 
-async def _on_schedule(request: Request, client: Client, name: str, action: str, *args: Any) -> ScheduleDone:
+async def _on_schedule(request: Request, client: Client, name: str,
+                       action: Literal["pause", "unpause", "trigger", "delete"], *args: Any) -> ScheduleDone:
     sid = sched.schedule_id(sched.by_name(name))
     audit(request, target=sid)
     try:

@@ -49,8 +49,8 @@ def report_workflow_id(mission: str, research_workflow_id: str, request_id: str)
     return f"report-{mission}-{research_workflow_id[-60:]}-{request_id}"
 
 
-async def render(client: Client, mission: str, workflow_id: str, formats: list[str],
-                 fetch: str | None) -> RenderedReport:
+async def render(client: Client, mission: str, workflow_id: str, formats: list[ReportFormat],
+                 fetch: ReportFormat | None) -> RenderedReport:
     req = RenderReportInput(mission=mission, workflow_id=workflow_id, formats=formats, fetch=fetch)
     try:
         return await client.execute_workflow(

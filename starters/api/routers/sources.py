@@ -125,7 +125,7 @@ async def _execute(client: Client, workflow: str, arg, *, workflow_id: str, miss
         raise _source_error(exc, what) from None
 
 
-async def source_status(client: Client, mission: str, source_id: str, *, status: str | None = None,
+async def source_status(client: Client, mission: str, source_id: str, *, status: src.ManifestStatus | None = None,
                         offset: int = 0, limit: int = 0) -> src.SourceStatus:
     """SourceStatusWorkflow: the source (404 unknown_source when the mission has none by that id)."""
     return await _execute(

@@ -32,7 +32,9 @@ from stratmaster import queues
 from stratmaster.contracts import webhooks as wh
 from stratmaster.errors import BAD_INPUT, UNKNOWN_MISSION
 from stratmaster.search_attributes import for_mission
-from stratmaster.webhooks import EVENT_TYPES, MAX_URL_LENGTH, TEST_EVENT, event_id, open_secret, reply_keypair
+from stratmaster.webhooks import (
+    EVENT_TYPES, MAX_URL_LENGTH, TEST_EVENT, SubscribableEvent, event_id, open_secret, reply_keypair,
+)
 
 router = APIRouter(tags=["webhooks"])
 
@@ -49,7 +51,7 @@ WEBHOOK_URL = rf"^[Hh][Tt][Tt][Pp][Ss]?://{_LABEL}(\.{_LABEL})*\.?(:{_PORT})?([/
 ENDPOINT_ID = r"^([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}|[0-9a-fA-F]{32})$"
 EVENT_ID = r"^evt_[A-Za-z0-9_-]{8,64}$"
 
-Subscription = Literal[tuple([*EVENT_TYPES, "*"])]  # type: ignore[valid-type]
+Subscription = Literal[SubscribableEvent, "*"]
 EndpointPath = Annotated[str, Path(description="the endpoint's id (a UUID)", pattern=ENDPOINT_ID)]
 
 
@@ -69,13 +71,17 @@ class EndpointIdConvertor(Convertor[str]):
 register_url_convertor("webhook_endpoint", EndpointIdConvertor())
 
 
+def _all_events() -> list[Subscription]:
+    return ["*"]
+
+
 class WebhookCreate(StrictBody):
     """The body of POST /missions/{mission}/webhooks (contract: stratmaster.contracts.webhooks.WebhookCreate)."""
     url: str = Field(max_length=MAX_URL_LENGTH, pattern=WEBHOOK_URL,
                      description="the receiver: http(s), host name or IPv4 address, no credentials, no fragment; "
                                  "private and loopback addresses are refused unless the workers allow them",
                      examples=["https://hooks.example.com/stratmaster"])
-    events: list[Subscription] = Field(default_factory=lambda: ["*"], min_length=1, max_length=len(EVENT_TYPES) + 1,
+    events: list[Subscription] = Field(default_factory=_all_events, min_length=1, max_length=len(EVENT_TYPES) + 1,
                                        description="the event types sent to it, or ['*'] for all")
     description: str = Field(default="", max_length=500, pattern=NO_NUL)
 
