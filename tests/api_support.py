@@ -7,16 +7,14 @@ import asyncio
 import contextlib
 import json
 import time
-from concurrent.futures import ThreadPoolExecutor
 
-import asyncpg
 import httpx
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError
-from temporalio.worker import Worker
 
 from starters.api import create_app, get_temporal
 from stratmaster.settings import Settings
+from tests.conftest import pg_connect, queue_worker
 
 LOOPBACK = ("127.0.0.1", 50123)
 
@@ -47,40 +45,15 @@ async def api_client(app, *, peer=LOOPBACK, base_url: str = "http://127.0.0.1", 
             yield c
 
 
-def workflow_name(cls: type) -> str:
-    from temporalio.workflow import _Definition
-
-    return _Definition.must_from_class(cls).name
-
-
 @contextlib.asynccontextmanager
 async def run_workers(client: Client, settings: Settings, queue_names: list[str],
                       stand_ins: dict[str, list[type]] | None = None):
-    """Real workers (workers.<queue>.build) for the given queues, in-process.
+    """Real workers for the given queues, in-process (tests/conftest.py: queue_worker).
     stand_ins: queue -> workflow classes replacing the real workflows of the same name
     (e.g. idle ones, so that what a fuzzer starts does nothing)."""
-    from workers.registry import build
-
-    specs, stack = [], contextlib.AsyncExitStack()
-    pool = ThreadPoolExecutor(8)
-    try:
-        for q in queue_names:
-            spec = await build(q, settings)
-            specs.append(spec)
-            replaced = (stand_ins or {}).get(q, [])
-            if replaced:
-                names = {workflow_name(w) for w in replaced}
-                spec.workflows = [w for w in spec.workflows if workflow_name(w) not in names] + list(replaced)
-            await stack.enter_async_context(Worker(client, task_queue=q, workflows=spec.workflows,
-                                                   activities=spec.activities, activity_executor=pool,
-                                                   max_concurrent_activities=spec.max_concurrent_activities))
-        yield specs
-    finally:
-        await stack.aclose()
-        for spec in specs:
-            if spec.close:
-                await spec.close()
-        pool.shutdown(wait=False)
+    async with contextlib.AsyncExitStack() as stack:
+        yield [await stack.enter_async_context(queue_worker(client, settings, q, workflows=(stand_ins or {}).get(q)))
+               for q in queue_names]
 
 
 async def wait_closed(client: Client, workflow_id: str, timeout: float = 120) -> WorkflowExecutionStatus:
@@ -109,8 +82,7 @@ async def audit_rows(settings: Settings, target: str | None = None, *, actor: st
     """audit_log rows for a target (or actor, or mission; at or after `since`), waiting for
     the audit workflows to write them."""
     deadline = time.monotonic() + timeout
-    conn = await asyncpg.connect(settings.database_url)
-    try:
+    async with pg_connect(settings) as conn:
         while True:
             rows = await conn.fetch(
                 """SELECT * FROM audit_log WHERE ($1::text IS NULL OR target = $1) AND ($2::text IS NULL OR actor = $2)
@@ -119,8 +91,6 @@ async def audit_rows(settings: Settings, target: str | None = None, *, actor: st
             if len(rows) >= expect or time.monotonic() > deadline:
                 return [{**r, "detail": json.loads(r["detail"]) if r["detail"] else None} for r in rows]
             await asyncio.sleep(0.2)
-    finally:
-        await conn.close()
 
 
 async def ensure_mission(api: httpx.AsyncClient, client: Client, mission: str, headers: dict | None = None) -> None:

@@ -1,7 +1,10 @@
 """Shared fixtures: a real Temporal dev server and a real PostgreSQL cluster,
-started once per test session (no downloads: both come from installed packages)."""
+started once per test session (no downloads: both come from installed packages);
+the one way a test runs a worker (queue_worker), the one PostgreSQL connection
+(pg_connect / the `pg` fixture) and the embedded stores (`stores`), each closed after use."""
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -9,8 +12,13 @@ import tempfile
 import uuid
 from pathlib import Path
 
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import asyncpg
 import pytest
 import pytest_asyncio
+from temporalio import activity
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
@@ -60,6 +68,19 @@ async def temporal_env():
     await env.shutdown()
 
 
+@pytest_asyncio.fixture(scope="session")
+async def time_skipping_env():
+    """Temporal's time-skipping test server (scripts/services/temporal_test_server.sh installs
+    it): a workflow waiting on a timer or a retry backoff moves the clock instead of waiting."""
+    from tests.adapters_support import require_server
+
+    server = require_server("STRATMASTER_TEST_TIME_SKIPPING_SERVER", "temporal_test_server.sh")
+    env = await WorkflowEnvironment.start_time_skipping(data_converter=pydantic_data_converter,
+                                                        test_server_existing_path=server)
+    yield env
+    await env.shutdown()
+
+
 @pytest.fixture
 def client(temporal_env) -> Client:
     return temporal_env.client
@@ -79,3 +100,65 @@ def settings(session_dir, postgres) -> Settings:
 @pytest.fixture
 def task_queue() -> str:
     return f"test-{uuid.uuid4().hex[:8]}"
+
+
+@contextlib.asynccontextmanager
+async def pg_connect(settings: Settings) -> AsyncIterator[asyncpg.Connection]:
+    """One connection to the test PostgreSQL, closed on exit."""
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        yield conn
+    finally:
+        await conn.close()
+
+
+@pytest_asyncio.fixture
+async def pg(settings) -> AsyncIterator[asyncpg.Connection]:
+    async with pg_connect(settings) as conn:
+        yield conn
+
+
+@pytest_asyncio.fixture(scope="module")
+async def stores(settings):
+    """The embedded stores of the test settings, closed after the module."""
+    from activities.stores.factory import build_stores
+
+    s = build_stores(settings)
+    yield s
+    await s.close()
+
+
+def activity_name(fn: Callable[..., Any]) -> str:
+    return activity._Definition.must_from_callable(fn).name
+
+
+def workflow_name(cls: type) -> str:
+    from temporalio.workflow import _Definition
+
+    return _Definition.must_from_class(cls).name
+
+
+@contextlib.asynccontextmanager
+async def queue_worker(client: Client, settings: Settings, queue: str, *, task_queue: str | None = None,
+                       activities: dict[str, Callable[..., Any]] | Callable[[Any], dict] | None = None,
+                       workflows: list[type] | None = None, build_options: dict | None = None,
+                       **worker_options: Any):
+    """The real worker of `queue` in-process, built and run as `python -m workers` does
+    (workers.registry.build + serving). Test seams, without switches in production code:
+    `activities` replaces activities by name (failure injection; a dict, or a function of
+    the spec returning one), `workflows` replaces workflows by name (stand-ins)."""
+    from workers.registry import build, serving
+
+    spec = await build(queue, settings, **(build_options or {}))
+    if callable(activities):
+        activities = activities(spec)
+    if activities:
+        by_name = {activity_name(a): a for a in spec.activities}
+        by_name.update(activities)
+        spec.activities = list(by_name.values())
+    if workflows:
+        names = {workflow_name(w) for w in workflows}
+        spec.workflows = [w for w in spec.workflows if workflow_name(w) not in names] + list(workflows)
+    async with serving(client, task_queue or queue, spec, **worker_options):
+        yield spec
+

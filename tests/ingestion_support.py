@@ -2,20 +2,17 @@
 queue, fresh missions, bad documents, and per-store counts."""
 from __future__ import annotations
 
-import contextlib
 import os
 import random
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import asyncpg
 from temporalio.client import Client
-from temporalio.worker import Worker
 
 from activities.stores.tenants import ensure_tenant
 from stratmaster import queues
 from stratmaster.settings import Settings
+from tests.conftest import pg_connect, queue_worker
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples" / "docs"
 # small enough that the oversized test document stays small
@@ -26,29 +23,15 @@ def ingestion_settings(settings: Settings) -> Settings:
     return settings.model_copy(update={"max_document_bytes": TEST_MAX_BYTES})
 
 
-@contextlib.asynccontextmanager
-async def ingestion_worker(client: Client, settings: Settings):
-    """The real ingestion worker (workers.ingestion.build) polling ingestion-tasks in-process."""
-    import workers.ingestion
-
-    spec = await workers.ingestion.build(settings)
-    try:
-        with ThreadPoolExecutor(max_workers=spec.max_concurrent_activities) as ex:
-            async with Worker(client, task_queue=queues.INGESTION, workflows=spec.workflows,
-                              activities=spec.activities, activity_executor=ex,
-                              max_concurrent_activities=spec.max_concurrent_activities):
-                yield spec
-    finally:
-        await spec.close()
+def ingestion_worker(client: Client, settings: Settings, **options):
+    """The real ingestion worker polling ingestion-tasks in-process (tests/conftest.py: queue_worker)."""
+    return queue_worker(client, settings, queues.INGESTION, **options)
 
 
 async def new_mission(settings: Settings, prefix: str = "ing") -> str:
     mission = f"{prefix}_{uuid.uuid4().hex[:10]}"
-    conn = await asyncpg.connect(settings.database_url)
-    try:
+    async with pg_connect(settings) as conn:
         await ensure_tenant(conn, mission)
-    finally:
-        await conn.close()
     return mission
 
 
@@ -91,8 +74,7 @@ def write_small_docs(directory: Path, n: int, *, words: int = 260) -> list[Path]
 
 async def store_counts(stores, settings: Settings, mission: str) -> dict[str, int]:
     """Records of the mission in every store."""
-    conn = await asyncpg.connect(settings.database_url)
-    try:
+    async with pg_connect(settings) as conn:
         tid = await conn.fetchval("SELECT id FROM tenants WHERE name = $1", mission)
         pg_docs = await conn.fetchval("SELECT count(*) FROM documents WHERE tenant_id = $1", tid)
         pg_chunks = await conn.fetchval("SELECT count(*) FROM chunks WHERE tenant_id = $1", tid)
@@ -100,8 +82,6 @@ async def store_counts(stores, settings: Settings, mission: str) -> dict[str, in
                                        tid)
         declared = await conn.fetchval("SELECT coalesce(sum(chunk_count), 0) FROM documents WHERE tenant_id = $1", tid)
         failures = await conn.fetchval("SELECT count(*) FROM ingestion_failures WHERE tenant_id = $1", tid)
-    finally:
-        await conn.close()
     entities, relations = await stores.graph.count(mission)
     return {
         "pg_documents": pg_docs, "pg_chunks": pg_chunks, "pg_distinct_chunks": distinct,

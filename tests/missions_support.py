@@ -3,23 +3,21 @@ queue (optionally with test-only activity overrides for failure injection),
 cartridge builders, and probes of every store's namespace for a mission."""
 from __future__ import annotations
 
-import contextlib
 import json
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
 
-import asyncpg
 import yaml
 from temporalio.client import Client, WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.worker import Replayer, Worker
+from temporalio.worker import Replayer
 
 from stratmaster import queues
 from stratmaster.contracts.missions import ActivateMissionInput, ActivationResult, validate_cartridge
 from stratmaster.search_attributes import for_mission
 from stratmaster.settings import Settings
+from tests.conftest import pg_connect, queue_worker
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "samples" / "cartridges" / "demo.yaml"
@@ -47,27 +45,12 @@ def cartridge_text(mission: str, version: str = "1.0.0", **sections) -> str:
     return yaml.safe_dump(cartridge_dict(mission, version, **sections), sort_keys=False)
 
 
-@contextlib.asynccontextmanager
-async def mission_worker(client: Client, settings: Settings, overrides=None, task_queue: str = queues.MISSIONS):
-    """The real mission worker; `overrides` (a dict, or a function of the spec
-    returning one) maps activity names to test-only replacements registered under
-    the same name: failure injection without any switch in production code."""
-    import workers.missions
-
-    spec = await workers.missions.build(settings)
-    activities = list(spec.activities)
-    if callable(overrides):
-        overrides = overrides(spec)
-    if overrides:
-        names = {getattr(a, "__temporal_activity_definition").name: a for a in activities}
-        names.update(overrides)
-        activities = list(names.values())
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        async with Worker(client, task_queue=task_queue, workflows=spec.workflows, activities=activities,
-                          activity_executor=pool, max_heartbeat_throttle_interval=timedelta(milliseconds=300),
-                          default_heartbeat_throttle_interval=timedelta(milliseconds=300)):
-            yield spec
-    await spec.close()
+def mission_worker(client: Client, settings: Settings, overrides=None, task_queue: str = queues.MISSIONS):
+    """The real mission worker; `overrides` (a dict, or a function of the spec returning
+    one) maps activity names to test-only replacements (failure injection)."""
+    return queue_worker(client, settings, queues.MISSIONS, task_queue=task_queue, activities=overrides,
+                        max_heartbeat_throttle_interval=timedelta(milliseconds=300),
+                        default_heartbeat_throttle_interval=timedelta(milliseconds=300))
 
 
 async def start_activation(client: Client, text: str, actor: str = "test",
@@ -99,8 +82,7 @@ def namespace_state(stores, mission: str) -> dict[str, bool]:
 
 
 async def pg_state(settings: Settings, mission: str) -> dict:
-    conn = await asyncpg.connect(settings.database_url)
-    try:
+    async with pg_connect(settings) as conn:
         row = await conn.fetchrow(
             "SELECT id, status, active_version, previous_version, purge_after, config_revision FROM tenants WHERE name = $1",
             mission)
@@ -111,8 +93,6 @@ async def pg_state(settings: Settings, mission: str) -> dict:
         for a in audit:
             a["detail"] = json.loads(a["detail"]) if a["detail"] else {}
         return {"tenant": dict(row) if row else None, "versions": versions, "audit": audit}
-    finally:
-        await conn.close()
 
 
 async def replay(client: Client, handles: list[WorkflowHandle]) -> None:

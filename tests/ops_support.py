@@ -3,39 +3,26 @@ its real queue, and a mission seeded directly in every store (fast; the headline
 test uses the real ingestion workflow instead)."""
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import random
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 
-import asyncpg
 from temporalio.client import Client
-from temporalio.worker import Worker
 
 from activities.stores.tenants import ensure_tenant
 from stratmaster import queues
 from stratmaster.contracts.knowledge import Chunk, Entity, Relation
 from stratmaster.settings import Settings
+from tests.conftest import pg_connect, queue_worker
 
 DIM = 16
 WORDS = ("supply chain resilience pricing power market share churn retention onboarding latency "
          "compliance audit carbon logistics warehouse forecast margin subscription partner channel").split()
 
 
-@contextlib.asynccontextmanager
-async def maintenance_worker(client: Client, settings: Settings, stores=None):
-    import workers.maintenance
-
-    spec = await workers.maintenance.build(settings, stores)
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        async with Worker(client, task_queue=queues.MAINTENANCE, workflows=spec.workflows,
-                          activities=spec.activities, activity_executor=pool):
-            try:
-                yield spec
-            finally:
-                pass
-    await spec.close()
+def maintenance_worker(client: Client, settings: Settings, stores=None):
+    """The real maintenance worker (on `stores` when given: the test's, to inspect them)."""
+    return queue_worker(client, settings, queues.MAINTENANCE, build_options={"stores": stores})
 
 
 def _vector(seed: str) -> list[float]:
@@ -46,8 +33,7 @@ def _vector(seed: str) -> list[float]:
 async def seed_mission(settings: Settings, stores, mission: str, docs: int = 3, chunks_per_doc: int = 4,
                        sessions: int = 2) -> dict[str, int]:
     """Rows in PostgreSQL and data in every store, all keyed by the mission."""
-    conn = await asyncpg.connect(settings.database_url)
-    try:
+    async with pg_connect(settings) as conn:
         pool_like = _ConnPool(conn)
         tid = await ensure_tenant(pool_like, mission)
         all_chunks, vectors = [], []
@@ -85,8 +71,6 @@ async def seed_mission(settings: Settings, stores, mission: str, docs: int = 3, 
                 await conn.execute(
                     """INSERT INTO claims (session_id, tenant_id, ordinal, text, confidence, supporting_evidence)
                        VALUES ($1,$2,$3,$4,$5,'[{"chunk_id": "x"}]'::jsonb)""", sid, tid, c, f"claim {c}", 0.5 + c / 10)
-    finally:
-        await conn.close()
     await stores.vectors.upsert(mission, all_chunks, vectors)
     await stores.fulltext.index(mission, all_chunks)
     ents = [Entity(entity_id=f"e-{w}", name=w, type="CONCEPT") for w in WORDS[:5]]
@@ -107,15 +91,12 @@ class _ConnPool:
 
 
 async def pg_counts(settings: Settings, mission: str) -> dict[str, int]:
-    conn = await asyncpg.connect(settings.database_url)
-    try:
+    async with pg_connect(settings) as conn:
         tid = await conn.fetchval("SELECT id FROM tenants WHERE name = $1", mission)
         out = {}
         for t in ("documents", "chunks", "research_sessions", "claims"):
             out[t] = 0 if tid is None else await conn.fetchval(f"SELECT COUNT(*) FROM {t} WHERE tenant_id = $1", tid)
         return out
-    finally:
-        await conn.close()
 
 
 async def store_counts(stores, mission: str) -> dict[str, int]:
@@ -126,11 +107,8 @@ async def store_counts(stores, mission: str) -> dict[str, int]:
 
 async def wipe_mission(settings: Settings, stores, mission: str) -> None:
     """What a lost mission looks like: no rows, no namespace in any store."""
-    conn = await asyncpg.connect(settings.database_url)
-    try:
+    async with pg_connect(settings) as conn:
         await conn.execute("DELETE FROM tenants WHERE name = $1", mission)  # rows cascade
-    finally:
-        await conn.close()
     await stores.drop_mission(mission)
 
 

@@ -7,17 +7,15 @@ import asyncio
 import base64
 import contextlib
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 
-import asyncpg
 from temporalio import activity
 from temporalio.client import Client
-from temporalio.worker import Worker
 
 from activities.research.activities import ResearchActivities
 from stratmaster import queues
 from stratmaster.contracts.research import RetrieveInput, RetrieveOutput
 from stratmaster.settings import Settings
+from tests.conftest import activity_name, pg_connect, queue_worker
 
 CORPUS: dict[str, str] = {
     "xr7-lab-report.md": (
@@ -77,7 +75,6 @@ async def ingest_corpus(client: Client, settings: Settings, mission: str, corpus
 async def ingest_documents(client: Client, settings: Settings, mission: str, refs: list) -> None:
     """Create the mission row and run IngestDocumentsWorkflow on `refs` with an
     in-process ingestion worker; every document must land."""
-    import workers.ingestion
     from activities.stores.postgres import create_pool
     from activities.stores.tenants import ensure_tenant
     from stratmaster.contracts.ingestion import IngestInput
@@ -89,18 +86,11 @@ async def ingest_documents(client: Client, settings: Settings, mission: str, ref
         await ensure_tenant(pool, mission)
     finally:
         await pool.close()
-    spec = await workers.ingestion.build(settings)
-    try:
-        with ThreadPoolExecutor(4) as ex:
-            async with Worker(client, task_queue=queues.INGESTION, workflows=spec.workflows,
-                              activities=spec.activities, activity_executor=ex):
-                result = await client.execute_workflow(
-                    IngestDocumentsWorkflow.run, IngestInput(mission=mission, documents=refs),
-                    id=f"ingest-{mission}-{uuid.uuid4().hex[:8]}", task_queue=queues.INGESTION,
-                    search_attributes=for_mission(mission))
-    finally:
-        if spec.close:
-            await spec.close()
+    async with queue_worker(client, settings, queues.INGESTION):
+        result = await client.execute_workflow(
+            IngestDocumentsWorkflow.run, IngestInput(mission=mission, documents=refs),
+            id=f"ingest-{mission}-{uuid.uuid4().hex[:8]}", task_queue=queues.INGESTION,
+            search_attributes=for_mission(mission))
     assert result.totals.ingested == len(refs) and not result.failures, result.failures
 
 
@@ -110,15 +100,12 @@ async def document_texts(settings: Settings, mission: str) -> dict[str, str]:
     test comparing citations against these texts cannot pass vacuously."""
     from activities.stores.factory import build_stores
 
-    conn = await asyncpg.connect(settings.database_url)
-    try:
+    async with pg_connect(settings) as conn:
         has_extracted = await conn.fetchval(
             "SELECT count(*) FROM information_schema.columns WHERE table_name = 'documents' AND column_name = 'extracted_key'")
         rows = await conn.fetch(
             f"""SELECT d.id::text AS id, d.object_key, {'d.extracted_key' if has_extracted else 'NULL'} AS extracted_key
                 FROM documents d JOIN tenants t ON t.id = d.tenant_id WHERE t.name = $1""", mission)
-    finally:
-        await conn.close()
     stores = build_stores(settings)
     texts: dict[str, str] = {}
     try:
@@ -138,25 +125,15 @@ def _text_keys(doc_id: str, object_key: str, extracted_key: str | None) -> list[
     return keys + [f"documents/{doc_id}/extracted.txt", object_key]
 
 
-@contextlib.asynccontextmanager
-async def research_worker(client: Client, settings: Settings, acts_cls=None):
+def research_worker(client: Client, settings: Settings, acts_cls=None):
     """The real research-tasks worker in-process (optionally with a subclass of
     ResearchActivities, e.g. a slow retrieve for the cancel test)."""
-    import workers.research
-
-    spec = await workers.research.build(settings)
-    activities = spec.activities
-    if acts_cls is not None:
+    def subclassed(spec) -> dict:
         base = spec.extra["research"]
         acts = acts_cls(base.settings, base.stores, base.pool, base.embedder)
-        activities = [acts.start_session, acts.cache_lookup, acts.plan, acts.retrieve, acts.synthesise, acts.persist,
-                      acts.cache_store, acts.finish_session]
-    with ThreadPoolExecutor(4) as ex:
-        async with Worker(client, task_queue=queues.RESEARCH, workflows=spec.workflows, activities=activities,
-                          activity_executor=ex):
-            yield spec
-    if spec.close:
-        await spec.close()
+        return {activity_name(a): getattr(acts, a.__name__) for a in spec.activities
+                if getattr(a, "__self__", None) is base}
+    return queue_worker(client, settings, queues.RESEARCH, activities=subclassed if acts_cls else None)
 
 
 class SlowRetrieve(ResearchActivities):

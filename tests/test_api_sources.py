@@ -11,7 +11,6 @@ import os
 import time
 import uuid
 
-import asyncpg
 import pytest
 
 from stratmaster import queues
@@ -20,6 +19,7 @@ from tests.api_support import (
     StubVerifier, api_client, audit_rows, cartridge, make_app, run_workers, stub_oidc, token, wait_workflow,
 )
 from tests.ingestion_support import write_small_docs
+from tests.conftest import pg_connect
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -53,12 +53,9 @@ def directory(path) -> dict:
 
 
 async def documents_of(settings, mission: str) -> set[str]:
-    conn = await asyncpg.connect(settings.database_url)
-    try:
+    async with pg_connect(settings) as conn:
         rows = await conn.fetch("SELECT d.id::text AS id FROM documents d JOIN tenants t ON t.id = d.tenant_id "
                                 "WHERE t.name = $1", mission)
-    finally:
-        await conn.close()
     return {r["id"] for r in rows}
 
 

@@ -16,7 +16,6 @@ import sys
 import time
 from pathlib import Path
 
-import asyncpg
 import pytest
 from temporalio.client import Client, WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
@@ -35,7 +34,7 @@ from stratmaster.local_postgres import LocalPostgres
 from stratmaster.local_temporal import dev_server_args
 from stratmaster.search_attributes import for_mission
 from stratmaster.settings import Settings
-from tests.conftest import free_port
+from tests.conftest import free_port, pg_connect
 from tests.ingestion_support import new_mission, store_counts, worker_env, write_small_docs
 from workflows.ingestion import IngestDocumentsWorkflow
 from workflows.research import ResearchWorkflow
@@ -261,13 +260,10 @@ async def _research_with_fault(stack, mission: str, fault) -> tuple[ResearchResu
     await _wait_for(under_way, "the research run to be under way")
     await fault()
     result = await _result(handle)
-    conn = await asyncpg.connect(settings.database_url)
-    try:
+    async with pg_connect(settings) as conn:
         sessions = await conn.fetch(
             """SELECT s.status, (SELECT count(*) FROM claims c WHERE c.session_id = s.id) AS claims
                FROM research_sessions s WHERE s.workflow_id = $1""", wf_id)
-    finally:
-        await conn.close()
     return result, sessions
 
 

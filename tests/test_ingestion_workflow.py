@@ -23,6 +23,7 @@ from tests.ingestion_support import (
     SAMPLES, ingestion_settings, ingestion_worker, new_mission, store_counts, write_bad_documents, write_small_docs,
 )
 from workflows.ingestion import IngestDocumentsWorkflow, IngestSliceWorkflow
+from tests.conftest import pg_connect
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -78,16 +79,13 @@ async def test_batch_with_bad_documents_lands_the_good_ones_and_reingest_changes
         assert final.finished and final.done == final.total == result.totals.total
         assert final.chunks == result.totals.chunks
 
-        conn = await asyncpg.connect(s.database_url)
-        try:
+        async with pg_connect(s) as conn:
             tid = await conn.fetchval("SELECT id FROM tenants WHERE name = $1", mission)
             rows = await conn.fetch("SELECT source, reason_type, reason FROM ingestion_failures WHERE tenant_id = $1",
                                     tid)
             chunk_rows = await conn.fetch(
                 """SELECT d.sha256, d.extracted_key, c.text, c.char_start, c.char_end, c.token_count
                    FROM chunks c JOIN documents d ON d.id = c.document_id WHERE c.tenant_id = $1""", tid)
-        finally:
-            await conn.close()
         assert {r["source"]: r["reason_type"] for r in rows} == bad
 
         stores = spec.extra["stores"]
@@ -272,16 +270,13 @@ async def test_cartridge_entity_types_reach_the_graph(settings):
         EntityType(name="TECHNOLOGY", keywords=["sodium-ion", "flow battery"]),
         EntityType(name="REGULATION", patterns=[r"\b[A-Z]{2,5} Directive \d{4}/\d+\b"])]})
     raw = cartridge.model_dump_json()
-    conn = await asyncpg.connect(s.database_url)
-    try:
+    async with pg_connect(s) as conn:
         tid = await conn.fetchval("SELECT id FROM tenants WHERE name = $1", mission)
         await conn.execute(
             """INSERT INTO mission_versions (tenant_id, version, cartridge, sha256, created_by, activated_at)
                VALUES ($1, '1.0.0', $2::jsonb, $3, 'test', NOW())""", tid, raw, hashlib.sha256(raw.encode()).hexdigest())
         await conn.execute("UPDATE tenants SET active_version = '1.0.0', config_revision = config_revision + 1 "
                            "WHERE id = $1", tid)
-    finally:
-        await conn.close()
     text = "NordCell pilots sodium-ion cells. The EU Directive 2023/1791 sets efficiency rules for a flow battery."
     spec = await workers.ingestion.build(s, warm_up=False)
     try:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import uuid
 
-import asyncpg
 import pydantic
 import pytest
 from temporalio.client import WorkflowFailureError
@@ -19,6 +18,7 @@ from stratmaster.contracts.knowledge import Chunk, Entity, Relation
 from stratmaster.contracts.missions import (
     DeactivateMissionInput, DeactivateStep, MissionRef, PlanRollbackInput, RollbackMissionInput, validate_cartridge,
 )
+from tests.conftest import pg_connect
 from tests.missions_support import activate, cartridge_dict, cartridge_text, mission_worker, new_mission
 from workflows.missions import (
     DeactivateMissionWorkflow, ExportMissionWorkflow, MissionConfigWorkflow, RollbackMissionWorkflow,
@@ -50,8 +50,7 @@ async def test_mission_b_cannot_read_mission_a(client, settings, worker):
     await stores.graph.upsert(a, [Entity(entity_id="x1", name="Xylophone", type="CONCEPT"),
                                   Entity(entity_id="l1", name="Ledger", type="CONCEPT")],
                               [Relation(source_id="x1", target_id="l1", type="RELATES_TO")])
-    conn = await asyncpg.connect(settings.database_url)
-    try:
+    async with pg_connect(settings) as conn:
         tid_a = await require_mission(conn, a)
         await conn.execute(
             """INSERT INTO documents (id, tenant_id, sha256, source, object_key, content_type, size_bytes)
@@ -59,8 +58,6 @@ async def test_mission_b_cannot_read_mission_a(client, settings, worker):
             uuid.UUID(doc_id), tid_a, "0" * 64, full_key)
         tid_b = await require_mission(conn, b)
         assert await conn.fetchval("SELECT count(*) FROM documents WHERE tenant_id = $1", tid_b) == 0
-    finally:
-        await conn.close()
 
     # A sees its own data (so the checks below can fail)...
     assert await stores.vectors.search(a, vector, 5)

@@ -21,6 +21,7 @@ from stratmaster.contracts.missions import (
     validate_cartridge,
 )
 from activities.mission_config import MissionConfigReader
+from tests.conftest import pg_connect
 from tests.missions_support import (
     activate, cartridge_text, mission_worker, namespace_state, new_mission, pg_state, replay, start_activation,
 )
@@ -62,12 +63,8 @@ async def test_activate_provisions_every_store_and_audits(client, settings, work
     assert pg["audit"][-1]["detail"]["workflow_id"] == handle.id
 
     # mission-scoped activities of other areas now accept the mission
-    import asyncpg
-    conn = await asyncpg.connect(settings.database_url)
-    try:
+    async with pg_connect(settings) as conn:
         assert await require_mission(conn, mission)
-    finally:
-        await conn.close()
 
     # same version again: a no-op, nothing written
     again = await activate(client, cartridge_text(mission))

@@ -10,7 +10,6 @@ import pytest
 from temporalio.client import WorkflowFailureError
 from temporalio.exceptions import ApplicationError
 
-from activities.stores.factory import build_stores
 from stratmaster import queues
 from stratmaster.contracts.knowledge import Chunk
 from stratmaster.contracts.maintenance import (
@@ -22,13 +21,9 @@ from tests.ops_support import (
 )
 from workflows.backup import BackupWorkflow, workflow_id_for
 from workflows.restore import RestoreWorkflow, VerifyBackupWorkflow
+from tests.conftest import pg_connect
 
 QUERIES = ["supply chain resilience", "pricing margin forecast", "audit compliance carbon"]
-
-
-@pytest.fixture(scope="module")
-def stores(settings):
-    return build_stores(settings)
 
 
 async def _backup(client, mission: str, backup_id: str | None = None):
@@ -117,12 +112,9 @@ async def test_corrupt_or_incomplete_backup_refused_before_anything_changes(clie
         manifest = Manifest.model_validate_json(
             await stores.objects.get_system(f"backups/{result.backup_id}/manifest.json"))
         # change the live mission after the backup: a wipe + restore would visibly undo this
-        conn = await asyncpg.connect(settings.database_url)
-        try:
+        async with pg_connect(settings) as conn:
             await conn.execute("""INSERT INTO research_sessions (tenant_id, query)
                                   SELECT id, 'after the backup' FROM tenants WHERE name = $1""", mission)
-        finally:
-            await conn.close()
         await stores.fulltext.index(mission, [Chunk(chunk_id=str(uuid.uuid4()), document_id=str(uuid.uuid4()), ordinal=0,
                                                     text="written after the backup", start=0, end=24, token_count=4)])
         before_rows, before_stores = await pg_counts(settings, mission), await store_counts(stores, mission)
@@ -173,12 +165,9 @@ async def test_verify_backup_drills_into_scratch_namespace_and_drops_it(client, 
     # scratch namespace dropped everywhere; the live mission untouched
     assert await store_counts(stores, drill) == {"vectors": 0, "fulltext_docs": 0, "graph_entities": 0,
                                                  "graph_relations": 0, "objects": 0}
-    conn = await asyncpg.connect(settings.database_url)
-    try:
+    async with pg_connect(settings) as conn:
         assert not await conn.fetchval("SELECT COUNT(*) FROM information_schema.schemata WHERE schema_name LIKE 'drill_%'")
         assert await conn.fetchval("SELECT COUNT(*) FROM tenants WHERE name = $1", drill) == 0
-    finally:
-        await conn.close()
     assert await pg_counts(settings, mission) == expected
 
 
@@ -241,12 +230,9 @@ async def test_system_dump_restores_into_an_empty_database(settings, stores, pos
                         artefacts=part.artefacts)
     await stores.objects.put_system(f"backups/{backup_id}/manifest.json", manifest.model_dump_json().encode())
     scratch = f"scratch_{uuid.uuid4().hex[:8]}"
-    conn = await asyncpg.connect(settings.database_url)
-    try:
+    async with pg_connect(settings) as conn:
         await conn.execute(f"CREATE DATABASE {scratch}")
         want = {t: await conn.fetchval(f"SELECT COUNT(*) FROM {t}") for t in ("tenants", "documents", "chunks", "claims")}
-    finally:
-        await conn.close()
     scratch_url = settings.database_url.rsplit("/", 1)[0] + "/" + scratch
     target = BackupActivities(settings.model_copy(update={"database_url": scratch_url}), stores)
     try:
@@ -263,8 +249,5 @@ async def test_system_dump_restores_into_an_empty_database(settings, stores, pos
     finally:
         await target.close()
         await acts.close()
-        conn = await asyncpg.connect(settings.database_url)
-        try:
+        async with pg_connect(settings) as conn:
             await conn.execute(f"DROP DATABASE IF EXISTS {scratch}")
-        finally:
-            await conn.close()

@@ -7,18 +7,17 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import asyncpg
 import pytest
 import yaml
-from temporalio.worker import Worker
 
 from activities.stores.factory import build_stores
 from stratmaster import queues
 from stratmaster.contracts.maintenance import BackupInput, RestoreInput, VerifyBackupInput
 from stratmaster.search_attributes import for_mission
+from tests.conftest import pg_connect, queue_worker
 from tests.ops_support import maintenance_worker, new_mission, store_counts, wipe_mission
 from workflows.backup import BackupWorkflow, workflow_id_for
 from workflows.restore import RestoreWorkflow, VerifyBackupWorkflow
@@ -37,25 +36,12 @@ QUERIES = ["sodium-ion battery cost", "pumped hydro peak demand", "tax credits f
 TABLES = ("documents", "chunks", "research_sessions", "claims")
 
 
-@contextlib.asynccontextmanager
-async def queue_worker(client, queue: str, spec):
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        async with Worker(client, task_queue=queue, workflows=spec.workflows, activities=spec.activities,
-                          activity_executor=pool):
-            yield spec
-    if spec.close:
-        await spec.close()
-
-
 async def _rows(settings, mission: str) -> dict[str, list]:
     """Every row of the mission's main tables, in a stable order (ids, text, offsets, JSON...)."""
-    conn = await asyncpg.connect(settings.database_url)
-    try:
+    async with pg_connect(settings) as conn:
         tid = await conn.fetchval("SELECT id FROM tenants WHERE name = $1", mission)
         return {t: [tuple(r) for r in await conn.fetch(f"SELECT * FROM {t} WHERE tenant_id = $1 ORDER BY id", tid)]
                 for t in TABLES} if tid else {t: [] for t in TABLES}
-    finally:
-        await conn.close()
 
 
 async def _hits(stores, embedder, mission: str) -> dict:
@@ -68,9 +54,6 @@ async def _hits(stores, embedder, mission: str) -> dict:
 
 
 async def test_backup_wipe_restore_gives_identical_search_and_rows(client, settings):
-    import workers.ingestion
-    import workers.missions
-    import workers.research
     from activities.ingest.embedding import get_embedder
     from stratmaster.contracts.ingestion import DocumentRef, IngestInput
     from stratmaster.contracts.missions import ActivateMissionInput
@@ -86,9 +69,8 @@ async def test_backup_wipe_restore_gives_identical_search_and_rows(client, setti
     embedder = get_embedder(settings)
 
     async with contextlib.AsyncExitStack() as stack:
-        await stack.enter_async_context(queue_worker(client, queues.MISSIONS, await workers.missions.build(settings)))
-        await stack.enter_async_context(queue_worker(client, queues.INGESTION, await workers.ingestion.build(settings)))
-        await stack.enter_async_context(queue_worker(client, queues.RESEARCH, await workers.research.build(settings)))
+        for queue in (queues.MISSIONS, queues.INGESTION, queues.RESEARCH):
+            await stack.enter_async_context(queue_worker(client, settings, queue))
         await stack.enter_async_context(maintenance_worker(client, settings, stores))
 
         activated = await client.execute_workflow(

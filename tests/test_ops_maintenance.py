@@ -3,38 +3,16 @@ statistics, index optimisation, cartridge retention (+ the missions area's purge
 as a child workflow), health as a child workflow, capacity report."""
 from __future__ import annotations
 
-import contextlib
 import json
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 
-import asyncpg
-import pytest
-from temporalio.worker import Worker
 
-from activities.stores.factory import build_stores
 from stratmaster import queues
 from stratmaster.contracts.maintenance import BackupInput, MaintenanceInput
+from tests.conftest import pg_connect, queue_worker
 from tests.ops_support import maintenance_worker, new_mission, replay_histories, seed_mission
 from workflows.backup import BackupWorkflow, workflow_id_for
 from workflows.maintenance import MaintenanceWorkflow
-
-
-@pytest.fixture(scope="module")
-def stores(settings):
-    return build_stores(settings)
-
-
-@contextlib.asynccontextmanager
-async def missions_worker(client, settings):
-    import workers.missions
-
-    spec = await workers.missions.build(settings)
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        async with Worker(client, task_queue=queues.MISSIONS, workflows=spec.workflows, activities=spec.activities,
-                          activity_executor=pool):
-            yield
-    await spec.close()
 
 
 async def _run(client, kind: str):
@@ -57,8 +35,7 @@ async def test_retention_from_cartridge_and_purge_of_expired_missions(client, se
     keep_all, limited, expired = new_mission("ret"), new_mission("ret"), new_mission("ret")
     for m in (keep_all, limited, expired):
         await seed_mission(settings, stores, m, docs=1, sessions=2)
-    conn = await asyncpg.connect(settings.database_url)
-    try:
+    async with pg_connect(settings) as conn:
         await _set_cartridge(conn, limited, {"research_days": 7, "backups_keep": 1})
         await _set_cartridge(conn, keep_all, {"research_days": None})
         for m in (keep_all, limited):  # one session of each is 30 days old
@@ -68,10 +45,8 @@ async def test_retention_from_cartridge_and_purge_of_expired_missions(client, se
                                ORDER BY workflow_id LIMIT 1)""", m)
         await conn.execute("UPDATE tenants SET status = 'deactivated', deactivated_at = NOW() - interval '40 days', "
                            "purge_after = NOW() - interval '10 days' WHERE name = $1", expired)
-    finally:
-        await conn.close()
 
-    async with maintenance_worker(client, settings, stores), missions_worker(client, settings):
+    async with maintenance_worker(client, settings, stores), queue_worker(client, settings, queues.MISSIONS):
         backups = []
         for i in range(2):
             req = BackupInput(scope="mission", mission=limited, backup_id=f"{limited}-{i}")
@@ -84,8 +59,7 @@ async def test_retention_from_cartridge_and_purge_of_expired_missions(client, se
     assert keep_all not in r.purged_sessions  # research_days unset: kept forever
     assert r.pruned_backups == {limited: [backups[0].backup_id]}
     assert expired in r.purged_missions
-    conn = await asyncpg.connect(settings.database_url)
-    try:
+    async with pg_connect(settings) as conn:
         async def sessions(m):
             return await conn.fetchval("SELECT COUNT(*) FROM research_sessions rs JOIN tenants t ON t.id = rs.tenant_id "
                                        "WHERE t.name = $1", m)
@@ -93,8 +67,6 @@ async def test_retention_from_cartridge_and_purge_of_expired_missions(client, se
         # claims of the deleted session went with it
         assert await conn.fetchval("SELECT COUNT(*) FROM claims c JOIN tenants t ON t.id = c.tenant_id WHERE t.name = $1",
                                    limited) == 2
-    finally:
-        await conn.close()
     assert await stores.objects.get_system(f"backups/{backups[1].backup_id}/manifest.json")
     assert not await stores.objects.list_system(f"backups/{backups[0].backup_id}/")
     assert await stores.vectors.count(expired) == 0

@@ -16,12 +16,11 @@ import os
 import uuid
 from datetime import datetime, timezone
 
-import asyncpg
 import pytest
 from temporalio.client import WorkflowFailureError
 from temporalio.exceptions import ApplicationError
 
-from activities.stores.factory import Stores, build_stores
+from activities.stores.factory import Stores
 from stratmaster import queues
 from stratmaster.contracts.maintenance import (
     Artefact, BackupInput, Manifest, RestoreInput, VerifyBackupInput,
@@ -33,11 +32,7 @@ from tests.ops_support import (
 )
 from workflows.backup import BackupWorkflow, workflow_id_for
 from workflows.restore import RestoreWorkflow, VerifyBackupWorkflow
-
-
-@pytest.fixture(scope="module")
-def stores(settings):
-    return build_stores(settings)
+from tests.conftest import pg_connect
 
 
 async def _backup(client, mission: str, **kw):
@@ -100,11 +95,8 @@ class Tamper:
 
 
 async def _ids(settings, sql: str, *args) -> list:
-    conn = await asyncpg.connect(settings.database_url)
-    try:
+    async with pg_connect(settings) as conn:
         return [r[0] for r in await conn.fetch(sql, *args)]
-    finally:
-        await conn.close()
 
 
 SCENARIOS = {
@@ -193,11 +185,8 @@ async def test_crafted_backup_is_refused_before_anything_changes(client, setting
     assert not await _ids(settings, "SELECT id FROM audit_log WHERE actor = $1", f"hostile-{marker}")
     assert not await _ids(settings, "SELECT id FROM claims WHERE text = $1", f"claim {marker}")
     assert not await _ids(settings, "SELECT id FROM llm_usage WHERE mission = $1 AND tenant_id = $2", b, tid_a)
-    conn = await asyncpg.connect(settings.database_url)
-    try:
+    async with pg_connect(settings) as conn:
         assert not await conn.fetchval("SELECT COUNT(*) FROM information_schema.schemata WHERE schema_name LIKE 'drill_%'")
-    finally:
-        await conn.close()
 
 
 async def test_verify_takes_the_newest_backup_by_the_stores_timestamp(client, settings, stores):

@@ -15,7 +15,6 @@ import pytest
 
 from activities.ingest.entities import document_entity
 from activities.ops.retention import expire_documents
-from activities.stores.factory import build_stores
 from activities.stores.graph_sqlite import SqliteGraphStore
 from stratmaster import queues
 from stratmaster.contracts.ingestion import DocumentRef, IngestInput, workflow_id_for
@@ -27,6 +26,7 @@ from tests.missions_support import activate, cartridge_text, mission_worker, new
 from tests.ops_support import maintenance_worker, replay_histories
 from workflows.ingestion import IngestDocumentsWorkflow
 from workflows.maintenance import MaintenanceWorkflow
+from tests.conftest import pg_connect
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -40,11 +40,6 @@ def _doc_text(name: str) -> str:
     body = (f"Field report {name}. The token marker{name.replace('_', '')} appears only here. "
             f"{org} signed a supply agreement with Helios Energy last quarter. ")
     return f"Report {name}\n\n" + body * 6
-
-
-@pytest.fixture(scope="module")
-def stores(settings):
-    return build_stores(settings)
 
 
 async def _ingest(client, settings, mission: str, directory) -> dict[str, str]:
@@ -103,8 +98,7 @@ async def test_documents_days_deletes_expired_documents_from_every_store(client,
     async with ingestion_worker(client, s):
         ids = {m: await _ingest(client, s, m, session_dir / f"docs-{m}") for m in (limited, forever)}
 
-    conn = await asyncpg.connect(settings.database_url)
-    try:
+    async with pg_connect(settings) as conn:
         for m in (limited, forever):
             await _backdate(conn, [ids[m][n] for n in OLD], 60)
             await _backdate(conn, [ids[m][n] for n in RECENT], 5)
@@ -125,8 +119,6 @@ async def test_documents_days_deletes_expired_documents_from_every_store(client,
                                            char_end, quote, source) VALUES ($1, $2, 'support', 0, $3, $4, 0, 40, $5, 'local')""",
             claim, tid, str(cited["id"]), ids[limited]["old_a"], cited["text"][:40])
         before = {m: await _state(stores, conn, m, ids[m]) for m in (limited, forever)}
-    finally:
-        await conn.close()
     for m in (limited, forever):
         assert all(all(v for v in before[m][n].values()) for n in OLD + RECENT), before[m]
         assert before[m]["_shared_entity"]
@@ -154,8 +146,7 @@ async def test_documents_days_deletes_expired_documents_from_every_store(client,
     assert len(calls) == len(OLD)
     assert limited not in second.retention.expired_documents  # nothing left: a no-op
 
-    conn = await asyncpg.connect(settings.database_url)
-    try:
+    async with pg_connect(settings) as conn:
         after = {m: await _state(stores, conn, m, ids[m]) for m in (limited, forever)}
         audit = await conn.fetch("SELECT action, target, detail FROM audit_log WHERE actor = 'retention' AND mission = $1",
                                  limited)
@@ -164,8 +155,6 @@ async def test_documents_days_deletes_expired_documents_from_every_store(client,
         claim_row = await conn.fetchrow("SELECT text, supporting_evidence FROM claims WHERE id = $1", claim)
         chunk_rows = await conn.fetchval("SELECT count(*) FROM chunks WHERE document_id = ANY($1::uuid[])",
                                          list(old_docs))
-    finally:
-        await conn.close()
 
     for name in OLD:
         assert not any(after[limited][name].values()), (name, after[limited][name])
@@ -201,16 +190,13 @@ async def test_expire_documents_is_bounded_and_skips_missions_without_documents_
     to call again, missions without documents_days are never read."""
     mission = new_mission("docret")
     async with direct_mission(settings, mission, {"documents_days": 10}) as tid:
-        conn = await asyncpg.connect(settings.database_url)
-        try:
+        async with pg_connect(settings) as conn:
             for i in range(3):
                 doc = uuid.uuid4()
                 await conn.execute(
                     """INSERT INTO documents (id, tenant_id, sha256, source, object_key, content_type, size_bytes,
                                               created_at) VALUES ($1, $2, $3, $4, $5, 'text/plain', 1, NOW() - interval '20 days')""",
                     doc, tid, f"{i:064x}", f"d{i}", f"documents/{i:064x}/d{i}.txt")
-        finally:
-            await conn.close()
         pool = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=2)
         beats = []
         try:
@@ -236,24 +222,18 @@ class direct_mission:  # noqa: N801 (used as a context manager)
         self.settings, self.mission, self.retention = settings, mission, retention
 
     async def __aenter__(self):
-        conn = await asyncpg.connect(self.settings.database_url)
-        try:
+        async with pg_connect(self.settings) as conn:
             tid = await conn.fetchval("INSERT INTO tenants (name) VALUES ($1) RETURNING id", self.mission)
             cartridge = {"format": 1, "metadata": {"id": self.mission}, "retention": self.retention}
             await conn.execute(
                 """INSERT INTO mission_versions (tenant_id, version, cartridge, sha256, created_by, activated_at)
                    VALUES ($1, '1.0.0', $2::jsonb, $3, 'test', NOW())""", tid, json.dumps(cartridge), "0" * 64)
             await conn.execute("UPDATE tenants SET active_version = '1.0.0' WHERE id = $1", tid)
-        finally:
-            await conn.close()
         return tid
 
     async def __aexit__(self, *exc):
-        conn = await asyncpg.connect(self.settings.database_url)
-        try:
+        async with pg_connect(self.settings) as conn:
             await conn.execute("DELETE FROM tenants WHERE name = $1", self.mission)
-        finally:
-            await conn.close()
 
 
 async def test_sqlite_graph_delete_document_keeps_shared_entities(tmp_path):

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import uuid
 
-import asyncpg
 import pytest
 import pytest_asyncio
 from temporalio.contrib.pydantic import pydantic_data_converter
@@ -27,6 +26,7 @@ from stratmaster.settings import Settings
 from tests.llm_support import llm_settings  # noqa: F401  (fixture)
 from tests.research_support import CORPUS, activate_mission, document_texts, ingest_corpus, research_worker
 from workflows.research import ResearchWorkflow
+from tests.conftest import pg_connect
 
 MISSION = f"rl_{uuid.uuid4().hex[:8]}"
 QUERY = "How much capacity does the XR-7 battery retain after 1000 charge cycles?"
@@ -94,12 +94,9 @@ async def test_llm_research_plans_with_the_model_and_only_keeps_verified_citatio
 @pytest.mark.llm
 async def test_llm_usage_is_recorded_for_the_mission(llm_settings, llm_run):  # noqa: F811
     wid, _ = llm_run
-    conn = await asyncpg.connect(llm_settings.database_url)
-    try:
+    async with pg_connect(llm_settings) as conn:
         rows = await conn.fetch("SELECT purpose, model, prompt_tokens, completion_tokens FROM llm_usage "
                                 "WHERE mission = $1 AND workflow_id = $2", MISSION, wid)
-    finally:
-        await conn.close()
     purposes = {r["purpose"] for r in rows}
     assert {"plan", "synthesise"} <= purposes, rows
     assert all(r["model"] == llm_settings.llm_model and r["prompt_tokens"] > 0 and r["completion_tokens"] > 0 for r in rows)

@@ -9,7 +9,6 @@ import base64
 import uuid
 from pathlib import Path
 
-import asyncpg
 import pytest
 import pytest_asyncio
 from temporalio.contrib.pydantic import pydantic_data_converter
@@ -23,6 +22,7 @@ from stratmaster.contracts.research import ResearchInput, workflow_id_for
 from stratmaster.search_attributes import for_mission
 from tests.research_support import ingest_documents, research_worker
 from workflows.research import ResearchWorkflow
+from tests.conftest import pg_connect
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples" / "docs"
 DEMO_Q = "What market share does Voltaris hold and how fast is the energy storage market growing?"
@@ -213,13 +213,10 @@ async def test_demo_question_flags_real_contradictions_only(demo):
 
 async def test_demo_citations_are_the_exact_text_at_their_span(settings, demo):
     _, result = demo
-    conn = await asyncpg.connect(settings.database_url)
-    try:
+    async with pg_connect(settings) as conn:
         chunks = {r["id"]: r for r in await conn.fetch(
             "SELECT id::text AS id, text, char_start FROM chunks WHERE id = ANY($1::uuid[])",
             [uuid.UUID(h.chunk_id) for h in result.hits])}
-    finally:
-        await conn.close()
     n = 0
     answer_cites = [x for s in result.answer.sentences for x in s.citations]
     for c in result.claims + result.below_bar:

@@ -7,7 +7,6 @@ import json
 import subprocess
 import uuid
 
-import asyncpg
 import pytest
 import pytest_asyncio
 from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError
@@ -23,6 +22,7 @@ from stratmaster.local_temporal import temporal_binary
 from stratmaster.search_attributes import for_mission
 from tests.research_support import CORPUS, SlowRetrieve, document_texts, ingest_corpus, research_worker
 from workflows.research import ResearchWorkflow
+from tests.conftest import pg_connect
 
 MISSION = f"rs_{uuid.uuid4().hex[:8]}"
 BATTERY_Q = "How much capacity does the XR-7 battery retain after 1000 charge cycles, and does cold weather reduce its range?"
@@ -57,8 +57,7 @@ async def test_research_cites_exact_spans_and_persists(temporal_env, settings, c
 
     texts = await document_texts(settings, MISSION)
     assert len(texts) == len(CORPUS)  # every document's extracted text, from the object store
-    conn = await asyncpg.connect(settings.database_url)
-    try:
+    async with pg_connect(settings) as conn:
         chunks = {r["id"]: r for r in await conn.fetch(
             "SELECT id::text AS id, text, char_start FROM chunks WHERE id = ANY($1::uuid[])",
             [uuid.UUID(h.chunk_id) for h in result.hits])}
@@ -80,8 +79,6 @@ async def test_research_cites_exact_spans_and_persists(temporal_env, settings, c
             "SELECT count(*) FROM claim_evidence e JOIN claims c ON c.id = e.claim_id WHERE c.session_id = $1",
             session["id"])
         assert n_evidence == sum(len(c.supporting) + len(c.contradicting) for c in result.claims)
-    finally:
-        await conn.close()
 
     stores = build_stores(settings)
     try:
@@ -184,11 +181,8 @@ async def test_cancel_running_research_persists_cancelled(temporal_env, settings
         assert await handle.query(ResearchWorkflow.status) == "cancelled"
     assert isinstance(info.value.cause, CancelledError)
     assert (await handle.describe()).status == WorkflowExecutionStatus.CANCELED
-    conn = await asyncpg.connect(settings.database_url)
-    try:
+    async with pg_connect(settings) as conn:
         row = await conn.fetchrow("SELECT status, completed_at FROM research_sessions WHERE workflow_id = $1", wid)
-    finally:
-        await conn.close()
     assert row["status"] == "cancelled" and row["completed_at"] is not None
     history = await handle.fetch_history()
     await Replayer(workflows=[ResearchWorkflow], data_converter=pydantic_data_converter).replay_workflow(history)
@@ -204,8 +198,5 @@ async def test_retrieve_only_mode_with_given_subquestions(temporal_env, settings
     assert result.planner == "given" and result.subquestions == ["offshore wind turbines", "rotor diameter"]
     assert result.hits and "Offshore wind" in result.hits[0].text and not result.claims and result.session_id is None
     assert len(result.hits) <= 4 and set(result.timings_ms) >= {"plan", "retrieve", "total"}
-    conn = await asyncpg.connect(settings.database_url)
-    try:
+    async with pg_connect(settings) as conn:
         assert await conn.fetchval("SELECT count(*) FROM research_sessions WHERE workflow_id = $1", wid) == 0
-    finally:
-        await conn.close()

@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import os
 import random
 import subprocess
 import sys
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import asyncpg
@@ -25,7 +23,7 @@ from temporalio import activity
 from temporalio.client import WorkflowFailureError
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RPCError, RPCStatusCode
-from temporalio.worker import Replayer, Worker
+from temporalio.worker import Replayer
 
 from activities.ingest.entities import document_entity
 from activities.ingest.sources import walk_directory
@@ -38,6 +36,7 @@ from stratmaster.contracts.sources import (
     sync_workflow_id,
 )
 from stratmaster.search_attributes import for_mission
+from tests.conftest import pg_connect, queue_worker
 from tests.adapters_support import MINIO_ENV, require_server
 from tests.ingestion_support import (
     TEST_MAX_BYTES, ingestion_settings, ingestion_worker, new_mission, store_counts, worker_env, write_small_docs,
@@ -262,12 +261,9 @@ async def test_directory_source_sync_cycle_status_cli_and_removal(client, settin
         assert hits and hits[0].document_id == files["note_000.txt"].document_id
         after = await _consistent(stores, s, mission)
         assert after["pg_documents"] == 4
-        conn = await asyncpg.connect(s.database_url)
-        try:
+        async with pg_connect(s) as conn:
             audited = await conn.fetchval(
                 "SELECT count(*) FROM audit_log WHERE mission = $1 AND action = 'source.document_deleted'", mission)
-        finally:
-            await conn.close()
         assert audited == 2
 
         # status and list through the CLI: the failed file and its reason
@@ -286,14 +282,11 @@ async def test_directory_source_sync_cycle_status_cli_and_removal(client, settin
         gone = await store_counts(stores, s, mission)
         assert gone["pg_documents"] == 1  # the hand-ingested document stays
         assert gone["vectors"] == gone["fulltext"] == gone["pg_chunks"] and gone["objects"] == 2
-        conn = await asyncpg.connect(s.database_url)
-        try:
+        async with pg_connect(s) as conn:
             tid = await conn.fetchval("SELECT id FROM tenants WHERE name = $1", mission)
             assert not await conn.fetchval("SELECT count(*) FROM sources WHERE tenant_id = $1", tid)
             assert not await conn.fetchval("SELECT count(*) FROM source_files WHERE tenant_id = $1", tid)
             assert await conn.fetchval("SELECT id FROM documents WHERE tenant_id = $1", tid) == uuid.UUID(manual_doc)
-        finally:
-            await conn.close()
         code, out = await _cli(s, address, "sources", "status", mission, "notes")
         assert code == 1 and "has no source" in out and "Traceback" not in out, out
 
@@ -303,45 +296,37 @@ async def test_directory_source_sync_cycle_status_cli_and_removal(client, settin
 
 
 # ---------------------------------------------------------------- crashes and retries
-@contextlib.asynccontextmanager
-async def _flaky_worker(client, settings, crash: set[str]):
+def _flaky_worker(client, settings, crash: set[str]):
     """The real ingestion worker, except that the named source activities crash once
     after doing their work (attempt 1): the retry must change nothing twice."""
-    import workers.ingestion
+    def crashing(spec) -> dict:
+        src = spec.extra["sources"]
 
-    spec = await workers.ingestion.build(settings)
-    src = spec.extra["sources"]
+        @activity.defn(name="source_list_page")
+        async def list_page(req: ListPageInput) -> ListPageResult:
+            out = await src.list_page(req)
+            if "list" in crash and activity.info().attempt == 1:
+                raise RuntimeError("injected crash after listing a page")
+            return out
 
-    @activity.defn(name="source_list_page")
-    async def list_page(req: ListPageInput) -> ListPageResult:
-        out = await src.list_page(req)
-        if "list" in crash and activity.info().attempt == 1:
-            raise RuntimeError("injected crash after listing a page")
-        return out
+        @activity.defn(name="source_apply_page")
+        async def apply_page(req: ApplyPageInput) -> ApplyPageResult:
+            out = await src.apply_page(req)
+            if "apply" in crash and activity.info().attempt == 1:
+                raise RuntimeError("injected crash after applying a page")
+            return out
 
-    @activity.defn(name="source_apply_page")
-    async def apply_page(req: ApplyPageInput) -> ApplyPageResult:
-        out = await src.apply_page(req)
-        if "apply" in crash and activity.info().attempt == 1:
-            raise RuntimeError("injected crash after applying a page")
-        return out
+        @activity.defn(name="source_delete_missing")
+        async def delete_missing(req: DeleteMissingInput) -> DeleteMissingResult:
+            out = await src.delete_missing(req)
+            if "delete" in crash and activity.info().attempt == 1:
+                raise RuntimeError("injected crash after deleting")
+            return out
 
-    @activity.defn(name="source_delete_missing")
-    async def delete_missing(req: DeleteMissingInput) -> DeleteMissingResult:
-        out = await src.delete_missing(req)
-        if "delete" in crash and activity.info().attempt == 1:
-            raise RuntimeError("injected crash after deleting")
-        return out
+        replaced = {"source_list_page": list_page, "source_apply_page": apply_page, "source_delete_missing": delete_missing}
+        return replaced
 
-    replaced = {"source_list_page": list_page, "source_apply_page": apply_page, "source_delete_missing": delete_missing}
-    acts = [replaced.get(activity._Definition.must_from_callable(a).name, a) for a in spec.activities]
-    try:
-        with ThreadPoolExecutor(max_workers=4) as ex:
-            async with Worker(client, task_queue=queues.INGESTION, workflows=spec.workflows, activities=acts,
-                              activity_executor=ex, max_concurrent_activities=spec.max_concurrent_activities):
-                yield spec
-    finally:
-        await spec.close()
+    return queue_worker(client, settings, queues.INGESTION, activities=crashing)
 
 
 async def test_crashes_and_a_worker_restart_mid_sync_leave_no_duplicates(client, settings, session_dir):
@@ -372,12 +357,9 @@ async def test_crashes_and_a_worker_restart_mid_sync_leave_no_duplicates(client,
         assert counts["pg_documents"] == 2
         for old in (files["a.txt"], files["b.txt"]):
             assert await _where(stores, s.database_url, mission, old.document_id, old.sha256) == set()
-        conn = await asyncpg.connect(s.database_url)
-        try:
+        async with pg_connect(s) as conn:
             audited = await conn.fetchval(
                 "SELECT count(*) FROM audit_log WHERE mission = $1 AND action = 'source.document_deleted'", mission)
-        finally:
-            await conn.close()
         assert audited == 2  # once per document, however often a retry ran
 
         # a worker killed mid-sync: a new one resumes the same workflow (replaying its history)
@@ -560,8 +542,7 @@ async def test_isolation_roles_schedule_run_lease_and_empty_listing_guard(client
         # a lease left by one that is no longer running is taken over
         holder = await client.start_workflow(SourceSyncWorkflow.run, SourceSyncInput(mission=a, source_id="shared"),
                                              id=f"holder-{uuid.uuid4().hex[:8]}", task_queue="nobody-polls-this")
-        conn = await asyncpg.connect(s.database_url)
-        try:
+        async with pg_connect(s) as conn:
             await conn.execute("UPDATE sources SET sync_owner = $1, sync_token = 'held' WHERE source_id = 'shared' "
                                "AND tenant_id = (SELECT id FROM tenants WHERE name = $2)", holder.id, a)
             busy, _ = await _sync(client, a, "shared")
@@ -586,8 +567,6 @@ async def test_isolation_roles_schedule_run_lease_and_empty_listing_guard(client
                 f.rename(root_a / f.name)
             back, _ = await _sync(client, a, "shared")
             assert back.outcome == "synced" and back.totals.unchanged == 2 and back.totals.deleted == 0
-        finally:
-            await conn.close()
 
         await _remove(client, a, "shared")
         assert not await _schedule_exists(client, a, "shared")

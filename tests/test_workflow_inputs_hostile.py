@@ -8,13 +8,13 @@ from __future__ import annotations
 import asyncio
 import uuid
 
-import asyncpg
 import pytest
 from temporalio.client import WorkflowFailureError
 
 from stratmaster import queues
 from stratmaster.contracts.audit import AuditEntry
 from stratmaster.contracts.ingestion import MAX_LISTED_FAILURES, DocumentRef, IngestInput, workflow_id_for
+from tests.conftest import pg_connect
 from tests.api_support import run_workers
 from tests.ingestion_support import ingestion_settings, new_mission
 from workflows.audit import RecordAuditWorkflow
@@ -62,12 +62,9 @@ async def test_audit_entry_with_nul_is_stored_escaped(client, settings, workers)
         client.execute_workflow(RecordAuditWorkflow.run, entry, id=f"audit-{entry.request_id}",
                                 task_queue=queues.MAINTENANCE), timeout=60)
     assert recorded.inserted
-    conn = await asyncpg.connect(settings.database_url)
-    try:
+    async with pg_connect(settings) as conn:
         row = await conn.fetchrow("SELECT actor, detail::text AS detail FROM audit_log WHERE request_id = $1",
                                   entry.request_id)
-    finally:
-        await conn.close()
     assert row["actor"] == "mallory\u2400" and "a\u2400b" in row["detail"]
 
 
@@ -104,13 +101,10 @@ async def test_ten_thousand_bad_documents_stay_under_the_payload_limit(client, s
     assert len(inputs) >= 2  # the 6-slices-per-run limit made it continue as new
     assert inputs == sorted(inputs, reverse=True), inputs
     assert biggest_result < 256 * 1024, biggest_result
-    conn = await asyncpg.connect(settings.database_url)
-    try:
+    async with pg_connect(settings) as conn:
         recorded = await conn.fetchval(
             "SELECT count(*) FROM ingestion_failures f JOIN tenants t ON t.id = f.tenant_id WHERE t.name = $1",
             mission)
-    finally:
-        await conn.close()
     assert recorded == 10_000  # the full list is in the database
 
 

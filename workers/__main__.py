@@ -12,11 +12,9 @@ import logging
 import os
 import signal
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
-from temporalio.worker import Worker
 
 from stratmaster import queues
 from stratmaster.errors import ServiceUnavailable
@@ -25,7 +23,7 @@ from stratmaster.settings import get_settings
 from stratmaster.telemetry import configure_tracing, interceptors, shutdown_tracing
 from stratmaster.temporal_client import connect
 from workers.ports import metrics_port_for
-from workers.registry import build
+from workers.registry import build, serving
 
 log = logging.getLogger("stratmaster.worker")
 
@@ -46,23 +44,11 @@ async def run(queue: str, metrics_port: int | None) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    with ThreadPoolExecutor(max_workers=spec.max_concurrent_activities) as pool:
-        worker = Worker(
-            client,
-            task_queue=queue,
-            workflows=spec.workflows,
-            activities=spec.activities,
-            activity_executor=pool,
-            max_concurrent_activities=spec.max_concurrent_activities,
-            graceful_shutdown_timeout=timedelta(seconds=20),
-        )
-        async with worker:
-            log.info("worker started", extra={"queue": queue, "metrics_port": port,
-                                                "workflows": [w.__name__ for w in spec.workflows]})
-            await stop.wait()
-            log.info("worker stopping", extra={"queue": queue})
-    if spec.close:
-        await spec.close()
+    async with serving(client, queue, spec, graceful_shutdown_timeout=timedelta(seconds=20)):
+        log.info("worker started", extra={"queue": queue, "metrics_port": port,
+                                            "workflows": [w.__name__ for w in spec.workflows]})
+        await stop.wait()
+        log.info("worker stopping", extra={"queue": queue})
     log.info("worker stopped", extra={"queue": queue})
     shutdown_tracing()
 

@@ -7,8 +7,13 @@ loads what its queue needs (the research worker does not import the parsers).
 from __future__ import annotations
 
 import importlib
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable
+from typing import Any, AsyncIterator, Awaitable, Callable
+
+from temporalio.client import Client
+from temporalio.worker import Worker
 
 from stratmaster import queues
 from stratmaster.settings import Settings
@@ -32,8 +37,24 @@ BUILDERS: dict[str, str] = {
 }
 
 
-async def build(queue: str, settings: Settings) -> QueueSpec:
+async def build(queue: str, settings: Settings, **options: Any) -> QueueSpec:
+    """The queue's spec from its builder module (`options`: builder-specific, e.g. maintenance's stores)."""
     if queue not in BUILDERS:
         raise SystemExit(f"unknown task queue {queue!r}; known: {', '.join(BUILDERS)}")
     module = importlib.import_module(BUILDERS[queue])
-    return await module.build(settings)
+    return await module.build(settings, **options)
+
+
+@asynccontextmanager
+async def serving(client: Client, task_queue: str, spec: QueueSpec, **worker_options: Any) -> AsyncIterator[QueueSpec]:
+    """Run `spec` on `task_queue` until the block exits, then close its resources: how
+    `python -m workers` runs a queue, and how the tests do (tests/conftest.py: queue_worker)."""
+    try:
+        with ThreadPoolExecutor(max_workers=spec.max_concurrent_activities) as pool:
+            async with Worker(client, task_queue=task_queue, workflows=spec.workflows, activities=spec.activities,
+                              activity_executor=pool, max_concurrent_activities=spec.max_concurrent_activities,
+                              **worker_options):
+                yield spec
+    finally:
+        if spec.close:
+            await spec.close()
