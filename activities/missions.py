@@ -18,7 +18,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.heartbeat import heartbeat
-from activities.resources import ActivityResources
+from activities.resources import ActivityResources, Resources
 from stratmaster.contracts.common import check_mission
 from stratmaster.contracts.missions import (
     ActivationPlan, Cartridge, DeactivateStep, DeactivationResult, ExportResult, HistoryEntry, ListMissionsInput,
@@ -29,7 +29,6 @@ from stratmaster.contracts.missions import (
 from stratmaster.errors import BAD_INPUT, INVALID_CARTRIDGE, UNKNOWN_MISSION, bad_input
 from activities.mission_config import MissionConfigReader
 from stratmaster.contracts.missions import MissionConfig
-from stratmaster.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -58,12 +57,12 @@ async def audit(conn, actor: str, mission: str, action: str, target: str | None 
 
 
 class MissionActivities(ActivityResources):
-    def __init__(self, settings: Settings, stores=None, reader: MissionConfigReader | None = None):
-        super().__init__(settings, stores)
-        self.reader = reader or MissionConfigReader(settings)
+    def __init__(self, resources: Resources, reader: MissionConfigReader | None = None):
+        super().__init__(resources)
+        self.reader = reader or MissionConfigReader(resources.settings)
 
     async def close(self) -> None:
-        await super().close()
+        """The reader's own pool (the worker closes its Resources)."""
         await self.reader.close()
 
     def _vector_dim(self) -> int:
@@ -89,7 +88,7 @@ class MissionActivities(ActivityResources):
 
     # -------------------------------------------------------------- validate / plan
 
-    @activity.defn(name="missions.validate")
+    @activity.defn(name="mission_validate")
     async def validate(self, req: ValidateInput) -> ValidatedCartridge:
         result = validate_cartridge(req.cartridge_text, data=req.cartridge)  # the object wins when both are given
         if not result.ok or result.cartridge is None or result.sha256 is None:  # ok: both are set
@@ -97,7 +96,7 @@ class MissionActivities(ActivityResources):
                                    [p.model_dump() for p in result.problems], type=INVALID_CARTRIDGE, non_retryable=True)
         return ValidatedCartridge(cartridge=result.cartridge, sha256=result.sha256)
 
-    @activity.defn(name="missions.plan_activation")
+    @activity.defn(name="mission_plan_activation")
     async def plan_activation(self, req: PlanActivationInput) -> ActivationPlan:
         cartridge, sha = req.validated.cartridge, req.validated.sha256
         mission, version = cartridge.mission, cartridge.version
@@ -125,7 +124,7 @@ class MissionActivities(ActivityResources):
             vector_dim=self._vector_dim(),
         )
 
-    @activity.defn(name="missions.plan_rollback")
+    @activity.defn(name="mission_plan_rollback")
     async def plan_rollback(self, req: PlanRollbackInput) -> ActivationPlan:
         pool = await self.pool()
         row = await self._tenant(pool, req.mission)
@@ -159,7 +158,7 @@ class MissionActivities(ActivityResources):
 
     # -------------------------------------------------------------- provisioning steps
 
-    @activity.defn(name="missions.provision_postgres")
+    @activity.defn(name="mission_provision_postgres")
     async def provision_postgres(self, req: StepInput) -> StepResult:
         plan = req.plan
         pool = await self.pool()
@@ -191,7 +190,7 @@ class MissionActivities(ActivityResources):
                         {"workflow_id": req.workflow_id}, _op_key())
         return StepResult(step=step)
 
-    @activity.defn(name="missions.provision_vectors")
+    @activity.defn(name="mission_provision_vectors")
     async def provision_vectors(self, req: StepInput) -> StepResult:
         plan = req.plan
         v = plan.cartridge.storage.vectors
@@ -203,7 +202,7 @@ class MissionActivities(ActivityResources):
         kwargs = {k: val for k, val in wanted.items() if k in params}
         return await self._store_step(req, "vectors", lambda: ensure(plan.mission, plan.vector_dim, **kwargs))
 
-    @activity.defn(name="missions.provision_fulltext")
+    @activity.defn(name="mission_provision_fulltext")
     async def provision_fulltext(self, req: StepInput) -> StepResult:
         f = req.plan.cartridge.storage.fulltext
         ensure = self.stores.fulltext.ensure_index
@@ -212,11 +211,11 @@ class MissionActivities(ActivityResources):
         kwargs = {k: val for k, val in {"shards": f.shards, "replicas": f.replicas}.items() if k in params}
         return await self._store_step(req, "fulltext", lambda: ensure(req.plan.mission, **kwargs))
 
-    @activity.defn(name="missions.provision_graph")
+    @activity.defn(name="mission_provision_graph")
     async def provision_graph(self, req: StepInput) -> StepResult:
         return await self._store_step(req, "graph", lambda: self.stores.graph.ensure_space(req.plan.mission))
 
-    @activity.defn(name="missions.provision_objects")
+    @activity.defn(name="mission_provision_objects")
     async def provision_objects(self, req: StepInput) -> StepResult:
         plan = req.plan
         body = json.dumps({"sha256": plan.sha256, "cartridge": plan.cartridge.model_dump(mode="json")},
@@ -224,7 +223,7 @@ class MissionActivities(ActivityResources):
         return await self._store_step(req, "objects", lambda: self.stores.objects.put(
             plan.mission, cartridge_key(plan.version), body, "application/json"))
 
-    @activity.defn(name="missions.record_active")
+    @activity.defn(name="mission_record_active")
     async def record_active(self, req: StepInput) -> StepResult:
         plan = req.plan
         op = _op_key()
@@ -258,7 +257,7 @@ class MissionActivities(ActivityResources):
 
     # -------------------------------------------------------------- saga compensation
 
-    @activity.defn(name="missions.undo")
+    @activity.defn(name="mission_undo")
     async def undo(self, req: UndoInput) -> StepResult:
         plan, step = req.step.plan, req.name
         pool = await self.pool()
@@ -315,7 +314,7 @@ class MissionActivities(ActivityResources):
 
     # -------------------------------------------------------------- deactivate / purge
 
-    @activity.defn(name="missions.deactivate")
+    @activity.defn(name="mission_deactivate")
     async def deactivate(self, req: DeactivateStep) -> DeactivationResult:
         async with (await self.pool()).acquire() as conn, conn.transaction():
             row = await self._tenant(conn, req.mission, lock=True)
@@ -401,7 +400,7 @@ class MissionActivities(ActivityResources):
                               active_version=row["active_version"], previous_version=row["previous_version"],
                               versions=versions, purge_after=row["purge_after"], updated_at=row["updated_at"])
 
-    @activity.defn(name="missions.list")
+    @activity.defn(name="mission_list")
     async def list_missions(self, req: ListMissionsInput) -> MissionList:
         rows = await (await self.pool()).fetch(
             """SELECT t.name, t.display_name, t.status, t.active_version, t.previous_version, t.purge_after, t.updated_at,
@@ -428,7 +427,7 @@ class MissionActivities(ActivityResources):
                                    type=BAD_INPUT, non_retryable=True)
         return Cartridge.model_validate(json.loads(got["cartridge"])), got["sha256"]
 
-    @activity.defn(name="missions.show")
+    @activity.defn(name="mission_show")
     async def show_mission(self, req: MissionRef) -> MissionDetail:
         check_mission(req.mission)
         async with (await self.pool()).acquire() as conn:
@@ -444,7 +443,7 @@ class MissionActivities(ActivityResources):
         return MissionDetail(summary=self._summary(row, len(versions)), versions=versions, history=history,
                              cartridge=found[0] if found else None)
 
-    @activity.defn(name="missions.export")
+    @activity.defn(name="mission_export")
     async def export_mission(self, req: MissionRef) -> ExportResult:
         check_mission(req.mission)
         async with (await self.pool()).acquire() as conn:
@@ -456,7 +455,7 @@ class MissionActivities(ActivityResources):
         return ExportResult(mission=req.mission, version=cartridge.version, sha256=sha, cartridge=cartridge,
                             yaml=cartridge_yaml(cartridge))
 
-    @activity.defn(name="missions.effective_config")
+    @activity.defn(name="mission_effective_config")
     async def effective_config(self, req: MissionRef) -> MissionConfig:
         """The mission's active config as every worker sees it (cached, hot-reloaded)."""
         check_mission(req.mission)

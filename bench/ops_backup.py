@@ -17,6 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import tests.ops_support as ops  # noqa: E402
 from activities.ops.backup import BackupActivities  # noqa: E402
+from activities.resources import Resources  # noqa: E402
 from activities.stores.factory import build_stores  # noqa: E402
 from activities.stores.postgres import apply_migrations  # noqa: E402
 from stratmaster.contracts.maintenance import (  # noqa: E402
@@ -43,7 +44,7 @@ async def run(docs: int, chunks: int) -> None:
         t0 = time.perf_counter()
         await ops.seed_mission(settings, stores, mission, docs=docs, chunks_per_doc=chunks, sessions=5)
         seed_s = time.perf_counter() - t0
-        acts = BackupActivities(settings, stores)
+        acts = BackupActivities(Resources(settings, stores=stores))
         await acts.begin_backup(BeginBackupInput(backup_id="bench-1"))
         plan = await acts.plan_backup(PlanInput(backup_id="bench-1", scope="mission", mission=mission))
         step = BackupStep(backup_id="bench-1", mission=mission, tenant_id=plan.missions[0].tenant_id)
@@ -85,7 +86,7 @@ async def run(docs: int, chunks: int) -> None:
         print(f"restore  {restore_s:7.2f}s  {total / 1e6 / restore_s:6.1f} MB/s  {n / restore_s:8.0f} chunks/s")
         print("  restore parts (in parallel): " + ", ".join(f"{k} {v:.2f}s" for k, v in parts.items()))
         print(f"restore/backup time ratio: {restore_s / backup_s:.2f}")
-        await acts.close()
+        await acts.resources.close()
     finally:
         pg.stop()
         import shutil

@@ -130,7 +130,7 @@ def research_worker(client: Client, settings: Settings, acts_cls=None):
     ResearchActivities, e.g. a slow retrieve for the cancel test)."""
     def subclassed(spec) -> dict:
         base = spec.extra["research"]
-        acts = acts_cls(base.settings, base.stores, base.pool, base.embedder)
+        acts = acts_cls(base.resources)
         return {activity_name(a): getattr(acts, a.__name__) for a in spec.activities
                 if getattr(a, "__self__", None) is base}
     return queue_worker(client, settings, queues.RESEARCH, activities=subclassed if acts_cls else None)

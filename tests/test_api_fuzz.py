@@ -21,8 +21,9 @@ from temporalio.exceptions import ApplicationError
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
 from stratmaster import queues
+from tests.conftest import workflow_name
 from tests.api_support import (
-    api_client, dev, ensure_mission, make_app, run_workers, served, terminate_quietly, workflow_name,
+    api_client, dev, ensure_mission, make_app, run_workers, served, terminate_quietly,
 )
 from tests.conftest import free_port
 

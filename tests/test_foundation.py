@@ -11,6 +11,7 @@ import uuid
 import pytest
 from typer.testing import CliRunner
 
+from activities.resources import Resources
 from stratmaster import queues
 from stratmaster.contracts.health import HealthCheckInput, HealthReport
 from stratmaster.errors import ServiceUnavailable
@@ -67,7 +68,7 @@ async def test_health_reports_unreachable_database(temporal_env, settings, task_
 
     broken = settings.model_copy(update={"database_url": f"postgresql://x@127.0.0.1:{free_port()}/none"})
     async with Worker(temporal_env.client, task_queue=task_queue, workflows=[HealthCheckWorkflow],
-                      activities=[HealthActivities(broken).check_services]):
+                      activities=[HealthActivities(Resources(broken)).check_services]):
         report = await temporal_env.client.execute_workflow(
             HealthCheckWorkflow.run, HealthCheckInput(services=["database"]), id=f"h-{uuid.uuid4()}", task_queue=task_queue)
     assert not report.ok and not report.services[0].ok

@@ -52,7 +52,7 @@ async def test_group_activity_embeds_once_fails_alone_and_resumes_after_finished
             calls.append(list(texts))
             return real.embed(texts)
 
-    acts._embedder = CountingEmbedder()
+    acts.resources._embedder = CountingEmbedder()
     try:
         beats: list[dict] = []
         env = ActivityEnvironment()

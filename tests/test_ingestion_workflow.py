@@ -223,7 +223,7 @@ async def test_retry_resumes_vectors_from_heartbeat_details(settings, session_di
             embedded.extend(texts)
             return real.embed(texts)
 
-    acts._embedder = CountingEmbedder()
+    acts.resources._embedder = CountingEmbedder()
     beats: list[dict] = []
     req = IngestDocumentInput(mission=mission, batch_id="resume", ref=DocumentRef(path=str(path)))
     try:

@@ -14,6 +14,7 @@ from temporalio.client import WorkflowFailureError
 from temporalio.worker import Worker
 
 from activities.missions import MissionActivities, cartridge_key
+from activities.resources import Resources
 from activities.stores.tenants import require_mission
 from stratmaster import queues
 from stratmaster.contracts.missions import (
@@ -91,7 +92,7 @@ async def test_new_version_hot_reloads_in_a_running_worker(client, settings, wor
     sees the new thresholds within the reader's TTL, without a restart."""
     mission = new_mission()
     await activate(client, cartridge_text(mission, quality={"min_confidence": 0.5}))
-    other = MissionActivities(settings, stores=worker.extra["stores"],
+    other = MissionActivities(Resources(settings, stores=worker.extra["stores"]),
                               reader=MissionConfigReader(settings, ttl=0.5))
     queue = f"test-config-{uuid.uuid4().hex[:6]}"
 
@@ -109,6 +110,7 @@ async def test_new_version_hot_reloads_in_a_running_worker(client, settings, wor
             assert asyncio.get_running_loop().time() < deadline, got
             await asyncio.sleep(0.2)
     await other.close()
+    await other.resources.close()
     # the mission worker itself invalidates on activation: it sees the change at once
     cfg = await client.execute_workflow(MissionConfigWorkflow.run, MissionRef(mission=mission),
                                         id=_id("config", mission), task_queue=queues.MISSIONS)

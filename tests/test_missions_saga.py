@@ -28,7 +28,7 @@ def _queue() -> str:
     return f"test-missions-{uuid.uuid4().hex[:8]}"
 
 
-@activity.defn(name="missions.record_active")
+@activity.defn(name="mission_record_active")
 async def failing_record(req: StepInput) -> StepResult:
     raise ApplicationError("injected failure at the last step", type="InjectedFailure", non_retryable=True)
 
@@ -58,7 +58,7 @@ async def test_malformed_cartridge_never_activates_anything(client, settings):
 async def test_late_failure_undoes_every_step_of_a_new_mission(client, settings):
     queue = _queue()
     mission = new_mission()
-    async with mission_worker(client, settings, {"missions.record_active": failing_record}, queue) as spec:
+    async with mission_worker(client, settings, {"mission_record_active": failing_record}, queue) as spec:
         h = await start_activation(client, cartridge_text(mission), actor="carol", task_queue=queue)
         with pytest.raises(WorkflowFailureError) as err:
             await h.result()
@@ -81,11 +81,11 @@ async def test_failed_upgrade_keeps_existing_data_and_version(client, settings):
     def record_then_fail(spec):
         real = spec.extra["missions"].record_active
 
-        @activity.defn(name="missions.record_active")
+        @activity.defn(name="mission_record_active")
         async def flaky(req: StepInput) -> StepResult:
             await real(req)  # the version switch happened, then the reply is lost for good
             raise ApplicationError("injected failure after recording", type="InjectedFailure", non_retryable=True)
-        return {"missions.record_active": flaky}
+        return {"mission_record_active": flaky}
 
     async with mission_worker(client, settings, task_queue=queue) as spec:
         await activate(client, cartridge_text(mission, "1.0.0", quality={"min_confidence": 0.3}), task_queue=queue)
@@ -123,14 +123,14 @@ async def test_cancellation_also_undoes(client, settings):
     mission = new_mission()
     started = asyncio.Event()
 
-    @activity.defn(name="missions.provision_objects")
+    @activity.defn(name="mission_provision_objects")
     async def hang(req: StepInput) -> StepResult:
         started.set()
         while True:
             activity.heartbeat()
             await asyncio.sleep(0.1)
 
-    async with mission_worker(client, settings, {"missions.provision_objects": hang}, queue) as spec:
+    async with mission_worker(client, settings, {"mission_provision_objects": hang}, queue) as spec:
         h = await start_activation(client, cartridge_text(mission), task_queue=queue)
         await asyncio.wait_for(started.wait(), 30)
         assert namespace_state(spec.extra["stores"], mission)["graph"]  # earlier steps done

@@ -22,6 +22,7 @@ from temporalio.service import RPCError
 from temporalio.worker import Worker
 
 from activities.ops.health import HealthActivities
+from activities.resources import Resources
 from stratmaster.contracts.health import HealthCheckInput
 from tests.conftest import free_port
 from tests.deploy_support import ROOT
@@ -63,7 +64,7 @@ async def test_alert_and_dashboard_metric_names_exist_on_a_real_worker(temporal_
     client = await Client.connect(temporal_env.client.service_client.config.target_host, runtime=runtime,
                                   data_converter=pydantic_data_converter)
     async with Worker(client, task_queue=task_queue, workflows=[HealthCheckWorkflow, FailingWorkflow, BrokenWorkflow],
-                      activities=[HealthActivities(settings).check_services, always_fails]):
+                      activities=[HealthActivities(Resources(settings)).check_services, always_fails]):
         await client.execute_workflow(HealthCheckWorkflow.run, HealthCheckInput(services=["database"]),
                                       id=f"obs-ok-{uuid.uuid4().hex[:8]}", task_queue=task_queue)
         with pytest.raises(WorkflowFailureError):

@@ -16,6 +16,7 @@ from temporalio.client import Client
 from temporalio.worker import Replayer, Worker
 
 from activities.ops.health import HealthActivities
+from activities.resources import Resources
 from stratmaster import queues
 from stratmaster.contracts.health import HealthCheckInput
 from stratmaster.settings import Settings
@@ -46,7 +47,7 @@ async def test_api_request_workflow_and_activity_share_one_trace(client, setting
         return {"ok": True}
 
     async with Worker(traced, task_queue=task_queue, workflows=[HealthCheckWorkflow],
-                      activities=[HealthActivities(settings).check_services],
+                      activities=[HealthActivities(Resources(settings)).check_services],
                       activity_executor=ThreadPoolExecutor(2)):
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api") as http:
             # a caller's traceparent is honoured: the whole chain joins the caller's trace
@@ -173,7 +174,7 @@ async def test_real_api_health_request_is_one_trace_with_its_workflow(temporal_e
     cfg["interceptors"] = interceptors()  # the worker side, as `python -m workers` does
     worker_client = Client(**cfg)
     async with Worker(worker_client, task_queue=queues.MAINTENANCE, workflows=[HealthCheckWorkflow],
-                      activities=[HealthActivities(settings).check_services],
+                      activities=[HealthActivities(Resources(settings)).check_services],
                       activity_executor=ThreadPoolExecutor(2)):
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1") as http:
             resp = await http.get("/health/database")

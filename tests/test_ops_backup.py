@@ -10,6 +10,7 @@ import pytest
 from temporalio.client import WorkflowFailureError
 from temporalio.exceptions import ApplicationError
 
+from activities.resources import Resources
 from stratmaster import queues
 from stratmaster.contracts.knowledge import Chunk
 from stratmaster.contracts.maintenance import (
@@ -220,7 +221,7 @@ async def test_system_dump_restores_into_an_empty_database(settings, stores, pos
     from stratmaster.contracts.maintenance import BackupStep, RestoreStep
 
     await seed_mission(settings, stores, new_mission(), docs=1, sessions=1)
-    acts = BackupActivities(settings, stores)
+    acts = BackupActivities(Resources(settings, stores=stores))
     backup_id = f"sysdr-{uuid.uuid4().hex[:8]}"
     step = BackupStep(backup_id=backup_id, mission="")
     summary = await acts.backup_postgres_system(step)
@@ -234,7 +235,7 @@ async def test_system_dump_restores_into_an_empty_database(settings, stores, pos
         await conn.execute(f"CREATE DATABASE {scratch}")
         want = {t: await conn.fetchval(f"SELECT COUNT(*) FROM {t}") for t in ("tenants", "documents", "chunks", "claims")}
     scratch_url = settings.database_url.rsplit("/", 1)[0] + "/" + scratch
-    target = BackupActivities(settings.model_copy(update={"database_url": scratch_url}), stores)
+    target = BackupActivities(Resources(settings.model_copy(update={"database_url": scratch_url}), stores=stores))
     try:
         await target.restore_postgres_system(RestoreStep(backup_id=backup_id, source_mission="", target_mission=""))
         sconn = await asyncpg.connect(scratch_url)
@@ -247,7 +248,7 @@ async def test_system_dump_restores_into_an_empty_database(settings, stores, pos
         with pytest.raises(ApplicationError, match="replace"):
             await target.restore_postgres_system(RestoreStep(backup_id=backup_id, source_mission="", target_mission=""))
     finally:
-        await target.close()
-        await acts.close()
+        await target.resources.close()
+        await acts.resources.close()
         async with pg_connect(settings) as conn:
             await conn.execute(f"DROP DATABASE IF EXISTS {scratch}")

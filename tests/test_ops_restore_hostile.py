@@ -20,6 +20,7 @@ import pytest
 from temporalio.client import WorkflowFailureError
 from temporalio.exceptions import ApplicationError
 
+from activities.resources import Resources
 from activities.stores.factory import Stores
 from stratmaster import queues
 from stratmaster.contracts.maintenance import (
@@ -281,11 +282,11 @@ async def test_an_object_key_only_minio_accepts_does_not_fail_a_system_backup(cl
         from activities.ops.maintenance import MaintenanceActivities
         from stratmaster.contracts.maintenance import RetentionInput
 
-        acts = MaintenanceActivities(settings, mixed)
+        acts = MaintenanceActivities(Resources(settings, stores=mixed))
         try:
             report = await ActivityEnvironment().run(acts.capacity_report, RetentionInput(now=datetime.now(timezone.utc)))
         finally:
-            await acts.close()
+            await acts.resources.close()
         capacity = {m.mission: m for m in report.missions}
         assert capacity[a].objects == len(await minio.list(a)) >= 2 + len(bad)
         assert capacity[a].object_bytes >= len(bad)

@@ -16,6 +16,7 @@ import activities.heartbeat as heartbeat_mod
 from activities.ops.backup import BackupActivities
 from activities.ops.pg_dumps import client_bindir
 from activities.ops.retention import retention_section
+from activities.resources import Resources
 from stratmaster import schedules as sched
 from stratmaster.contracts.maintenance import BackupInput, BackupPart, BackupStep
 from workflows.backup import backup_id_from, workflow_id_for
@@ -51,7 +52,7 @@ async def test_long_dump_heartbeats_while_it_runs(settings, monkeypatch):
     beats = []
     env = ActivityEnvironment()
     env.on_heartbeat = lambda *details: beats.append(details)
-    acts = BackupActivities(settings, _Stores())
+    acts = BackupActivities(Resources(settings, stores=_Stores()))
     result = await env.run(acts.backup_vectors, BackupStep(backup_id="hb-test", mission="hb_mission"))
     assert result.counts == {"vectors": 1} and result.artefacts == 1  # a summary: the list is in parts/
     part = BackupPart.model_validate_json(acts.stores.objects.system["backups/hb-test/parts/hb_mission/vectors.json"])
@@ -211,7 +212,7 @@ async def test_backup_results_stay_small_whatever_the_number_of_missions(setting
     )
 
     objects = FsObjectStore(tmp_path / "objects" / "b")
-    acts = BackupActivities(settings, SimpleNamespace(objects=objects))
+    acts = BackupActivities(Resources(settings, stores=SimpleNamespace(objects=objects)))
     n = 1200
     try:
         for i in range(n):
@@ -237,4 +238,4 @@ async def test_backup_results_stay_small_whatever_the_number_of_missions(setting
         assert [m.name for m in page.missions][:2] == ["many_00011", "many_00012"] and len(page.missions) == 25
         assert page.more
     finally:
-        await acts.close()
+        await acts.resources.close()

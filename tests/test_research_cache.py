@@ -15,6 +15,7 @@ import pytest
 import pytest_asyncio
 
 from activities.research import cache as research_cache
+from activities.resources import Resources
 from stratmaster import queues
 from stratmaster.contracts.ingestion import DocumentRef
 from stratmaster.contracts.research import ResearchInput, ResearchResult
@@ -120,7 +121,7 @@ async def test_an_unreachable_cache_is_a_miss_not_a_failure(backend):
 
     settings, mission, base = backend
     dead = settings.model_copy(update={"redis_url": f"redis://:pw@127.0.0.1:{free_port()}/0"})
-    acts = ResearchActivities(dead, base.stores, base.pool, base.embedder)
+    acts = ResearchActivities(Resources(dead, stores=base.stores, pool=base.pool, embedder=base.embedder))
     try:
         look = await acts.cache_lookup(CacheLookupInput(mission=mission, query=QUESTION))
         assert look.key and look.result is None

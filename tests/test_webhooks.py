@@ -23,6 +23,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 from typer.testing import CliRunner
 
+from activities.resources import Resources
 from activities.stores.postgres import create_pool
 from activities.stores.tenants import ensure_tenant
 from stratmaster import queues
@@ -436,7 +437,7 @@ async def test_next_address_when_the_first_cannot_be_reached(settings, receiver,
     import activities.ops.webhooks as wh
     from stratmaster.contracts.webhooks import DeliverInput
 
-    acts = wh.WebhookActivities(wh_settings(settings))
+    acts = wh.WebhookActivities(Resources(wh_settings(settings)))
     try:
         added = await acts.add_webhook(AddWebhookInput(mission=A, url=receiver.url + "/multi", events=["*"]))
 
@@ -447,7 +448,7 @@ async def test_next_address_when_the_first_cannot_be_reached(settings, receiver,
         ev = event(A)
         out = await acts.deliver(DeliverInput(mission=A, endpoint_id=added.endpoint.endpoint_id, event=ev))
     finally:
-        await acts.close()
+        await acts.resources.close()
     assert out.status == "delivered" and out.status_code == 200
     (h, b, _), = receiver.at("/multi")
     assert check_signature(added.secret, h, b)["data"]["mission"] == A

@@ -4,11 +4,11 @@ audit_log row per API write request; LlmUsageWorkflow reads a mission's LLM usag
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable
+from typing import Any, Callable
 
 from activities.ops.audit import AuditActivities
 from activities.llm.usage import LlmUsageActivities
-from stratmaster.settings import Settings
+from activities.resources import Resources
 from workflows.audit import RecordAuditWorkflow
 from workflows.llm_usage import LlmUsageWorkflow
 
@@ -17,16 +17,11 @@ from workflows.llm_usage import LlmUsageWorkflow
 class ApiSupport:
     workflows: list[type]
     activities: list[Callable[..., Any]]
-    close: Callable[[], Awaitable[None]]
 
 
-def api_support(settings: Settings) -> ApiSupport:
-    audit = AuditActivities(settings)
-    usage = LlmUsageActivities(settings)
-
-    async def close() -> None:
-        await audit.close()
-        await usage.close()
-
+def api_support(resources: Resources) -> ApiSupport:
+    """On the worker's shared resources (its close closes them)."""
+    audit = AuditActivities(resources)
+    usage = LlmUsageActivities(resources)
     return ApiSupport(workflows=[RecordAuditWorkflow, LlmUsageWorkflow],
-                      activities=[audit.record_audit, usage.usage_summary], close=close)
+                      activities=[audit.record_audit, usage.usage_summary])

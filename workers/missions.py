@@ -7,15 +7,15 @@ from workers.registry import QueueSpec
 
 async def build(settings: Settings) -> QueueSpec:
     from activities.missions import MissionActivities
-    from activities.stores.factory import build_stores
+    from activities.resources import Resources
     from workflows.missions import WORKFLOWS
 
-    stores = build_stores(settings)
-    missions = MissionActivities(settings, stores=stores)
+    resources = Resources(settings)
+    missions = MissionActivities(resources)
 
     async def close() -> None:
         await missions.close()
-        await stores.close()
+        await resources.close()
 
     return QueueSpec(workflows=list(WORKFLOWS), activities=missions.all(), close=close,
-                     extra={"missions": missions, "stores": stores})
+                     extra={"missions": missions, "stores": resources.stores, "resources": resources})

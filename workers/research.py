@@ -1,11 +1,9 @@
 """research-tasks: ResearchWorkflow and its activities (stores, PostgreSQL, embedder, LLM)."""
 from __future__ import annotations
 
-from activities.ingest.embedding import get_embedder
-from activities.research.reports import ReportActivities
 from activities.research.activities import ResearchActivities
-from activities.stores.factory import build_stores
-from activities.stores.postgres import create_pool
+from activities.research.reports import ReportActivities
+from activities.resources import Resources
 from stratmaster.settings import Settings
 from workers.registry import QueueSpec
 from workflows.reports import RenderReportWorkflow
@@ -13,20 +11,19 @@ from workflows.research import ResearchWorkflow
 
 
 async def build(settings: Settings) -> QueueSpec:
-    stores = build_stores(settings)
-    pool = await create_pool(settings.database_url)
-    acts = ResearchActivities(settings, stores, pool, get_embedder(settings))
-    reports = ReportActivities(stores, pool)  # shareable reports: RenderReportWorkflow
+    resources = Resources(settings)
+    await resources.open_pool()  # before polling: the first research must not pay for it
+    acts = ResearchActivities(resources)
+    reports = ReportActivities(resources)  # shareable reports: RenderReportWorkflow
 
     async def close() -> None:
         await acts.cache.close()
-        await pool.close()
-        await stores.close()
+        await resources.close()
 
     return QueueSpec(
         workflows=[ResearchWorkflow, RenderReportWorkflow],
         activities=[acts.start_session, acts.cache_lookup, acts.plan, acts.retrieve, acts.synthesise, acts.persist,
                     acts.cache_store, acts.finish_session, reports.render_report],
         close=close,
-        extra={"research": acts},
+        extra={"research": acts, "resources": resources},
     )

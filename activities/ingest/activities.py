@@ -37,16 +37,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.heartbeat import keep_alive
 from activities.ingest.chunking import chunk_id, chunk_text, document_id
-from activities.ingest.embedding import Embedder, get_embedder
+from activities.ingest.embedding import Embedder
 from activities.ingest.entities import extract
 from activities.ingest.sandbox import parse_in_child
 from activities.ingest.parsing import ParsedDocument, page_of, safe_filename
+from activities.resources import Resources
 from activities.stores.base import ObjectNotFound
 from activities.stores.factory import Stores
 from activities.stores.tenants import require_mission
@@ -57,7 +57,6 @@ from stratmaster.contracts.ingestion import (
 from stratmaster.contracts.knowledge import Chunk
 from stratmaster.errors import BAD_INPUT, NON_RETRYABLE, OVERSIZED, bad_input, redact
 from activities.mission_config import MissionConfigReader
-from stratmaster.settings import Settings
 
 log = logging.getLogger("stratmaster.ingestion")
 
@@ -117,19 +116,18 @@ class _Beat:
 
 
 class IngestionActivities:
-    def __init__(self, settings: Settings, pool: asyncpg.Pool, stores: Stores, embedder: Embedder | None = None):
-        self.settings = settings
-        self.pool = pool
-        self.stores = stores
-        self._embedder = embedder
+    def __init__(self, resources: Resources):
+        self.resources = resources
+        self.settings = resources.settings
+        self.pool = resources.pool
+        self.stores: Stores = resources.stores
         # the mission's active cartridge: custom entity types (hot-reloaded, see activities/mission_config.py)
-        self.config = MissionConfigReader(settings, pool=pool)
+        self.config = MissionConfigReader(self.settings, pool=self.pool)
 
     @property
     def embedder(self) -> Embedder:
-        if self._embedder is None:
-            self._embedder = get_embedder(self.settings)
-        return self._embedder
+        """Loaded on first use: parsing and chunking never pay for torch."""
+        return self.resources.embedder
 
     # ------------------------------------------------------------ activities
     @activity.defn(name="ingest_check_mission")

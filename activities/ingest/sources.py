@@ -51,6 +51,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities.heartbeat import heartbeat, keep_alive
 from activities.ops.retention import DOCUMENT_COLUMNS, purge_document
+from activities.resources import Resources
 from activities.stores.tenants import require_mission
 from stratmaster import schedules
 from stratmaster.contracts.ingestion import EMPTY_DOCUMENT, DocumentRef, SourceObjectRef
@@ -63,7 +64,6 @@ from stratmaster.contracts.sources import (
     SyncBeginResult, SyncTotals, batch_id_for, schedule_id_for, sync_workflow_id,
 )
 from stratmaster.errors import BAD_INPUT, NON_RETRYABLE, OVERSIZED, UNKNOWN_MISSION, bad_input, redact
-from stratmaster.settings import Settings
 
 log = logging.getLogger("stratmaster.sources")
 
@@ -301,10 +301,10 @@ class SourceActivities:
     """Activities of the sources area (ingestion-tasks: the workers that read the
     directories are the ones that ingest them)."""
 
-    def __init__(self, settings: Settings, pool: asyncpg.Pool, stores):
-        self.settings = settings
-        self.pool = pool
-        self.stores = stores
+    def __init__(self, resources: Resources):
+        self.settings = resources.settings
+        self.pool = resources.pool
+        self.stores = resources.stores
 
     def all(self) -> list:
         return [self.add, self.schedule, self.remove_begin, self.wait_idle, self.remove_page, self.remove_finish,

@@ -179,11 +179,6 @@ async def record_completion(settings: Settings, *, mission: str, model: str, mes
 class LlmUsageActivities(ActivityResources):
     """Read side: usage totals per mission (for the API / CLI via a workflow)."""
 
-    pool_max_size = 2
-
-    def __init__(self, settings: Settings):
-        super().__init__(settings)
-
     @activity.defn(name="llm_usage_summary")
     async def usage_summary(self, req: LlmUsageQuery) -> LlmUsageSummary:
         """LlmUsageWorkflow's read (workflows/llm_usage.py): any mission that exists,

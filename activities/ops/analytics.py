@@ -10,9 +10,9 @@ from pathlib import Path
 from temporalio import activity
 
 from activities.ops.system_area import system_put
+from activities.resources import Resources
 from stratmaster.contracts.maintenance import AnalyticsExportInput, AnalyticsExportResult, MissionMetrics, analytics_key
 from stratmaster.errors import ServiceUnavailable, bad_input
-from stratmaster.settings import Settings
 
 QUERIES_DIR = Path(__file__).resolve().parents[2] / "infra" / "duckdb" / "queries"
 
@@ -72,13 +72,12 @@ def export_metrics(database_url: str, out: Path, missions: list[str]) -> tuple[l
 
 
 class AnalyticsActivities:
-    def __init__(self, settings: Settings, stores=None):
-        self.settings = settings
-        self._stores = stores  # Stores or a callable giving the worker's shared one
+    def __init__(self, resources: Resources):
+        self.resources = resources
+        self.settings = resources.settings
 
     def _objects(self):
-        stores = self._stores() if callable(self._stores) else self._stores
-        return stores.objects if stores is not None else None
+        return self.resources.stores.objects
 
     @activity.defn(name="export_research_metrics")
     async def export_research_metrics(self, req: AnalyticsExportInput) -> AnalyticsExportResult:

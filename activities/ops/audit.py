@@ -2,15 +2,14 @@
 RecordAuditWorkflow, so the API itself never touches the database."""
 from __future__ import annotations
 
-import asyncio
 import json
 
 import asyncpg
 from temporalio import activity
 
+from activities.resources import ActivityResources
 from stratmaster.contracts.audit import AuditEntry, AuditRecorded
 from stratmaster.errors import bad_input
-from stratmaster.settings import Settings
 
 
 def storable(value):
@@ -25,38 +24,11 @@ def storable(value):
     return value
 
 
-class LazyPool:
-    """One asyncpg pool per worker, opened on first use (a worker whose queue
-    never audits never connects)."""
-
-    def __init__(self, settings: Settings, max_size: int = 4):
-        self.settings = settings
-        self.max_size = max_size
-        self._pool: asyncpg.Pool | None = None
-        self._lock = asyncio.Lock()
-
-    async def get(self) -> asyncpg.Pool:
-        if self._pool is None:
-            async with self._lock:
-                if self._pool is None:
-                    from activities.stores.postgres import create_pool
-
-                    self._pool = await create_pool(self.settings.database_url, min_size=1, max_size=self.max_size)
-        return self._pool
-
-    async def close(self) -> None:
-        if self._pool is not None:
-            await self._pool.close()
-            self._pool = None
-
-
-class AuditActivities:
-    def __init__(self, settings: Settings, pool: LazyPool | None = None):
-        self.pool = pool or LazyPool(settings)
+class AuditActivities(ActivityResources):
 
     @activity.defn(name="record_audit")
     async def record_audit(self, entry: AuditEntry) -> AuditRecorded:
-        pool = await self.pool.get()
+        pool = await self.pool()
         e = AuditEntry.model_validate(storable(entry.model_dump()))
         # request_id is unique: a retried activity or a duplicate start inserts once.
         try:
@@ -70,6 +42,3 @@ class AuditActivities:
         except asyncpg.DataError as exc:  # the entry itself cannot be stored: retrying changes nothing
             raise bad_input(f"audit entry {e.request_id} cannot be stored: {exc}") from None
         return AuditRecorded(request_id=entry.request_id, inserted=row_id is not None)
-
-    async def close(self) -> None:
-        await self.pool.close()

@@ -6,13 +6,13 @@ import time
 import asyncpg
 from temporalio import activity
 
+from activities.resources import Resources
 from stratmaster.contracts.health import HealthCheckInput, ServiceHealth
-from stratmaster.settings import Settings
 
 
 class HealthActivities:
-    def __init__(self, settings: Settings):
-        self.settings = settings
+    def __init__(self, resources: Resources):
+        self.settings = resources.settings
 
     async def _probe(self, name: str, backend: str, fn) -> ServiceHealth:
         t0 = time.perf_counter()

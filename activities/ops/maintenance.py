@@ -18,8 +18,6 @@ from stratmaster.contracts.maintenance import (
 
 
 class MaintenanceActivities(ActivityResources):
-    pool_max_size = 3
-
     async def _missions(self) -> list[str]:
         return [r["name"] for r in await (await self.pool()).fetch("SELECT name FROM tenants ORDER BY name")]
 

@@ -14,7 +14,6 @@ import json
 import uuid
 from typing import Any
 
-import asyncpg
 from temporalio import activity
 
 from activities.heartbeat import heartbeating, in_thread
@@ -25,6 +24,7 @@ from activities.research.gates import apply_gates, gates_from
 from activities.research import cache as research_cache
 from activities.research.planning import content_terms, deterministic_plan
 from activities.research.retrieval import Retriever
+from activities.resources import Resources
 from activities.stores.tenants import require_mission
 from activities.research.synthesis import (
     CONTRA_PROMPT, answer_parts, contradiction_candidates, extractive, llm_says_contradict,
@@ -37,7 +37,6 @@ from stratmaster.contracts.research import (
 )
 from stratmaster.errors import ServiceUnavailable, redact
 from activities.mission_config import MissionConfigReader
-from stratmaster.settings import Settings
 
 LLM_TIMEOUT_S = 60.0  # per LLM call; activity timeouts in workflows/research.py are minutes
 # An LLM sub-question is kept only when it is about the question: embedding similarity
@@ -63,8 +62,10 @@ def _log(msg: str, **extra: Any) -> None:
 
 
 class ResearchActivities:
-    def __init__(self, settings: Settings, stores: Any, pool: asyncpg.Pool, embedder: Any,
-                 config: MissionConfigReader | None = None, cache: research_cache.CacheBackend | None = None):
+    def __init__(self, resources: Resources, config: MissionConfigReader | None = None,
+                 cache: research_cache.CacheBackend | None = None):
+        self.resources = resources
+        settings, stores, pool, embedder = resources.settings, resources.stores, resources.pool, resources.embedder
         self.settings = settings
         self.stores = stores
         self.pool = pool

@@ -10,13 +10,12 @@ import base64
 import hashlib
 import json
 import uuid
-from typing import Any
 
-import asyncpg
 from temporalio import activity
 
 from activities.heartbeat import heartbeat
 from activities.research import report_render
+from activities.resources import Resources
 from activities.stores.tenants import require_mission
 from stratmaster.contracts.reports import (
     CONTENT_TYPES, MAX_CONTENT_BYTES, REPORT_NOT_FOUND, RenderedReport, RenderReportInput, ReportArtifact, report_key,
@@ -44,9 +43,9 @@ def _citations(report: dict) -> list[dict]:
 
 
 class ReportActivities:
-    def __init__(self, stores: Any, pool: asyncpg.Pool):
-        self.stores = stores
-        self.pool = pool
+    def __init__(self, resources: Resources):
+        self.stores = resources.stores
+        self.pool = resources.pool
 
     @activity.defn(name="research_render_report")
     async def render_report(self, req: RenderReportInput) -> RenderedReport:

@@ -161,6 +161,7 @@ async def main(args) -> dict:
     from activities.ingest.embedding import get_embedder
     from activities.research.fusion import fuse
     from activities.research.activities import ResearchActivities
+    from activities.resources import Resources
     from activities.stores.factory import build_stores
     from activities.stores.postgres import apply_migrations, create_pool
     from stratmaster import queues
@@ -185,7 +186,7 @@ async def main(args) -> dict:
         stores = build_stores(settings)
         embedder = get_embedder(settings)
         pool = await create_pool(pg.dsn)
-        acts = ResearchActivities(settings, stores, pool, embedder)
+        acts = ResearchActivities(Resources(settings, stores=stores, pool=pool, embedder=embedder))
         info = await ensure_ingested(settings, docs, stores, embedder, pool)
         print(f"corpus: {info['documents']} documents, {info['chunks']} chunks (ingested in {info['seconds']} s, cached)")
 
