@@ -236,7 +236,8 @@ def report(
     from stratmaster.search_attributes import for_mission
     from stratmaster.settings import get_settings
     from stratmaster.temporal_client import connect
-    from workflows.reports import RenderReportWorkflow, report_workflow_id
+    from stratmaster.workflow_ids import report_workflow_id
+    from workflows.reports import RenderReportWorkflow
 
     m = re.match(r"^research-([a-z][a-z0-9_]{1,47})-", workflow_id)
     mission = mission or (m.group(1) if m else None)

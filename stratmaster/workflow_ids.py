@@ -81,3 +81,11 @@ def analytics_workflow_id(export_id: str) -> str:
 def llm_usage_workflow_id(mission: str, run_key: str) -> str:
     """LlmUsageWorkflow: a read of a mission's LLM usage totals."""
     return f"llm-usage-{mission}-{run_key}"
+
+
+# ---------------------------------------------------------------- reports (research-tasks)
+
+
+def report_workflow_id(mission: str, research_workflow_id: str, request_id: str) -> str:
+    """RenderReportWorkflow: one render per request of a research's report."""
+    return f"report-{mission}-{research_workflow_id[-60:]}-{request_id}"

@@ -7,7 +7,6 @@ loads what its queue needs (the research worker does not import the parsers).
 from __future__ import annotations
 
 import importlib
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Awaitable, Callable
@@ -24,7 +23,7 @@ class QueueSpec:
     workflows: list[type]
     activities: list[Callable[..., Any]]
     close: Callable[[], Awaitable[None]] | None = None
-    # sync (def) activities run in this many threads
+    # activities running at once on this worker (all are async: CPU work goes to threads inside them)
     max_concurrent_activities: int = 8
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -50,11 +49,9 @@ async def serving(client: Client, task_queue: str, spec: QueueSpec, **worker_opt
     """Run `spec` on `task_queue` until the block exits, then close its resources: how
     `python -m workers` runs a queue, and how the tests do (tests/conftest.py: queue_worker)."""
     try:
-        with ThreadPoolExecutor(max_workers=spec.max_concurrent_activities) as pool:
-            async with Worker(client, task_queue=task_queue, workflows=spec.workflows, activities=spec.activities,
-                              activity_executor=pool, max_concurrent_activities=spec.max_concurrent_activities,
-                              **worker_options):
-                yield spec
+        async with Worker(client, task_queue=task_queue, workflows=spec.workflows, activities=spec.activities,
+                          max_concurrent_activities=spec.max_concurrent_activities, **worker_options):
+            yield spec
     finally:
         if spec.close:
             await spec.close()

@@ -20,10 +20,6 @@ RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=time
                     non_retryable_error_types=NOT_RETRIED)
 
 
-def report_workflow_id(mission: str, research_workflow_id: str, request_id: str) -> str:
-    return f"report-{mission}-{research_workflow_id[-60:]}-{request_id}"
-
-
 @workflow.defn(failure_exception_types=WORKFLOW_INPUT_ERRORS)
 class RenderReportWorkflow:
     @workflow.run

@@ -54,13 +54,15 @@ async def complete(
     purpose: str = "",
     schema: dict[str, Any] | None = None,
     model: str | None = None,
+    pool: Any = None,
     **extra: Any,
 ) -> str:
     """Chat completion text for `messages` with `model` (the mission's routing for the
     task) or else settings.llm_model (LiteLLM model names).
 
     `schema` (a JSON schema) constrains the answer where the server supports it
-    (see json_schema_enabled); callers must still validate the text."""
+    (see json_schema_enabled); callers must still validate the text. `pool`: the worker's
+    PostgreSQL pool, for the usage row (without one, a connection is opened for it)."""
     if not settings.llm_model:
         raise LLMNotConfigured("no LLM configured (STRATMASTER_LLM_MODEL is unset)")
     import os
@@ -98,5 +100,5 @@ async def complete(
     from activities.llm.usage import record_completion
 
     await record_completion(settings, mission=mission, model=model, messages=messages,
-                            response=response, workflow_id=workflow_id, purpose=purpose)
+                            response=response, workflow_id=workflow_id, purpose=purpose, pool=pool)
     return response.choices[0].message.content or ""

@@ -87,6 +87,6 @@ class AnalyticsActivities:
         key = analytics_key(export_id)
         out = self.settings.abs_data_dir / "exports" / key
         rows, version = await asyncio.to_thread(export_metrics, self.settings.database_url, out, req.missions)
-        await system_put(self.settings, self._objects(), key, out.read_bytes(), "application/vnd.apache.parquet")
+        await system_put(self._objects(), key, out.read_bytes(), "application/vnd.apache.parquet")
         return AnalyticsExportResult(export_id=export_id, parquet_path=str(out), object_key=f"system/{key}",
                                      rows=rows, duckdb_version=version)

@@ -92,20 +92,20 @@ class BackupActivities(ActivityResources):
     async def _upload(self, backup_id: str, name: str, data: bytes, kind: str, *, mission: str | None = None,
                       rows: int | None = None, fmt: str = "raw", source_key: str | None = None) -> Artefact:
         async with keep_alive(f"upload {name}"):
-            await system_put(self.settings, self.stores.objects, backup_dir(backup_id) + name, data)
+            await system_put(self.stores.objects, backup_dir(backup_id) + name, data)
         return Artefact(name=name, kind=kind, size=len(data), sha256=_sha256(data), mission=mission, rows=rows,
                         format=fmt, source_key=source_key)
 
     async def _write_part(self, backup_id: str, part: BackupPart) -> StepResult:
         """The step's artefact list goes to the object store; the workflow gets a summary."""
         key = f"{backup_dir(backup_id)}parts/{part.mission or SYSTEM_PART}/{part.step}.json"
-        await system_put(self.settings, self.stores.objects, key, part.model_dump_json().encode(), "application/json")
+        await system_put(self.stores.objects, key, part.model_dump_json().encode(), "application/json")
         return StepResult(artefacts=len(part.artefacts), bytes=sum(a.size for a in part.artefacts), counts=part.counts,
                           skipped=len(part.skipped), server_version=part.server_version)
 
     async def _get_checked(self, backup_id: str, art: Artefact) -> tuple[bytes, str | None]:
         """(the artefact's bytes, None), or (b"", what is wrong with it)."""
-        data = await system_get(self.settings, self.stores.objects, backup_dir(backup_id) + art.name)
+        data = await system_get(self.stores.objects, backup_dir(backup_id) + art.name)
         if data is None:
             return b"", f"{art.name}: missing"
         if len(data) != art.size:
@@ -123,7 +123,7 @@ class BackupActivities(ActivityResources):
     async def _read_manifest(self, backup_id: str) -> tuple[bytes, Manifest]:
         if not re.fullmatch(BACKUP_ID, backup_id or ""):
             raise bad_input(f"bad backup id {_show(backup_id)}")
-        raw = await system_get(self.settings, self.stores.objects, backup_dir(backup_id) + "manifest.json")
+        raw = await system_get(self.stores.objects, backup_dir(backup_id) + "manifest.json")
         if raw is None:
             raise bad_input(f"backup {backup_id}: manifest.json not found (incomplete or unknown backup)",
                             CORRUPT_BACKUP)
@@ -136,7 +136,7 @@ class BackupActivities(ActivityResources):
     async def _manifest(self, backup_id: str, expect_sha256: str | None = None) -> Manifest:
         """The manifest, checked; with `expect_sha256`, only the very manifest
         validate_backup checked (a manifest swapped since is refused)."""
-        raw = await system_get(self.settings, self.stores.objects, backup_dir(backup_id) + "manifest.json") \
+        raw = await system_get(self.stores.objects, backup_dir(backup_id) + "manifest.json") \
             if re.fullmatch(BACKUP_ID, backup_id or "") else None
         sha = _sha256(raw) if raw is not None else None
         if expect_sha256 and sha != expect_sha256:
@@ -163,10 +163,10 @@ class BackupActivities(ActivityResources):
         if not re.fullmatch(BACKUP_ID, req.backup_id or ""):
             raise bad_input(f"bad backup id {_show(req.backup_id)}: {BACKUP_ID}")
         folder = backup_dir(req.backup_id)
-        if await system_get(self.settings, self.stores.objects, folder + "manifest.json") is not None:
+        if await system_get(self.stores.objects, folder + "manifest.json") is not None:
             raise bad_input(f"backup {req.backup_id} already exists: choose another backup id")
-        for key in await system_list(self.settings, self.stores.objects, folder + "parts/"):
-            await system_delete(self.settings, self.stores.objects, key)
+        for key in await system_list(self.stores.objects, folder + "parts/"):
+            await system_delete(self.stores.objects, key)
         return Empty()
 
     @activity.defn(name="plan_backup")
@@ -322,9 +322,9 @@ class BackupActivities(ActivityResources):
         manifest is incomplete by construction. Returns a bounded summary."""
         folder = backup_dir(req.backup_id)
         parts: list[BackupPart] = []
-        for i, key in enumerate(await system_list(self.settings, self.stores.objects, folder + "parts/")):
+        for i, key in enumerate(await system_list(self.stores.objects, folder + "parts/")):
             if key.endswith(".json"):
-                raw = await system_get(self.settings, self.stores.objects, key)
+                raw = await system_get(self.stores.objects, key)
                 if raw is None:  # listed a moment ago: retried
                     raise RuntimeError(f"backup {req.backup_id}: part {key} vanished while the manifest was written")
                 parts.append(BackupPart.model_validate_json(raw))
@@ -360,7 +360,7 @@ class BackupActivities(ActivityResources):
         if problems:  # a bug, not bad luck: retrying would not help
             raise bad_input(f"backup {req.backup_id}: the manifest would not restore: {_joined(problems)}",
                             CORRUPT_BACKUP)
-        await system_put(self.settings, self.stores.objects, folder + "manifest.json",
+        await system_put(self.stores.objects, folder + "manifest.json",
                          manifest.model_dump_json(indent=1).encode(), "application/json")
         return BackupResult(
             backup_id=req.backup_id, manifest_key=f"system/{folder}manifest.json", missions=len(missions),
@@ -375,7 +375,7 @@ class BackupActivities(ActivityResources):
         manifest.json (what the store recorded for the write; `created_at` inside
         the manifest is only data). At most `req.limit`."""
         entries = [(key, modified) for key, modified in
-                   await system_list_modified(self.settings, self.stores.objects, BACKUP_PREFIX)
+                   await system_list_modified(self.stores.objects, BACKUP_PREFIX)
                    if key.endswith("/manifest.json")]
         entries.sort(key=lambda e: (e[1], e[0]), reverse=True)
         out: list[BackupSummary] = []
@@ -383,7 +383,7 @@ class BackupActivities(ActivityResources):
         for i, (key, modified) in enumerate(entries):
             if i % 20 == 0:
                 heartbeat(i)
-            raw = await system_get(self.settings, self.stores.objects, key)
+            raw = await system_get(self.stores.objects, key)
             try:
                 m = Manifest.model_validate_json(raw or b"")
             except ValueError:

@@ -55,10 +55,10 @@ async def prune_backups(settings: Settings, objects, mission: str, keep: int) ->
     by the object store's own timestamp of manifest.json (a manifest's `created_at`
     is only data: a manifest dated in the future must not push real backups out)."""
     manifests = []
-    for key, modified in await system_list_modified(settings, objects, BACKUP_PREFIX):
+    for key, modified in await system_list_modified(objects, BACKUP_PREFIX):
         if key.endswith("/manifest.json"):
             try:
-                m = Manifest.model_validate_json(await system_get(settings, objects, key) or b"")
+                m = Manifest.model_validate_json(await system_get(objects, key) or b"")
             except ValueError:
                 continue
             own_folder = key == f"{BACKUP_PREFIX}{m.backup_id}/manifest.json"
@@ -69,9 +69,9 @@ async def prune_backups(settings: Settings, objects, mission: str, keep: int) ->
     for _modified, _key, m in manifests[keep:]:
         folder = f"{BACKUP_PREFIX}{m.backup_id}/"
         # manifest first: a half-deleted backup is then "incomplete", never "corrupt but listed"
-        await system_delete(settings, objects, folder + "manifest.json")
-        for key in await system_list(settings, objects, folder):
-            await system_delete(settings, objects, key)
+        await system_delete(objects, folder + "manifest.json")
+        for key in await system_list(objects, folder):
+            await system_delete(objects, key)
         removed.append(m.backup_id)
     return removed
 

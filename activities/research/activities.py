@@ -179,8 +179,7 @@ class ResearchActivities:
                 answer = await heartbeating(llm.complete(
                     self.settings, llm_synthesis.plan_messages(req.query, n), req.mission,
                     max_tokens=160, timeout=LLM_TIMEOUT_S, schema=llm_synthesis.plan_schema(n),
-                    purpose="plan", workflow_id=_workflow_id(), model=model,
-                ))
+                    purpose="plan", workflow_id=_workflow_id(), model=model, pool=self.pool))
                 subs = llm_synthesis.parse_plan(answer, req.query, req.max_subquestions)
                 _log(f"LLM plan answer: {llm_synthesis.sample(answer)}")
                 kept, discarded = await asyncio.to_thread(self.on_topic, req.query, subs or [])
@@ -237,7 +236,7 @@ class ResearchActivities:
             answer = await heartbeating(llm.complete(
                 self.settings, llm_synthesis.expansion_messages(req.query), req.mission, max_tokens=60,
                 timeout=LLM_TIMEOUT_S, schema=llm_synthesis.expansion_schema(), purpose="query_expansion",
-                workflow_id=_workflow_id(), model=model))
+                workflow_id=_workflow_id(), model=model, pool=self.pool))
         except (ServiceUnavailable, llm.LLMFailed) as exc:
             _log("LLM query expansion skipped", error=str(exc))
             return []
@@ -267,8 +266,7 @@ class ResearchActivities:
                 reply = await heartbeating(llm.complete(
                     self.settings, llm_synthesis.claims_messages(req.query, evidence, n, quotes), req.mission,
                     max_tokens=400, timeout=LLM_TIMEOUT_S, schema=llm_synthesis.claims_schema(evidence, n, quotes),
-                    purpose="synthesise", workflow_id=_workflow_id(), model=model,
-                ))
+                    purpose="synthesise", workflow_id=_workflow_id(), model=model, pool=self.pool))
                 _log(f"LLM claims answer: {llm_synthesis.sample(reply, 600)}")
                 verified = await in_thread(
                     llm_synthesis.verify_claims, req.mission, req.query, reply, evidence, embed, n)
@@ -329,7 +327,7 @@ class ResearchActivities:
                 answer = await heartbeating(llm.complete(
                     self.settings, [{"role": "user", "content": CONTRA_PROMPT.format(a=quote, b=sent.text)}],
                     req.mission, max_tokens=5, timeout=LLM_TIMEOUT_S, purpose="contradiction",
-                    workflow_id=_workflow_id(), model=model))
+                    workflow_id=_workflow_id(), model=model, pool=self.pool))
             except (ServiceUnavailable, llm.LLMFailed) as exc:
                 _log("LLM contradiction check skipped", error=str(exc))
                 break

@@ -124,7 +124,7 @@ def _tabular(raw: str) -> bool:
     return len(lines) >= 3 and sum(bool(_KV_LINE.match(x)) for x in lines) >= 0.6 * len(lines)
 
 
-def _claimable(s: Sentence) -> bool:
+def claimable(s: Sentence) -> bool:
     """Claim text must read as a statement: a table row only with its header (rendered
     "Name: column value"), prose only with an end of sentence (not a heading or a
     fragment cut at a chunk boundary)."""
@@ -260,7 +260,7 @@ def score_sentences(query: str, sents: list[Sentence], embed: Embed | None) -> n
                               s.hit.scores.get("dense", 0.0))
         s.features["window"] = round(max(s.features["sim"], float(wsim)), 4)
         s.features["documents"] = round(1 / 3, 3)  # one supporting document until clustered into a claim
-    with_margins(sents, lambda s: s.features, [s for s in sents if _claimable(s)])
+    with_margins(sents, lambda s: s.features, [s for s in sents if claimable(s)])
     for s in sents:
         s.score = probability(s.features or {})  # set for every sentence above
     return vecs
@@ -275,7 +275,7 @@ def _claim_id(mission: str, query: str, text: str) -> str:
     return str(uuid.uuid5(CLAIM_NS, f"{mission}\x00{query}\x00{text}"))
 
 
-def _contradicting(text: str, pool: Sequence[Sentence], exclude: set, context: str = "") -> list[tuple[Sentence, str]]:
+def contradicting(text: str, pool: Sequence[Sentence], exclude: set, context: str = "") -> list[tuple[Sentence, str]]:
     out = []
     for s in pool:
         if s.key in exclude:
@@ -286,7 +286,7 @@ def _contradicting(text: str, pool: Sequence[Sentence], exclude: set, context: s
     return out
 
 
-def _finish_claim(mission: str, query: str, ordinal: int, text: str, support: list[Citation],
+def finish_claim(mission: str, query: str, ordinal: int, text: str, support: list[Citation],
                   against: list[tuple[Sentence, str]], feats: dict, flag: str | None = None) -> Claim:
     contra = [s.citation() for s, _ in against]
     value, factors = confidence(feats, [c.document_id for c in support], len(contra))
@@ -330,7 +330,7 @@ def extractive(mission: str, query: str, hits: Sequence[SearchHit], embed: Embed
     def near(i: int, within: float = max_margin) -> bool:
         return (sents[i].features or {}).get("margin", 0.0) >= -within
 
-    candidates = [i for i in order if near(i) and _claimable(sents[i])][: max(40, max_claims * 6)]
+    candidates = [i for i in order if near(i) and claimable(sents[i])][: max(40, max_claims * 6)]
     # a figure for the same (subject, measure) as a candidate is a candidate too: the other side of
     # "14% vs 9% market share" becomes its own claim, cross-linked, even if it scored lower
     wanted = set().union(*(keys[i] for i in candidates)) if candidates else set()
@@ -368,15 +368,15 @@ def extractive(mission: str, query: str, hits: Sequence[SearchHit], embed: Embed
     for ordinal, members in enumerate(ranked[:max_claims]):
         rep = sents[members[0]]
         support = [sents[i].citation() for i in members]
-        against = _contradicting(rep.text, pool, {sents[i].key for i in members}, rep.context)
-        claims.append(_finish_claim(mission, query, ordinal, rep.text, support, against, rep.features or {}))
+        against = contradicting(rep.text, pool, {sents[i].key for i in members}, rep.context)
+        claims.append(finish_claim(mission, query, ordinal, rep.text, support, against, rep.features or {}))
     claims.sort(key=lambda c: -c.confidence)  # a contradicted claim drops below the uncontested ones
     return [c.model_copy(update={"ordinal": i}) for i, c in enumerate(claims)]
 
 
 # ---------------------------------------------------------------- LLM
 
-def _json_object(text: str) -> dict | None:
+def json_object(text: str) -> dict | None:
     text = re.sub(r"^```(?:json)?|```$", "", text.strip(), flags=re.M)
     start = text.find("{")
     while start >= 0:

@@ -27,7 +27,7 @@ NAMES = ["sim", "window", "cover", "passage", "key", "kind", "names", "retrieval
 
 
 def sentence_rows(runs: dict, questions: list[dict], embed):
-    from activities.research.synthesis import _claimable, score_sentences, split_hits
+    from activities.research.synthesis import claimable, score_sentences, split_hits
     from stratmaster.contracts.knowledge import SearchHit
 
     page_of = runs["page_of"]
@@ -42,7 +42,7 @@ def sentence_rows(runs: dict, questions: list[dict], embed):
         for s in sents:
             quote = s.hit.text[s.local_start:s.local_end]
             label = q["answerable"] and states_gold(quote, q) and page_of.get(s.hit.document_id) in q["gold_pages"]
-            rows.append((qi, [s.features[n] for n in NAMES], bool(label), _claimable(s)))
+            rows.append((qi, [s.features[n] for n in NAMES], bool(label), claimable(s)))
     return rows
 
 

@@ -23,7 +23,7 @@ from pydantic import BaseModel, Field, ValidationError
 from activities.research.planning import content_terms, parse_llm_plan
 from activities.research.confidence import logit
 from activities.research.synthesis import (
-    Embed, Sentence, _claimable, _contradicting, _finish_claim, _json_object, score_sentences, split_hits,
+    Embed, Sentence, claimable, contradicting, finish_claim, json_object, score_sentences, split_hits,
 )
 from stratmaster.contracts.knowledge import SearchHit
 from stratmaster.contracts.research import Citation, Claim
@@ -61,7 +61,7 @@ def parse_plan(answer: str, query: str, max_subquestions: int) -> list[str] | No
     two content words and must differ from the query and each other; None when
     nothing usable is left."""
     items: list[str] | None = None
-    obj = _json_object(answer)
+    obj = json_object(answer)
     if obj is not None:
         try:
             items = PlanAnswer.model_validate(obj).subquestions
@@ -106,7 +106,7 @@ def expansion_messages(query: str) -> list[dict[str, str]]:
 
 def parse_expansion(answer: str, query: str) -> list[str]:
     """Extra search terms (short, not already in the query); [] when unusable."""
-    obj = _json_object(answer)
+    obj = json_object(answer)
     try:
         terms = ExpansionAnswer.model_validate(obj).terms if obj else []
     except ValidationError:
@@ -260,7 +260,7 @@ def support_check(text: str, quotes: Sequence[str]) -> tuple[bool, str | None]:
 def parse_claims(answer: str) -> list[ClaimAnswer] | None:
     """The answer's claims; also accepts the older {"claim", "citations": [{"evidence", "quote"}]} shape
     from servers without constrained decoding. None when the answer is not usable JSON."""
-    obj = _json_object(answer)
+    obj = json_object(answer)
     if not obj or not isinstance(obj.get("claims"), list):
         return None
     out = []
@@ -326,7 +326,7 @@ def verify_claims(mission: str, query: str, answer: str, hits: Sequence[SearchHi
             flags[key] = flag
     by_chunk = {h.chunk_id: h for h in hits}
     score_sentences(query, pool, embed)
-    best = max((logit(s.features) for s in pool if s.features and _claimable(s)), default=None)
+    best = max((logit(s.features) for s in pool if s.features and claimable(s)), default=None)
     claims: list[Claim] = []
     for key in order:
         text, support = texts[key], merged[key]
@@ -341,14 +341,14 @@ def verify_claims(mission: str, query: str, answer: str, hits: Sequence[SearchHi
         exclude = {(s.document_id, s.start) for s in support}
         against: list[tuple[Sentence, str]] = []
         for q in support:
-            for s, r in _contradicting(q.quote, pool, exclude):
+            for s, r in contradicting(q.quote, pool, exclude):
                 if s.key not in exclude:
                     exclude.add(s.key)
                     against.append((s, r))
         flag = flags.get(key)
         if flag and against:
             flag += f"; contradicted ({', '.join(sorted({r for _, r in against}))})"
-        claims.append(_finish_claim(mission, query, len(claims), text, support, against, feats, flag))
+        claims.append(finish_claim(mission, query, len(claims), text, support, against, feats, flag))
     return claims, dropped
 
 

@@ -27,6 +27,7 @@ from starters.api.temporal_ops import (
 from starters.failures import failure_message, failure_type
 from starters.auth import READ, WRITE, Principal
 from stratmaster import queues
+from stratmaster.workflow_ids import report_workflow_id
 from stratmaster.contracts.reports import (
     CONTENT_TYPES, FORMATS, REPORT_NOT_FOUND, RenderedReport, RenderReportInput, ReportArtifacts, ReportFormat,
 )
@@ -42,11 +43,6 @@ _TEXT = {"schema": {"type": "string"}}
 
 class ReportRenderRequest(StrictBody):
     """The body of POST /research/{workflow_id}/report: nothing to say ({} or empty)."""
-
-
-def report_workflow_id(mission: str, research_workflow_id: str, request_id: str) -> str:
-    """As workflows.reports.report_workflow_id (the API imports no workflow code)."""
-    return f"report-{mission}-{research_workflow_id[-60:]}-{request_id}"
 
 
 async def render(client: Client, mission: str, workflow_id: str, formats: list[ReportFormat],
