@@ -170,3 +170,41 @@ async def test_hits_and_misses_are_counted_on_the_worker_metrics(temporal_env, b
     counts = {m.group(1): float(m.group(2)) for m in
               re.finditer(r'^\w*stratmaster_research_cache\w*\{[^}]*outcome="(\w+)"[^}]*\} (\S+)', body, re.M)}
     assert counts.get("hit") == 1 and counts.get("miss") == 1, body[-2000:]
+
+
+async def test_research_finished_is_emitted_only_when_an_endpoint_takes_it(client, settings, backend):
+    """No endpoint of the mission takes the event: neither a full run nor a cache hit starts
+    an event workflow (a child start and a workflow task less: a hit in ~100 ms, not ~200);
+    once one does, the hit emits it."""
+    from temporalio.service import RPCError
+
+    from stratmaster.contracts.webhooks import emit_workflow_id
+    from stratmaster.webhooks import event_id
+    from tests.conftest import pg_connect
+
+    _, mission, _ = backend
+    query = "Which chemistry does the XR-7 battery use?"
+
+    async def run(cached: bool) -> str:
+        handle = await client.start_workflow(
+            ResearchWorkflow.run, ResearchInput(mission=mission, query=query, cache="use" if cached else "refresh"),
+            id=f"research-{mission}-{next(_ids)}-{uuid.uuid4().hex[:6]}", task_queue=queues.RESEARCH,
+            search_attributes=for_mission(mission))
+        assert (await handle.result()).cached == cached
+        return emit_workflow_id(event_id("research.finished", handle.id, handle.result_run_id or ""))
+
+    for cached in (False, True):  # a full run (refreshes the cache), then a hit
+        with pytest.raises(RPCError):
+            await client.get_workflow_handle(await run(cached)).describe()
+    async with pg_connect(settings) as conn:
+        endpoint = await conn.fetchval(
+            """INSERT INTO webhook_endpoints (id, tenant_id, url, secret, events)
+               SELECT gen_random_uuid(), id, 'http://192.0.2.1/hook', 'whsec_dGVzdA==', ARRAY['research.finished']
+               FROM tenants WHERE name = $1 RETURNING id""", mission)
+    try:
+        emitted = client.get_workflow_handle(await run(True))
+        assert (await emitted.describe()).id == emitted.id
+        await emitted.terminate("test: no maintenance worker delivers it")
+    finally:
+        async with pg_connect(settings) as conn:
+            await conn.execute("DELETE FROM webhook_endpoints WHERE id = $1", endpoint)

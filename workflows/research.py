@@ -73,7 +73,10 @@ class ResearchWorkflow:
                         "notes": [*look.result.notes, f"answered from the mission's cache (question similarity "
                                                       f"{look.similarity:.2f}; documents and cartridge unchanged)"],
                         "timings_ms": {"total": self._ms(started)}})
-                    await emit_research_finished(cached)  # webhooks (patched: older histories skip it)
+                    # webhooks (patched: older histories skip it); a hit whose mission has no endpoint for
+                    # the event starts no event workflow (a child start and a workflow task: ~95 ms)
+                    if look.subscribed or not workflow.patched("research-hit-emits-if-subscribed"):
+                        await emit_research_finished(cached)
                     return cached
             if full:
                 session = await workflow.execute_activity_method(
@@ -172,7 +175,9 @@ class ResearchWorkflow:
                     CacheStoreInput(mission=req.mission, key=cache_key, query=req.query, result=result),
                     start_to_close_timeout=timedelta(seconds=30), retry_policy=RETRY)
             p.status = "completed"
-            await emit_research_finished(result)  # webhooks (patched: older histories skip it)
+            # webhooks (patched: older histories skip it); no event workflow when no endpoint takes it
+            if stored.subscribed or not workflow.patched("research-emits-if-subscribed"):
+                await emit_research_finished(result)
             return result
         except BaseException as exc:
             cancelled = is_cancelled_exception(exc)

@@ -61,6 +61,17 @@ def _endpoint(row, mission: str) -> WebhookEndpoint:
                            created_by=row["created_by"])
 
 
+# an enabled endpoint of an active mission takes the event: by name, or '*'
+_MATCH = "e.enabled AND t.status = 'active' AND (e.events @> ARRAY['*'] OR $1 = ANY(e.events))"
+
+
+async def subscribed(pool: asyncpg.Pool, mission: str, event_type: str) -> bool:
+    """Whether any endpoint of `mission` takes `event_type` now (what plan_event would find)."""
+    return bool(await pool.fetchval(
+        f"""SELECT EXISTS (SELECT 1 FROM webhook_endpoints e JOIN tenants t ON t.id = e.tenant_id
+                           WHERE {_MATCH} AND t.name = $2)""", event_type, mission))
+
+
 def delivery_retry(s: Settings) -> WebhookRetry:
     """The operator's delivery retry schedule (STRATMASTER_WEBHOOK_*), carried by each delivery."""
     return WebhookRetry(initial_s=s.webhook_retry_initial_s, max_interval_s=s.webhook_retry_max_interval_s,
@@ -158,7 +169,7 @@ class WebhookActivities(ActivityResources):
         missions whose filter names the event type (or '*'). A mission event only ever
         reaches that mission's endpoints."""
         pool = await self.pool()
-        match = "e.enabled AND t.status = 'active' AND (e.events @> ARRAY['*'] OR $1 = ANY(e.events))"
+        match = _MATCH
         if event.mission is not None:
             rows = await pool.fetch(
                 f"""SELECT t.name AS mission, t.id AS tenant_id, e.id::text AS endpoint_id FROM webhook_endpoints e

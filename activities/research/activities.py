@@ -17,6 +17,7 @@ from typing import Any
 from temporalio import activity
 
 from activities.heartbeat import heartbeating, in_thread
+from activities.ops import webhooks
 from activities.llm import client as llm
 from activities.research.llm import synthesis as llm_synthesis
 from activities.research.answer import build_answer, combine_answers, verified_answer
@@ -124,14 +125,17 @@ class ResearchActivities:
             found = await self.cache.find(req.mission, key, norm)
             if found is not None:
                 _cache_metric("hit")
-                return CacheLookupResult(key=key, result=found.result, similarity=1.0)
+                return CacheLookupResult(key=key, result=found.result, similarity=1.0,
+                                         subscribed=await webhooks.subscribed(self.pool, req.mission, "research.finished"))
             if cart.cache.similarity < 1.0:
                 vector = (await asyncio.to_thread(self.embedder.embed, [req.query]))[0]
                 close = research_cache.near_identical(req.query, vector, await self.cache.candidates(req.mission, key),
                                                       cart.cache.similarity)
                 if close is not None:
                     _cache_metric("hit")
-                    return CacheLookupResult(key=key, result=close[0].result, similarity=round(close[1], 4))
+                    return CacheLookupResult(key=key, result=close[0].result, similarity=round(close[1], 4),
+                                             subscribed=await webhooks.subscribed(self.pool, req.mission,
+                                                                                  "research.finished"))
         except Exception as exc:  # noqa: BLE001 - an unreadable cache must not fail research
             _log("research cache unavailable; treating as a miss", error=redact(str(exc)))
             _cache_metric("error")
@@ -439,7 +443,8 @@ class ResearchActivities:
                 md_full, json_full, syn.synthesiser, len(req.hits), len(findings), outcome, answer.text if answer else None,
             )
         return PersistOutput(report_md_key=md_full, report_json_key=json_full, claims=findings, dropped_claims=dropped,
-                             synthesis=syn)
+                             synthesis=syn,
+                             subscribed=await webhooks.subscribed(self.pool, req.mission, "research.finished"))
 
 
 def allowed_engines(cart: Cartridge, req: RetrieveInput, web_configured: bool) -> tuple[frozenset[str], list[str]]:

@@ -196,6 +196,7 @@ class PersistOutput(BaseModel):
     claims: list[Claim]  # as stored: citations re-verified against the stored chunk text
     dropped_claims: int = 0
     synthesis: Synthesis | None = None  # the synthesis as stored (gates re-applied after re-verification)
+    subscribed: bool = True  # an endpoint of the mission takes research.finished (no event workflow otherwise)
 
 
 class FinishInput(BaseModel):
@@ -258,6 +259,8 @@ class CacheLookupResult(BaseModel):
     key: str | None = None  # the mission's state the answer must match; None: caching is off
     result: ResearchResult | None = None  # a hit
     similarity: float | None = None  # of the cached question to this one (1.0: the same after normalising)
+    # on a hit: does an endpoint of the mission take research.finished? (no event workflow otherwise)
+    subscribed: bool = True
 
 
 class CacheStoreInput(BaseModel):
