@@ -23,18 +23,11 @@ from stratmaster import queues
 from activities.ops.webhooks import delivery_retry
 from stratmaster.contracts.webhooks import DeliverInput, delivery_workflow_id
 from tests.conftest import queue_worker
-from tests.test_webhooks import Receiver, add_endpoint, deliveries, event
+from tests.test_webhooks import add_endpoint, deliveries, event, receiver  # noqa: F401 - receiver: the fixture
 from workflows.webhooks import DeliverWebhookWorkflow
 
 pytestmark = pytest.mark.timeout(180)
 MISSION = f"ts_{uuid.uuid4().hex[:8]}"
-
-
-@pytest.fixture(scope="module")
-def receiver():
-    r = Receiver()
-    yield r
-    r.server.shutdown()
 
 
 @pytest_asyncio.fixture(scope="module")
