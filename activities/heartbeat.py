@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 from collections.abc import Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
@@ -64,12 +63,3 @@ async def in_thread(fn: Callable[..., T], *args: Any) -> T:
     """Run CPU-bound work (embedding, clustering) in a thread, heartbeating from the event loop."""
     async with keep_alive():
         return await asyncio.to_thread(fn, *args)
-
-
-def auto_heartbeat(fn: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
-    """Decorate an async activity to heartbeat for its whole run."""
-    @functools.wraps(fn)
-    async def wrapper(*args: Any, **kwargs: Any) -> T:
-        async with keep_alive():
-            return await fn(*args, **kwargs)
-    return wrapper
