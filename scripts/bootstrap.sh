@@ -12,6 +12,8 @@ if ! ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1; then
   echo "bootstrap: installing PostgreSQL from Debian"
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
 fi
+# pgvector: the embedded vector store's HNSW index, inside that PostgreSQL (a no-op once installed)
+bash scripts/install_pgvector.sh
 
 if [ ! -x "$VENV/bin/python" ]; then
   echo "bootstrap: creating $VENV"

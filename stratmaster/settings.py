@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -38,6 +39,9 @@ class Settings(BaseSettings):
 
     # Optional production services; unset means embedded default.
     qdrant_url: str | None = None
+    # Embedded vector store when qdrant_url is unset: "pgvector" (HNSW tables in the PostgreSQL above)
+    # or "qdrant-local" (Qdrant's client-side local mode: exact search, one process at a time per mission)
+    embedded_vectors: Literal["pgvector", "qdrant-local"] = "pgvector"
     qdrant_api_key: SecretStr | None = None
     opensearch_url: str | None = None
     opensearch_user: str | None = None
@@ -62,7 +66,7 @@ class Settings(BaseSettings):
     llm_api_key: SecretStr | None = None
     llm_json_schema: bool | None = None  # grammar-constrained JSON answers; unset: on for openai/ + llm_api_base
 
-    # Qdrant collection settings (seeds: dev m=16/ef=64 no quantisation; prod m=32/ef=128 int8)
+    # Vector index settings, Qdrant and pgvector (seeds: dev m=16/ef=64 no quantisation; prod m=32/ef=128 int8)
     hnsw_m: int = 16
     hnsw_ef_construct: int = 64
     quantization: bool = False

@@ -25,6 +25,7 @@ import pytest_asyncio
 from activities.stores.fulltext_sqlite import SqliteFullTextIndex
 from activities.stores.graph_sqlite import SqliteGraphStore
 from activities.stores.objects_fs import FsObjectStore
+from activities.stores.vectors_pgvector import PgVectorStore
 from activities.stores.vectors_qdrant import QdrantVectorStore
 from stratmaster.contracts.knowledge import Chunk
 from stratmaster.settings import Settings
@@ -34,8 +35,9 @@ from tests.adapters_support import MINIO_ENV, OPENSEARCH_ENV, make_minio, make_o
 @dataclass(frozen=True)
 class Impl:
     name: str
-    make: Callable[[Path], Any]
+    make: Callable[..., Any]  # make(data_dir), or make(data_dir, dsn) when postgres
     env: str | None = None  # required environment variable (server adapters)
+    postgres: bool = False  # make(data_dir, dsn): needs the session's PostgreSQL
 
 
 def env_settings(data_dir: Path) -> Settings:
@@ -48,6 +50,7 @@ OBJECT_IMPLS = [
     Impl("minio", make_minio, env=MINIO_ENV),
 ]
 VECTOR_IMPLS = [
+    Impl("pgvector", lambda d, dsn: PgVectorStore(dsn), postgres=True),
     Impl("qdrant-local", lambda d: QdrantVectorStore(data_dir=d)),
     Impl("qdrant-server", lambda d: QdrantVectorStore(url=os.environ["STRATMASTER_QDRANT_URL"]),
          env="STRATMASTER_QDRANT_URL"),
@@ -66,8 +69,8 @@ def params(impls: list[Impl]) -> list:
                          if i.env else []) for i in impls]
 
 
-async def _built(impl: Impl, data_dir: Path):
-    store = impl.make(data_dir)
+async def _built(impl: Impl, data_dir: Path, dsn: str | None = None):
+    store = impl.make(data_dir, dsn) if impl.postgres else impl.make(data_dir)
     try:
         yield store
     finally:
@@ -83,8 +86,8 @@ async def objects(request, tmp_path):
 
 
 @pytest_asyncio.fixture(params=params(VECTOR_IMPLS))
-async def vectors(request, tmp_path):
-    async for s in _built(request.param, tmp_path):
+async def vectors(request, tmp_path, postgres):
+    async for s in _built(request.param, tmp_path, postgres.dsn):
         yield s
 
 

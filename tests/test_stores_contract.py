@@ -17,6 +17,7 @@ from activities.stores.factory import Stores, build_stores, health_probes
 from activities.stores.fulltext_sqlite import SqliteFullTextIndex, fts_query
 from activities.stores.graph_sqlite import SqliteGraphStore
 from activities.stores.objects_fs import FsObjectStore
+from activities.stores.vectors_pgvector import PgVectorStore
 from activities.stores.vectors_qdrant import QdrantVectorStore, point_id
 from stratmaster.contracts.knowledge import Entity, Relation
 from stratmaster.errors import BAD_INPUT
@@ -586,18 +587,20 @@ async def test_graph_isolation_drop_and_round_trip(graph, missions):
 
 # --- factory ---------------------------------------------------------------------------------
 
-async def test_factory_embedded_defaults_health_and_drop_mission(tmp_path, missions):
+async def test_factory_embedded_defaults_health_and_drop_mission(tmp_path, missions, postgres):
     a, b = missions
     settings = Settings(_env_file=None, data_dir=tmp_path, qdrant_url=None, opensearch_url=None,
-                        nebula_hosts=None, minio_endpoint=None)
+                        nebula_hosts=None, minio_endpoint=None, database_url=postgres.dsn)
+    assert isinstance(build_stores(settings.model_copy(update={"embedded_vectors": "qdrant-local"})).vectors,
+                      QdrantVectorStore)
     stores = build_stores(settings)
     assert isinstance(stores, Stores)
-    assert isinstance(stores.objects, FsObjectStore) and isinstance(stores.vectors, QdrantVectorStore)
+    assert isinstance(stores.objects, FsObjectStore) and isinstance(stores.vectors, PgVectorStore)
     assert isinstance(stores.fulltext, SqliteFullTextIndex) and isinstance(stores.graph, SqliteGraphStore)
     probes = health_probes(settings)
     assert set(probes) >= {"objects", "vectors", "fulltext", "graph"}
     for name, (backend, probe) in probes.items():
-        assert backend in ("filesystem", "qdrant-local", "sqlite-fts5", "sqlite-graph"), name
+        assert backend in ("filesystem", "pgvector", "sqlite-fts5", "sqlite-graph"), name
         assert await probe()
     chunks = corpus_chunks()
     ents, rels = _graph_data()
@@ -614,9 +617,10 @@ async def test_factory_embedded_defaults_health_and_drop_mission(tmp_path, missi
     await stores.close()
 
 
-def test_factory_unreachable_server_fails_its_probe_only(tmp_path):
-    settings = Settings(_env_file=None, data_dir=tmp_path, nebula_hosts="127.0.0.1:1", qdrant_url=None)
+def test_factory_unreachable_server_fails_its_probe_only(tmp_path, postgres):
+    settings = Settings(_env_file=None, data_dir=tmp_path, nebula_hosts="127.0.0.1:1", qdrant_url=None,
+                        database_url=postgres.dsn)
     probes = health_probes(settings)
     with pytest.raises(Exception):  # no adapter yet, or nothing listening on port 1
         asyncio.run(probes["graph"][1]())
-    assert probes["vectors"][0] == "qdrant-local" and asyncio.run(probes["vectors"][1]())
+    assert probes["vectors"][0] == "pgvector" and "pgvector 0.8" in asyncio.run(probes["vectors"][1]())

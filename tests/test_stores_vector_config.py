@@ -1,24 +1,25 @@
 """Per-mission store parameters from the cartridge's `storage` section reach the
 stores: activating a mission (real Temporal, PostgreSQL, mission worker) creates
-its Qdrant collection with the cartridge's HNSW m / ef_construct / int8 scalar
-quantization / shards, and passes storage.fulltext shards/replicas to a
-full-text adapter that takes them (OpenSearch, checked against the real server
-when STRATMASTER_TEST_OPENSEARCH_URL is set).
+its pgvector table with an HNSW index built with the cartridge's m / ef_construct
+(quantization: a half-precision index), checked in PostgreSQL's own catalogue,
+and passes storage.fulltext shards/replicas to a full-text adapter that takes them
+(OpenSearch, checked against the real server when STRATMASTER_TEST_OPENSEARCH_URL is set).
 
-Qdrant LOCAL mode (the test default) searches exactly and drops HNSW,
-quantization and sharding parameters: its get_collection reports its own
-defaults. The store therefore records the parameters it asked for in the
-collection's metadata, and these tests check both that record (through
-get_collection) and the arguments actually given to create_collection."""
+Qdrant LOCAL mode (opt-in embedded alternative) searches exactly and drops HNSW,
+quantization and sharding parameters, so the Qdrant adapter records the parameters
+it asked for in the collection's metadata; its test checks that record and the
+arguments actually given to create_collection."""
 from __future__ import annotations
 
 import pytest
-from qdrant_client import QdrantClient, models
+from qdrant_client import QdrantClient
 from temporalio.exceptions import ApplicationError
 
 from activities.stores.base import collection_name
+from activities.stores.vectors_pgvector import PgVectorStore
 from activities.stores.vectors_qdrant import QdrantVectorStore
 from tests.adapters_support import OPENSEARCH_ENV, require_server
+from tests.conftest import pg_connect
 from tests.missions_support import activate, cartridge_text, mission_worker, new_mission, replay, start_activation
 
 TUNED = {"hnsw_m": 32, "hnsw_ef_construct": 128, "quantization": "int8", "shards": 2, "replicas": 1}
@@ -43,7 +44,14 @@ async def _collection_info(store: QdrantVectorStore, mission: str):
     return await store._call(mission, lambda c: c.get_collection(name), create=False)
 
 
-async def test_activation_applies_cartridge_vector_and_index_config(client, settings, create_calls):
+async def _index_def(settings, mission: str) -> str:
+    """The mission's HNSW index as PostgreSQL reports it (pg_indexes.indexdef)."""
+    async with pg_connect(settings) as conn:
+        return await conn.fetchval("SELECT indexdef FROM pg_indexes WHERE schemaname = 'vectors' AND indexname = $1",
+                                   f"m_{mission}_hnsw") or ""
+
+
+async def test_activation_applies_cartridge_vector_and_index_config(client, settings):
     mission = new_mission("vcfg")
     fulltext_calls: list[dict] = []
 
@@ -66,36 +74,56 @@ async def test_activation_applies_cartridge_vector_and_index_config(client, sett
         handle = await start_activation(client, text)
         res = await handle.result()
         assert res.status == "activated"
-        store = spec.extra["stores"].vectors
-        info = await _collection_info(store, mission)
+        config = await spec.extra["stores"].vectors.collection_config(mission)
 
-    assert info.config.metadata == {"stratmaster": {"hnsw_m": 32, "hnsw_ef_construct": 128, "quantization": True,
-                                                    "shards": 2, "replicas": 1}}
-    mine = [c for c in create_calls if c["name"] == collection_name(mission)]
-    assert len(mine) == 1
-    call = mine[0]
-    assert (call["hnsw_config"].m, call["hnsw_config"].ef_construct) == (32, 128)
-    scalar = call["quantization_config"].scalar
-    assert (scalar.type, scalar.quantile) == (models.ScalarType.INT8, 0.99)
-    assert (call["shard_number"], call["replication_factor"]) == (2, 1)
+    assert config == {"dim": 384, "hnsw_m": 32, "hnsw_ef_construct": 128, "quantization": True,
+                      "shards": 2, "replicas": 1}
+    index = await _index_def(settings, mission)  # the index PostgreSQL built: int8 asked, halfvec given
+    assert "USING hnsw" in index and "halfvec_cosine_ops" in index, index
+    assert "m='32'" in index and "ef_construction='128'" in index, index
     assert fulltext_calls == [{"mission": mission, "shards": 3, "replicas": 2}]
     await replay(client, [handle])
 
 
-async def test_activation_without_tuning_uses_settings(client, settings, create_calls):
+async def test_activation_without_tuning_uses_settings(client, settings):
     """The demo cartridge's storage defaults (m=16, ef=64, no quantization) are passed
     explicitly; the collection records them."""
     mission = new_mission("vdef")
     async with mission_worker(client, settings) as spec:
         assert (await activate(client, cartridge_text(mission))).status == "activated"
-        info = await _collection_info(spec.extra["stores"].vectors, mission)
-    assert info.config.metadata["stratmaster"] == {"hnsw_m": 16, "hnsw_ef_construct": 64, "quantization": False,
-                                                   "shards": 1, "replicas": 1}
-    call = next(c for c in create_calls if c["name"] == collection_name(mission))
-    assert call["quantization_config"] is None
+        config = await spec.extra["stores"].vectors.collection_config(mission)
+    assert config == {"dim": 384, "hnsw_m": 16, "hnsw_ef_construct": 64, "quantization": False,
+                      "shards": 1, "replicas": 1}
+    index = await _index_def(settings, mission)
+    assert "vector_cosine_ops" in index and "m='16'" in index and "ef_construction='64'" in index, index
 
 
-async def test_store_falls_back_to_settings_and_keeps_existing(tmp_path, create_calls):
+async def test_pgvector_falls_back_to_settings_and_keeps_existing(settings):
+    store = PgVectorStore(settings.database_url, hnsw_m=20, hnsw_ef_construct=90, quantization=True)
+    try:
+        a, b, c = new_mission("pa"), new_mission("pb"), new_mission("pc")
+        await store.ensure_collection(a, 8)  # nothing given: the store's settings
+        assert await store.collection_config(a) == {"dim": 8, "hnsw_m": 20, "hnsw_ef_construct": 90,
+                                                    "quantization": True}
+        assert "halfvec" in await _index_def(settings, a)
+        await store.ensure_collection(b, 8, hnsw_m=48, quantization=False)  # partial override
+        await store.ensure_collection(b, 8, hnsw_m=64)  # an existing table keeps what it was created with
+        assert (await store.collection_config(b))["hnsw_m"] == 48
+        assert "m='48'" in await _index_def(settings, b)
+        await store.ensure_collection(c, 8, hnsw_m=0)  # as in Qdrant: no graph, exact search
+        assert await _index_def(settings, c) == ""
+        for bad in ({"hnsw_m": -1}, {"hnsw_ef_construct": "big"}, {"quantization": "int8"}, {"shards": 0},
+                    {"replicas": True}):
+            with pytest.raises(ApplicationError) as ei:
+                await store.ensure_collection(new_mission("bad"), 8, **bad)
+            assert ei.value.non_retryable, bad
+        for m in (a, b, c):
+            await store.drop(m)
+    finally:
+        await store.close()
+
+
+async def test_qdrant_falls_back_to_settings_and_keeps_existing(tmp_path, create_calls):
     store = QdrantVectorStore(data_dir=tmp_path, hnsw_m=20, hnsw_ef_construct=90, quantization=True)
     try:
         a, b = new_mission("fa"), new_mission("fb")

@@ -71,17 +71,16 @@ class MaintenanceActivities(ActivityResources):
     async def optimise_indexes(self, _: Empty) -> OptimiseReport:
         actions: dict[str, dict[str, str]] = {}
         local_fts = not self.settings.opensearch_url
-        local_qdrant = not self.settings.qdrant_url
 
         async def fts(mission: str) -> str:
             if local_fts:
                 return await asyncio.to_thread(self._optimise_fts5_file, mission)
             return "no-op: OpenSearch merges segments itself (force-merge is for read-only indexes)"
 
-        async def vectors(mission: str) -> str:
-            if local_qdrant:
-                return "no-op: Qdrant local mode has no optimizer (points live in one in-process segment)"
-            return "no-op: Qdrant server optimizers run continuously on their own thresholds"
+        async def vectors(mission: str) -> str:  # pgvector's store vacuums through its optimize hook
+            if self.settings.qdrant_url:
+                return "no-op: Qdrant server optimizers run continuously on their own thresholds"
+            return "no-op: Qdrant local mode has no optimizer (points live in one in-process segment)"
 
         async def graph(mission: str) -> str:
             return "no-op: the graph store has nothing to compact"

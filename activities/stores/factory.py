@@ -46,10 +46,13 @@ def _objects(settings: Settings) -> ObjectStore:
 
 
 def _vectors(settings: Settings) -> VectorStore:
-    # One adapter for both modes: server when settings.qdrant_url is set, local mode otherwise.
-    from activities.stores.vectors_qdrant import QdrantVectorStore
+    if settings.qdrant_url or settings.embedded_vectors == "qdrant-local":
+        from activities.stores.vectors_qdrant import QdrantVectorStore  # production adapter (server)
 
-    return QdrantVectorStore.from_settings(settings)
+        return QdrantVectorStore.from_settings(settings)
+    from activities.stores.vectors_pgvector import PgVectorStore
+
+    return PgVectorStore.from_settings(settings)
 
 
 def _fulltext(settings: Settings) -> FullTextIndex:
