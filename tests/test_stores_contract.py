@@ -624,3 +624,19 @@ def test_factory_unreachable_server_fails_its_probe_only(tmp_path, postgres):
     with pytest.raises(Exception):  # no adapter yet, or nothing listening on port 1
         asyncio.run(probes["graph"][1]())
     assert probes["vectors"][0] == "pgvector" and "pgvector 0.8" in asyncio.run(probes["vectors"][1]())
+
+
+async def test_pgvector_returns_more_rows_than_the_hnsw_default(postgres, missions):
+    """An HNSW scan returns at most hnsw.ef_search rows (pgvector's default 40): the store keeps
+    it above the rows asked for on every pooled connection, also after the pool resets one."""
+    a, _ = missions
+    store = PgVectorStore(postgres.dsn, pool_max_size=1)
+    try:
+        chunks = [make_chunk(f"doc{i}", 0, f"chunk {i}") for i in range(2000)]
+        await store.upsert(a, chunks, [fake_vector(c.chunk_id) for c in chunks])
+        for _ in range(3):  # the one connection, released and reset between searches
+            assert len(await store.search(a, fake_vector("q"), 100)) == 100
+            assert len(await store.search(a, fake_vector("q"), 150)) == 150
+        await store.drop(a)
+    finally:
+        await store.close()
