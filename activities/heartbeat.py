@@ -2,8 +2,9 @@
 
 `keep_alive` heartbeats in the background while a long step runs (a COPY, a store dump,
 an LLM call, CPU work in a thread), so an activity's heartbeat timeout only fires for a dead
-worker; `heartbeat` records progress from a loop. Both are no-ops outside an activity, so
-the domain code they wrap stays callable from tests and benchmarks.
+worker; `heartbeat` records progress from a loop. Both are no-ops outside an activity and in
+local activities (which cannot heartbeat), so the domain code they wrap stays callable from
+tests, benchmarks and local activities.
 """
 from __future__ import annotations
 
@@ -20,9 +21,13 @@ T = TypeVar("T")
 HEARTBEAT_EVERY_S = 10.0
 
 
+def _beats() -> bool:
+    return activity.in_activity() and not activity.info().is_local
+
+
 def heartbeat(*details: Any) -> None:
-    """Heartbeat with `details` when running as an activity."""
-    if activity.in_activity():
+    """Heartbeat with `details` when running as a (non-local) activity."""
+    if _beats():
         activity.heartbeat(*details)
 
 
@@ -31,7 +36,7 @@ async def keep_alive(details: Any = None, every: float | None = None):
     """Heartbeat every `every` seconds (default: a third of the activity's heartbeat timeout,
     at most HEARTBEAT_EVERY_S) until the block exits. `details` may be a callable returning the
     current details (progress that changes while the block runs)."""
-    if not activity.in_activity():
+    if not _beats():
         yield
         return
     if every is None:
