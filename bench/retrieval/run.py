@@ -103,14 +103,15 @@ async def ensure_ingested(settings, docs, stores, embedder, pool) -> dict:
     from stratmaster.contracts.knowledge import Chunk
 
     marker = settings.abs_data_dir / "ingested.json"
-    fingerprint = hashlib.sha256(json.dumps([settings.embedding_model, settings.chunk_tokens,
-                                             settings.chunk_overlap_tokens, len(docs)]).encode()).hexdigest()[:16]
+    fingerprint = hashlib.sha256(json.dumps([settings.embedding_model, settings.chunk_tokens, settings.chunk_overlap_tokens,
+                                             len(docs), getattr(stores.vectors, "backend", "")]).encode()).hexdigest()[:16]
     await ensure_tenant(pool, MISSION)
     if marker.exists() and json.loads(marker.read_text()).get("fingerprint") == fingerprint:
         return json.loads(marker.read_text())
     t0 = time.perf_counter()
     await stores.vectors.drop(MISSION)
     await stores.fulltext.drop(MISSION)
+    (settings.abs_data_dir / "padded.json").unlink(missing_ok=True)
     n_chunks = 0
     batch: list = []
 
@@ -139,6 +140,40 @@ async def ensure_ingested(settings, docs, stores, embedder, pool) -> dict:
             "seconds": round(time.perf_counter() - t0, 1)}
     marker.write_text(json.dumps(info))
     return info
+
+
+async def ensure_padded(settings, stores, pad: int) -> int:
+    """Grow the mission to `pad` extra chunks for the latency-at-scale figures: copies of the
+    ingested chunks, each with its words shuffled and its vector moved by noise (so the index
+    sees the corpus's own distribution, not uniform random points), written straight into the
+    stores as the issue's 100k case allows. Padding documents are in no qrels: use --skip-quality."""
+    import numpy as np
+
+    from stratmaster.contracts.knowledge import Chunk
+
+    marker = settings.abs_data_dir / "padded.json"
+    have = json.loads(marker.read_text()).get("pad", 0) if marker.exists() else 0
+    if have >= pad:
+        return have
+    rows = [r for r in await stores.vectors.dump(MISSION) if not r["payload"]["document_id"].startswith("pad-")]
+    rng = np.random.default_rng(have)
+    t0 = time.perf_counter()
+    for start in range(have, pad, 1000):
+        chunks, vecs = [], []
+        for i in range(start, min(pad, start + 1000)):
+            src = rows[i % len(rows)]
+            words = src["payload"]["text"].split()
+            rng.shuffle(words)
+            v = np.asarray(src["vector"]) + rng.normal(0, 0.02, len(src["vector"]))
+            chunks.append(Chunk(chunk_id=str(uuid.uuid5(uuid.NAMESPACE_URL, f"pad-{i}")), document_id=f"pad-{i // 4}",
+                                ordinal=i % 4, text=" ".join(words), start=0, end=len(" ".join(words)),
+                                token_count=len(words), title=src["payload"].get("title")))
+            vecs.append((v / np.linalg.norm(v)).tolist())
+        await stores.fulltext.index(MISSION, chunks)
+        await stores.vectors.upsert(MISSION, chunks, vecs)
+        marker.write_text(json.dumps({"pad": start + len(chunks)}))
+        print(f"  padded {start + len(chunks)}/{pad} chunks ({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
+    return pad
 
 
 def doc_ranking(hits, doc_of: dict[str, int]) -> list[int]:
@@ -189,6 +224,10 @@ async def main(args) -> dict:
         acts = ResearchActivities(Resources(settings, stores=stores, pool=pool, embedder=embedder))
         info = await ensure_ingested(settings, docs, stores, embedder, pool)
         print(f"corpus: {info['documents']} documents, {info['chunks']} chunks (ingested in {info['seconds']} s, cached)")
+        if args.pad:
+            info["padding_chunks"] = await ensure_padded(settings, stores, args.pad)
+            info["mission_chunks"] = await stores.vectors.count(MISSION)
+            print(f"padded: the mission holds {info['mission_chunks']} chunks ({stores.vectors.backend})")
 
         # ---- quality
         retr = acts.retriever
@@ -270,7 +309,8 @@ async def main(args) -> dict:
         print(f"\nbest by nDCG@10: {best}")
         results = ROOT / "bench" / "results"
         results.mkdir(parents=True, exist_ok=True)
-        (results / ("retrieval-latency.json" if args.skip_quality else "retrieval.json")).write_text(json.dumps(out, indent=2))
+        name = f"retrieval-latency-{info.get('mission_chunks', info['chunks'])}.json" if args.skip_quality else "retrieval.json"
+        (results / name).write_text(json.dumps(out, indent=2))
         await pool.close()
         await stores.close()
         return out
@@ -283,4 +323,6 @@ if __name__ == "__main__":
     parser.add_argument("--dataset", default="/work/shared/datasets/cranfield")
     parser.add_argument("--latency-queries", type=int, default=100)
     parser.add_argument("--skip-quality", action="store_true", help="latency only")
+    parser.add_argument("--pad", type=int, default=0,
+                        help="grow the mission by this many synthetic chunks first (latency at scale; with --skip-quality)")
     asyncio.run(main(parser.parse_args()))
