@@ -70,11 +70,11 @@ async def activate(client: Client, text: str, actor: str = "test", task_queue: s
     return await (await start_activation(client, text, actor, task_queue)).result()
 
 
-def namespace_state(stores, mission: str) -> dict[str, bool]:
-    """Whether each embedded store holds anything for the mission (tests run on
-    the embedded defaults: these are their on-disk namespaces)."""
+async def namespace_state(stores, mission: str) -> dict[str, bool]:
+    """Whether each embedded store holds anything for the mission (tests run on the embedded
+    defaults: the mission's pgvector table, its on-disk full-text and graph files and objects)."""
     return {
-        "vectors": (stores.vectors.root / mission).exists(),
+        "vectors": await stores.vectors.collection_config(mission) is not None,
         "fulltext": (stores.fulltext.root / f"{mission}.db").exists(),
         "graph": (stores.graph.root / f"{mission}.db").exists(),
         "objects": (stores.objects.bucket_root / "tenants" / mission).exists(),

@@ -50,7 +50,7 @@ async def test_activate_provisions_every_store_and_audits(client, settings, work
     assert res.steps == ["postgres", "vectors", "fulltext", "graph", "objects", "record"]
 
     stores = worker.extra["stores"]
-    assert namespace_state(stores, mission) == {"vectors": True, "fulltext": True, "graph": True, "objects": True}
+    assert await namespace_state(stores, mission) == {"vectors": True, "fulltext": True, "graph": True, "objects": True}
     stored = await stores.objects.get(mission, cartridge_key("1.0.0"))
     assert b'"min_confidence": 0.3' in stored  # the demo cartridge's bar
 
@@ -202,7 +202,7 @@ async def test_deactivate_keeps_data_until_retention_then_purge(client, settings
                                       id=_id("purge", mission), task_queue=queues.MISSIONS)
     early = await hp1.result()
     assert early.purged == [] and mission in early.waiting
-    assert all(namespace_state(stores, mission).values())
+    assert all((await namespace_state(stores, mission)).values())
     assert await stores.objects.get(mission, "documents/d1/a.txt") == b"kept during retention"
 
     # retention over: every store and the rows are gone
@@ -212,7 +212,7 @@ async def test_deactivate_keeps_data_until_retention_then_purge(client, settings
                                       id=_id("purge", mission), task_queue=queues.MISSIONS)
     done = await hp2.result()
     assert done.purged == [mission]
-    assert not any(namespace_state(stores, mission).values())
+    assert not any((await namespace_state(stores, mission)).values())
     pg = await pg_state(settings, mission)
     assert pg["tenant"] is None and pg["versions"] == []
     assert pg["audit"][-1]["action"] == "purge" and pg["audit"][-1]["actor"] == "maint"

@@ -49,7 +49,7 @@ async def test_malformed_cartridge_never_activates_anything(client, settings):
             assert cause.type == "InvalidCartridge" and expect in cause.message
         problems = err.value.cause.details[0]  # the syntax error, as (path, reason, line) records
         assert problems[0]["path"] == "<document>" and problems[0]["line"] == 4
-        assert namespace_state(spec.extra["stores"], mission) == CLEAN
+        assert await namespace_state(spec.extra["stores"], mission) == CLEAN
     pg = await pg_state(settings, mission)
     assert pg == {"tenant": None, "versions": [], "audit": []}
     await replay(client, handles)
@@ -64,7 +64,7 @@ async def test_late_failure_undoes_every_step_of_a_new_mission(client, settings)
             await h.result()
         assert err.value.cause.type == "InjectedFailure"
         assert "failed at step record" in err.value.cause.message
-        assert namespace_state(spec.extra["stores"], mission) == CLEAN
+        assert await namespace_state(spec.extra["stores"], mission) == CLEAN
     pg = await pg_state(settings, mission)
     assert pg["tenant"] is None and pg["versions"] == []
     undone = [a["action"] for a in pg["audit"] if ".undo." in a["action"]]
@@ -133,12 +133,12 @@ async def test_cancellation_also_undoes(client, settings):
     async with mission_worker(client, settings, {"mission_provision_objects": hang}, queue) as spec:
         h = await start_activation(client, cartridge_text(mission), task_queue=queue)
         await asyncio.wait_for(started.wait(), 30)
-        assert namespace_state(spec.extra["stores"], mission)["graph"]  # earlier steps done
+        assert (await namespace_state(spec.extra["stores"], mission))["graph"]  # earlier steps done
         await h.cancel()
         with pytest.raises(WorkflowFailureError) as err:
             await h.result()
         assert isinstance(err.value.cause, CancelledError)
-        assert namespace_state(spec.extra["stores"], mission) == CLEAN
+        assert await namespace_state(spec.extra["stores"], mission) == CLEAN
     pg = await pg_state(settings, mission)
     assert pg["tenant"] is None
     assert [a["action"] for a in pg["audit"]][-1] == "activate.undo.postgres"
@@ -168,6 +168,6 @@ async def test_stale_plan_cannot_overwrite_a_concurrent_activation(client, setti
         assert err.value.type == "ConcurrentMissionChange"
         for name in ("record", "objects", "graph", "fulltext", "vectors", "postgres"):
             await missions.undo(UndoInput(step=step, name=name))
-        assert all(namespace_state(spec.extra["stores"], mission).values())
+        assert all((await namespace_state(spec.extra["stores"], mission)).values())
     pg = await pg_state(settings, mission)
     assert pg["tenant"]["active_version"] == "3.0.0" and pg["versions"] == ["1.0.0", "3.0.0"]
