@@ -104,7 +104,7 @@ def main(args):
     print(f"{len(questions)} questions, {len(rows)} sentences, {sum(y for _, _, y, _ in rows)} correct")
 
     def ranker_logit(f, w=WEIGHTS, b=BIAS):
-        return b + sum(w[n] * v for n, v in zip(NAMES, f)) + w.get("documents", 0) / 3
+        return b + sum(w.get(n, 0.0) * v for n, v in zip(NAMES, f)) + w.get("documents", 0) / 3
 
     best: dict[int, float] = {}
     for qi, f, _, ok in rows:

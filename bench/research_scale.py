@@ -1,0 +1,260 @@
+"""Research at a real mission size: latency at ~10k chunks (ingested through the product), while
+an ingestion writes into the same mission, and with 50 missions active at once.
+
+    bash bench/research_qa/install.sh            # the corpus: Debian's python3.11-doc
+    python bench/research_scale.py [--chunks 10000] [--missions 50] [--questions 40]
+
+One throwaway PostgreSQL (with pgvector, the embedded vector store) and Temporal dev server;
+the real missions and research workers in this process, the ingestion worker in its own
+(`python -m workers --queue ingestion-tasks`, as in the local stack). The mission gets the Python
+3.11 manual's pages through IngestDocumentsWorkflow (the research QA bench's 64 pages first,
+then library/ pages) until it holds --chunks chunks. Then, for the research QA bench's
+questions:
+  - retrieve-only ResearchWorkflow against the direct retrieval call (workflow overhead);
+  - full extractive ResearchWorkflow (cache off);
+  - both again while IngestDocumentsWorkflow writes more pages into the same mission (the
+    ratio to idle; on 2 cores the ingestion's embedding competes for the CPU as well);
+  - --missions missions activated and ingested (the research test corpus each), retrieve-only
+    research round-robin over them, and the RSS of this process and of PostgreSQL.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+from bench.research_qa.run import HTML_ROOT, corpus_pages, load_questions  # noqa: E402
+
+MISSION = "bench_scale"
+
+
+def pct(xs: list[float], p: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))] if xs else float("nan")
+
+
+def stats(xs: list[float]) -> dict:
+    return {"p50": round(pct(xs, 50), 1), "p95": round(pct(xs, 95), 1), "n": len(xs)}
+
+
+def rss_mib(pid: int | str = "self") -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def postgres_rss_mib(data_dir: Path) -> float:
+    """Sum of the RSS of the bench cluster's processes (the postmaster and its children)."""
+    try:
+        postmaster = int((data_dir / "postmaster.pid").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0.0
+    total = rss_mib(postmaster)
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                ppid = int(next(x for x in (proc / "status").read_text().splitlines() if x.startswith("PPid:")).split()[1])
+            except (OSError, StopIteration, ValueError):
+                continue
+            if ppid == postmaster:
+                total += rss_mib(proc.name)
+    return total
+
+
+async def main(args) -> dict:
+    from temporalio.contrib.pydantic import pydantic_data_converter
+    from temporalio.testing import WorkflowEnvironment
+    from temporalio.worker import Worker
+
+    import workers.missions
+    import workers.research
+    from activities.stores.postgres import apply_migrations
+    from stratmaster import queues
+    from stratmaster.contracts.ingestion import DocumentRef, IngestInput
+    from stratmaster.contracts.research import ResearchInput, RetrieveInput
+    from stratmaster.local_postgres import LocalPostgres
+    from stratmaster.local_temporal import temporal_binary
+    from stratmaster.search_attributes import MISSION_SA, for_mission
+    from stratmaster.settings import Settings
+    from tests.conftest import free_port
+    from tests.ingestion_support import worker_env
+    from tests.missions_support import activate, cartridge_text
+    from tests.research_support import CORPUS
+    from workflows.ingestion import IngestDocumentsWorkflow
+    from workflows.research import ResearchWorkflow
+
+    questions = [q["question"] for q in load_questions()][: args.questions]
+    first = corpus_pages()
+    rest = sorted(p for p in (HTML_ROOT / "library").rglob("*.html"))
+    bench_dir = Path(os.environ.get("STRATMASTER_BENCH_DIR", ROOT / ".data" / "bench-research-scale")).resolve()
+    bench_dir.mkdir(parents=True, exist_ok=True)
+    os.chmod(bench_dir, 0o755)
+    pg = LocalPostgres(data_dir=bench_dir / "pg", port=free_port())
+    pg.start()
+    env = None
+    ingestion_worker = None
+    out: dict = {"command": "python bench/research_scale.py " + " ".join(sys.argv[1:])}
+    try:
+        await apply_migrations(pg.dsn)
+        settings = Settings(_env_file=None, data_dir=bench_dir / "data", database_url=pg.dsn, postgres_port=pg.port)
+        env = await WorkflowEnvironment.start_local(
+            dev_server_existing_path=str(temporal_binary()), data_converter=pydantic_data_converter,
+            ip="127.0.0.1", search_attributes=[MISSION_SA], dev_server_log_level="error")
+        client = env.client
+        specs = {q: await mod.build(settings) for q, mod in ((queues.MISSIONS, workers.missions),
+                                                               (queues.RESEARCH, workers.research))}
+        ingestion_log = open(bench_dir / "ingestion-worker.log", "ab")
+        ingestion_worker = subprocess.Popen(
+            [sys.executable, "-m", "workers", "--queue", queues.INGESTION, "--metrics-port", str(free_port())],
+            env=worker_env(settings, client.service_client.config.target_host), cwd=ROOT,
+            stdout=ingestion_log, stderr=subprocess.STDOUT)
+        acts = specs[queues.RESEARCH].extra["research"]
+        pool = acts.pool
+
+        async def chunks_of(mission: str) -> int:
+            return int(await pool.fetchval("SELECT count(*) FROM chunks c JOIN tenants t ON t.id = c.tenant_id "
+                                           "WHERE t.name = $1", mission))
+
+        def ingest(mission: str, refs: list):
+            return client.execute_workflow(
+                IngestDocumentsWorkflow.run, IngestInput(mission=mission, documents=refs),
+                id=f"ingest-{mission}-{uuid.uuid4().hex[:8]}", task_queue=queues.INGESTION,
+                search_attributes=for_mission(mission))
+
+        async def retrieve_only(mission: str, q: str) -> float:
+            t = time.perf_counter()
+            await client.execute_workflow(
+                ResearchWorkflow.run, ResearchInput(mission=mission, query=q, subquestions=[q], top_k=10, mode="retrieve"),
+                id=f"research-{mission}-{uuid.uuid4().hex[:12]}", task_queue=queues.RESEARCH,
+                search_attributes=for_mission(mission))
+            return (time.perf_counter() - t) * 1000
+
+        async def full(mission: str, q: str) -> float:
+            t = time.perf_counter()
+            await client.execute_workflow(
+                ResearchWorkflow.run, ResearchInput(mission=mission, query=q, cache="off"),
+                id=f"research-{mission}-{uuid.uuid4().hex[:12]}", task_queue=queues.RESEARCH,
+                search_attributes=for_mission(mission))
+            return (time.perf_counter() - t) * 1000
+
+        async def direct(mission: str, q: str) -> float:
+            t = time.perf_counter()
+            await acts.retriever.retrieve(RetrieveInput(mission=mission, query=q, top_k=10, candidates=50))
+            return (time.perf_counter() - t) * 1000
+
+        with ThreadPoolExecutor(4) as ex:
+            running = [Worker(client, task_queue=q, workflows=s.workflows, activities=s.activities, activity_executor=ex,
+                              max_concurrent_activities=s.max_concurrent_activities) for q, s in specs.items()]
+            for w in running:
+                asyncio.ensure_future(w.run())
+
+            # ---- a mission of ~args.chunks chunks, ingested through the product
+            await activate(client, cartridge_text(MISSION))
+            t0 = time.perf_counter()
+            pages = list(first) + rest
+            # pages go in in order, so a mission kept from an earlier run holds the first `done`
+            done = int(await pool.fetchval("SELECT count(*) FROM documents d JOIN tenants t ON t.id = d.tenant_id "
+                                           "WHERE t.name = $1", MISSION))
+            have = await chunks_of(MISSION)
+            while have < args.chunks and done < len(pages):
+                batch = pages[done:done + 40]
+                await ingest(MISSION, [DocumentRef(path=str(p)) for p in batch])
+                done += len(batch)
+                have = await chunks_of(MISSION)
+                print(f"  ingested {done} pages: {have} chunks ({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
+            out["mission"] = {"pages": done, "chunks": have, "vectors": acts.stores.vectors.backend}
+            print(f"mission {MISSION}: {done} pages, {have} chunks ({acts.stores.vectors.backend})")
+
+            # ---- idle: direct vs retrieve-only workflow, and full research
+            await retrieve_only(MISSION, questions[0])  # warm-up
+            await full(MISSION, questions[0])
+            d_ms, r_ms, f_ms = [], [], []
+            for q in questions:
+                d_ms.append(await direct(MISSION, q))
+                r_ms.append(await retrieve_only(MISSION, q))
+                f_ms.append(await full(MISSION, q))
+            out["idle"] = {"direct_retrieval": stats(d_ms), "retrieve_only_workflow": stats(r_ms),
+                           "full_research": stats(f_ms)}
+            out["idle"]["workflow_overhead_p95"] = round(pct(r_ms, 95) / pct(d_ms, 95), 2)
+
+            # ---- the same while an ingestion writes into the mission
+            more = pages[done:done + args.ingest_pages]
+            writing = asyncio.ensure_future(ingest(MISSION, [DocumentRef(path=str(p)) for p in more]))
+            before = await chunks_of(MISSION)
+            r2, f2 = [], []
+            while not writing.done():
+                for i, q in enumerate(questions):
+                    if writing.done():
+                        break
+                    r2.append(await retrieve_only(MISSION, q))
+                    if i % 4 == 0:  # a full run takes seconds: retrieval gets most samples
+                        f2.append(await full(MISSION, q))
+            await writing
+            out["while_ingesting"] = {"pages": len(more), "chunks_written": await chunks_of(MISSION) - before,
+                                      "retrieve_only_workflow": stats(r2), "full_research": stats(f2),
+                                      "retrieve_only_p95_ratio": round(pct(r2, 95) / pct(r_ms, 95), 2),
+                                      "full_research_p95_ratio": round(pct(f2, 95) / pct(f_ms, 95), 2)}
+
+            # ---- many missions at once
+            rss0, pg0 = rss_mib(), postgres_rss_mib(bench_dir / "pg")
+            names = [f"bench_m{i:03d}" for i in range(args.missions)]
+            docs = [DocumentRef(name=n, content_b64=base64.b64encode(t.encode()).decode())
+                    for n, t in CORPUS.items()]
+            t0 = time.perf_counter()
+            for m in names:
+                await activate(client, cartridge_text(m))
+                await ingest(m, docs)
+            setup_s = time.perf_counter() - t0
+            m_ms = []
+            for i in range(2 * len(names)):
+                m_ms.append(await retrieve_only(names[i % len(names)], questions[i % len(questions)]))
+            out["missions"] = {"count": len(names), "chunks_each": await chunks_of(names[0]),
+                               "setup_s": round(setup_s, 1), "retrieve_only_workflow": stats(m_ms),
+                               "rss_mib": {"bench_process_before": round(rss0), "bench_process_after": round(rss_mib()),
+                                           "postgres_before": round(pg0),
+                                           "postgres_after": round(postgres_rss_mib(bench_dir / "pg"))},
+                               "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}
+            for w in running:
+                await w.shutdown()
+        for s in specs.values():
+            if s.close:
+                await s.close()
+        print(json.dumps(out, indent=2))
+        results = ROOT / "bench" / "results"
+        results.mkdir(parents=True, exist_ok=True)
+        (results / "research_scale.json").write_text(json.dumps(out, indent=2))
+        return out
+    finally:
+        if ingestion_worker is not None:
+            ingestion_worker.terminate()
+            ingestion_worker.wait(30)
+        if env is not None:
+            await env.shutdown()
+        pg.stop()
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--chunks", type=int, default=10_000, help="ingest pages until the mission holds this many chunks")
+    ap.add_argument("--questions", type=int, default=40)
+    ap.add_argument("--ingest-pages", type=int, default=80, help="pages written while research runs")
+    ap.add_argument("--missions", type=int, default=50)
+    asyncio.run(main(ap.parse_args()))
