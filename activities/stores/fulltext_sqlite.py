@@ -76,6 +76,9 @@ whom whose when where why how do does did can could would should will shall may 
 into onto about any some""".split())
 
 
+TIE_MARGIN = 50
+
+
 def fts_query(text: str) -> str | None:
     """Plain text -> a safe FTS5 MATCH expression: every word token quoted as a
     phrase and OR-ed, so operators (AND/OR/NOT/NEAR, *, ^, :, quotes, parentheses)
@@ -149,13 +152,14 @@ class SqliteFullTextIndex:
 
         def run(conn: sqlite3.Connection) -> list[tuple]:
             # the top rows by score first, then their columns: joining every match before the
-            # sort costs more than the scoring at 100k chunks
+            # sort costs more than the scoring at 100k chunks. Ties are broken by chunk_id, which
+            # a restore keeps (rowids it does not), so the inner cut keeps TIE_MARGIN rows extra.
             return conn.execute(
                 """SELECT c.chunk_id, c.document_id, c.text, c.start, c."end", c.title, t.score
                    FROM (SELECT rowid, -bm25(chunks_fts, 1.0, 0.5) AS score FROM chunks_fts
-                         WHERE chunks_fts MATCH ? ORDER BY score DESC, rowid LIMIT ?) t
-                   JOIN chunks c ON c.rowid = t.rowid ORDER BY t.score DESC, c.chunk_id""",
-                (match, int(limit)),
+                         WHERE chunks_fts MATCH ? ORDER BY score DESC LIMIT ?) t
+                   JOIN chunks c ON c.rowid = t.rowid ORDER BY t.score DESC, c.chunk_id LIMIT ?""",
+                (match, int(limit) + TIE_MARGIN, int(limit)),
             ).fetchall()
         rows = await asyncio.to_thread(self._with, mission, run, False, [])
         return [SearchHit(chunk_id=r[0], document_id=r[1], text=r[2], start=r[3], end=r[4], title=r[5],
