@@ -300,3 +300,24 @@ def test_a_compound_questions_answer_answers_each_part():
     assert [s.text for s in combined.sentences] == ["A holds 14%.", "B grows 21% a year.", "B is growing quickly."]
     assert combined.confidence == 0.4 and combined.text.startswith("A holds 14%.")
     assert combine_answers("q", whole, [Answer(question="C", text="")]) == whole
+
+
+def test_sentence_vectors_embed_each_mission_sentence_once_and_stay_bounded():
+    from activities.research.sentence_vectors import SentenceVectors
+
+    calls: list[list[str]] = []
+
+    def embed(texts: list[str]) -> list[list[float]]:
+        calls.append(list(texts))
+        return [[float(len(t)), 1.0] for t in texts]
+
+    cache = SentenceVectors(max_entries=3)
+    a = cache.for_mission("ma", embed)
+    assert [list(v) for v in a(["one", "three", "one"])] == [[3.0, 1.0], [5.0, 1.0], [3.0, 1.0]]
+    a(["three", "four"])  # only the new text reaches the model
+    assert calls == [["one", "three"], ["four"]]
+    cache.for_mission("mb", embed)(["one"])  # another mission's same sentence is its own entry
+    assert calls[-1] == ["one"]
+    assert len(cache._lru) == 3  # bounded: the least recently used ("ma", "one") went first
+    a(["one"])
+    assert calls[-1] == ["one"] and (cache.hits, cache.misses) == (2, 5)

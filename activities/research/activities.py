@@ -25,6 +25,7 @@ from activities.research.gates import apply_gates, gates_from
 from activities.research import cache as research_cache
 from activities.research.planning import content_terms, deterministic_plan
 from activities.research.retrieval import Retriever
+from activities.research.sentence_vectors import SentenceVectors
 from activities.resources import Resources
 from activities.stores.tenants import require_mission
 from activities.research.synthesis import (
@@ -72,6 +73,7 @@ class ResearchActivities:
         self.pool = pool
         self.embedder = embedder
         self.retriever = Retriever(settings, stores, embedder)
+        self.sentence_vectors = SentenceVectors()
         # the mission's active cartridge governs every step (hot reload within the reader's TTL)
         self.config = config or MissionConfigReader(settings, pool=pool)
         self.cache = cache or (research_cache.RedisCache(settings.redis_url) if settings.redis_url
@@ -256,7 +258,7 @@ class ResearchActivities:
         cart = await self._cartridge(req.mission)
         gates = gates_from(cart.quality)
         notes: list[str] = []
-        embed = _memo(self._embed)  # sentences are embedded once for the question and every sub-question
+        embed = self.sentence_vectors.for_mission(req.mission, self._embed)  # once per worker, not per run
         hits = req.hits
         claims, synthesiser, dropped = None, "extractive", 0
         model = self._llm_for(cart, "synthesis", notes) if hits else None
@@ -501,18 +503,6 @@ def _cache_metric(outcome: str) -> None:
             "stratmaster_research_cache", "research answer cache lookups by outcome").add(1, {"outcome": outcome})
     except RuntimeError:  # outside an activity (tests calling the method directly)
         pass
-
-
-def _memo(embed):
-    """embed() with a per-call cache: the question's and sub-questions' scorers share sentence vectors."""
-    cache: dict[str, Any] = {}
-
-    def run(texts: list[str]):
-        missing = [t for t in dict.fromkeys(texts) if t not in cache]
-        if missing:
-            cache.update(zip(missing, embed(missing)))
-        return [cache[t] for t in texts]
-    return run
 
 
 def _cite(x: Citation) -> str:
