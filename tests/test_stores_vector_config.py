@@ -20,6 +20,7 @@ from activities.stores.vectors_pgvector import PgVectorStore
 from activities.stores.vectors_qdrant import QdrantVectorStore
 from tests.adapters_support import OPENSEARCH_ENV, require_server
 from tests.conftest import pg_connect
+from tests.stores_support import fake_vector, make_chunk
 from tests.missions_support import activate, cartridge_text, mission_worker, new_mission, replay, start_activation
 
 TUNED = {"hnsw_m": 32, "hnsw_ef_construct": 128, "quantization": "int8", "shards": 2, "replicas": 1}
@@ -106,6 +107,12 @@ async def test_pgvector_falls_back_to_settings_and_keeps_existing(settings):
         assert await store.collection_config(a) == {"dim": 8, "hnsw_m": 20, "hnsw_ef_construct": 90,
                                                     "quantization": True}
         assert "halfvec" in await _index_def(settings, a)
+        chunks = [make_chunk(f"doc{i}", 0, f"chunk {i}") for i in range(50)]
+        vecs = [fake_vector(c.chunk_id, 8) for c in chunks]
+        await store.upsert(a, chunks, vecs)
+        for i in (0, 17, 49):  # searched through the half-precision index, scored exactly
+            hit = (await store.search(a, vecs[i], 3))[0]
+            assert hit.chunk_id == chunks[i].chunk_id and hit.score > 0.999
         await store.ensure_collection(b, 8, hnsw_m=48, quantization=False)  # partial override
         await store.ensure_collection(b, 8, hnsw_m=64)  # an existing table keeps what it was created with
         assert (await store.collection_config(b))["hnsw_m"] == 48
