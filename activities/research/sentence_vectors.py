@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from typing import Callable, Sequence
+from typing import Callable, Sequence, cast
 
 import numpy as np
 
@@ -26,7 +26,7 @@ class SentenceVectors:
 
     def for_mission(self, mission: str, embed: Embed) -> Embed:
         """embed() for `mission`'s texts, through the cache."""
-        def run(texts: list[str]) -> list[np.ndarray]:
+        def run(texts: list[str]) -> Sequence[Sequence[float]]:
             found: dict[str, np.ndarray] = {}
             with self._lock:
                 for t in dict.fromkeys(texts):
@@ -46,5 +46,5 @@ class SentenceVectors:
             with self._lock:
                 self.hits += len(texts) - len(missing)
                 self.misses += len(missing)
-            return [found[t] for t in texts]
+            return cast(Sequence[Sequence[float]], [found[t] for t in texts])  # float32 rows
         return run
