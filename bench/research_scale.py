@@ -196,8 +196,15 @@ async def main(args) -> dict:
             out["idle"]["workflow_overhead_p95"] = round(pct(r_ms, 95) / pct(d_ms, 95), 2)
 
             # ---- the same while an ingestion writes into the mission
-            more = pages[done:done + args.ingest_pages]
-            writing = asyncio.ensure_future(ingest(MISSION, [DocumentRef(path=str(p)) for p in more]))
+            more = [DocumentRef(path=str(p)) for p in pages[done:done + args.ingest_pages]]
+            if len(more) < args.ingest_pages:  # a kept mission holds every page: copies, each its own hash
+                tag = uuid.uuid4().hex[:8]
+                copies = bench_dir / "copies" / tag
+                copies.mkdir(parents=True)
+                for p in pages[: args.ingest_pages - len(more)]:
+                    (copies / p.name).write_bytes(f"<!-- {tag} -->\n".encode() + p.read_bytes())
+                    more.append(DocumentRef(path=str(copies / p.name)))
+            writing = asyncio.ensure_future(ingest(MISSION, more))
             before = await chunks_of(MISSION)
             r2, f2 = [], []
             while not writing.done():
