@@ -87,6 +87,25 @@ class ObjectNotFound(FileNotFoundError):
     """Raised by every object store adapter for a missing key."""
 
 
+def vector_index_config(defaults: tuple[int, int, bool], hnsw_m: int | None = None,
+                        hnsw_ef_construct: int | None = None, quantization: bool | None = None,
+                        shards: int | None = None, replicas: int | None = None) -> dict:
+    """A mission's vector index parameters (a cartridge's storage.vectors), each not given
+    falling back to the store's `defaults` (hnsw_m, hnsw_ef_construct, quantization); shards and
+    replicas stay None when not given. Bad values are the caller's input error."""
+    cfg = {"hnsw_m": defaults[0] if hnsw_m is None else hnsw_m,
+           "hnsw_ef_construct": defaults[1] if hnsw_ef_construct is None else hnsw_ef_construct,
+           "quantization": defaults[2] if quantization is None else quantization,
+           "shards": shards, "replicas": replicas}
+    for key, low in (("hnsw_m", 0), ("hnsw_ef_construct", 4), ("shards", 1), ("replicas", 1)):
+        v = cfg[key]
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < low):
+            raise bad_input(f"bad {key} {v!r}: an integer >= {low}")
+    if not isinstance(cfg["quantization"], bool):
+        raise bad_input(f"bad quantization {cfg['quantization']!r}: true or false")
+    return cfg
+
+
 def collection_name(mission: str) -> str:
     return f"tenant_{mission}_chunks"
 

@@ -27,6 +27,7 @@ import asyncpg
 from pgvector import Vector
 from pgvector.asyncpg import register_vector
 
+from activities.stores.base import vector_index_config
 from activities.stores.vectors_qdrant import point_id
 from stratmaster.contracts.common import check_mission
 from stratmaster.contracts.knowledge import Chunk, SearchHit
@@ -119,16 +120,8 @@ class PgVectorStore:
                 quantization: bool | None = None, shards: int | None = None, replicas: int | None = None) -> dict:
         """Per-mission parameters, each falling back to the store's settings (shards and
         replicas are recorded only: one PostgreSQL has neither)."""
-        cfg = {"hnsw_m": self.hnsw_m if hnsw_m is None else hnsw_m,
-               "hnsw_ef_construct": self.hnsw_ef_construct if hnsw_ef_construct is None else hnsw_ef_construct,
-               "quantization": self.quantization if quantization is None else quantization,
-               "shards": shards, "replicas": replicas}
-        for key, low in (("hnsw_m", 0), ("hnsw_ef_construct", 4), ("shards", 1), ("replicas", 1)):
-            v = cfg[key]
-            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < low):
-                raise bad_input(f"bad {key} {v!r}: an integer >= {low}")
-        if not isinstance(cfg["quantization"], bool):
-            raise bad_input(f"bad quantization {cfg['quantization']!r}: true or false")
+        cfg = vector_index_config((self.hnsw_m, self.hnsw_ef_construct, self.quantization),
+                                  hnsw_m, hnsw_ef_construct, quantization, shards, replicas)
         return {k: v for k, v in cfg.items() if v is not None}
 
     async def _collection(self, conn: asyncpg.Connection, mission: str) -> dict | None:

@@ -43,7 +43,7 @@ from typing import Any, Callable, Iterator, Sequence, TypeVar
 
 from qdrant_client import QdrantClient, models
 
-from activities.stores.base import collection_name
+from activities.stores.base import collection_name, vector_index_config
 from stratmaster.contracts.common import check_mission
 from stratmaster.contracts.knowledge import Chunk, SearchHit
 from stratmaster.errors import ServiceUnavailable, bad_input
@@ -277,17 +277,8 @@ class QdrantVectorStore:
                 replicas: int | None = None) -> dict:
         """Per-mission collection parameters, each falling back to the store's settings
         (shards/replicas: the server's default when not given)."""
-        cfg = {"hnsw_m": self.hnsw_m if hnsw_m is None else hnsw_m,
-               "hnsw_ef_construct": self.hnsw_ef_construct if hnsw_ef_construct is None else hnsw_ef_construct,
-               "quantization": self.quantization if quantization is None else quantization,
-               "shards": shards, "replicas": replicas}
-        for key, low in (("hnsw_m", 0), ("hnsw_ef_construct", 4), ("shards", 1), ("replicas", 1)):
-            v = cfg[key]
-            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < low):
-                raise bad_input(f"bad {key} {v!r}: an integer >= {low}")
-        if not isinstance(cfg["quantization"], bool):
-            raise bad_input(f"bad quantization {cfg['quantization']!r}: true or false")
-        return cfg
+        return vector_index_config((self.hnsw_m, self.hnsw_ef_construct, self.quantization),
+                                   hnsw_m, hnsw_ef_construct, quantization, shards, replicas)
 
     def _ensure(self, client: QdrantClient, name: str, dim: int, cfg: dict | None = None) -> None:
         if client.collection_exists(name):
