@@ -17,14 +17,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from temporalio.contrib.pydantic import pydantic_data_converter  # noqa: E402
-from temporalio.testing import WorkflowEnvironment  # noqa: E402
 
 from activities.stores.postgres import apply_migrations  # noqa: E402
 from stratmaster import queues  # noqa: E402
 from stratmaster.local_postgres import LocalPostgres  # noqa: E402
-from stratmaster.local_temporal import temporal_binary  # noqa: E402
-from stratmaster.search_attributes import MISSION_SA  # noqa: E402
+from stratmaster.local_temporal import start_local_env  # noqa: E402
 from stratmaster.settings import Settings  # noqa: E402
 from tests.api_support import api_client, cartridge, make_app, run_workers, terminate_quietly, wait_closed  # noqa: E402
 from tests.conftest import free_port  # noqa: E402
@@ -49,9 +46,7 @@ async def run(n: int) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="bench-api-"))
     pg = LocalPostgres(data_dir=tmp / "pg", port=free_port())
     pg.start()
-    env = await WorkflowEnvironment.start_local(dev_server_existing_path=str(temporal_binary()),
-                                                data_converter=pydantic_data_converter, ip="127.0.0.1",
-                                                search_attributes=[MISSION_SA], dev_server_log_level="error")
+    env = await start_local_env()
     started: list[str] = []
     try:
         await apply_migrations(pg.dsn)

@@ -19,15 +19,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from temporalio.contrib.pydantic import pydantic_data_converter  # noqa: E402
-from temporalio.testing import WorkflowEnvironment  # noqa: E402
 
 from activities.stores.postgres import apply_migrations  # noqa: E402
 from stratmaster import queues  # noqa: E402
 from stratmaster.contracts.research import ResearchInput  # noqa: E402
 from stratmaster.local_postgres import LocalPostgres  # noqa: E402
-from stratmaster.local_temporal import temporal_binary  # noqa: E402
-from stratmaster.search_attributes import MISSION_SA, for_mission  # noqa: E402
+from stratmaster.local_temporal import start_local_env  # noqa: E402
+from stratmaster.search_attributes import for_mission  # noqa: E402
 from stratmaster.settings import Settings  # noqa: E402
 from tests.conftest import free_port, queue_worker  # noqa: E402
 from tests.research_support import activate_mission, ingest_corpus, research_worker  # noqa: E402
@@ -53,9 +51,7 @@ async def main(n: int) -> None:
         await apply_migrations(pg.dsn)
         settings = Settings(_env_file=None, data_dir=work / "data", database_url=pg.dsn, postgres_port=pg.port,
                             auth_mode="dev")
-        env = await WorkflowEnvironment.start_local(
-            dev_server_existing_path=str(temporal_binary()), data_converter=pydantic_data_converter,
-            ip="127.0.0.1", search_attributes=[MISSION_SA], dev_server_log_level="error")
+        env = await start_local_env()
         try:
             client = env.client
             mission = f"bench_cache_{uuid.uuid4().hex[:6]}"

@@ -80,8 +80,6 @@ def postgres_rss_mib(data_dir: Path) -> float:
 
 
 async def main(args) -> dict:
-    from temporalio.contrib.pydantic import pydantic_data_converter
-    from temporalio.testing import WorkflowEnvironment
     from temporalio.worker import Worker
 
     import workers.missions
@@ -91,8 +89,8 @@ async def main(args) -> dict:
     from stratmaster.contracts.ingestion import DocumentRef, IngestInput
     from stratmaster.contracts.research import ResearchInput, RetrieveInput
     from stratmaster.local_postgres import LocalPostgres
-    from stratmaster.local_temporal import temporal_binary
-    from stratmaster.search_attributes import MISSION_SA, for_mission
+    from stratmaster.local_temporal import start_local_env
+    from stratmaster.search_attributes import for_mission
     from stratmaster.settings import Settings
     from tests.conftest import free_port
     from tests.ingestion_support import worker_env
@@ -115,9 +113,7 @@ async def main(args) -> dict:
     try:
         await apply_migrations(pg.dsn)
         settings = Settings(_env_file=None, data_dir=bench_dir / "data", database_url=pg.dsn, postgres_port=pg.port)
-        env = await WorkflowEnvironment.start_local(
-            dev_server_existing_path=str(temporal_binary()), data_converter=pydantic_data_converter,
-            ip="127.0.0.1", search_attributes=[MISSION_SA], dev_server_log_level="error")
+        env = await start_local_env()
         client = env.client
         specs = {q: await mod.build(settings) for q, mod in ((queues.MISSIONS, workers.missions),
                                                                (queues.RESEARCH, workers.research))}

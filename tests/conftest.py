@@ -24,8 +24,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from stratmaster.local_postgres import LocalPostgres
-from stratmaster.local_temporal import temporal_binary
-from stratmaster.search_attributes import MISSION_SA
+from stratmaster.local_temporal import start_local_env
 from stratmaster.settings import Settings
 
 
@@ -57,13 +56,7 @@ def postgres(session_dir):
 
 @pytest_asyncio.fixture(scope="session")
 async def temporal_env():
-    env = await WorkflowEnvironment.start_local(
-        dev_server_existing_path=str(temporal_binary()),
-        data_converter=pydantic_data_converter,
-        ip="127.0.0.1",
-        search_attributes=[MISSION_SA],
-        dev_server_log_level="error",
-    )
+    env = await start_local_env()
     yield env
     await env.shutdown()
 

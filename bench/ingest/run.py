@@ -51,8 +51,6 @@ def peak_rss_mb() -> float:
 
 
 async def main(args) -> None:
-    from temporalio.contrib.pydantic import pydantic_data_converter
-    from temporalio.testing import WorkflowEnvironment
     from temporalio.worker import Worker
 
     import workers.ingestion
@@ -63,8 +61,8 @@ async def main(args) -> None:
     from stratmaster import queues
     from stratmaster.contracts.ingestion import DocumentRef, IngestInput
     from stratmaster.local_postgres import LocalPostgres
-    from stratmaster.local_temporal import temporal_binary
-    from stratmaster.search_attributes import MISSION_SA, for_mission
+    from stratmaster.local_temporal import start_local_env
+    from stratmaster.search_attributes import for_mission
     from stratmaster.settings import Settings
     from tests.conftest import free_port
     from workflows.ingestion import IngestDocumentsWorkflow
@@ -92,9 +90,7 @@ async def main(args) -> None:
         conn = await asyncpg.connect(pg.dsn)
         await ensure_tenant(conn, "bench")
         await conn.close()
-        env = await WorkflowEnvironment.start_local(
-            dev_server_existing_path=str(temporal_binary()), data_converter=pydantic_data_converter,
-            ip="127.0.0.1", search_attributes=[MISSION_SA], dev_server_log_level="error")
+        env = await start_local_env()
         client = env.client
 
         t_load = time.perf_counter()

@@ -165,8 +165,6 @@ def at_bar(results: dict[str, dict], bar: float) -> dict[str, dict]:
 
 
 async def main(args) -> dict:
-    from temporalio.contrib.pydantic import pydantic_data_converter
-    from temporalio.testing import WorkflowEnvironment
     from temporalio.worker import Worker
 
     import workers.ingestion
@@ -178,8 +176,8 @@ async def main(args) -> dict:
     from stratmaster.contracts.missions import ActivateMissionInput
     from stratmaster.contracts.research import ResearchInput
     from stratmaster.local_postgres import LocalPostgres
-    from stratmaster.local_temporal import temporal_binary
-    from stratmaster.search_attributes import MISSION_SA, for_mission
+    from stratmaster.local_temporal import start_local_env
+    from stratmaster.search_attributes import for_mission
     from stratmaster.settings import Settings
     from tests.conftest import free_port
     from workflows.ingestion import IngestDocumentsWorkflow
@@ -204,9 +202,7 @@ async def main(args) -> dict:
                      "llm_api_base": os.environ["STRATMASTER_LLM_API_BASE"]}
         settings = Settings(_env_file=None, data_dir=bench_dir / "data", database_url=pg.dsn, postgres_port=pg.port,
                             mission_config_ttl_seconds=0, **extra)
-        env = await WorkflowEnvironment.start_local(
-            dev_server_existing_path=str(temporal_binary()), data_converter=pydantic_data_converter,
-            ip="127.0.0.1", search_attributes=[MISSION_SA], dev_server_log_level="error")
+        env = await start_local_env()
         client = env.client
         specs = {q: await mod.build(settings) for q, mod in ((queues.MISSIONS, workers.missions),
                                                                (queues.INGESTION, workers.ingestion),

@@ -189,8 +189,6 @@ def doc_ranking(hits, doc_of: dict[str, int]) -> list[int]:
 # ---------------------------------------------------------------- main
 
 async def main(args) -> dict:
-    from temporalio.contrib.pydantic import pydantic_data_converter
-    from temporalio.testing import WorkflowEnvironment
     from temporalio.worker import Worker
 
     from activities.ingest.embedding import get_embedder
@@ -202,8 +200,7 @@ async def main(args) -> dict:
     from stratmaster import queues
     from stratmaster.contracts.research import ResearchInput, RetrieveInput
     from stratmaster.local_postgres import LocalPostgres
-    from stratmaster.local_temporal import temporal_binary
-    from stratmaster.search_attributes import MISSION_SA
+    from stratmaster.local_temporal import start_local_env
     from stratmaster.settings import Settings
     from tests.conftest import free_port
     from workflows.research import ResearchWorkflow
@@ -263,9 +260,7 @@ async def main(args) -> dict:
         parts: dict[str, list[float]] = {}
         through: list[float] = []
         activity_ms: list[float] = []
-        env = await WorkflowEnvironment.start_local(
-            dev_server_existing_path=str(temporal_binary()), data_converter=pydantic_data_converter,
-            ip="127.0.0.1", search_attributes=[MISSION_SA], dev_server_log_level="error")
+        env = await start_local_env()
         try:
             with ThreadPoolExecutor(4) as ex:
                 async with Worker(env.client, task_queue=queues.RESEARCH, workflows=[ResearchWorkflow],
