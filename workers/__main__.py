@@ -28,7 +28,20 @@ from workers.registry import build, serving
 log = logging.getLogger("stratmaster.worker")
 
 
-async def run(queue: str, metrics_port: int | None) -> None:
+# Batch work that may take both cores for minutes; research is what someone waits for.
+BACKGROUND_QUEUES = frozenset({queues.INGESTION, queues.MAINTENANCE})
+
+
+def lower_priority(queue: str, nice: int) -> int:
+    """Run a background queue's worker at `nice` (before torch or the Temporal runtime
+    start their threads, which inherit it); the process's niceness after."""
+    current = os.getpriority(os.PRIO_PROCESS, 0)
+    if queue in BACKGROUND_QUEUES and nice > current:
+        os.setpriority(os.PRIO_PROCESS, 0, nice)
+    return os.getpriority(os.PRIO_PROCESS, 0)
+
+
+async def run(queue: str, metrics_port: int | None, nice: int = 0) -> None:
     settings = get_settings()
     configure_tracing(f"stratmaster-worker-{queue}", settings)
     port = metrics_port if metrics_port is not None else metrics_port_for(queue, settings.metrics_port_base)
@@ -45,7 +58,7 @@ async def run(queue: str, metrics_port: int | None) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     async with serving(client, queue, spec, graceful_shutdown_timeout=timedelta(seconds=20)):
-        log.info("worker started", extra={"queue": queue, "metrics_port": port,
+        log.info("worker started", extra={"queue": queue, "metrics_port": port, "nice": nice,
                                             "workflows": [w.__name__ for w in spec.workflows]})
         await stop.wait()
         log.info("worker stopping", extra={"queue": queue})
@@ -60,7 +73,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     configure_logging(json_logs=get_settings().log_json)
     try:
-        asyncio.run(run(args.queue, args.metrics_port))
+        # first, in the main thread: every thread started later inherits it
+        nice = lower_priority(args.queue, get_settings().background_worker_nice)
+        asyncio.run(run(args.queue, args.metrics_port, nice))
         # Stopped cleanly (everything closed, logs written): leave without interpreter
         # finalisation, which the Temporal runtime's and gRPC's native threads can race
         # ("PyGILState_Release ... finalizing", exit -6, seen under load).
