@@ -103,3 +103,22 @@ def worker_env(settings: Settings, address: str) -> dict[str, str]:
         "TRANSFORMERS_OFFLINE": "1",
     })
     return env
+
+
+class CountingEmbedder:
+    """The real embedder, recording the texts of each call that embeds chunks (both entry points)."""
+
+    def __init__(self, real):
+        self.real = real
+        self.calls: list[list[str]] = []
+
+    def __getattr__(self, name):
+        return getattr(self.real, name)
+
+    def embed(self, texts):
+        self.calls.append(list(texts))
+        return self.real.embed(texts)
+
+    def embed_passages(self, texts, spans):
+        self.calls.append(list(texts))
+        return self.real.embed_passages(texts, spans)

@@ -17,7 +17,8 @@ from stratmaster import queues
 from stratmaster.contracts.ingestion import DocumentRef, IngestGroupInput, IngestInput, workflow_id_for
 from stratmaster.search_attributes import for_mission
 from tests.ingestion_support import (
-    ingestion_settings, ingestion_worker, new_mission, store_counts, write_bad_documents, write_small_docs,
+    CountingEmbedder, ingestion_settings, ingestion_worker, new_mission, store_counts, write_bad_documents,
+    write_small_docs,
 )
 from workflows.ingestion import GROUPS_PATCH, IngestDocumentsWorkflow, IngestSliceWorkflow
 
@@ -41,18 +42,8 @@ async def test_group_activity_embeds_once_fails_alone_and_resumes_after_finished
 
     spec = await workers.ingestion.build(s, warm_up=False)
     acts = spec.extra["ingestion"]
-    real = acts.embedder
-    calls: list[list[str]] = []
-
-    class CountingEmbedder:
-        def __getattr__(self, name):
-            return getattr(real, name)
-
-        def embed(self, texts):
-            calls.append(list(texts))
-            return real.embed(texts)
-
-    acts.resources._embedder = CountingEmbedder()
+    counting = acts.resources._embedder = CountingEmbedder(acts.embedder)
+    calls = counting.calls
     try:
         beats: list[dict] = []
         env = ActivityEnvironment()

@@ -201,3 +201,17 @@ def test_plain_json_input_and_business_key():
         IngestInput.model_validate({**raw, "mission": "Bad/Mission"})
     with pytest.raises(ValidationError):
         IngestInput.model_validate({**raw, "documents": []})
+
+
+def test_passage_embedding_adds_each_units_own_vector(embedder):
+    import numpy as np
+
+    texts = ["The default is 4.0. It sets the planner's estimate.", "Short one."]
+    units = [["The default is 4.0.", "It sets the planner's estimate."], []]
+    vectors, unit_vectors = embedder.embed_passages(texts, units)
+    # the chunk vectors are the model's own (what embed() stores in the vector index)
+    assert np.abs(np.array(vectors) - np.array(embedder.embed(texts))).max() < 1e-5
+    assert [m.shape for m in unit_vectors] == [(2, embedder.dim), (0, embedder.dim)]
+    assert unit_vectors[0].dtype == np.float16
+    # each unit's vector is the one research would embed for it alone
+    assert np.abs(unit_vectors[0].astype(np.float32) - np.array(embedder.embed(units[0]))).max() < 2e-3

@@ -20,7 +20,8 @@ from stratmaster.contracts.ingestion import DocumentRef, IngestInput, IngestProg
 from stratmaster.local_temporal import temporal_binary
 from stratmaster.search_attributes import for_mission
 from tests.ingestion_support import (
-    SAMPLES, ingestion_settings, ingestion_worker, new_mission, store_counts, write_bad_documents, write_small_docs,
+    SAMPLES, CountingEmbedder, ingestion_settings, ingestion_worker, new_mission, store_counts, write_bad_documents,
+    write_small_docs,
 )
 from workflows.ingestion import IngestDocumentsWorkflow, IngestSliceWorkflow
 from tests.conftest import pg_connect
@@ -212,18 +213,7 @@ async def test_retry_resumes_vectors_from_heartbeat_details(settings, session_di
     sha = hashlib.sha256(path.read_bytes()).hexdigest()
     spec = await workers.ingestion.build(s, warm_up=False)
     acts = spec.extra["ingestion"]
-    real = acts.embedder
-    embedded: list[str] = []
-
-    class CountingEmbedder:
-        def __getattr__(self, name):
-            return getattr(real, name)
-
-        def embed(self, texts):
-            embedded.extend(texts)
-            return real.embed(texts)
-
-    acts.resources._embedder = CountingEmbedder()
+    counting = acts.resources._embedder = CountingEmbedder(acts.embedder)
     beats: list[dict] = []
     req = IngestDocumentInput(mission=mission, batch_id="resume", ref=DocumentRef(path=str(path)))
     try:
@@ -238,12 +228,12 @@ async def test_retry_resumes_vectors_from_heartbeat_details(settings, session_di
         conn = await asyncpg.connect(s.database_url)
         await conn.execute("DELETE FROM documents WHERE id = $1", first.document_id)
         await conn.close()
-        embedded.clear()
+        counting.calls.clear()
         env = ActivityEnvironment()
         env.info = dataclasses.replace(env.info, attempt=2, heartbeat_details=[{"sha256": sha, "vectors_done": 3}])
         second = await env.run(acts.ingest_document, req)
         assert second.status == "ingested" and second.chunks == first.chunks
-        assert len(embedded) == first.chunks - 3  # only the chunks not yet in Qdrant
+        assert sum(map(len, counting.calls)) == first.chunks - 3  # only the chunks not yet in Qdrant
         assert await store_counts(spec.extra["stores"], s, mission) == counts
 
         # attempt 2 of the same batch after a commit reports "ingested", a new batch "duplicate"

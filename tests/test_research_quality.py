@@ -9,6 +9,7 @@ import base64
 import uuid
 from pathlib import Path
 
+import numpy as np
 import pytest
 import pytest_asyncio
 from temporalio.contrib.pydantic import pydantic_data_converter
@@ -256,6 +257,49 @@ async def test_demo_question_gets_an_answer_from_verbatim_quotes(demo):
     for s in answer.sentences:  # extractive: each answer sentence is its citation's quote
         assert s.citations and all(" ".join(x.quote.split()) == s.text for x in s.citations)
     assert "Voltaris" in answer.text or "market" in answer.text, answer.text
+
+
+async def test_sentence_vectors_come_from_ingestion_and_old_chunks_get_theirs_on_first_read(
+        temporal_env, settings, demo):
+    from activities.research.synthesis import passage_units
+
+    async def rows():
+        async with pg_connect(settings) as conn:
+            return await conn.fetch(
+                """SELECT c.id, c.text, c.sentence_spans, c.sentence_vectors FROM chunks c
+                   JOIN tenants t ON t.id = c.tenant_id WHERE t.name = $1""", MISSION)
+
+    stored = await rows()
+    assert stored
+    for r in stored:  # ingestion embedded each unit research reads
+        units = passage_units(r["text"])
+        assert r["sentence_spans"] == [x for span, _ in units for x in span]
+        assert len(r["sentence_vectors"]) == len(units) * 384 * 2
+
+    async def run_counting_model_texts() -> int:
+        async with research_worker(temporal_env.client, settings) as spec:
+            await temporal_env.client.execute_workflow(
+                ResearchWorkflow.run, ResearchInput(mission=MISSION, query=DEMO_Q, cache="off"),
+                id=workflow_id_for(MISSION, DEMO_Q, uuid.uuid4().hex), task_queue=queues.RESEARCH,
+                search_attributes=for_mission(MISSION))
+            return spec.extra["research"].sentence_vectors.misses
+
+    # research embeds only what no stored passage covers (the question and its parts,
+    # table headers): not the hits' sentences (~100 texts on this question)
+    assert await run_counting_model_texts() <= 8
+
+    # chunks from before the column existed: the first research computes and keeps theirs
+    async with pg_connect(settings) as conn:
+        await conn.execute("UPDATE chunks SET sentence_spans = NULL, sentence_vectors = NULL WHERE id = ANY($1)",
+                           [r["id"] for r in stored])
+    assert await run_counting_model_texts() <= 8
+    after = {r["id"]: r for r in await rows()}
+    refilled = [r for r in stored if after[r["id"]]["sentence_vectors"] is not None]
+
+    def rows_of(blob):
+        return np.frombuffer(blob, dtype="<f2").astype(np.float32)
+    assert refilled and all(np.allclose(rows_of(after[r["id"]]["sentence_vectors"]), rows_of(r["sentence_vectors"]),
+                                        atol=2e-3) for r in refilled)
 
 
 @pytest.mark.parametrize("query", [

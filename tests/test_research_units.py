@@ -321,3 +321,22 @@ def test_sentence_vectors_embed_each_mission_sentence_once_and_stay_bounded():
     assert len(cache._lru) == 3  # bounded: the least recently used ("ma", "one") went first
     a(["one"])
     assert calls[-1] == ["one"] and (cache.hits, cache.misses) == (2, 5)
+
+
+def test_stored_sentence_vectors_round_trip_and_bad_rows_are_refused():
+    import numpy as np
+
+    from activities.research.sentence_vectors import pack, unpack
+
+    text = "One sentence. Two sentences here."
+    spans = [(0, 13), (14, 33)]
+    m = np.eye(2, 4, dtype=np.float32)
+    flat, blob = pack(spans, m)
+    got = unpack(text, flat, blob, 4)
+    assert got is not None and set(got) == set(spans) and np.allclose(got[(14, 33)], [0, 1, 0, 0])
+    assert unpack(text, [], b"", 4) == {}  # a chunk with nothing to read
+    # a restored backup may hold anything: each inconsistency means "compute them again"
+    nan = pack(spans, np.full((2, 4), np.nan, dtype=np.float32))[1]
+    for bad in [(None, blob), (flat, None), (flat[:3], blob), (flat, blob[:-2]), (flat, nan),
+                ([0, 13, 14, 99], blob), ([5, 2, 14, 33], blob), ([], b"\x00\x00")]:
+        assert unpack(text, bad[0], bad[1], 4) is None, bad

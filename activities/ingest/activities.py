@@ -33,7 +33,7 @@ import logging
 import os
 import time
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +46,8 @@ from activities.ingest.embedding import Embedder
 from activities.ingest.entities import extract
 from activities.ingest.sandbox import parse_in_child
 from activities.ingest.parsing import ParsedDocument, page_of, safe_filename
+from activities.research.sentence_vectors import pack
+from activities.research.synthesis import passage_units
 from activities.resources import Resources
 from activities.stores.base import ObjectNotFound
 from activities.stores.factory import Stores
@@ -86,6 +88,8 @@ class _Prepared:
     object_key: str
     chunks: list[Chunk]
     t0: float
+    # chunk id -> (sentence_spans, sentence_vectors) for its row (research's sentence vectors)
+    sentences: dict[str, tuple[list[int], bytes]] = field(default_factory=dict)
 
 
 @dataclass
@@ -202,9 +206,9 @@ class IngestionActivities:
                     prepared.append((i, p))
 
             # one embedding call for every chunk of the group (the embedder batches it)
-            texts = [c.text for _, p in prepared for c in p.chunks]
-            beat.stage("embed", total_chunks=len(texts))
-            vectors = await asyncio.to_thread(self.embedder.embed, texts) if texts else []
+            chunks = [c for _, p in prepared for c in p.chunks]
+            beat.stage("embed", total_chunks=len(chunks))
+            vectors = await self._embed(chunks, [p for _, p in prepared])
             at = 0
             for i, p in prepared:
                 part = vectors[at:at + len(p.chunks)]
@@ -230,11 +234,26 @@ class IngestionActivities:
         beat.stage("embed", total_chunks=len(chunks), vectors_done=done)
         for i in range(done, len(chunks), step):
             part = chunks[i:i + step]
-            vectors = await asyncio.to_thread(self.embedder.embed, [c.text for c in part])
+            vectors = await self._embed(part, [p])
             beat.stage("vectors")
             await self.stores.vectors.upsert(mission, part, vectors)
             beat.stage("embed", vectors_done=i + len(part))
         return await self._store(tenant, mission, req.batch_id, p, beat)
+
+    async def _embed(self, chunks: list[Chunk], owners: list["_Prepared"]) -> list[list[float]]:
+        """The chunks' vectors; the vectors of their sentences (what research scores) go to
+        their document's `sentences`, written with the chunk rows."""
+        if not chunks:
+            return []
+        units = [passage_units(c.text) for c in chunks]
+        vectors, unit_vectors = await asyncio.to_thread(
+            self.embedder.embed_passages, [c.text for c in chunks], [[t for _, t in us] for us in units])
+        for p in owners:
+            mine = {c.chunk_id for c in p.chunks}
+            for c, us, m in zip(chunks, units, unit_vectors):
+                if c.chunk_id in mine:
+                    p.sentences[c.chunk_id] = pack([span for span, _ in us], m)
+        return vectors
 
     async def _prepare(self, tenant, mission: str, batch_id: str, ref: DocumentRef, beat: _Beat, attempt: int,
                        max_bytes: int | None = None) -> "_Prepared | DocumentResult | None":
@@ -303,7 +322,7 @@ class IngestionActivities:
 
         beat.stage("database")
         await self._write_rows(tenant, p.doc_id, p.sha, p.ref, p.object_key, p.parsed, p.title, chunks, batch_id,
-                               p.size)
+                               p.size, p.sentences)
         beat.stage("done")
         log.info("document ingested", extra={"mission": mission, "source": p.ref.label, "document_id": p.doc_id,
                                              "chunks": len(chunks), "seconds": round(time.perf_counter() - p.t0, 3),
@@ -384,9 +403,10 @@ class IngestionActivities:
         return _Source(ref.name or "document", data)
 
     async def _write_rows(self, tenant, doc_id: str, sha: str, ref: DocumentRef, object_key: str,
-                          parsed: ParsedDocument, title: str, chunks: list[Chunk], batch_id: str, size: int) -> None:
+                          parsed: ParsedDocument, title: str, chunks: list[Chunk], batch_id: str, size: int,
+                          sentences: dict[str, tuple[list[int], bytes]]) -> None:
         rows = [(c.chunk_id, tenant, doc_id, c.ordinal, c.text, c.start, c.end, c.token_count,
-                 json.dumps(c.metadata)) for c in chunks]
+                 json.dumps(c.metadata), *sentences.get(c.chunk_id, (None, None))) for c in chunks]
         async with self.pool.acquire() as conn, conn.transaction():
             await conn.execute(
                 """INSERT INTO documents (id, tenant_id, sha256, source, object_key, content_type, title,
@@ -402,8 +422,8 @@ class IngestionActivities:
             )
             await conn.executemany(
                 """INSERT INTO chunks (id, tenant_id, document_id, ordinal, text, char_start, char_end,
-                                       token_count, metadata)
-                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb)
+                                       token_count, metadata, sentence_spans, sentence_vectors)
+                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb, $10, $11)
                    ON CONFLICT (id) DO NOTHING""", rows)
             # a document that lands clears an earlier failure of the same source in this batch
             await conn.execute("DELETE FROM ingestion_failures WHERE tenant_id = $1 AND batch_id = $2 AND source = $3",

@@ -12,7 +12,9 @@ import asyncio
 import functools
 import json
 import uuid
-from typing import Any
+from typing import Any, Sequence
+
+import numpy as np
 
 from temporalio import activity
 
@@ -25,13 +27,14 @@ from activities.research.gates import apply_gates, gates_from
 from activities.research import cache as research_cache
 from activities.research.planning import content_terms, deterministic_plan
 from activities.research.retrieval import Retriever
-from activities.research.sentence_vectors import SentenceVectors
+from activities.research.sentence_vectors import SentenceVectors, pack, unpack
 from activities.resources import Resources
 from activities.stores.tenants import require_mission
 from activities.research.synthesis import (
-    CONTRA_PROMPT, answer_parts, contradiction_candidates, extractive, llm_says_contradict,
-    unit_vectors, verify_citation, with_contradictions,
+    CONTRA_PROMPT, answer_parts, contradiction_candidates, extractive, llm_says_contradict, passage_lookup,
+    passage_units, unit_vectors, verify_citation, with_contradictions,
 )
+from stratmaster.contracts.knowledge import SearchHit
 from stratmaster.contracts.missions import Cartridge
 from stratmaster.contracts.research import (
     Answer, CacheLookupInput, CacheLookupResult, CacheStoreInput, Citation, Claim, FinishInput, PersistInput, PersistOutput, Plan, PlanInput, RetrieveInput, RetrieveOutput,
@@ -252,13 +255,53 @@ class ResearchActivities:
     def _embed(self, texts: list[str]):
         return self.embedder.embed(texts)
 
+    async def _passage_vectors(self, tenant: uuid.UUID, hits: Sequence[SearchHit]) -> dict[str, np.ndarray]:
+        """The stored sentence vectors of the hits' chunks (unit text -> vector). A chunk
+        ingested before they were stored (or whose stored ones do not check out) gets them
+        now, and keeps them for the next run."""
+        by_id: dict[str, SearchHit] = {}
+        for h in hits:
+            try:
+                by_id.setdefault(str(uuid.UUID(h.chunk_id)), h)
+            except ValueError:
+                continue  # a web hit: no chunk row
+        if not by_id:
+            return {}
+        rows = await self.pool.fetch(
+            """SELECT id::text AS id, text, sentence_spans, sentence_vectors FROM chunks
+               WHERE tenant_id = $1 AND id = ANY($2::uuid[])""", tenant, list(by_id))
+        dim = self.embedder.dim
+        stored: dict[str, dict[tuple[int, int], np.ndarray]] = {}
+        missing = []
+        for r in rows:
+            if r["text"] != by_id[r["id"]].text:
+                continue  # not the passage the hit shows: its spans would not line up
+            spans = unpack(r["text"], r["sentence_spans"], r["sentence_vectors"], dim)
+            if spans is None:
+                missing.append(r)
+            else:
+                stored[r["id"]] = spans
+        if missing:
+            units = [passage_units(r["text"]) for r in missing]
+            _, unit_vectors = await in_thread(
+                self.embedder.embed_passages, [], [[t for _, t in us] for us in units])
+            packed = [pack([span for span, _ in us], m) for us, m in zip(units, unit_vectors)]
+            await self.pool.executemany(
+                "UPDATE chunks SET sentence_spans = $3, sentence_vectors = $4 WHERE id = $1::uuid AND tenant_id = $2",
+                [(r["id"], tenant, *pk) for r, pk in zip(missing, packed)])
+            for r, (flat, blob) in zip(missing, packed):
+                stored[r["id"]] = unpack(r["text"], flat, blob, dim) or {}
+        return passage_lookup(list(by_id.values()), stored)
+
     @activity.defn(name="research_synthesise")
     async def synthesise(self, req: SynthesiseInput) -> Synthesis:
-        await require_mission(self.pool, req.mission)
+        tenant = await require_mission(self.pool, req.mission)
         cart = await self._cartridge(req.mission)
         gates = gates_from(cart.quality)
         notes: list[str] = []
-        embed = self.sentence_vectors.for_mission(req.mission, self._embed)  # once per worker, not per run
+        # sentence vectors: the chunks' stored ones, else embedded once per worker (not per run)
+        passages = await self._passage_vectors(tenant, [*req.hits, *(req.grounding_hits or [])])
+        embed = self.sentence_vectors.for_mission(req.mission, self._embed, passages)
         hits = req.hits
         claims, synthesiser, dropped = None, "extractive", 0
         model = self._llm_for(cart, "synthesis", notes) if hits else None

@@ -1,15 +1,20 @@
-"""Sentence vectors kept between research runs of a worker.
+"""Sentence vectors: stored with each chunk, and kept between research runs of a worker.
 
-Scoring evidence embeds every sentence of the retrieved passages (most of a run's time); the
-passages a mission's questions retrieve overlap, so each (mission, sentence) is embedded once
-per worker while it stays in this LRU. Keyed by mission too: a hit never tells one mission
-that another holds the same sentence. float32 rows: 1.5 KB a sentence, 30 MB at the default size.
+Scoring evidence needs a vector for every sentence of the retrieved passages (most of a
+run's time when embedded then). Ingestion embeds them (Embedder.embed_passages over
+synthesis.passage_units) and stores them on the chunk row (`pack`); research reads them back
+(`unpack`, which trusts nothing: a restored backup may carry anything) and only embeds what no
+stored passage covers: the question, web hits, chunks ingested before the column existed.
+
+What it does embed, it keeps in an LRU per (mission, text), so each is embedded once per worker.
+Keyed by mission too: a hit never tells one mission that another holds the same sentence.
+float32 rows: 1.5 KB a sentence, 30 MB at the default size.
 """
 from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from typing import Callable, Sequence, cast
+from typing import Callable, Mapping, Sequence, cast
 
 import numpy as np
 
@@ -24,12 +29,16 @@ class SentenceVectors:
         self.hits = 0
         self.misses = 0
 
-    def for_mission(self, mission: str, embed: Embed) -> Embed:
-        """embed() for `mission`'s texts, through the cache."""
+    def for_mission(self, mission: str, embed: Embed, passages: Mapping[str, np.ndarray] | None = None) -> Embed:
+        """embed() for `mission`'s texts: the stored passage vectors first, then the cache."""
         def run(texts: list[str]) -> Sequence[Sequence[float]]:
             found: dict[str, np.ndarray] = {}
             with self._lock:
                 for t in dict.fromkeys(texts):
+                    v = passages.get(t) if passages else None
+                    if v is not None:
+                        found[t] = v
+                        continue
                     v = self._lru.get((mission, t))
                     if v is not None:
                         self._lru.move_to_end((mission, t))
@@ -48,3 +57,26 @@ class SentenceVectors:
                 self.misses += len(missing)
             return cast(Sequence[Sequence[float]], [found[t] for t in texts])  # float32 rows
         return run
+
+
+def pack(spans: Sequence[tuple[int, int]], vectors: np.ndarray) -> tuple[list[int], bytes]:
+    """The chunk row's (sentence_spans, sentence_vectors): flat pairs, little-endian float16 rows."""
+    return [x for span in spans for x in span], np.asarray(vectors, dtype="<f2").tobytes()
+
+
+def unpack(text: str, flat: Sequence[int] | None, blob: bytes | None, dim: int
+           ) -> dict[tuple[int, int], np.ndarray] | None:
+    """span -> unit vector from a chunk row, or None unless every part is consistent (span
+    pairs inside the text, one finite row of `dim` per span): a bad row costs only speed."""
+    if flat is None or blob is None or len(flat) % 2 or dim < 1:
+        return None
+    if not flat:
+        return {} if not blob else None  # a chunk with no sentence to read
+    n = len(flat) // 2
+    if len(blob) != n * dim * 2:
+        return None
+    rows = np.frombuffer(blob, dtype="<f2").reshape(n, dim).astype(np.float32)
+    spans = list(zip(flat[0::2], flat[1::2]))
+    if not np.isfinite(rows).all() or any(not 0 <= s < e <= len(text) for s, e in spans):
+        return None
+    return {span: row for span, row in zip(spans, rows) if row.any()}  # zero row: span past the model's window

@@ -22,7 +22,7 @@ import json
 import re
 import uuid
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -186,41 +186,67 @@ def _rows(h: SearchHit, s: int, e: int, header: list[str] | None) -> tuple[list[
     return out, header
 
 
+def hit_units(h: SearchHit) -> Iterator[Sentence]:
+    """Every sentence and table row of one passage, in order, before de-duplication and
+    filtering (ingestion embeds each: see passage_units)."""
+    previous, header = "", None
+    for s, e in sentence_spans(h.text):
+        # a heading glued to its first sentence ("# Title\n\nText."): split off by blank lines already;
+        # single newlines after a heading line are cut here
+        while s < e and h.text[s] == "#" and "\n" in h.text[s:e]:
+            s = h.text.index("\n", s, e) + 1
+            while s < e and h.text[s].isspace():
+                s += 1
+        s = _heading_line(h.text, s, e)
+        raw = h.text[s:e]
+        if any(_is_row(x) for x in raw.splitlines()):
+            rows, header = _rows(h, s, e, header)
+            yield from rows
+            continue
+        header = None
+        if _tabular(raw):
+            previous = ""
+            continue
+        sent = Sentence(h, s, e, " ".join(raw.split()), context=previous)
+        previous = sent.text
+        yield sent
+
+
+def passage_units(text: str) -> list[tuple[tuple[int, int], str]]:
+    """((start, end), text) of every unit hit_units reads in a passage: what ingestion embeds
+    and stores with the chunk, so research scores the passage's sentences without the model."""
+    return [((u.local_start, u.local_end), u.text) for u in hit_units(
+        SearchHit(chunk_id="", document_id="", text=text, start=0, end=len(text), score=0.0, source=""))]
+
+
+def passage_lookup(hits: Sequence[SearchHit], stored: Mapping[str, Mapping[tuple[int, int], np.ndarray]]
+                   ) -> dict[str, np.ndarray]:
+    """Unit text -> its stored vector, for the units of every hit whose chunk has them
+    (`stored`: chunk id -> span -> vector; the embed function consults this first)."""
+    out: dict[str, np.ndarray] = {}
+    for h in hits:
+        spans = stored.get(h.chunk_id)
+        if not spans:
+            continue
+        for u in hit_units(h):
+            v = spans.get((u.local_start, u.local_end))
+            if v is not None:
+                out.setdefault(u.text, v)
+    return out
+
+
 def split_hits(hits: Sequence[SearchHit], min_terms: int = 3) -> list[Sentence]:
     seen: set = set()
     out = []
     for h in hits:
-        previous, header = "", None
-        for s, e in sentence_spans(h.text):
-            # a heading glued to its first sentence ("# Title\n\nText."): split off by blank lines already;
-            # single newlines after a heading line are cut here
-            while s < e and h.text[s] == "#" and "\n" in h.text[s:e]:
-                s = h.text.index("\n", s, e) + 1
-                while s < e and h.text[s].isspace():
-                    s += 1
-            s = _heading_line(h.text, s, e)
-            raw = h.text[s:e]
-            if any(_is_row(x) for x in raw.splitlines()):
-                rows, header = _rows(h, s, e, header)
-                for r in rows:
-                    if r.key not in seen and (h.document_id, r.text.lower()) not in seen:
-                        seen.update({r.key, (h.document_id, r.text.lower())})
-                        out.append(r)
-                continue
-            header = None
-            if _tabular(raw):
-                previous = ""
-                continue
-            sent = Sentence(h, s, e, " ".join(raw.split()), context=previous)
-            previous = sent.text
+        for u in hit_units(h):
             # overlapping chunks repeat sentences: one per document span / per document text;
             # the same sentence in two documents stays twice (independent support)
-            norm = (h.document_id, sent.text.lower())
-            if not _statement(sent.text, min_terms) or sent.key in seen or norm in seen:
+            norm = (h.document_id, u.text.lower())
+            if u.key in seen or norm in seen or (not u.table and not _statement(u.text, min_terms)):
                 continue
-            seen.add(sent.key)
-            seen.add(norm)
-            out.append(sent)
+            seen.update({u.key, norm})
+            out.append(u)
     # a chunk that starts mid-sentence repeats the sentence's tail: keep the whole sentence only
     return [x for x in out if x.table or not any(
         y is not x and y.hit.document_id == x.hit.document_id and len(y.text) > len(x.text) and x.text in y.text
