@@ -230,7 +230,7 @@ class IngestionActivities:
         # Vectors: embed + upsert per slice; resume after the slices a crashed attempt already wrote.
         done = int(previous.get("vectors_done", 0)) if previous.get("sha256") == p.sha else 0
         done = min(done, len(chunks))
-        step = max(self.settings.embedding_batch_size * 4, 1)
+        step = max(self.settings.embedding_batch_size * 4, 32)
         beat.stage("embed", total_chunks=len(chunks), vectors_done=done)
         for i in range(done, len(chunks), step):
             part = chunks[i:i + step]
