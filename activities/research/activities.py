@@ -128,25 +128,24 @@ class ResearchActivities:
         norm = research_cache.normalise(req.query)
         try:
             found = await self.cache.find(req.mission, key, norm)
-            if found is not None:
-                _cache_metric("hit")
-                return CacheLookupResult(key=key, result=found.result, similarity=1.0,
-                                         subscribed=await webhooks.subscribed(self.pool, req.mission, "research.finished"))
-            if cart.cache.similarity < 1.0:
+            hit, similarity = (found.result, 1.0) if found is not None else (None, 0.0)
+            if hit is None and cart.cache.similarity < 1.0:
                 vector = (await asyncio.to_thread(self.embedder.embed, [req.query]))[0]
                 close = research_cache.near_identical(req.query, vector, await self.cache.candidates(req.mission, key),
                                                       cart.cache.similarity)
                 if close is not None:
-                    _cache_metric("hit")
-                    return CacheLookupResult(key=key, result=close[0].result, similarity=round(close[1], 4),
-                                             subscribed=await webhooks.subscribed(self.pool, req.mission,
-                                                                                  "research.finished"))
+                    hit, similarity = close[0].result, round(close[1], 4)
+            if hit is not None:
+                subscribed = await webhooks.subscribed(self.pool, req.mission, "research.finished")
         except Exception as exc:  # noqa: BLE001 - an unreadable cache must not fail research
             _log("research cache unavailable; treating as a miss", error=redact(str(exc)))
             _cache_metric("error")
             return CacheLookupResult(key=key)
-        _cache_metric("miss")
-        return CacheLookupResult(key=key)
+        if hit is None:
+            _cache_metric("miss")
+            return CacheLookupResult(key=key)
+        _cache_metric("hit")
+        return CacheLookupResult(key=key, result=hit, similarity=similarity, subscribed=subscribed)
 
     @activity.defn(name="research_cache_store")
     async def cache_store(self, req: CacheStoreInput) -> bool:
