@@ -20,6 +20,7 @@ from stratmaster import queues
 from stratmaster.contracts.ingestion import DocumentRef
 from stratmaster.contracts.research import ResearchInput, ResearchResult
 from stratmaster.search_attributes import for_mission
+from tests.conftest import pg_connect
 from tests.research_support import activate_mission, ingest_corpus, ingest_documents, research_worker
 from workflows.research import ResearchWorkflow
 
@@ -86,6 +87,14 @@ async def test_no_stale_answer_after_an_ingest_or_a_new_cartridge(client, tempor
     assert (await ask(client, mission, query)).cached  # the new state caches again
     # a new cartridge version: the next run is a real one
     await activate_mission(temporal_env.client, settings, mission, "1.1.0")
+    assert not (await ask(client, mission, query)).cached
+    # a document removed (retention deletes its row): so is the next one
+    assert (await ask(client, mission, query)).cached
+    async with pg_connect(settings) as conn:
+        gone = await conn.execute(
+            """DELETE FROM documents WHERE source = 'inline:xr7-update.md'
+               AND tenant_id = (SELECT id FROM tenants WHERE name = $1)""", mission)
+    assert gone == "DELETE 1"
     assert not (await ask(client, mission, query)).cached
 
 

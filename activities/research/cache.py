@@ -47,18 +47,14 @@ def anchors(query: str) -> tuple[frozenset[str], frozenset[str]]:
 
 
 async def mission_state(pool: asyncpg.Pool, mission: str) -> str | None:
-    """A digest of everything a research answer depends on in the database; None
-    for an unknown mission."""
+    """A digest of everything a research answer depends on in the database (the active
+    cartridge version and revision, and the documents' revision that every insert, update or
+    delete of one of its documents bumps: migration 110); None for an unknown mission."""
     row = await pool.fetchrow(
-        """SELECT t.id, t.active_version, t.config_revision, d.n, d.newest, d.chunks
-           FROM tenants t
-           CROSS JOIN LATERAL (SELECT count(*) AS n, max(created_at) AS newest, coalesce(sum(chunk_count), 0) AS chunks
-                               FROM documents WHERE tenant_id = t.id AND status = 'indexed') d
-           WHERE t.name = $1""", mission)
+        "SELECT id, active_version, config_revision, documents_revision FROM tenants WHERE name = $1", mission)
     if row is None:
         return None
-    parts = [str(row["id"]), str(row["active_version"]), str(row["config_revision"]), str(row["n"]),
-             row["newest"].isoformat() if row["newest"] else "-", str(row["chunks"])]
+    parts = [str(row["id"]), str(row["active_version"]), str(row["config_revision"]), str(row["documents_revision"])]
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:32]
 
 
