@@ -131,6 +131,17 @@ async def closed_outcome(handle: WorkflowHandle, status: WorkflowExecutionStatus
     return {}
 
 
+async def outcome_when_closed(handle: WorkflowHandle, *, root: bool = True) -> dict | None:
+    """Wait for the workflow to close (one history long poll) and give closed_outcome's body
+    from that same answer; None when the wait itself failed (an RPC error, not the workflow)."""
+    try:
+        return {"result": await handle.result()}
+    except WorkflowFailureError as exc:
+        return {"error": failure_message(exc, root=root)}
+    except Exception:  # noqa: BLE001 - the caller describes the workflow instead
+        return None
+
+
 async def describe_for(request: Request, client: Client, principal: Principal, workflow_id: str,
                        permission: str, expected_type: str | None = None):
     """Describe a workflow the caller may `permission`: its Mission search attribute

@@ -21,7 +21,7 @@ from starters.api.events import EventStream, changed, event_stream_responses, wo
 from starters.api.openapi import body_ref
 from starters.api.temporal_ops import (
     QUERY_RPC_TIMEOUT, RESEARCH_WORKFLOW, WorkflowStarted, closed_outcome, describe_for, idempotent_suffix,
-    start_workflow, started_body, status_name,
+    outcome_when_closed, start_workflow, started_body, status_name,
 )
 from starters.auth import READ, WRITE, Principal
 from stratmaster import queues
@@ -68,8 +68,10 @@ class ResearchRequest(ResearchInput):
         return integral_numbers(cls, data)
 
 
-async def research_status_body(handle: WorkflowHandle, desc, mission: str | None) -> dict[str, Any]:
-    """GET /research/{id}: status, the progress query while running, the result or error once closed."""
+async def research_status_body(handle: WorkflowHandle, desc, mission: str | None,
+                               outcome: dict | None = None) -> dict[str, Any]:
+    """GET /research/{id}: status, the progress query while running, the result or error once
+    closed (`outcome`: already fetched by the caller)."""
     out: dict[str, Any] = {"workflow_id": handle.id, "run_id": desc.run_id, "mission": mission,
                            "status": status_name(desc.status),
                            "start_time": desc.start_time, "close_time": desc.close_time}
@@ -79,8 +81,8 @@ async def research_status_body(handle: WorkflowHandle, desc, mission: str | None
         except Exception as exc:  # no research worker polling: status from Temporal only
             out["progress"] = None
             out["progress_error"] = f"progress query failed: {type(exc).__name__}"
-    else:
-        out.update(await closed_outcome(handle, desc.status, root=False))  # as it always said
+    else:  # as it always said
+        out.update(outcome if outcome is not None else await closed_outcome(handle, desc.status, root=False))
     return out
 
 
@@ -113,21 +115,15 @@ async def start_research(request: Request, idempotency_key: IdempotencyKey = Non
     if wait > 0:
         handle = client.get_workflow_handle(started.workflow_id)
         try:
-            await asyncio.wait_for(_closed(handle), timeout=wait)
+            # the result is kept: fetching it again after describe() cost a round trip and a decode
+            outcome = await asyncio.wait_for(outcome_when_closed(handle, root=False), timeout=wait)
         except asyncio.TimeoutError:
             pass
         else:
             desc = await handle.describe()
             return JSONResponse(ResearchStatus.model_validate(
-                await research_status_body(handle, desc, mission)).model_dump(mode="json"))
+                await research_status_body(handle, desc, mission, outcome)).model_dump(mode="json"))
     return started_body(started, mission, f"/research/{started.workflow_id}")
-
-
-async def _closed(handle: WorkflowHandle) -> None:
-    try:
-        await handle.result()
-    except Exception:  # failed, cancelled, terminated: closed all the same
-        pass
 
 
 @router.get("/research/{workflow_id}", summary="research status; the result when done",
