@@ -248,11 +248,9 @@ class IngestionActivities:
         units = [passage_units(c.text) for c in chunks]
         vectors, unit_vectors = await asyncio.to_thread(
             self.embedder.embed_passages, [c.text for c in chunks], [[t for _, t in us] for us in units])
-        for p in owners:
-            mine = {c.chunk_id for c in p.chunks}
-            for c, us, m in zip(chunks, units, unit_vectors):
-                if c.chunk_id in mine:
-                    p.sentences[c.chunk_id] = pack([span for span, _ in us], m)
+        owner = {c.chunk_id: p for p in owners for c in p.chunks}
+        for c, us, m in zip(chunks, units, unit_vectors):
+            owner[c.chunk_id].sentences[c.chunk_id] = pack([span for span, _ in us], m)
         return vectors
 
     async def _prepare(self, tenant, mission: str, batch_id: str, ref: DocumentRef, beat: _Beat, attempt: int,

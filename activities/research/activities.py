@@ -284,12 +284,11 @@ class ResearchActivities:
             units = [passage_units(r["text"]) for r in missing]
             _, unit_vectors = await in_thread(
                 self.embedder.embed_passages, [], [[t for _, t in us] for us in units])
-            packed = [pack([span for span, _ in us], m) for us, m in zip(units, unit_vectors)]
             await self.pool.executemany(
                 "UPDATE chunks SET sentence_spans = $3, sentence_vectors = $4 WHERE id = $1::uuid AND tenant_id = $2",
-                [(r["id"], tenant, *pk) for r, pk in zip(missing, packed)])
-            for r, (flat, blob) in zip(missing, packed):
-                stored[r["id"]] = unpack(r["text"], flat, blob, dim) or {}
+                [(r["id"], tenant, *pack([span for span, _ in us], m)) for r, us, m in zip(missing, units, unit_vectors)])
+            for r, us, m in zip(missing, units, unit_vectors):
+                stored[r["id"]] = {span: row for (span, _), row in zip(us, m.astype(np.float32))}
         return passage_lookup(list(by_id.values()), stored)
 
     @activity.defn(name="research_synthesise")

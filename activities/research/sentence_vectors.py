@@ -79,4 +79,5 @@ def unpack(text: str, flat: Sequence[int] | None, blob: bytes | None, dim: int
     spans = list(zip(flat[0::2], flat[1::2]))
     if not np.isfinite(rows).all() or any(not 0 <= s < e <= len(text) for s, e in spans):
         return None
-    return {span: row for span, row in zip(spans, rows) if row.any()}  # zero row: span past the model's window
+    # ingestion never writes a zero row: one is tampered with, and its sentence is embedded again
+    return {span: row for span, row in zip(spans, rows) if row.any()}
