@@ -11,7 +11,7 @@ import time
 import pytest
 
 from stratmaster.local_postgres import port_in_use
-from tests.conftest import free_port
+from tests.conftest import _HANDED_OUT, _ephemeral_floor, free_port
 
 
 def _cli(env, *args, timeout=240):
@@ -76,7 +76,8 @@ def _free_port_run(n: int) -> int:
     """A base port with the n ports from it free (one metrics port per worker queue)."""
     for _ in range(50):
         base = free_port()
-        if base + n < 65535 and not any(port_in_use("127.0.0.1", base + i) for i in range(n)):
+        if base + n <= _ephemeral_floor() and not any(port_in_use("127.0.0.1", base + i) for i in range(n)):
+            _HANDED_OUT.update(range(base, base + n))
             return base
     raise RuntimeError("no run of free ports")
 
