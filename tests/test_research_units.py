@@ -202,6 +202,18 @@ def test_rare_question_terms_weigh_more_and_must_be_in_the_evidence():
                     "Sets the planner's estimate of the limit.", "", "", 0.7, 0.5)["kind"] == 0.0
 
 
+def test_a_possessive_is_its_word():
+    """"the tutorial's advice" asks about the tutorial: kept whole, "tutorial'" was a rare
+    key term no passage contains (3 answerable bench questions abstained on it)."""
+    from activities.research.answerability import features, question_weights
+
+    q = "According to the tutorial's style advice, how long may a line be?"
+    w = question_weights(q)
+    assert "tutorial" in w and not any("'" in t for t in w)
+    assert features(q, w, "Wrap lines so that they don't exceed 79 characters.", "",
+                    "Python tutorial: coding style", 0.6, 0.5)["key"] == 1.0
+
+
 def test_gates_keep_below_bar_claims_with_the_reason():
     from activities.research.gates import apply_gates
     from stratmaster.contracts.research import Citation, Claim, Gates

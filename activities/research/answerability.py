@@ -25,7 +25,7 @@ import re
 from functools import lru_cache
 from typing import Mapping
 
-from activities.research.planning import STOPWORDS, TOKEN_RE, content_terms, stem
+from activities.research.planning import STOPWORDS, content_terms, stem, tokens
 
 RARE_WEIGHT = 3.0  # weight at or above which a term is a key term (zipf frequency <= 3)
 
@@ -49,8 +49,7 @@ def question_weights(question: str) -> dict[str, float]:
     """The question's content terms (stemmed, as content_terms gives them), each weighted
     by the rarity of the word as written ("processes", not its stem "processe")."""
     out: dict[str, float] = {}
-    for raw in TOKEN_RE.findall(question):
-        word = raw.lower().strip("'")
+    for word in tokens(question):
         if word in STOPWORDS or len(word) < 2:
             continue
         out.setdefault(stem(word), term_weight(word))

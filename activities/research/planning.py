@@ -25,8 +25,13 @@ _SPLIT_RE = re.compile(r"\s*(?:;|,\s*(?:and|but|or)\s+|\?\s+|\band also\b|\bas w
 _AND_RE = re.compile(r"\s+(?:and|or|but)\s+", re.I)
 
 
+_POSSESSIVE_RE = re.compile(r"'s?$")
+
+
 def tokens(text: str) -> list[str]:
-    return [t.lower() for t in TOKEN_RE.findall(text)]
+    """Lower-cased words and numbers; a possessive is its word ("python's" is "python":
+    kept whole it was a rare, never-matched key term of every question that used one)."""
+    return [_POSSESSIVE_RE.sub("", t.lower()) for t in TOKEN_RE.findall(text)]
 
 
 def content_terms(text: str) -> list[str]:
