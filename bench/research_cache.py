@@ -29,6 +29,7 @@ from stratmaster.search_attributes import for_mission  # noqa: E402
 from stratmaster.settings import Settings  # noqa: E402
 from tests.conftest import free_port, queue_worker  # noqa: E402
 from tests.research_support import activate_mission, ingest_corpus, research_worker  # noqa: E402
+from workers.registry import WORKFLOW_RUNNER  # noqa: E402
 from workflows.research import ResearchWorkflow  # noqa: E402
 
 QUESTION = "How much capacity does the XR-7 battery keep after 1000 cycles?"
@@ -58,7 +59,9 @@ async def main(n: int) -> None:
             await activate_mission(client, settings, mission)
             await ingest_corpus(client, settings, mission)
             # the missions worker answers the API's mission directory (ListMissionsWorkflow)
-            async with research_worker(client, settings), queue_worker(client, settings, queues.MISSIONS):
+            # the workers' own workflow runner (the tests' queue_worker defaults to the strict one)
+            async with research_worker(client, settings, workflow_runner=WORKFLOW_RUNNER), \
+                    queue_worker(client, settings, queues.MISSIONS, workflow_runner=WORKFLOW_RUNNER):
                 async def ask(cache: str) -> tuple[float, bool]:
                     t = time.perf_counter()
                     r = await client.execute_workflow(

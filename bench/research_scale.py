@@ -82,6 +82,8 @@ def postgres_rss_mib(data_dir: Path) -> float:
 async def main(args) -> dict:
     from temporalio.worker import Worker
 
+    from workers.registry import WORKFLOW_RUNNER
+
     import workers.missions
     import workers.research
     from activities.stores.postgres import apply_migrations
@@ -157,7 +159,7 @@ async def main(args) -> dict:
             return (time.perf_counter() - t) * 1000
 
         with ThreadPoolExecutor(4) as ex:
-            running = [Worker(client, task_queue=q, workflows=s.workflows, activities=s.activities, activity_executor=ex,
+            running = [Worker(client, task_queue=q, workflows=s.workflows, activities=s.activities, activity_executor=ex, workflow_runner=WORKFLOW_RUNNER,
                               max_concurrent_activities=s.max_concurrent_activities) for q, s in specs.items()]
             for w in running:
                 asyncio.ensure_future(w.run())

@@ -23,11 +23,17 @@ from temporalio import activity
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
 from stratmaster.local_postgres import LocalPostgres
 from stratmaster.local_temporal import start_local_env
 from stratmaster.settings import Settings
 
+
+# The tests run workflows in Temporal's default sandbox, which re-imports their modules for
+# each run and refuses clock, randomness and I/O calls made in them; the workers pass the
+# project's workflow modules through for speed (workers/registry.py: WORKFLOW_RUNNER).
+STRICT_RUNNER = SandboxedWorkflowRunner()
 
 _HANDED_OUT: set[int] = set()
 
@@ -167,6 +173,7 @@ async def queue_worker(client: Client, settings: Settings, queue: str, *, task_q
     the spec returning one), `workflows` replaces workflows by name (stand-ins)."""
     from workers.registry import build, serving
 
+    worker_options.setdefault("workflow_runner", STRICT_RUNNER)
     spec = await build(queue, settings, **(build_options or {}))
     if callable(activities):
         activities = activities(spec)

@@ -125,7 +125,7 @@ def _text_keys(doc_id: str, object_key: str, extracted_key: str | None) -> list[
     return keys + [f"documents/{doc_id}/extracted.txt", object_key]
 
 
-def research_worker(client: Client, settings: Settings, acts_cls=None):
+def research_worker(client: Client, settings: Settings, acts_cls=None, **worker_options):
     """The real research-tasks worker in-process (optionally with a subclass of
     ResearchActivities, e.g. a slow retrieve for the cancel test)."""
     def subclassed(spec) -> dict:
@@ -133,7 +133,7 @@ def research_worker(client: Client, settings: Settings, acts_cls=None):
         acts = acts_cls(base.resources)
         return {activity_name(a): getattr(acts, a.__name__) for a in spec.activities
                 if getattr(a, "__self__", None) is base}
-    return queue_worker(client, settings, queues.RESEARCH, activities=subclassed if acts_cls else None)
+    return queue_worker(client, settings, queues.RESEARCH, activities=subclassed if acts_cls else None, **worker_options)
 
 
 class SlowRetrieve(ResearchActivities):

@@ -87,6 +87,24 @@ async def test_health_reports_unreachable_database(temporal_env, settings, task_
     assert not report.ok and not report.services[0].ok
 
 
+async def test_workflows_run_sandboxed_and_the_tests_check_every_call(temporal_env):
+    """The workers pass only the project's `workflows` modules through the sandbox (imported once
+    per process, for speed): any other workflow code still has its clock reads refused. The
+    tests' runner re-imports every workflow module, so a clock read in one fails its tests."""
+    from temporalio.worker import Worker
+
+    from tests.conftest import STRICT_RUNNER
+    from tests.sandbox_probe import ClockReader
+    from workers.registry import WORKFLOW_RUNNER
+
+    for runner in (STRICT_RUNNER, WORKFLOW_RUNNER):
+        queue = f"sandbox-{uuid.uuid4().hex[:8]}"
+        async with Worker(temporal_env.client, task_queue=queue, workflows=[ClockReader], workflow_runner=runner):
+            refused = await temporal_env.client.execute_workflow(ClockReader.run, id=f"clock-{uuid.uuid4()}",
+                                                                 task_queue=queue)
+        assert refused == "RestrictedWorkflowAccessError"
+
+
 async def test_client_factory_gives_clear_error_when_temporal_down():
     s = Settings(_env_file=None, temporal_address=f"127.0.0.1:{free_port()}")
     with pytest.raises(ServiceUnavailable, match="Temporal is not reachable"):

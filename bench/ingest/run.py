@@ -55,6 +55,8 @@ def peak_rss_mb() -> float:
 async def main(args) -> None:
     from temporalio.worker import Worker
 
+    from workers.registry import WORKFLOW_RUNNER
+
     import workers.ingestion
     from activities.ingest.chunking import chunk_text
     from activities.ingest.parsing import parse_document
@@ -128,7 +130,7 @@ async def main(args) -> None:
                           max_concurrent_slices=args.slices, doc_concurrency=args.doc_concurrency)
         with ThreadPoolExecutor(spec.max_concurrent_activities) as ex:
             async with Worker(client, task_queue=queues.INGESTION, workflows=spec.workflows,
-                              activities=spec.activities, activity_executor=ex,
+                              activities=spec.activities, activity_executor=ex, workflow_runner=WORKFLOW_RUNNER,
                               max_concurrent_activities=spec.max_concurrent_activities):
                 t0 = time.perf_counter()
                 result = await client.execute_workflow(

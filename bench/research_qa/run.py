@@ -167,6 +167,8 @@ def at_bar(results: dict[str, dict], bar: float) -> dict[str, dict]:
 async def main(args) -> dict:
     from temporalio.worker import Worker
 
+    from workers.registry import WORKFLOW_RUNNER
+
     import workers.ingestion
     import workers.missions
     import workers.research
@@ -208,7 +210,8 @@ async def main(args) -> dict:
                                                                (queues.INGESTION, workers.ingestion),
                                                                (queues.RESEARCH, workers.research))}
         with ThreadPoolExecutor(4) as ex:
-            running = [Worker(client, task_queue=q, workflows=s.workflows, activities=s.activities, activity_executor=ex)
+            running = [Worker(client, task_queue=q, workflows=s.workflows, activities=s.activities, activity_executor=ex,
+                              workflow_runner=WORKFLOW_RUNNER)
                        for q, s in specs.items()]
             for w in running:
                 asyncio.ensure_future(w.run())

@@ -191,6 +191,8 @@ def doc_ranking(hits, doc_of: dict[str, int]) -> list[int]:
 async def main(args) -> dict:
     from temporalio.worker import Worker
 
+    from workers.registry import WORKFLOW_RUNNER
+
     from activities.ingest.embedding import get_embedder
     from activities.research.fusion import fuse
     from activities.research.activities import ResearchActivities
@@ -264,7 +266,8 @@ async def main(args) -> dict:
         try:
             with ThreadPoolExecutor(4) as ex:
                 async with Worker(env.client, task_queue=queues.RESEARCH, workflows=[ResearchWorkflow],
-                                  activities=[acts.retrieve, acts.plan], activity_executor=ex):
+                                  activities=[acts.retrieve, acts.plan], activity_executor=ex,
+                                  workflow_runner=WORKFLOW_RUNNER):
                     for i, text in enumerate([lat_queries[0]] + lat_queries):  # first: warm-up, not counted
                         t = time.perf_counter()
                         out = await retr.retrieve(RetrieveInput(mission=MISSION, query=text, top_k=10, fusion="minmax"))
