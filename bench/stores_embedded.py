@@ -1,6 +1,7 @@
 """Embedded store figures: Qdrant local mode's per-operation open cost against
 collection size (the price of sharing a mission between worker processes), and
-SQLite FTS5 index/search throughput. Fake 384-d vectors; no model.
+the embedded BM25 engines' index/search throughput (Tantivy, the default, and SQLite FTS5).
+Fake 384-d vectors; no model.
 
     python bench/stores_embedded.py [--sizes 1000,5000,20000]
 """
@@ -16,6 +17,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from activities.stores.fulltext_sqlite import SqliteFullTextIndex  # noqa: E402
+from activities.stores.fulltext_tantivy import TantivyFullTextIndex  # noqa: E402
 from activities.stores.vectors_qdrant import QdrantVectorStore  # noqa: E402
 from tests.stores_support import fake_vector, make_chunk  # noqa: E402
 
@@ -52,8 +54,8 @@ async def bench_qdrant(root: Path, n: int) -> None:
           f"(x{reopen_ms / search_ms:.0f})")
 
 
-async def bench_fts(root: Path, n: int) -> None:
-    idx = SqliteFullTextIndex(root)
+async def bench_fts(root: Path, n: int, engine) -> None:
+    idx = engine(root)
     mission = f"bench_{n}"
     chunks = [make_chunk(f"doc{i // 50}", i % 50, text_for(i)) for i in range(n)]
     t0 = time.perf_counter()
@@ -66,9 +68,9 @@ async def bench_fts(root: Path, n: int) -> None:
         await idx.search(mission, "electric vehicle market share in europe", 10)
     search_ms = (time.perf_counter() - t0) / reps * 1000
     t0 = time.perf_counter()
-    await idx.index(mission, chunks[:500])  # unchanged re-index: no postings rewritten
+    await idx.index(mission, chunks[:500])  # unchanged re-index (FTS5 rewrites no postings; Tantivy replaces them)
     reindex_s = time.perf_counter() - t0
-    print(f"sqlite-fts5  n={n:>6}: index {n / index_s:8.0f} chunks/s | search {search_ms:6.1f} ms | "
+    print(f"{idx.backend:<12} n={n:>6}: index {n / index_s:8.0f} chunks/s | search {search_ms:6.1f} ms | "
           f"re-index 500 unchanged {reindex_s * 1000:6.1f} ms")
 
 
@@ -79,8 +81,9 @@ async def main() -> None:
     with tempfile.TemporaryDirectory() as d:
         for n in sizes:
             await bench_qdrant(Path(d), n)
-        for n in sizes:
-            await bench_fts(Path(d), n)
+        for engine in (TantivyFullTextIndex, SqliteFullTextIndex):
+            for n in sizes:
+                await bench_fts(Path(d), n, engine)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Settings from the environment (prefix STRATMASTER_) and `.env`.
 
 Every backing service is optional: when its URL is unset the embedded default
-is used (filesystem object store, Qdrant local mode, SQLite FTS5 BM25 index,
+is used (filesystem object store, pgvector in PostgreSQL, Tantivy BM25 index,
 SQLite graph store, deterministic planner / extractive synthesiser).
 """
 from __future__ import annotations
@@ -44,6 +44,9 @@ class Settings(BaseSettings):
     embedded_vectors: Literal["pgvector", "qdrant-local"] = "pgvector"
     qdrant_api_key: SecretStr | None = None
     opensearch_url: str | None = None
+    # Embedded BM25 index when opensearch_url is unset: "tantivy" (one index directory per mission,
+    # block-max WAND top-k) or "sqlite-fts5" (the previous engine: scores every matching chunk)
+    embedded_fulltext: Literal["tantivy", "sqlite-fts5"] = "tantivy"
     opensearch_user: str | None = None
     opensearch_password: SecretStr | None = None
     nebula_hosts: str | None = None  # "host:port,host:port"

@@ -75,7 +75,7 @@ async def namespace_state(stores, mission: str) -> dict[str, bool]:
     defaults: the mission's pgvector table, its on-disk full-text and graph files and objects)."""
     return {
         "vectors": await stores.vectors.collection_config(mission) is not None,
-        "fulltext": (stores.fulltext.root / f"{mission}.db").exists(),
+        "fulltext": stores.fulltext._path(mission).exists(),
         "graph": (stores.graph.root / f"{mission}.db").exists(),
         "objects": (stores.objects.bucket_root / "tenants" / mission).exists(),
     }

@@ -23,6 +23,7 @@ import pytest
 import pytest_asyncio
 
 from activities.stores.fulltext_sqlite import SqliteFullTextIndex
+from activities.stores.fulltext_tantivy import TantivyFullTextIndex
 from activities.stores.graph_sqlite import SqliteGraphStore
 from activities.stores.objects_fs import FsObjectStore
 from activities.stores.vectors_pgvector import PgVectorStore
@@ -56,6 +57,7 @@ VECTOR_IMPLS = [
          env="STRATMASTER_QDRANT_URL"),
 ]
 FULLTEXT_IMPLS = [
+    Impl("tantivy", lambda d: TantivyFullTextIndex(d)),
     Impl("sqlite-fts5", lambda d: SqliteFullTextIndex(d)),
     Impl("opensearch", make_opensearch, env=OPENSEARCH_ENV),
 ]

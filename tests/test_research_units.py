@@ -50,6 +50,12 @@ def test_rrf_fusion_ranks_by_reciprocal_rank():
 def test_merge_keeps_best_score_per_chunk():
     merged = merge_subquestion_hits([[hit("a", 0.2), hit("b", 0.9)], [hit("a", 0.8)]], limit=5)
     assert [(h.chunk_id, h.score) for h in merged] == [("b", 0.9), ("a", 0.8)]
+    # each retriever's best score across the sub-questions, not only the best-fused one's: a
+    # chunk found by BM25 for one sub-question and by its meaning for another keeps both
+    by_words = hit("a", 0.9).model_copy(update={"scores": {"bm25": 9.5, "dense": 0.21}})
+    by_meaning = hit("a", 0.6).model_copy(update={"scores": {"bm25": 1.3, "dense": 0.72}})
+    [a] = merge_subquestion_hits([[by_words], [by_meaning]], limit=5)
+    assert a.score == 0.9 and a.scores == {"bm25": 9.5, "dense": 0.72}
 
 
 # ---------------------------------------------------------------- planning

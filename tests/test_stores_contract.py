@@ -15,6 +15,7 @@ from temporalio.exceptions import ApplicationError
 from activities.stores.base import ObjectNotFound
 from activities.stores.factory import Stores, build_stores, health_probes
 from activities.stores.fulltext_sqlite import SqliteFullTextIndex, fts_query
+from activities.stores.fulltext_tantivy import TantivyFullTextIndex
 from activities.stores.graph_sqlite import SqliteGraphStore
 from activities.stores.objects_fs import FsObjectStore
 from activities.stores.vectors_pgvector import PgVectorStore
@@ -449,6 +450,16 @@ async def test_fulltext_idempotent_and_relevant(fulltext, missions):
     assert await fulltext.search(a, "entanglement", 5) == []
 
 
+async def test_fulltext_equal_scores_are_ordered_by_chunk_id(fulltext, missions):
+    """Ties are cut by chunk_id (which a restore keeps), whatever order the chunks went in."""
+    a, _ = missions
+    same = [make_chunk(f"twin{i}", 0, "identical words about gliders") for i in range(12)]
+    for batch in (same[::2], same[1::2]):
+        await fulltext.index(a, batch)
+    hits = await fulltext.search(a, "gliders", 5)
+    assert [h.chunk_id for h in hits] == sorted(c.chunk_id for c in same)[:5]
+
+
 @pytest.mark.parametrize("hostile,plain", [
     ('"; DROP TABLE chunks; --', "drop table chunks"),
     ("NEAR(", "near"),
@@ -503,28 +514,51 @@ async def test_fulltext_isolation_drop_and_round_trip(fulltext, missions):
         await fulltext.load(b, [{"chunk_id": "x"}])
 
 
-def test_fulltext_two_processes_write_one_mission(tmp_path):
-    """WAL + busy timeout: concurrent writers in two processes both succeed."""
+@pytest.mark.parametrize("engine", ["fulltext_tantivy:TantivyFullTextIndex", "fulltext_sqlite:SqliteFullTextIndex"])
+def test_fulltext_two_processes_write_one_mission(tmp_path, engine):
+    """Concurrent writers in two processes both succeed (SQLite: WAL + busy timeout; Tantivy:
+    each commit waits for the other process's writer lock)."""
     mission = new_mission("fts")
+    module, cls = engine.split(":")
     root = str(Path(__file__).resolve().parent.parent)
     code = textwrap.dedent("""
         import asyncio, sys
-        from activities.stores.fulltext_sqlite import SqliteFullTextIndex
+        from activities.stores.MODULE import CLS as Index
         from tests.stores_support import make_chunk
         async def main():
-            idx = SqliteFullTextIndex(sys.argv[1])
+            idx = Index(sys.argv[1])
             for b in range(20):
                 await idx.index(sys.argv[2], [make_chunk(f"{sys.argv[3]}-{b}", i, f"word{i} {sys.argv[3]}") for i in range(5)])
                 await idx.search(sys.argv[2], "word1", 3)
         asyncio.run(main())
-    """)
+    """).replace("MODULE", module).replace("CLS", cls)
     procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path), mission, tag], cwd=root,
                               env={**os.environ, "PYTHONPATH": root}, stderr=subprocess.PIPE, text=True)
              for tag in ("p1", "p2")]
     for p in procs:
         _, err = p.communicate(timeout=120)
         assert p.returncode == 0, err[-3000:]
-    assert asyncio.run(SqliteFullTextIndex(tmp_path).count(mission)) == 200
+    index = TantivyFullTextIndex(tmp_path) if cls == "TantivyFullTextIndex" else SqliteFullTextIndex(tmp_path)
+    assert asyncio.run(index.count(mission)) == 200
+
+
+async def test_tantivy_takes_over_a_missions_fts5_index_and_sees_other_processes_drops(tmp_path, missions):
+    """A mission indexed by the previous embedded engine (SQLite FTS5) is copied into Tantivy
+    the first time it is opened: upgrading loses no chunk. A reader that cached a mission's
+    index sees it dropped and rebuilt by another process."""
+    a, _ = missions
+    chunks = corpus_chunks()
+    await SqliteFullTextIndex(tmp_path).index(a, chunks)
+    reader = TantivyFullTextIndex(tmp_path)
+    assert await reader.count(a) == len(chunks)
+    assert [h.chunk_id for h in await reader.search(a, "kittens", 5)] == [chunks[0].chunk_id]
+    assert not (tmp_path / "fulltext" / f"{a}.db").exists()  # renamed: not copied twice
+    other = TantivyFullTextIndex(tmp_path)  # another process's instance
+    await other.drop(a)
+    assert await reader.count(a) == 0 and await reader.search(a, "kittens", 5) == []
+    await other.index(a, [chunks[2]])
+    assert [h.chunk_id for h in await reader.search(a, "physics", 5)] == [chunks[2].chunk_id]
+    assert await reader.count(a) == 1
 
 
 # --- graph -----------------------------------------------------------------------------------
@@ -593,14 +627,16 @@ async def test_factory_embedded_defaults_health_and_drop_mission(tmp_path, missi
                         nebula_hosts=None, minio_endpoint=None, database_url=postgres.dsn)
     assert isinstance(build_stores(settings.model_copy(update={"embedded_vectors": "qdrant-local"})).vectors,
                       QdrantVectorStore)
+    assert isinstance(build_stores(settings.model_copy(update={"embedded_fulltext": "sqlite-fts5"})).fulltext,
+                      SqliteFullTextIndex)
     stores = build_stores(settings)
     assert isinstance(stores, Stores)
     assert isinstance(stores.objects, FsObjectStore) and isinstance(stores.vectors, PgVectorStore)
-    assert isinstance(stores.fulltext, SqliteFullTextIndex) and isinstance(stores.graph, SqliteGraphStore)
+    assert isinstance(stores.fulltext, TantivyFullTextIndex) and isinstance(stores.graph, SqliteGraphStore)
     probes = health_probes(settings)
     assert set(probes) >= {"objects", "vectors", "fulltext", "graph"}
     for name, (backend, probe) in probes.items():
-        assert backend in ("filesystem", "pgvector", "sqlite-fts5", "sqlite-graph"), name
+        assert backend in ("filesystem", "pgvector", "tantivy", "sqlite-graph"), name
         assert await probe()
     chunks = corpus_chunks()
     ents, rels = _graph_data()

@@ -70,7 +70,7 @@ class MaintenanceActivities(ActivityResources):
     @activity.defn(name="optimise_indexes")
     async def optimise_indexes(self, _: Empty) -> OptimiseReport:
         actions: dict[str, dict[str, str]] = {}
-        local_fts = not self.settings.opensearch_url
+        local_fts = not self.settings.opensearch_url  # the SQLite FTS5 engine (tantivy has its optimize hook)
 
         async def fts(mission: str) -> str:
             if local_fts:

@@ -78,10 +78,17 @@ def fuse(
 
 
 def merge_subquestion_hits(per_query: Sequence[Sequence[SearchHit]], limit: int) -> list[SearchHit]:
-    """Union of hits across sub-questions, each chunk at its best fused score."""
+    """Union of hits across sub-questions, each chunk at its best fused score, with each
+    retriever's best score for it across the sub-questions (the sub-question a chunk fused
+    best for is not always the one its text is closest to: evidence features read these)."""
     best: dict[str, SearchHit] = {}
+    scores: dict[str, dict[str, float]] = {}
     for hits in per_query:
         for h in hits:
             if h.chunk_id not in best or h.score > best[h.chunk_id].score:
                 best[h.chunk_id] = h
-    return sorted(best.values(), key=lambda h: (-h.score, h.chunk_id))[:limit]
+            kept = scores.setdefault(h.chunk_id, {})
+            for name, value in h.scores.items():
+                kept[name] = max(value, kept.get(name, value))
+    merged = [h.model_copy(update={"scores": scores[h.chunk_id]}) for h in best.values()]
+    return sorted(merged, key=lambda h: (-h.score, h.chunk_id))[:limit]

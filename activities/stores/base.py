@@ -13,7 +13,7 @@ Embedded defaults (no server URL set), all under `<data_dir>`:
   objects/<bucket>/tenants/<mission>/...   filesystem object store (objects_fs)
   objects/<bucket>/system/...              system area (backups, exports)
   qdrant/<mission>/                        Qdrant local mode, one storage per mission
-  fulltext/<mission>.db                    SQLite FTS5 BM25 index
+  fulltext-tantivy/<mission>/              Tantivy BM25 index (fulltext/<mission>.db: SQLite FTS5, the alternative)
   graph/<mission>.db                       SQLite graph
 
 Every store entry point calls check_mission() first: an invalid mission id is a
@@ -44,6 +44,22 @@ from stratmaster.errors import bad_input
 
 _TOKEN = re.compile(r"\w+", re.UNICODE)
 MAX_QUERY_TERMS = 64
+
+
+# English function words: in nearly every chunk, so their BM25 weight is ~0, yet an OR query
+# containing one matches (and FTS5 scores) every chunk of the mission: 100k chunks took
+# ~200 ms a query with them, ~60 ms without (bench/retrieval/run.py --pad), same top hits.
+FUNCTION_WORDS = frozenset("""a an the and or but nor of in on at to for from by with as is are was were be been
+being it its this that these those than then there their they them he she his her we our you your i what which who
+whom whose when where why how do does did can could would should will shall may might must have has had not no so if
+into onto about any some""".split())
+
+
+def search_terms(text: str) -> list[str]:
+    """The words the embedded BM25 indexes search for: query_terms without function words,
+    unless nothing else remains."""
+    terms = query_terms(text)
+    return [t for t in terms if t not in FUNCTION_WORDS] or terms
 
 
 def query_terms(text: str) -> list[str]:

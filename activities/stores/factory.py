@@ -60,9 +60,13 @@ def _fulltext(settings: Settings) -> FullTextIndex:
         from activities.stores.fulltext_opensearch import OpenSearchIndex  # production adapter
 
         return OpenSearchIndex.from_settings(settings)
-    from activities.stores.fulltext_sqlite import SqliteFullTextIndex
+    if settings.embedded_fulltext == "sqlite-fts5":
+        from activities.stores.fulltext_sqlite import SqliteFullTextIndex
 
-    return SqliteFullTextIndex(settings.abs_data_dir)
+        return SqliteFullTextIndex(settings.abs_data_dir)
+    from activities.stores.fulltext_tantivy import TantivyFullTextIndex
+
+    return TantivyFullTextIndex(settings.abs_data_dir)
 
 
 def _graph(settings: Settings) -> GraphStore:

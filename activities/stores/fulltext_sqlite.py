@@ -17,7 +17,7 @@ import sqlite3
 from pathlib import Path
 from typing import Sequence
 
-from activities.stores.base import query_terms, remove_sqlite_files
+from activities.stores.base import remove_sqlite_files, search_terms
 from stratmaster.contracts.common import check_mission
 from stratmaster.contracts.knowledge import Chunk, SearchHit
 from stratmaster.errors import bad_input
@@ -67,15 +67,6 @@ WHERE chunks.text IS NOT excluded.text OR chunks.title IS NOT excluded.title
 """
 
 
-# English function words: in nearly every chunk, so their BM25 weight is ~0, yet an OR query
-# containing one matches (and FTS5 scores) every chunk of the mission: 100k chunks took
-# ~200 ms a query with them, ~60 ms without (bench/retrieval/run.py --pad), same top hits.
-FUNCTION_WORDS = frozenset("""a an the and or but nor of in on at to for from by with as is are was were be been
-being it its this that these those than then there their they them he she his her we our you your i what which who
-whom whose when where why how do does did can could would should will shall may might must have has had not no so if
-into onto about any some""".split())
-
-
 TIE_MARGIN = 50
 
 
@@ -84,10 +75,9 @@ def fts_query(text: str) -> str | None:
     phrase and OR-ed, so operators (AND/OR/NOT/NEAR, *, ^, :, quotes, parentheses)
     in user text are just words or dropped; function words are left out unless
     nothing else remains. None when no token remains."""
-    terms = query_terms(text)
+    terms = search_terms(text)
     if not terms:
         return None
-    terms = [t for t in terms if t not in FUNCTION_WORDS] or terms
     return " OR ".join('"' + t.replace('"', '""') + '"' for t in terms)
 
 
