@@ -1,4 +1,5 @@
-"""BM25 full-text index on SQLite FTS5 (embedded default for OpenSearch).
+"""BM25 full-text index on SQLite FTS5: the embedded engine before Tantivy, kept as
+STRATMASTER_EMBEDDED_FULLTEXT=sqlite-fts5 (and the source Tantivy copies an older mission from).
 
 One database per mission at <data_dir>/fulltext/<mission>.db in WAL mode with a
 busy timeout, so the ingestion and research worker processes can share it.
