@@ -55,6 +55,15 @@ whom whose when where why how do does did can could would should will shall may 
 into onto about any some""".split())
 
 
+def dump_chunks(rows: Sequence[dict | Chunk]) -> list[Chunk]:
+    """A full-text dump's rows as chunks (a restored backup is untrusted: a bad row is a
+    non-retryable BadInput naming it, before anything is written)."""
+    try:
+        return [r if isinstance(r, Chunk) else Chunk.model_validate(r) for r in rows]
+    except ValueError as exc:
+        raise bad_input(f"bad full-text dump row: {exc}") from None
+
+
 def search_terms(text: str) -> list[str]:
     """The words the embedded BM25 indexes search for: query_terms without function words,
     unless nothing else remains."""

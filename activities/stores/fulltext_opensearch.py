@@ -14,7 +14,7 @@ from opensearchpy import AsyncOpenSearch
 from opensearchpy.exceptions import NotFoundError, RequestError
 from opensearchpy.helpers import async_scan
 
-from activities.stores.base import index_name, query_terms
+from activities.stores.base import dump_chunks, index_name, query_terms
 from stratmaster.contracts.common import check_mission
 from stratmaster.contracts.knowledge import Chunk, SearchHit
 from stratmaster.errors import bad_input
@@ -184,11 +184,7 @@ class OpenSearchIndex:
 
     async def load(self, mission: str, rows: Sequence[dict]) -> None:
         """Restore a dump (idempotent: same chunk ids overwrite), refreshing once."""
-        try:
-            chunks = [r if isinstance(r, Chunk) else Chunk.model_validate(r) for r in rows]
-        except ValueError as exc:
-            raise bad_input(f"bad full-text dump row: {exc}") from None
-        await self.index(mission, chunks, refresh=False)
+        await self.index(mission, dump_chunks(rows), refresh=False)
         await self.refresh(mission)
 
     async def probe(self) -> str:

@@ -18,10 +18,9 @@ import sqlite3
 from pathlib import Path
 from typing import Sequence
 
-from activities.stores.base import remove_sqlite_files, search_terms
+from activities.stores.base import dump_chunks, remove_sqlite_files, search_terms
 from stratmaster.contracts.common import check_mission
 from stratmaster.contracts.knowledge import Chunk, SearchHit
-from stratmaster.errors import bad_input
 
 
 _SCHEMA = """
@@ -187,11 +186,7 @@ class SqliteFullTextIndex:
         return await asyncio.to_thread(self._with, mission, run, False, [])
 
     async def load(self, mission: str, rows: Sequence[dict]) -> None:
-        try:
-            chunks = [Chunk.model_validate(r) for r in rows]
-        except ValueError as exc:
-            raise bad_input(f"bad full-text dump row: {exc}") from None
-        await self.index(mission, chunks)
+        await self.index(mission, dump_chunks(rows))
 
     async def probe(self) -> str:
         def check() -> str:

@@ -31,10 +31,9 @@ from typing import Any, Sequence
 
 import tantivy
 
-from activities.stores.base import search_terms
+from activities.stores.base import dump_chunks, search_terms
 from stratmaster.contracts.common import check_mission
 from stratmaster.contracts.knowledge import Chunk, SearchHit
-from stratmaster.errors import bad_input
 
 ANALYZER = "stratmaster_en"
 TITLE_BOOST = 0.5  # a title counts half the text, like the FTS5 index's bm25(chunks_fts, 1.0, 0.5)
@@ -124,7 +123,7 @@ class TantivyFullTextIndex:
 
                 index.register_tokenizer(ANALYZER, _analyzer())
                 rows = asyncio.run(SqliteFullTextIndex(self.data_dir).dump(mission))
-                self._commit(index, [Chunk.model_validate(r) for r in rows], None)
+                self._commit(index, dump_chunks(rows), None)
             del index
             tmp.rename(path)
         except OSError:
@@ -302,11 +301,7 @@ class TantivyFullTextIndex:
         return await asyncio.to_thread(run)
 
     async def load(self, mission: str, rows: Sequence[dict]) -> None:
-        try:
-            chunks = [Chunk.model_validate(r) for r in rows]
-        except ValueError as exc:
-            raise bad_input(f"bad full-text dump row: {exc}") from None
-        await self.index(mission, chunks)
+        await self.index(mission, dump_chunks(rows))
 
     async def probe(self) -> str:
         def check() -> str:
