@@ -25,6 +25,25 @@ from workflows.ingestion import GROUPS_PATCH, IngestDocumentsWorkflow, IngestSli
 pytestmark = pytest.mark.timeout(300)
 
 
+async def test_stage_heartbeats_are_throttled_and_the_last_progress_is_sent():
+    """Stages in quick succession make one heartbeat, not one each; the activity's last
+    progress is heartbeated when it ends (what a retry after a failure resumes from)."""
+    from activities.ingest.activities import _Beat
+
+    beats: list[dict] = []
+
+    async def work() -> None:
+        beat = _Beat({"stage": "start"})
+        async with beat.running():
+            for i in range(50):
+                beat.stage("document-done", finished=list(range(i + 1)))
+
+    env = ActivityEnvironment()
+    env.on_heartbeat = lambda *details: beats.append(details[0])
+    await env.run(work)
+    assert len(beats) == 2 and beats[0]["finished"] == [0] and beats[-1]["finished"] == list(range(50))
+
+
 async def test_group_activity_embeds_once_fails_alone_and_resumes_after_finished_documents(settings, session_dir):
     import workers.ingestion
 

@@ -196,7 +196,7 @@ async def test_plain_json_start_from_temporal_cli_with_inline_and_object_key(cli
     assert {d.source for d in result.documents} == {"inline:hydro.md", "object:documents/uploads/flow.md"}
 
 
-async def test_retry_resumes_vectors_from_heartbeat_details(settings, session_dir):
+async def test_retry_resumes_vectors_from_heartbeat_details(settings, session_dir, monkeypatch):
     """A retried attempt skips the chunks its crashed predecessor already put in
     Qdrant (heartbeat details), and still writes every store exactly once."""
     import dataclasses
@@ -207,6 +207,7 @@ async def test_retry_resumes_vectors_from_heartbeat_details(settings, session_di
     import workers.ingestion
     from stratmaster.contracts.ingestion import IngestDocumentInput
 
+    monkeypatch.setattr("activities.ingest.activities.BEAT_MIN_S", 0.0)  # every stage's heartbeat
     s = ingestion_settings(settings)
     mission = await new_mission(s)
     path = write_small_docs(session_dir / f"resume-{mission}", 1, words=1500)[0]
