@@ -561,6 +561,25 @@ async def test_tantivy_takes_over_a_missions_fts5_index_and_sees_other_processes
     assert await reader.count(a) == 1
 
 
+async def test_tantivy_takeover_that_fails_leaves_nothing_half_made(tmp_path, missions, monkeypatch):
+    """Copying a legacy FTS5 index that fails with any error (here a row the dump refuses)
+    removes its temporary directory and keeps the legacy index to copy on the next open."""
+    a, _ = missions
+    chunks = corpus_chunks()
+    await SqliteFullTextIndex(tmp_path).index(a, chunks)
+
+    async def refused(self, mission):
+        raise ValueError("a row the dump refuses")
+
+    with monkeypatch.context() as m:
+        m.setattr(SqliteFullTextIndex, "dump", refused)
+        with pytest.raises(ValueError, match="refuses"):
+            await TantivyFullTextIndex(tmp_path).count(a)
+    assert [p.name for p in (tmp_path / "fulltext-tantivy").iterdir()] == []
+    assert (tmp_path / "fulltext" / f"{a}.db").exists()
+    assert await TantivyFullTextIndex(tmp_path).count(a) == len(chunks)  # copied on the next open
+
+
 # --- graph -----------------------------------------------------------------------------------
 
 def _graph_data():

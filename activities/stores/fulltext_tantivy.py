@@ -131,6 +131,9 @@ class TantivyFullTextIndex:
             if not path.is_dir():
                 raise
             return  # another process created it first
+        except BaseException:  # a bad legacy row, a cancellation: nothing half-made stays behind
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
         if legacy.exists():
             legacy.rename(legacy.with_suffix(".db.migrated"))
 
