@@ -16,9 +16,10 @@ is retried after the (short) heartbeat timeout; the heartbeat details carry how
 many chunks already reached the vector store, so the retry skips re-embedding them.
 
 `ingest_documents` does the same for a group of small documents in one call (the
-per-call Temporal round trip dominates tiny documents): each is read, parsed,
-chunked and written on its own (a bad one fails alone, its failure row written
-here), their chunks are embedded in one batched call, and the heartbeat details
+per-call Temporal round trip dominates tiny documents): each is read, parsed and
+chunked on its own (a bad one fails alone, its failure row written here), their
+chunks are embedded in one batched call and written to the vector and full-text
+stores in one write each, then each document's graph and PostgreSQL rows; the heartbeat details
 list the finished documents' results so a retry skips them. A document over the
 group's byte limit is handed back for `ingest_document`.
 """
