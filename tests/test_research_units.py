@@ -220,6 +220,22 @@ def test_a_possessive_is_its_word():
                     "Python tutorial: coding style", 0.6, 0.5)["key"] == 1.0
 
 
+def test_a_named_identifier_is_a_key_term_matched_whole():
+    """"the -X lazy_imports option" names something: tokens split it into "lazy" and
+    "imports", everyday words every import page has; whole, a passage that never names it
+    does not answer (the QA bench's u16 was answered from the import system's pages)."""
+    from activities.research.answerability import features, question_weights
+
+    q = "What does the -X lazy_imports interpreter option do?"
+    w = question_weights(q)
+    near = features(q, w, "-X frozen_modules determines whether frozen modules are ignored by imports.", "",
+                    "Command line: -X options, lazy imports of modules", 0.6, 0.5)
+    named = features(q, w, "-X lazy_imports makes every import lazy.", "", "Command line", 0.6, 0.5)
+    assert near["key"] == 0.0 and named["key"] == 1.0
+    assert features("When is Py_BuildValue used?", question_weights("When is Py_BuildValue used?"),
+                    "Call Py_BuildValue() to build a tuple.", "", "Extending", 0.6, 0.5)["key"] == 1.0
+
+
 def test_gates_keep_below_bar_claims_with_the_reason():
     from activities.research.gates import apply_gates
     from stratmaster.contracts.research import Citation, Claim, Gates

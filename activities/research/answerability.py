@@ -5,9 +5,10 @@
              term weighted by its rarity in English (wordfreq): "XR-7" and
              "setrecursionlimit" weigh far more than "use" or "value"
   passage  : the same share over the whole retrieved passage and its title
-  key      : share of the question's rare terms (names, codes, jargon) anywhere in the
-             passage; a question about something the passage never names is not
-             answered by it, however close the rest
+  key      : share of the question's rare terms (names, codes, jargon) and of the
+             identifiers it names ("lazy_imports", whole) anywhere in the passage; a
+             question about something the passage never names is not answered by
+             it, however close the rest
   names    : the sentence names something the question does not (an identifier, a
              CamelCase or ALL-CAPS name, a figure): what an answer to "which ..." adds
   kind     : the sentence has what the question asks for (a figure for "how many",
@@ -72,9 +73,23 @@ def coverage(weights: Mapping[str, float], terms: frozenset[str]) -> float:
     return sum(w for t, w in weights.items() if t in terms) / total if total else 0.0
 
 
-def key_coverage(weights: Mapping[str, float], terms: frozenset[str]) -> float:
-    keys = [t for t, w in weights.items() if w >= RARE_WEIGHT]
-    return sum(t in terms for t in keys) / len(keys) if keys else 1.0
+# a snake_case or dunder name ("lazy_imports", "Py_BuildValue", "__init_subclass__"): tokens()
+# splits it into everyday words, so as a key term it is matched whole, as written
+_SNAKE = re.compile(r"(?<![\w.])_*[A-Za-z][A-Za-z0-9]*(?:_+[A-Za-z0-9]+)+_*(?!\w)")
+
+
+@lru_cache(maxsize=1024)
+def named_identifiers(question: str) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(m.lower() for m in _SNAKE.findall(question)))
+
+
+def key_coverage(weights: Mapping[str, float], terms: frozenset[str], identifiers: tuple[str, ...] = (),
+                 text: str = "") -> float:
+    """Share of the question's key terms (rare words; identifiers, found whole in `text`) present."""
+    found = [t in terms for t, w in weights.items() if w >= RARE_WEIGHT]
+    lowered = text.lower() if identifiers else ""
+    found += [re.search(rf"(?<![\w.]){re.escape(i)}(?!\w)", lowered) is not None for i in identifiers]
+    return sum(found) / len(found) if found else 1.0
 
 
 def kind_match(question: str, sentence: str) -> float:
@@ -100,7 +115,8 @@ def features(question: str, weights: Mapping[str, float], sentence: str, context
         "sim": round(max(0.0, sim), 4),
         "cover": round(coverage(weights, sent_terms), 4),
         "passage": round(coverage(weights, passage_terms), 4),
-        "key": round(key_coverage(weights, passage_terms), 4),
+        "key": round(key_coverage(weights, passage_terms, named_identifiers(question),
+                                  f"{passage}\n{sentence}\n{context}"), 4),
         "kind": kind_match(question, sentence),
         "names": answer_token(question, sentence),
         "retrieval": round(max(0.0, min(1.0, retrieval)), 4),
