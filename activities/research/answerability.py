@@ -31,7 +31,9 @@ from activities.research.planning import STOPWORDS, content_terms, stem, tokens
 RARE_WEIGHT = 3.0  # weight at or above which a term is a key term (zipf frequency <= 3)
 
 _NUMERIC_Q = re.compile(
-    r"\b(how (many|much|long|often|big|large|old|far|deep|fast)|what (number|percentage|percent|version|year|size|port|value)"
+    r"\b(how (many|much|long|often|big|large|old|far|deep|fast)"
+    r"|what(?: is| are|'s)?(?: the| a)?(?: (?:maximum|minimum|max|min|largest|smallest|highest|lowest|default|total|exact))?"
+    r" (?:number|percentage|percent|version|year|size|port|value|length|limit|count)"
     r"|which (version|year|port))\b", re.I)
 _NUMBER = re.compile(r"\d|\b(once|twice|one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|hundred|thousand)\b", re.I)
 _DEFAULT_Q = re.compile(r"\bdefault\b", re.I)
