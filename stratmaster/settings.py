@@ -70,6 +70,9 @@ class Settings(BaseSettings):
     # is background work, so research asked meanwhile keeps the CPU (the research worker
     # stays at 0). Applies where workers share a machine; 0 turns it off.
     background_worker_nice: int = Field(default=10, ge=0, le=19)
+    # ...and under Linux's SCHED_IDLE policy: a research task that wakes preempts them at once
+    # instead of waiting out an embedding thread's time slice (workers/__main__.py)
+    background_worker_sched_idle: bool = True
     llm_model: str | None = None  # LiteLLM model name, e.g. "openai/smollm2"
     llm_api_base: str | None = None
     llm_api_key: SecretStr | None = None

@@ -42,6 +42,17 @@ def thread_niceness(pid: int) -> set[int]:
     return out
 
 
+def thread_policies(pid: int) -> set[int]:
+    """The scheduling policy of each of the process's threads."""
+    out = set()
+    for t in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            out.add(os.sched_getscheduler(int(t.name)))
+        except ProcessLookupError:  # a thread that ended meanwhile
+            pass
+    return out
+
+
 async def test_worker_process_runs_queue_and_stops_on_sigterm(temporal_env, settings):
     address = temporal_env.client.service_client.config.target_host
     metrics_port = free_port()
@@ -67,6 +78,8 @@ async def test_worker_process_runs_queue_and_stops_on_sigterm(temporal_env, sett
         # a background queue's worker runs every thread (Temporal runtime, executors) at the
         # configured niceness, so research on the same machine keeps the CPU
         assert thread_niceness(proc.pid) == {settings.background_worker_nice} == {10}
+        # ...and every one under SCHED_IDLE (background_worker_sched_idle, on by default)
+        assert thread_policies(proc.pid) == {os.SCHED_IDLE}
     finally:
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=60)
