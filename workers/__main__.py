@@ -39,7 +39,7 @@ def lower_priority(queue: str, nice: int, sched_idle: bool) -> tuple[int, str]:
 
     Nice alone shares the CPU in proportion, but a research task that wakes (a reply from
     PostgreSQL, a workflow task) still waits for a running embedding thread's time slice;
-    a SCHED_IDLE thread is preempted at once (research p95 while ingesting 74 -> 66 ms,
+    a SCHED_IDLE thread is preempted at once (research p95 while ingesting 74 -> 64-66 ms,
     bench/research_scale.py). Both apply where workers share a machine."""
     if queue in BACKGROUND_QUEUES:
         if nice > os.getpriority(os.PRIO_PROCESS, 0):
