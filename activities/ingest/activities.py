@@ -238,7 +238,7 @@ class IngestionActivities:
             beat.stage("fulltext")
             await self.stores.fulltext.index(req.mission, chunks)
             for i, p in prepared:
-                finish(i, await self._store(tenant, req.mission, req.batch_id, p, beat, fulltext=False))
+                finish(i, await self._store(tenant, req.mission, req.batch_id, p, beat))
         return IngestGroupResult(results=results)
 
     # ------------------------------------------------------------ stages
@@ -261,6 +261,8 @@ class IngestionActivities:
             beat.stage("vectors")
             await self.stores.vectors.upsert(mission, part, vectors)
             beat.stage("embed", vectors_done=i + len(part))
+        beat.stage("fulltext")
+        await self.stores.fulltext.index(mission, chunks)
         return await self._store(tenant, mission, req.batch_id, p, beat)
 
     async def _embed(self, chunks: list[Chunk], owners: list["_Prepared"]) -> list[list[float]]:
@@ -329,13 +331,9 @@ class IngestionActivities:
                                       "text/plain; charset=utf-8")
         return _Prepared(ref, sha, doc_id, len(src.data), parsed, title, object_key, chunks, t0)
 
-    async def _store(self, tenant, mission: str, batch_id: str, p: "_Prepared", beat: _Beat,
-                     fulltext: bool = True) -> DocumentResult:
-        """Full text (unless a group wrote it), graph, then PostgreSQL last (vectors are already upserted)."""
+    async def _store(self, tenant, mission: str, batch_id: str, p: "_Prepared", beat: _Beat) -> DocumentResult:
+        """Graph, then PostgreSQL last (vectors and full text are already written)."""
         chunks = p.chunks
-        if fulltext:
-            beat.stage("fulltext")
-            await self.stores.fulltext.index(mission, chunks)
 
         beat.stage("graph")
         cartridge = (await self.config.get(mission)).cartridge

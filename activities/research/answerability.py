@@ -89,8 +89,9 @@ def key_coverage(weights: Mapping[str, float], terms: frozenset[str], identifier
                  text: str = "") -> float:
     """Share of the question's key terms (rare words; identifiers, found whole in `text`) present."""
     found = [t in terms for t, w in weights.items() if w >= RARE_WEIGHT]
-    lowered = text.lower() if identifiers else ""
-    found += [re.search(rf"(?<![\w.]){re.escape(i)}(?!\w)", lowered) is not None for i in identifiers]
+    if identifiers:
+        lowered = text.lower()
+        found += [re.search(rf"(?<![\w.]){re.escape(i)}(?!\w)", lowered) is not None for i in identifiers]
     return sum(found) / len(found) if found else 1.0
 
 
@@ -113,12 +114,12 @@ def features(question: str, weights: Mapping[str, float], sentence: str, context
              sim: float, retrieval: float) -> dict[str, float]:
     sent_terms = terms_of(sentence) | terms_of(context)
     passage_terms = terms_of(passage) | sent_terms
+    names = named_identifiers(question)  # mostly none: then no text to search them in
     return {
         "sim": round(max(0.0, sim), 4),
         "cover": round(coverage(weights, sent_terms), 4),
         "passage": round(coverage(weights, passage_terms), 4),
-        "key": round(key_coverage(weights, passage_terms, named_identifiers(question),
-                                  f"{passage}\n{sentence}\n{context}"), 4),
+        "key": round(key_coverage(weights, passage_terms, names, f"{passage}\n{sentence}\n{context}" if names else ""), 4),
         "kind": kind_match(question, sentence),
         "names": answer_token(question, sentence),
         "retrieval": round(max(0.0, min(1.0, retrieval)), 4),
