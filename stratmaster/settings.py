@@ -66,6 +66,9 @@ class Settings(BaseSettings):
     # texts per forward pass: on 2 CPU cores small batches are faster (1,500 sentences 11.8 s at
     # 8, 14.7 s at 32; 400 chunks 10.5 s vs 12.0 s); raise it on bigger machines or a GPU
     embedding_batch_size: int = 8
+    # the encoder research scores sentences with (bge-small-en-v1.5 int8 ONNX, unpacked by
+    # scripts/install_models.sh; activities/ingest/sentence_encoder.py)
+    sentence_model_path: Path = Path.home() / ".cache" / "stratmaster" / "models" / "bge-small-en-v1.5-q"
     # CPU priority (nice 0-19) of the ingestion and maintenance workers: embedding a batch
     # is background work, so research asked meanwhile keeps the CPU (the research worker
     # stays at 0). Applies where workers share a machine; 0 turns it off.

@@ -106,7 +106,7 @@ def worker_env(settings: Settings, address: str) -> dict[str, str]:
 
 
 class CountingEmbedder:
-    """The real embedder, recording the texts of each call that embeds chunks (both entry points)."""
+    """The real embedder, recording the texts of each call that embeds chunks."""
 
     def __init__(self, real):
         self.real = real
@@ -118,7 +118,3 @@ class CountingEmbedder:
     def embed(self, texts):
         self.calls.append(list(texts))
         return self.real.embed(texts)
-
-    def embed_passages(self, texts, spans):
-        self.calls.append(list(texts))
-        return self.real.embed_passages(texts, spans)

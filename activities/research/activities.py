@@ -251,9 +251,6 @@ class ResearchActivities:
         return llm_synthesis.parse_expansion(answer, req.query)
 
     # ---------------------------------------------------------------- synthesise
-    def _embed(self, texts: list[str]):
-        return self.embedder.embed(texts)
-
     async def _passage_vectors(self, tenant: uuid.UUID, hits: Sequence[SearchHit]) -> dict[str, np.ndarray]:
         """The stored sentence vectors of the hits' chunks (unit text -> vector). A chunk
         ingested before they were stored (or whose stored ones do not check out) gets them
@@ -269,24 +266,24 @@ class ResearchActivities:
         rows = await self.pool.fetch(
             """SELECT id::text AS id, text, sentence_spans, sentence_vectors FROM chunks
                WHERE tenant_id = $1 AND id = ANY($2::uuid[])""", tenant, list(by_id))
-        dim = self.embedder.dim
+        encoder = self.resources.sentence_encoder
         stored: dict[str, dict[tuple[int, int], np.ndarray]] = {}
         missing = []
         for r in rows:
             if r["text"] != by_id[r["id"]].text:
                 continue  # not the passage the hit shows: its spans would not line up
-            spans = unpack(r["text"], r["sentence_spans"], r["sentence_vectors"], dim)
+            spans = unpack(r["text"], r["sentence_spans"], r["sentence_vectors"], encoder.dim, encoder.model_id)
             if spans is None:
                 missing.append(r)
             else:
                 stored[r["id"]] = spans
         if missing:
             units = [passage_units(r["text"]) for r in missing]
-            _, unit_vectors = await in_thread(
-                self.embedder.embed_passages, [], [[t for _, t in us] for us in units])
+            unit_vectors = await in_thread(encoder.embed_units, [[t for _, t in us] for us in units])
             await self.pool.executemany(
                 "UPDATE chunks SET sentence_spans = $3, sentence_vectors = $4 WHERE id = $1::uuid AND tenant_id = $2",
-                [(r["id"], tenant, *pack([span for span, _ in us], m)) for r, us, m in zip(missing, units, unit_vectors)])
+                [(r["id"], tenant, *pack([span for span, _ in us], m, encoder.model_id))
+                 for r, us, m in zip(missing, units, unit_vectors)])
             for r, us, m in zip(missing, units, unit_vectors):
                 stored[r["id"]] = {span: row for (span, _), row in zip(us, m.astype(np.float32))}
         return passage_lookup(list(by_id.values()), stored)
@@ -299,7 +296,7 @@ class ResearchActivities:
         notes: list[str] = []
         # sentence vectors: the chunks' stored ones, else embedded once per worker (not per run)
         passages = await self._passage_vectors(tenant, [*req.hits, *(req.grounding_hits or [])])
-        embed = self.sentence_vectors.for_mission(req.mission, self._embed, passages)
+        embed = self.sentence_vectors.for_mission(req.mission, self.resources.sentence_encoder, passages)
         hits = req.hits
         claims, synthesiser, dropped = None, "extractive", 0
         model = self._llm_for(cart, "synthesis", notes) if hits else None

@@ -1,7 +1,7 @@
 """Sentence vectors: stored with each chunk, and kept between research runs of a worker.
 
 Scoring evidence needs a vector for every sentence of the retrieved passages (most of a
-run's time when embedded then). Ingestion embeds them (Embedder.embed_passages over
+run's time when embedded then). Ingestion embeds them (SentenceEncoder.embed_units over
 synthesis.passage_units) and stores them on the chunk row (`pack`); research reads them back
 (`unpack`, which trusts nothing: a restored backup may carry anything) and only embeds what no
 stored passage covers: the question, web hits, chunks ingested before the column existed.
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from typing import Callable, Mapping, Sequence, cast
+from typing import Any, Callable, Mapping, Protocol, Sequence, cast
 
 import numpy as np
 
@@ -29,8 +29,11 @@ class SentenceVectors:
         self.hits = 0
         self.misses = 0
 
-    def for_mission(self, mission: str, embed: Embed, passages: Mapping[str, np.ndarray] | None = None) -> Embed:
+    def for_mission(self, mission: str, encoder: Encoder, passages: Mapping[str, np.ndarray] | None = None
+                    ) -> "MissionEmbed":
         """embed() for `mission`'s texts: the stored passage vectors first, then the cache."""
+        embed = encoder.embed
+
         def run(texts: list[str]) -> Sequence[Sequence[float]]:
             found: dict[str, np.ndarray] = {}
             with self._lock:
@@ -56,20 +59,48 @@ class SentenceVectors:
                 self.hits += len(texts) - len(missing)
                 self.misses += len(missing)
             return cast(Sequence[Sequence[float]], [found[t] for t in texts])  # float32 rows
-        return run
+        return MissionEmbed(run, encoder.query_prefix, encoder.near_duplicate)
 
 
-def pack(spans: Sequence[tuple[int, int]], vectors: np.ndarray) -> tuple[list[int], bytes]:
-    """The chunk row's (sentence_spans, sentence_vectors): flat pairs, little-endian float16 rows."""
-    return [x for span in spans for x in span], np.asarray(vectors, dtype="<f2").tobytes()
+class Encoder(Protocol):
+    query_prefix: str
+    near_duplicate: float
+
+    def embed(self, texts: Sequence[str]) -> Any: ...
 
 
-def unpack(text: str, flat: Sequence[int] | None, blob: bytes | None, dim: int
+class MissionEmbed:
+    """An Embed for one mission's texts, with its encoder's query prefix (what a question is
+    embedded as) and near-duplicate bar (two sentences that close make one claim)."""
+
+    def __init__(self, run: Embed, query_prefix: str, near_duplicate: float):
+        self._run = run
+        self.query_prefix = query_prefix
+        self.near_duplicate = near_duplicate
+
+    def __call__(self, texts: list[str]) -> Sequence[Sequence[float]]:
+        return self._run(texts)
+
+
+def _stamp(model_id: str) -> bytes:
+    return model_id.encode() + b"\0"
+
+
+def pack(spans: Sequence[tuple[int, int]], vectors: np.ndarray, model_id: str) -> tuple[list[int], bytes]:
+    """The chunk row's (sentence_spans, sentence_vectors): flat pairs, then the model's id and
+    little-endian float16 rows (vectors of another model are never read as this one's)."""
+    return [x for span in spans for x in span], _stamp(model_id) + np.asarray(vectors, dtype="<f2").tobytes()
+
+
+def unpack(text: str, flat: Sequence[int] | None, blob: bytes | None, dim: int, model_id: str
            ) -> dict[tuple[int, int], np.ndarray] | None:
-    """span -> unit vector from a chunk row, or None unless every part is consistent (span
-    pairs inside the text, one finite row of `dim` per span): a bad row costs only speed."""
-    if flat is None or blob is None or len(flat) % 2 or dim < 1:
+    """span -> unit vector from a chunk row, or None unless every part is consistent (this
+    model's stamp, span pairs inside the text, one finite row of `dim` per span): a bad or
+    older row costs only speed (research embeds its sentences again and stores them)."""
+    stamp = _stamp(model_id)
+    if flat is None or blob is None or len(flat) % 2 or dim < 1 or not bytes(blob).startswith(stamp):
         return None
+    blob = bytes(blob)[len(stamp):]
     if not flat:
         return {} if not blob else None  # a chunk with no sentence to read
     n = len(flat) // 2

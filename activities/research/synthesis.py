@@ -275,7 +275,9 @@ def score_sentences(query: str, sents: list[Sentence], embed: Embed | None) -> n
     windowed = [i for i, s in enumerate(sents) if s.context]
     window_sims = np.zeros(len(sents))
     if embed and sents:
-        texts = list(dict.fromkeys([query] + [s.text for s in sents] + [sents[i].context for i in windowed]))
+        # the question as the encoder embeds a query (bge: after its search instruction)
+        query_text = getattr(embed, "query_prefix", "") + query
+        texts = list(dict.fromkeys([query_text] + [s.text for s in sents] + [sents[i].context for i in windowed]))
         row = {t: i for i, t in enumerate(texts)}
         unit = unit_vectors(embed(texts))
         vecs = unit[[row[s.text] for s in sents]]
@@ -354,6 +356,7 @@ def extractive(mission: str, query: str, hits: Sequence[SearchHit], embed: Embed
     if not sents:
         return []
     vecs = score_for_questions(answer_parts(query, subquestions), sents, embed)
+    near_duplicate = getattr(embed, "near_duplicate", 0.85)  # MiniLM's bar for a plain embed()
     keys = [{f.key for f in facts(s.text, s.context)} for s in sents]
     order = sorted(range(len(sents)), key=lambda i: (-sents[i].score, sents[i].key))
     # keep sentences near the best one: weakly related sentences make noise claims
@@ -377,7 +380,7 @@ def extractive(mission: str, query: str, hits: Sequence[SearchHit], embed: Embed
             first = members[0]
             a, b = sents[first], sents[i]
             close = _jaccard(b.text, a.text) >= 0.5 or (
-                vecs is not None and float(vecs[i] @ vecs[first]) >= 0.85) or same_fact(a.text, b.text, a.context, b.context)
+                vecs is not None and float(vecs[i] @ vecs[first]) >= near_duplicate) or same_fact(a.text, b.text, a.context, b.context)
             if not close:
                 continue
             if contradiction(a.text, b.text, a.context, b.context):

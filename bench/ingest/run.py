@@ -58,6 +58,7 @@ async def main(args) -> None:
     from workers.registry import WORKFLOW_RUNNER
 
     import workers.ingestion
+    from activities.ingest.embedding import embed_passages
     from activities.ingest.chunking import chunk_text
     from activities.ingest.parsing import parse_document
     from activities.research.synthesis import passage_units
@@ -102,6 +103,7 @@ async def main(args) -> None:
         spec = await workers.ingestion.build(settings)  # loads + warms the model once
         print(f"model load + worker build: {time.perf_counter() - t_load:.1f}s")
         embedder = spec.extra["ingestion"].embedder
+        encoder = spec.extra["ingestion"].resources.sentence_encoder
 
         # the chunk texts ingestion will produce, to embed alone (not timed)
         texts = []
@@ -115,7 +117,7 @@ async def main(args) -> None:
 
         def embed_alone() -> float:
             t = time.perf_counter()
-            embedder.embed_passages(texts, units)
+            embed_passages(embedder, encoder, texts, units)
             return time.perf_counter() - t
 
         t = time.perf_counter()

@@ -2,6 +2,7 @@
 
     python bench/research_qa/tune.py          # current weights: sentence-level answer@1/@3, abstention, ECE
     python bench/research_qa/tune.py --fit    # logistic regression, 5-fold cross-validated by question
+    python bench/research_qa/tune.py --calibrate-findings   # refit only the calibration, on the runs' findings
 
 Every sentence of every run's retrieved hits gets its answerability features
 (activities/research/answerability.py, as research computes them) and a label: it states
@@ -77,14 +78,72 @@ def evaluate(rows, questions, prob, threshold: float = 0.5) -> dict:
             "false_abstention": round(false_abst / n_a, 3), "ece_top3": ece, "reliability": table}
 
 
+def calibrate_findings(runs: dict, questions: list[dict]) -> None:
+    """Platt scaling refitted on what research actually presented: every claim of the dumped runs
+    (findings and those below the bar, after clustering, support counting and contradictions),
+    labelled by answer@3's criterion. Cross-validated by question at several bars, then fitted on all."""
+    import numpy as np
+    from sklearn.linear_model import LogisticRegression
+
+    from activities.research.confidence import logit
+    from bench.research_qa.run import correct_claim
+
+    rows = []  # (question id, logit, margin, agreement, correct)
+    for q in questions:
+        r = runs["results"][q["id"]]
+        for c in (r["claims"] or []) + (r["below_bar"] or []):
+            f = c.get("confidence_factors") or {}
+            if "margin" in f:
+                rows.append((q["id"], logit(f), f["margin"], f.get("agreement", 1.0),
+                             int(correct_claim(c, q, runs["page_of"]))))
+    ids = [r[0] for r in rows]
+    X = np.array([(z, m) for _, z, m, _, _ in rows])
+    agree = np.array([a for *_, a, _ in rows])
+    y = np.array([c for *_, c in rows])
+    print(f"{len(rows)} claims, {int(y.sum())} correct")
+
+    def value(p, a):  # activities/research/confidence.py: contradicting evidence lowers it
+        return np.clip(p * (0.5 + 0.5 * a) - 0.1 * (1 - a), 0, 1)
+
+    def outcome(score, bar):
+        at3 = abst = false_abst = 0
+        points = []
+        for q in questions:
+            idx = sorted((i for i, k in enumerate(ids) if k == q["id"]), key=lambda i: -score[i])
+            top = [i for i in idx if score[i] >= bar][:3]
+            points += [(float(score[i]), bool(y[i])) for i in top]
+            if q["answerable"]:
+                at3 += any(y[i] for i in top)
+                false_abst += not top
+            else:
+                abst += not top
+        n_a = sum(q["answerable"] for q in questions)
+        return (f"answer@3 {at3 / n_a:.3f} abstention {abst / (len(questions) - n_a):.3f} "
+                f"false abstention {false_abst / n_a:.3f} ECE {reliability(points)[1]:.3f}")
+
+    number = {k: i for i, k in enumerate(dict.fromkeys(ids))}
+    fold = np.array([number[k] % 5 for k in ids])
+    cv = np.zeros(len(y))
+    for k in range(5):
+        cal = LogisticRegression(C=100.0, max_iter=1000).fit(X[fold != k], y[fold != k])
+        cv[fold == k] = value(cal.predict_proba(X[fold == k])[:, 1], agree[fold == k])
+    for bar in (0.2, 0.25, 0.3, 0.35):
+        print(f"  cross-validated, bar {bar:.2f}: {outcome(cv, bar)}")
+    cal = LogisticRegression(C=100.0, max_iter=1000).fit(X, y)
+    print(f"CALIBRATION = ({cal.coef_[0][0]:.4f}, {cal.coef_[0][1]:.4f}, {cal.intercept_[0]:.4f})")
+
+
 def load_rows(args, questions, runs, bench_dir: Path):
     cache = bench_dir / f"rows-{args.runs}"
     if cache.exists() and not args.refresh:
         return [tuple(r) for r in json.loads(cache.read_text())]
-    from activities.ingest.embedding import get_embedder
+    from activities.ingest.sentence_encoder import get_sentence_encoder
+    from activities.research.sentence_vectors import SentenceVectors
     from stratmaster.settings import Settings
 
-    rows = sentence_rows(runs, questions, get_embedder(Settings(_env_file=None)).embed)
+    # research's sentence encoder, with its query prefix (each distinct text embedded once)
+    embed = SentenceVectors(max_entries=200_000).for_mission("bench", get_sentence_encoder(Settings(_env_file=None)))
+    rows = sentence_rows(runs, questions, embed)
     cache.write_text(json.dumps(rows))
     return rows
 
@@ -100,6 +159,8 @@ def main(args):
     bench_dir = Path(os.environ.get("STRATMASTER_BENCH_DIR", ROOT / ".data" / "bench-research-qa")).resolve()
     runs = json.loads((bench_dir / args.runs).read_text())
     questions = [q for q in load_questions() if q["id"] in runs["results"]]
+    if args.calibrate_findings:
+        return calibrate_findings(runs, questions)
     rows = load_rows(args, questions, runs, bench_dir)
     print(f"{len(questions)} questions, {len(rows)} sentences, {sum(y for _, _, y, _ in rows)} correct")
 
@@ -174,6 +235,8 @@ def main(args):
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("--fit", action="store_true")
+    ap.add_argument("--calibrate-findings", action="store_true",
+                    help="refit the calibration on the dumped runs' claims (after --fit and a run.py --dump)")
     ap.add_argument("--c", type=float, default=1.0, help="inverse regularisation strength")
     ap.add_argument("--runs", default="runs.json")
     ap.add_argument("--refresh", action="store_true", help="recompute the sentence features")
