@@ -16,6 +16,16 @@ from stratmaster.contracts.knowledge import SearchHit
 from stratmaster.contracts.research import ResearchInput
 
 
+def sentence_embed():
+    """Research's sentence encoder (the real model, installed by scripts/install_models.sh), as
+    synthesis gets it: confidence reads its similarities, so claims without it score ~0."""
+    from activities.ingest.sentence_encoder import get_sentence_encoder
+    from activities.research.sentence_vectors import SentenceVectors
+    from stratmaster.settings import Settings
+
+    return SentenceVectors().for_mission("unit", get_sentence_encoder(Settings(_env_file=None)))
+
+
 def hit(cid, score, source="bm25", text="x", doc=None, start=0):
     return SearchHit(chunk_id=cid, document_id=doc or f"d-{cid}", text=text, start=start, end=start + len(text),
                      score=score, source=source)
@@ -141,7 +151,7 @@ def test_sentence_spans_are_exact_offsets():
 def test_extractive_claims_cite_exact_spans_and_carry_contradictions():
     hits = [hit("a", 0.9, "hybrid", DOC_A, "docA", start=100), hit("b", 0.7, "hybrid", DOC_B, "docB", start=0),
             hit("c", 0.6, "hybrid", DOC_C, "docC", start=5)]
-    claims = extractive("demo", "How many charge cycles does the XR-7 battery survive?", hits, embed=None)
+    claims = extractive("demo", "How many charge cycles does the XR-7 battery survive?", hits, embed=sentence_embed())
     assert claims
     texts = {h.chunk_id: h for h in hits}
     for c in claims:
@@ -170,7 +180,7 @@ def test_llm_contradiction_candidates_and_verdicts():
     hits = [hit("a", 0.9, "hybrid", a, "docA"), hit("b", 0.8, "hybrid", b, "docB")]
     answer = json.dumps({"claims": [{"text": "The XR-7 battery passed the crash tests in 2022.", "evidence": [1],
                                      "quote": "The XR-7 battery passed the crash tests conducted in 2022 by the agency."}]})
-    claims, _ = verify_claims("demo", "Is the XR-7 safe?", answer, hits, embed=None)
+    claims, _ = verify_claims("demo", "Is the XR-7 safe?", answer, hits, embed=sentence_embed())
     assert claims and not claims[0].contradicting  # the heuristics miss this pair
     pairs = contradiction_candidates(claims, hits)
     assert [(i, s.hit.chunk_id) for i, s, _ in pairs] == [(0, "b")]
@@ -234,6 +244,17 @@ def test_a_named_identifier_is_a_key_term_matched_whole():
     assert near["key"] == 0.0 and named["key"] == 1.0
     assert features("When is Py_BuildValue used?", question_weights("When is Py_BuildValue used?"),
                     "Call Py_BuildValue() to build a tuple.", "", "Extending", 0.6, 0.5)["key"] == 1.0
+
+
+def test_a_question_for_a_date_wants_a_date_not_any_figure():
+    from activities.research.answerability import kind_match
+
+    q = "On what date was Python 3.11.0 released?"
+    assert kind_match(q, "This means that Python 3.11 supports Windows 8.1 and newer.") == 0.0
+    assert kind_match(q, "Python 3.11.0 was released on October 24, 2022.") == 1.0
+    assert kind_match("What day is the review?", "The review is on 2025-03-14.") == 1.0
+    assert kind_match("How many cycles does it last?", "It lasts 1000 cycles.") == 1.0  # any figure still
+    assert kind_match("Who wrote it?", "It was written in May.") == 0.5  # not asking for a kind
 
 
 def test_gates_keep_below_bar_claims_with_the_reason():
@@ -345,12 +366,16 @@ def test_sentence_vectors_embed_each_mission_sentence_once_and_stay_bounded():
         calls.append(list(texts))
         return [[float(len(t)), 1.0] for t in texts]
 
+    from types import SimpleNamespace
+
+    encoder = SimpleNamespace(embed=embed, query_prefix="q: ", near_duplicate=0.9)
     cache = SentenceVectors(max_entries=3)
-    a = cache.for_mission("ma", embed)
+    a = cache.for_mission("ma", encoder)
+    assert (a.query_prefix, a.near_duplicate) == ("q: ", 0.9)  # what scoring embeds a question as
     assert [list(v) for v in a(["one", "three", "one"])] == [[3.0, 1.0], [5.0, 1.0], [3.0, 1.0]]
     a(["three", "four"])  # only the new text reaches the model
     assert calls == [["one", "three"], ["four"]]
-    cache.for_mission("mb", embed)(["one"])  # another mission's same sentence is its own entry
+    cache.for_mission("mb", encoder)(["one"])  # another mission's same sentence is its own entry
     assert calls[-1] == ["one"]
     assert len(cache._lru) == 3  # bounded: the least recently used ("ma", "one") went first
     a(["one"])
@@ -365,12 +390,15 @@ def test_stored_sentence_vectors_round_trip_and_bad_rows_are_refused():
     text = "One sentence. Two sentences here."
     spans = [(0, 13), (14, 33)]
     m = np.eye(2, 4, dtype=np.float32)
-    flat, blob = pack(spans, m)
-    got = unpack(text, flat, blob, 4)
+    flat, blob = pack(spans, m, "enc-a")
+    got = unpack(text, flat, blob, 4, "enc-a")
     assert got is not None and set(got) == set(spans) and np.allclose(got[(14, 33)], [0, 1, 0, 0])
-    assert unpack(text, [], b"", 4) == {}  # a chunk with nothing to read
+    assert unpack(text, *pack([], np.zeros((0, 4)), "enc-a"), 4, "enc-a") == {}  # a chunk with nothing to read
+    # another model's vectors (or ones stored before the stamp) are never read as this model's
+    assert unpack(text, *pack(spans, m, "enc-b"), 4, "enc-a") is None
+    assert unpack(text, flat, np.asarray(m, dtype="<f2").tobytes(), 4, "enc-a") is None
     # a restored backup may hold anything: each inconsistency means "compute them again"
-    nan = pack(spans, np.full((2, 4), np.nan, dtype=np.float32))[1]
+    nan = pack(spans, np.full((2, 4), np.nan, dtype=np.float32), "enc-a")[1]
     for bad in [(None, blob), (flat, None), (flat[:3], blob), (flat, blob[:-2]), (flat, nan),
-                ([0, 13, 14, 99], blob), ([5, 2, 14, 33], blob), ([], b"\x00\x00")]:
-        assert unpack(text, bad[0], bad[1], 4) is None, bad
+                ([0, 13, 14, 99], blob), ([5, 2, 14, 33], blob), ([], b"enc-a\x00\x00\x00")]:
+        assert unpack(text, bad[0], bad[1], 4, "enc-a") is None, bad

@@ -36,6 +36,10 @@ _NUMERIC_Q = re.compile(
     r" (?:number|percentage|percent|version|year|size|port|value|length|limit|count)"
     r"|which (version|year|port))\b", re.I)
 _NUMBER = re.compile(r"\d|\b(once|twice|one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|hundred|thousand)\b", re.I)
+# a question for a date wants a date: a month or a year, not any figure ("supports Windows 8.1")
+_DATE_Q = re.compile(r"\b(on |by |until )?(what|which) (date|day)\b", re.I)
+_DATE = re.compile(r"\b(1[6-9]\d\d|20\d\d|January|February|March|April|May|June|July|August|September|October"
+                   r"|November|December|Jan|Feb|Mar|Apr|Jun|Jul|Aug|Sep|Sept|Oct|Nov|Dec)\b|\b\d{4}-\d\d-\d\d\b")
 _DEFAULT_Q = re.compile(r"\bdefault\b", re.I)
 _DEFAULT = re.compile(r"\bdefault", re.I)
 
@@ -99,6 +103,8 @@ def kind_match(question: str, sentence: str) -> float:
     checks = []
     if _NUMERIC_Q.search(question):
         checks.append(bool(_NUMBER.search(sentence)))
+    if _DATE_Q.search(question):
+        checks.append(bool(_DATE.search(sentence)))
     if _DEFAULT_Q.search(question):
         checks.append(bool(_DEFAULT.search(sentence)))
     return 0.5 if not checks else sum(checks) / len(checks)

@@ -7,9 +7,10 @@ question correctly, from its evidence.
     confidence = p * (0.5 + 0.5 agreement) - 0.1 (1 - agreement)   (agreement = support / (support + contradicting))
 
 The ranker is a logistic regression over every retrieved sentence of the research
-QA bench, the calibration a Platt scaling on each question's top three (what
-become findings), both fitted by `python bench/research_qa/tune.py --fit`
-(cross-validated by question; run.py prints the reliability table and ECE). So a
+QA bench (`sim`/`window`: the sentence encoder's cosine, activities/ingest/sentence_encoder.py),
+fitted by `python bench/research_qa/tune.py --fit`; the calibration a Platt scaling on the
+claims research then presented, fitted by `tune.py --calibrate-findings` (both
+cross-validated by question; run.py prints the reliability table and ECE). So a
 confidence of 0.4 means about 40% of such findings state the right answer, and a
 mission's `min_confidence` is a real bar.
 """
@@ -19,12 +20,13 @@ import math
 from typing import Mapping, Sequence
 
 # fitted by bench/research_qa/tune.py --fit (see bench/research_qa/README.md)
-WEIGHTS: dict[str, float] = {"sim": 2.101, "window": 7.328, "cover": 0.811, "passage": 3.679, "key": 0.496, "kind": 3.035,
-                             "names": 1.337, "retrieval": 0.567, "documents": 0.5}
-BIAS = -9.944
-# Platt scaling fitted on each question's top-3 sentences (what become findings): (ranker logit,
+WEIGHTS: dict[str, float] = {"sim": 5.524, "window": 12.122, "cover": 1.103, "passage": 4.239, "key": 0.833, "kind": 2.657,
+                             "names": 0.893, "retrieval": 1.593, "documents": 0.5}
+BIAS = -18.231
+# Platt scaling fitted on the claims research presented on the bench (findings and those below the
+# bar, after clustering and contradictions: `tune.py --calibrate-findings`): (ranker logit,
 # margin = its logit minus the best sentence's for the same question, intercept)
-CALIBRATION = (0.4978, 0.9282, -1.9682)
+CALIBRATION = (0.5048, 0.7574, -1.9532)
 
 
 def logit(factors: Mapping[str, float]) -> float:
