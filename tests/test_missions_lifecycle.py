@@ -52,7 +52,7 @@ async def test_activate_provisions_every_store_and_audits(client, settings, work
     stores = worker.extra["stores"]
     assert await namespace_state(stores, mission) == {"vectors": True, "fulltext": True, "graph": True, "objects": True}
     stored = await stores.objects.get(mission, cartridge_key("1.0.0"))
-    assert b'"min_confidence": 0.25' in stored  # the demo cartridge's bar
+    assert b'"min_confidence": 0.3' in stored  # the demo cartridge's bar
 
     pg = await pg_state(settings, mission)
     assert pg["tenant"]["status"] == "active" and pg["tenant"]["active_version"] == "1.0.0"

@@ -246,6 +246,52 @@ def test_a_named_identifier_is_a_key_term_matched_whole():
                     "Call Py_BuildValue() to build a tuple.", "", "Extending", 0.6, 0.5)["key"] == 1.0
 
 
+def test_a_sentence_through_a_displayed_code_line_is_one_sentence():
+    from activities.research.synthesis import claimable, passage_units, split_hits
+
+    text = ("and put a Shebang line at the top of the script. A good choice is\nusually\n\n"
+            "#!/usr/bin/env python3\n\nwhich searches for the Python interpreter in the whole PATH.\n\n"
+            "CPython must then be configured with the --with-dtrace option:\n\nchecking for --with-dtrace... yes\n\n"
+            "On macOS, you can list the probes.\n\nFor example:\n\n$ ls\n\nDone.")
+    units = [u for _, u in passage_units(text)]
+    assert "A good choice is usually #!/usr/bin/env python3 which searches for the Python interpreter in the whole PATH." in units
+    # a colon ending a full sentence leads into its example: a statement; a colon after a lead-in is not
+    assert "CPython must then be configured with the --with-dtrace option:" in units and "On macOS, you can list the probes." in units
+    sents = {x.text: x for x in split_hits([hit("a", 1.0, text=text)])}
+    assert claimable(sents["CPython must then be configured with the --with-dtrace option:"])
+    assert "For example:" not in sents or not claimable(sents["For example:"])
+    # the quote is still the exact text at its span
+    good = sents["A good choice is usually #!/usr/bin/env python3 which searches for the Python interpreter in the whole PATH."]
+    assert text[good.local_start:good.local_end].startswith("A good choice is\nusually\n\n#!/usr/bin/env")
+
+
+def test_a_short_sentence_that_states_a_value_is_evidence():
+    """"What is the default ...?" is answered by "The default is 4.0.", four words."""
+    from activities.research.synthesis import split_hits
+
+    text = ("Sets the planner's estimate of the cost of a random page fetch. The default is 4.0. "
+            "If it is not set, the default is “3”. Use PyTuple_Pack() instead. See the notes. Read it all.")
+    got = [x.text for x in split_hits([hit("a", 1.0, text=text)])]
+    assert {"The default is 4.0.", "If it is not set, the default is “3”.", "Use PyTuple_Pack() instead."} <= set(got)
+    assert "See the notes." not in got and "Read it all." not in got  # short, and no value stated
+
+
+def test_code_and_see_also_pointers_are_no_claims():
+    """The QA bench's "How many connections does requests keep ...?" was answered by a run of
+    code, and "how many characters ... PEP 8?" by "See also PEP 498 ..."."""
+    from activities.research.synthesis import claimable, split_hits
+
+    code = ("def main(): fn = os.path.splitext(os.path.basename(__file__))[0] adhf = argparse.ArgumentDefaultsHelpFormatter "
+            "ap = argparse.ArgumentParser(formatter_class=adhf) ap.add_argument('--pool', default=10, type=int) "
+            "options = ap.parse_args() return options")
+    text = (f"{code}\n\nSee also PEP 498 for the proposal that added formatted string literals.\n\n"
+            ">>> from enum import auto, Flag, and more names.\n\n"
+            "functools.reduce() takes the first two elements A and B and calculates func(A, B).")
+    sents = {x.text: claimable(x) for x in split_hits([hit("a", 1.0, text=text)])}
+    assert sents["functools.reduce() takes the first two elements A and B and calculates func(A, B)."]
+    assert not any(ok for t, ok in sents.items() if t.startswith(("def main", "See also", ">>>"))), sents
+
+
 def test_a_question_for_a_date_wants_a_date_not_any_figure():
     from activities.research.answerability import kind_match
 

@@ -66,6 +66,11 @@ def question_weights(question: str) -> dict[str, float]:
 _IDENT = re.compile(r"[\w.]*[_.()][\w.()]*\w|\b[A-Z][a-z]+[A-Z]\w*|\b[A-Z]{2,}\w*|\d|/\w[\w/.-]*|(?<!\w)--?[A-Za-z][\w-]*")
 
 
+def names_a_value(text: str) -> bool:
+    """An identifier, a CamelCase or ALL-CAPS name, a figure, a path or an option in the text."""
+    return _IDENT.search(text) is not None
+
+
 def answer_token(question: str, sentence: str) -> float:
     """1 when the sentence names something the question does not: an identifier, a
     CamelCase or ALL-CAPS name, a figure - what "which ..." and "how many ..." ask for."""

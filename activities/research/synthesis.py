@@ -26,7 +26,7 @@ from typing import Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from activities.research.answerability import features, question_weights
+from activities.research.answerability import features, names_a_value, question_weights
 from activities.research.confidence import confidence, probability, with_margins
 from activities.research.contradictions import contradiction, facts, same_fact
 from activities.research.planning import content_terms
@@ -83,6 +83,24 @@ def sentence_spans(text: str) -> list[tuple[int, int]]:
             e -= 1
         if e > s:
             out.append((s, e))
+    return _through_displayed_code(text, out)
+
+
+def _through_displayed_code(text: str, spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """A sentence that runs through a line of code set apart ("A good choice is usually\n\n
+    #!/usr/bin/env python3\n\nwhich searches for ...") is one sentence: the part before stops
+    mid-phrase, the code is one short line, the part after goes on in lower case."""
+    out: list[tuple[int, int]] = []
+    i = 0
+    while i < len(spans):
+        s, e = spans[i]
+        while (i + 2 < len(spans) and (text[e - 1].isalnum() or text[e - 1] == ",")
+               and "\n" not in text[spans[i + 1][0]:spans[i + 1][1]] and spans[i + 1][1] - spans[i + 1][0] <= 80
+               and text[spans[i + 2][0]].islower()):
+            e = spans[i + 2][1]
+            i += 2
+        out.append((s, e))
+        i += 1
     return out
 
 
@@ -109,10 +127,16 @@ def locate(quote: str, text: str) -> tuple[int, int] | None:
 
 
 def _statement(text: str, min_terms: int) -> bool:
-    """A sentence worth citing: not a heading, list marker or table row, enough content words."""
-    if text.startswith(("#", "|", "---")) or len(text.split()) < 5:
+    """A sentence worth citing: not a heading, list marker or table row; enough content words,
+    or a short sentence that states a value ("The default is 4.0.", "Use PyTuple_Pack() instead.",
+    "If it is not set, the default is “3”."), the answer to "what is the default ..." itself."""
+    words = len(text.split())
+    if text.startswith(("#", "|", "---")) or words < 3:
         return False
-    return len(content_terms(text)) >= min_terms
+    terms = len(content_terms(text))
+    if words >= 5 and terms >= min_terms:
+        return True
+    return terms >= 1 and text.endswith(".") and names_a_value(text)
 
 
 _KV_LINE = re.compile(r"^\s*[\w\[\]. ]{1,60}:\s+\S")
@@ -130,7 +154,25 @@ def claimable(s: Sentence) -> bool:
     fragment cut at a chunk boundary)."""
     if s.table:
         return bool(s.context) and any(ch.isdigit() for ch in s.text)
-    return s.text.rstrip("*_\"'”’)]").endswith((".", "!", "?")) or len(s.text.split()) > 25
+    if _code_or_pointer(s.text):
+        return False
+    end = s.text.rstrip("*_\"'”’)]")
+    # a sentence ending in a colon introduces what follows ("CPython must then be configured with
+    # the --with-dtrace option:"): a statement when it reads as one (a capital, six words, no code)
+    colon = end.endswith(":") and s.text[:1].isupper() and len(s.text.split()) >= 6 and "=" not in s.text
+    return end.endswith((".", "!", "?")) or colon or len(s.text.split()) > 25
+
+
+_CODE_START = re.compile(r"^(>>>|\$ |def |class |import |from \S+ import |return\b)")
+
+
+def _code_or_pointer(text: str) -> bool:
+    """Code ("def main(): fn = os.path...", a run of tokens with = ( ) [ ] { } ;) and "See also ..."
+    pointers to other pages read as no statement of their own."""
+    if text.startswith("See also") or _CODE_START.match(text):
+        return True
+    words = text.split()
+    return len(words) >= 4 and sum(any(c in w for c in "=(){}[];") for w in words) >= 0.25 * len(words)
 
 
 def _heading_line(text: str, s: int, e: int) -> int:

@@ -91,7 +91,7 @@ class Engines(Strict):
 
 
 class Quality(Strict):
-    min_confidence: float = Field(default=0.25, ge=0.0, le=1.0,
+    min_confidence: float = Field(default=0.3, ge=0.0, le=1.0,
                                   description="claims below are not findings (kept below the bar with the reason); "
                                               "confidence is calibrated: the share of such findings that are right")
     min_sources: int = Field(default=1, ge=1, le=50, description="distinct documents a finding must cite")

@@ -97,7 +97,7 @@ class Answer(BaseModel):
 
 class Gates(BaseModel):
     """The quality bar a run applied (from the mission's cartridge, `quality`)."""
-    min_confidence: float = 0.25
+    min_confidence: float = 0.3
     min_sources: int = 1
     max_contradiction_ratio: float = 0.5
     min_retrieval_score: float = 0.0
