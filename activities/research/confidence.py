@@ -8,9 +8,10 @@ question correctly, from its evidence.
 
 The ranker is a logistic regression over every retrieved sentence of the research
 QA bench (`sim`/`window`: the sentence encoder's cosine, activities/ingest/sentence_encoder.py),
-fitted by `python bench/research_qa/tune.py --fit`; the calibration a Platt scaling on the
-claims research then presented, fitted by `tune.py --calibrate-findings` (both
-cross-validated by question; run.py prints the reliability table and ECE). So a
+and the calibration a Platt scaling on each question's top three (what become findings),
+both fitted by `python bench/research_qa/tune.py --fit` (cross-validated by question;
+`--calibrate-findings` checks a calibration fitted on the presented claims instead; run.py
+prints the reliability table and ECE). So a
 confidence of 0.4 means about 40% of such findings state the right answer, and a
 mission's `min_confidence` is a real bar.
 """
@@ -23,8 +24,7 @@ from typing import Mapping, Sequence
 WEIGHTS: dict[str, float] = {"sim": 6.309, "window": 13.172, "cover": 0.79, "passage": 4.387, "key": 1.029, "kind": 3.891,
                              "names": 0.786, "retrieval": 1.405, "documents": 0.5}
 BIAS = -20.14
-# Platt scaling fitted on the claims research presented on the bench (findings and those below the
-# bar, after clustering and contradictions: `tune.py --calibrate-findings`): (ranker logit,
+# Platt scaling fitted on each question's top-3 sentences (what become findings): (ranker logit,
 # margin = its logit minus the best sentence's for the same question, intercept)
 CALIBRATION = (0.523, 1.1201, -1.6866)
 
