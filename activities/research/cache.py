@@ -58,9 +58,20 @@ async def mission_state(pool: asyncpg.Pool, mission: str) -> str | None:
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:32]
 
 
+def _scoring() -> list:
+    """How answers are scored: the sentence encoder, what a unit is, the confidence model. An answer
+    scored another way (a deploy that refits the weights) is another answer, not a hit."""
+    from activities.ingest.sentence_encoder import MODEL_ID
+    from activities.research.confidence import BIAS, CALIBRATION, WEIGHTS
+    from activities.research.sentence_vectors import UNITS
+
+    return [MODEL_ID, UNITS, WEIGHTS, BIAS, CALIBRATION]
+
+
 def entry_key(state: str, params: dict) -> str:
-    """The mission state and the request parameters that shape an answer."""
-    digest = hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    """The mission state, the request parameters that shape an answer and how it is scored."""
+    shaped = {"params": params, "scoring": _scoring()}
+    digest = hashlib.sha256(json.dumps(shaped, sort_keys=True, default=str).encode()).hexdigest()[:16]
     return f"{state}:{digest}"
 
 

@@ -82,14 +82,19 @@ class MissionEmbed:
         return self._run(texts)
 
 
-def _stamp(model_id: str) -> bytes:
-    return model_id.encode() + b"\0"
+# what a unit is (synthesis.passage_units): stored vectors of other units are not these units' vectors
+UNITS = "units-2"
+
+
+def stamp(model_id: str) -> bytes:
+    """What a chunk row's sentence vectors start with: the model and the unit rules that made them."""
+    return f"{model_id}/{UNITS}".encode() + b"\0"
 
 
 def pack(spans: Sequence[tuple[int, int]], vectors: np.ndarray, model_id: str) -> tuple[list[int], bytes]:
     """The chunk row's (sentence_spans, sentence_vectors): flat pairs, then the model's id and
     little-endian float16 rows (vectors of another model are never read as this one's)."""
-    return [x for span in spans for x in span], _stamp(model_id) + np.asarray(vectors, dtype="<f2").tobytes()
+    return [x for span in spans for x in span], stamp(model_id) + np.asarray(vectors, dtype="<f2").tobytes()
 
 
 def unpack(text: str, flat: Sequence[int] | None, blob: bytes | None, dim: int, model_id: str
@@ -97,10 +102,10 @@ def unpack(text: str, flat: Sequence[int] | None, blob: bytes | None, dim: int, 
     """span -> unit vector from a chunk row, or None unless every part is consistent (this
     model's stamp, span pairs inside the text, one finite row of `dim` per span): a bad or
     older row costs only speed (research embeds its sentences again and stores them)."""
-    stamp = _stamp(model_id)
-    if flat is None or blob is None or len(flat) % 2 or dim < 1 or not bytes(blob).startswith(stamp):
+    head = stamp(model_id)
+    if flat is None or blob is None or len(flat) % 2 or dim < 1 or not bytes(blob).startswith(head):
         return None
-    blob = bytes(blob)[len(stamp):]
+    blob = bytes(blob)[len(head):]
     if not flat:
         return {} if not blob else None  # a chunk with no sentence to read
     n = len(flat) // 2

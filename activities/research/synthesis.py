@@ -94,11 +94,14 @@ def _through_displayed_code(text: str, spans: list[tuple[int, int]]) -> list[tup
     i = 0
     while i < len(spans):
         s, e = spans[i]
-        while (i + 2 < len(spans) and (text[e - 1].isalnum() or text[e - 1] == ",")
+        merged = 0
+        while (merged < 2 and i + 2 < len(spans) and (text[e - 1].isalnum() or text[e - 1] == ",")
                and "\n" not in text[spans[i + 1][0]:spans[i + 1][1]] and spans[i + 1][1] - spans[i + 1][0] <= 80
+               and not _is_row(text[spans[i + 1][0]:spans[i + 1][1]])  # "$ cat f | grep x": no table
                and text[spans[i + 2][0]].islower()):
             e = spans[i + 2][1]
             i += 2
+            merged += 1
         out.append((s, e))
         i += 1
     return out
@@ -164,15 +167,18 @@ def claimable(s: Sentence) -> bool:
 
 
 _CODE_START = re.compile(r"^(>>>|\$ |def |class |import |from \S+ import |return\b)")
+# an assignment, a statement end, braces, or a call chained or indexed ("f(x)[0]", "a.b(c).d"): not a
+# word in parentheses ("(2023 figures)") nor a function named in prose ("PyTuple_Pack()")
+_CODE_TOKEN = re.compile(r"[=;{}]|\)[\[(.]\w|\w\([^)\s]*\)?\[|^\w+\(\S+,$")
 
 
 def _code_or_pointer(text: str) -> bool:
-    """Code ("def main(): fn = os.path...", a run of tokens with = ( ) [ ] { } ;) and "See also ..."
-    pointers to other pages read as no statement of their own."""
+    """Code ("def main(): fn = os.path...", a run of assignments, statement ends, braces, chained
+    calls) and "See also ..." pointers to other pages read as no statement of their own."""
     if text.startswith("See also") or _CODE_START.match(text):
         return True
     words = text.split()
-    return len(words) >= 4 and sum(any(c in w for c in "=(){}[];") for w in words) >= 0.25 * len(words)
+    return len(words) >= 6 and sum(bool(_CODE_TOKEN.search(w)) for w in words) >= 0.25 * len(words)
 
 
 def _heading_line(text: str, s: int, e: int) -> int:

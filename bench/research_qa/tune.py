@@ -134,7 +134,10 @@ def calibrate_findings(runs: dict, questions: list[dict]) -> None:
 
 
 def load_rows(args, questions, runs, bench_dir: Path):
-    cache = bench_dir / f"rows-{args.runs}"
+    from activities.ingest.sentence_encoder import MODEL_ID
+    from activities.research.sentence_vectors import UNITS
+
+    cache = bench_dir / f"rows-{args.runs}-{MODEL_ID}-{UNITS}"  # features of another scorer are not these
     if cache.exists() and not args.refresh:
         return [tuple(r) for r in json.loads(cache.read_text())]
     from activities.ingest.sentence_encoder import get_sentence_encoder
