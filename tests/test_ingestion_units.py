@@ -239,8 +239,11 @@ def test_sentence_encoder_ranks_the_sentence_that_answers_a_query_first(settings
     assert encoder.embed([]).shape == (0, encoder.dim)
 
 
-def test_a_missing_sentence_model_is_a_clear_error(tmp_path):
-    from activities.ingest.sentence_encoder import SentenceEncoder, SentenceModelMissing
+def test_a_missing_sentence_model_is_a_clear_error(settings, tmp_path):
+    from activities.ingest.sentence_encoder import SentenceEncoder, SentenceModelMissing, get_sentence_encoder
 
     with pytest.raises(SentenceModelMissing, match="install_models.sh"):
         SentenceEncoder(tmp_path)
+    # STRATMASTER_SENTENCE_MODEL_PATH is where the encoder is looked for
+    with pytest.raises(SentenceModelMissing, match=str(tmp_path)):
+        get_sentence_encoder(settings.model_copy(update={"sentence_model_path": tmp_path}))

@@ -48,13 +48,12 @@ class SentenceEncoder:
     # than MiniLM's (whose bar was 0.85); 0.9 keeps about the pairs MiniLM put at 0.85 or more
     near_duplicate = 0.9
 
-    def __init__(self, path: Path, batch_size: int = 1, threads: int = 0):
+    def __init__(self, path: Path, threads: int = 0):
         self.path = path
         for name in ("model.onnx", "tokenizer.json"):
             if not (path / name).is_file():
                 raise SentenceModelMissing(
                     f"no {name} in {path}: run scripts/install_models.sh (STRATMASTER_SENTENCE_MODEL_PATH)")
-        self.batch_size = max(1, batch_size)
         self.threads = threads or min(4, len(os.sched_getaffinity(0)))  # the CPUs this process may use
         self._session: Any = None
         self._tokenizer: Tokenizer | None = None
@@ -71,7 +70,6 @@ class SentenceEncoder:
 
             tok = Tokenizer.from_file(str(self.path / "tokenizer.json"))
             tok.enable_truncation(MAX_TOKENS)
-            tok.enable_padding()
             opts = ort.SessionOptions()
             opts.intra_op_num_threads = self.threads
             opts.inter_op_num_threads = 1
@@ -91,21 +89,19 @@ class SentenceEncoder:
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         if not len(texts):
             return out
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         with self._lock:
             session, tok = self._load()
-        for b in range(0, len(order), self.batch_size):
-            idx = order[b:b + self.batch_size]
+        for i, text in enumerate(texts):
             # the lock per pass, not per call: a run refilling a chunk's vectors does not hold
             # another run's question for its whole length
             with self._lock:
-                enc = tok.encode_batch([texts[i] for i in idx])
-                ids = np.array([e.ids for e in enc], dtype=np.int64)
-                feed = {"input_ids": ids, "attention_mask": np.array([e.attention_mask for e in enc], dtype=np.int64)}
+                enc = tok.encode(text)
+                feed = {"input_ids": np.array([enc.ids], dtype=np.int64),
+                        "attention_mask": np.array([enc.attention_mask], dtype=np.int64)}
                 if "token_type_ids" in self._inputs:
-                    feed["token_type_ids"] = np.zeros_like(ids)
-                cls = session.run(None, feed)[0][:, 0]  # bge pools by the [CLS] token
-            out[idx] = cls / np.maximum(np.linalg.norm(cls, axis=1, keepdims=True), 1e-12)
+                    feed["token_type_ids"] = np.zeros_like(feed["input_ids"])
+                cls = session.run(None, feed)[0][0, 0]  # bge pools by the [CLS] token
+            out[i] = cls / max(float(np.linalg.norm(cls)), 1e-12)
         return out
 
     def embed_units(self, units: Sequence[Sequence[str]]) -> list[np.ndarray]:

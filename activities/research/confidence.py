@@ -50,12 +50,17 @@ def with_margins(items: Sequence, factors_of, candidates: Sequence | None = None
         factors_of(x)["margin"] = round(z - best, 4)
 
 
+def with_agreement(p, agreement):
+    """Contradicting evidence lowers it (not calibrated by the bench, whose corpus rarely
+    disagrees); floats or numpy arrays alike."""
+    return p * (0.5 + 0.5 * agreement) - 0.1 * (1 - agreement)
+
+
 def confidence(features: Mapping[str, float], support_docs: Sequence[str], n_contradicting: int) -> tuple[float, dict[str, float]]:
     n = len(support_docs)
     if n == 0:
         return 0.0, {**features, "documents": 0.0, "agreement": 0.0}
     factors = {**features, "documents": round(min(1.0, len(set(support_docs)) / 3), 3)}
     agreement = n / (n + n_contradicting)
-    # contradicting evidence lowers it (not calibrated by the bench, whose corpus rarely disagrees)
-    value = probability(factors) * (0.5 + 0.5 * agreement) - 0.1 * (1 - agreement)
+    value = with_agreement(probability(factors), agreement)
     return round(max(0.0, min(1.0, value)), 2), {**factors, "agreement": round(agreement, 3)}

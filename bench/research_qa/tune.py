@@ -85,7 +85,7 @@ def calibrate_findings(runs: dict, questions: list[dict]) -> None:
     import numpy as np
     from sklearn.linear_model import LogisticRegression
 
-    from activities.research.confidence import logit
+    from activities.research.confidence import logit, with_agreement
     from bench.research_qa.run import correct_claim
 
     rows = []  # (question id, logit, margin, agreement, correct)
@@ -102,31 +102,19 @@ def calibrate_findings(runs: dict, questions: list[dict]) -> None:
     y = np.array([c for *_, c in rows])
     print(f"{len(rows)} claims, {int(y.sum())} correct")
 
-    def value(p, a):  # activities/research/confidence.py: contradicting evidence lowers it
-        return np.clip(p * (0.5 + 0.5 * a) - 0.1 * (1 - a), 0, 1)
+    position = {q["id"]: qi for qi, q in enumerate(questions)}
 
     def outcome(score, bar):
-        at3 = abst = false_abst = 0
-        points = []
-        for q in questions:
-            idx = sorted((i for i, k in enumerate(ids) if k == q["id"]), key=lambda i: -score[i])
-            top = [i for i in idx if score[i] >= bar][:3]
-            points += [(float(score[i]), bool(y[i])) for i in top]
-            if q["answerable"]:
-                at3 += any(y[i] for i in top)
-                false_abst += not top
-            else:
-                abst += not top
-        n_a = sum(q["answerable"] for q in questions)
-        return (f"answer@3 {at3 / n_a:.3f} abstention {abst / (len(questions) - n_a):.3f} "
-                f"false abstention {false_abst / n_a:.3f} ECE {reliability(points)[1]:.3f}")
+        e = evaluate([(position[k], i, bool(y[i]), True) for i, k in enumerate(ids)], questions, lambda i: score[i], bar)
+        return (f"answer@3 {e['answer@3']:.3f} abstention {e['abstention']:.3f} "
+                f"false abstention {e['false_abstention']:.3f} ECE {e['ece_top3']:.3f}")
 
     number = {k: i for i, k in enumerate(dict.fromkeys(ids))}
     fold = np.array([number[k] % 5 for k in ids])
     cv = np.zeros(len(y))
     for k in range(5):
         cal = LogisticRegression(C=100.0, max_iter=1000).fit(X[fold != k], y[fold != k])
-        cv[fold == k] = value(cal.predict_proba(X[fold == k])[:, 1], agree[fold == k])
+        cv[fold == k] = np.clip(with_agreement(cal.predict_proba(X[fold == k])[:, 1], agree[fold == k]), 0, 1)
     for bar in (0.2, 0.25, 0.3, 0.35):
         print(f"  cross-validated, bar {bar:.2f}: {outcome(cv, bar)}")
     cal = LogisticRegression(C=100.0, max_iter=1000).fit(X, y)
