@@ -263,6 +263,11 @@ def test_a_sentence_through_a_displayed_code_line_is_one_sentence():
     # a shell pipeline between two parts is no displayed code line to read through (nor a table)
     piped = [u for _, u in passage_units("Run it like this,\n\n$ cat f | grep x | wc -l\n\nwhich prints the count.")]
     assert not any("grep" in u for u in piped) and "which prints the count." in piped
+    # a console line, the sentence after it and the command's output are three units, not one read-through
+    console = [u for _, u in passage_units("or:\n\n$ sudo apt-get install systemtap-sdt-dev\n\n"
+                                           "CPython must then be configured with the --with-dtrace option:\n\n"
+                                           "checking for --with-dtrace... yes")]
+    assert "CPython must then be configured with the --with-dtrace option:" in console, console
     # the quote is still the exact text at its span
     good = sents["A good choice is usually #!/usr/bin/env python3 which searches for the Python interpreter in the whole PATH."]
     assert text[good.local_start:good.local_end].startswith("A good choice is\nusually\n\n#!/usr/bin/env")
@@ -276,6 +281,10 @@ def test_a_short_sentence_that_states_a_value_is_evidence():
             "If it is not set, the default is “3”. Use PyTuple_Pack() instead. See the notes. Read it all.")
     got = [x.text for x in split_hits([hit("a", 1.0, text=text)])]
     assert {"The default is 4.0.", "If it is not set, the default is “3”.", "Use PyTuple_Pack() instead."} <= set(got)
+    # a call names a value: "use auto() for the values" answers "which helper ...?"
+    from activities.research.answerability import answer_token, names_a_value
+    assert names_a_value("Use auto() for the values.") and not names_a_value("Use it for the values.")
+    assert answer_token("Which helper fills in member values?", "You can use auto() for the values:") == 1.0
     assert "See the notes." not in got and "Read it all." not in got  # short, and no value stated
 
 

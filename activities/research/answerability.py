@@ -64,11 +64,11 @@ def question_weights(question: str) -> dict[str, float]:
     return out
 
 
-_IDENT = re.compile(r"[\w.]*[_.()][\w.()]*\w|\b[A-Z][a-z]+[A-Z]\w*|\b[A-Z]{2,}\w*|\d|/\w[\w/.-]*|(?<!\w)--?[A-Za-z][\w-]*")
+_IDENT = re.compile(r"(?<![\w.])[A-Za-z_][\w.]*\(\)|[\w.]*[_.()][\w.()]*\w|\b[A-Z][a-z]+[A-Z]\w*|\b[A-Z]{2,}\w*|\d|/\w[\w/.-]*|(?<!\w)--?[A-Za-z][\w-]*")
 
 
 def names_a_value(text: str) -> bool:
-    """An identifier, a CamelCase or ALL-CAPS name, a figure, a path or an option in the text."""
+    """An identifier, a call ("auto()"), a CamelCase or ALL-CAPS name, a figure, a path or an option in the text."""
     return _IDENT.search(text) is not None
 
 

@@ -89,14 +89,18 @@ def sentence_spans(text: str) -> list[tuple[int, int]]:
 def _through_displayed_code(text: str, spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
     """A sentence that runs through a line of code set apart ("A good choice is usually\n\n
     #!/usr/bin/env python3\n\nwhich searches for ...") is one sentence: the part before stops
-    mid-phrase, the code is one short line, the part after goes on in lower case."""
+    mid-phrase, the code is one short line, the part after goes on in lower case. Not a
+    console line, a lead-in ("... configured with the --with-dtrace option:") and its output:
+    "$ apt-get install x", then prose, then "checking for ..." are three units."""
     out: list[tuple[int, int]] = []
     i = 0
     while i < len(spans):
         s, e = spans[i]
         merged = 0
         while (merged < 2 and i + 2 < len(spans) and (text[e - 1].isalnum() or text[e - 1] == ",")
+               and not _CODE_START.match(text[s:e])
                and "\n" not in text[spans[i + 1][0]:spans[i + 1][1]] and spans[i + 1][1] - spans[i + 1][0] <= 80
+               and text[spans[i + 1][1] - 1] != ":"
                and not _is_row(text[spans[i + 1][0]:spans[i + 1][1]])  # "$ cat f | grep x": no table
                and text[spans[i + 2][0]].islower()):
             e = spans[i + 2][1]
