@@ -113,7 +113,7 @@ def test_no_contradiction_between_unrelated_or_agreeing_sentences():
     assert contradiction("The drag coefficient was 0.32 at Mach 2.", "At Mach 2 the drag coefficient was 0.32.") is None
 
 
-FEATURES = {"sim": 0.7, "window": 0.7, "cover": 0.8, "passage": 0.9, "key": 1.0, "kind": 1.0, "names": 1.0,
+FEATURES = {"sim": 0.7, "window": 0.7, "cover": 0.8, "passage": 0.9, "key": 1.0, "kind": 1.0, "beside": 1.0,
             "retrieval": 0.6, "margin": 0.0}
 
 
@@ -281,11 +281,42 @@ def test_a_short_sentence_that_states_a_value_is_evidence():
             "If it is not set, the default is “3”. Use PyTuple_Pack() instead. See the notes. Read it all.")
     got = [x.text for x in split_hits([hit("a", 1.0, text=text)])]
     assert {"The default is 4.0.", "If it is not set, the default is “3”.", "Use PyTuple_Pack() instead."} <= set(got)
-    # a call names a value: "use auto() for the values" answers "which helper ...?"
-    from activities.research.answerability import answer_token, names_a_value
-    assert names_a_value("Use auto() for the values.") and not names_a_value("Use it for the values.")
-    assert answer_token("Which helper fills in member values?", "You can use auto() for the values:") == 1.0
     assert "See the notes." not in got and "Read it all." not in got  # short, and no value stated
+    # a call names a value: "use auto() for the values" answers "which helper ...?"
+    from activities.research.answerability import names_a_value
+    assert names_a_value("Use auto() for the values.") and not names_a_value("Use it for the values.")
+
+
+def test_an_answer_names_something_new_beside_what_the_question_asks_about():
+    from activities.research.answerability import named_beside, question_weights
+
+    q = "What is the name of the ported version of curses for Windows?"
+    w = question_weights(q)
+    assert named_beside(q, w, "A ported version called UniCurses is available.") == 1.0
+    assert named_beside(q, w, "The Windows version of Python doesn't include the curses module.") == 0.0  # restates
+    # a new name far from anything the question asks about is not where the answer is
+    assert named_beside(q, w, "Curses is widely used; the Timsort paper and many other texts, said a colleague, "
+                              "cite it.") == 0.0
+    q = "Which helper fills in member values?"
+    assert named_beside(q, question_weights(q), "You can use auto() for the values:") == 1.0
+
+
+def test_a_definition_list_term_joins_its_description():
+    from activities.research.synthesis import claimable, passage_units, split_hits
+
+    text = ("Known implementations include:\n\nCPython\n\nThis is the original implementation of Python, written in C.\n\n"
+            "Jython\n\nPython implemented in Java. This implementation can be used as a scripting language.\n\n"
+            "Introduction\n\nThe text goes on.")
+    units = dict((u, span) for span, u in passage_units(text))
+    assert "Jython: Python implemented in Java." in units
+    assert "This implementation can be used as a scripting language." in units
+    assert "CPython: This is the original implementation of Python, written in C." in units
+    s, e = units["Jython: Python implemented in Java."]
+    assert text[s:e] == "Jython\n\nPython implemented in Java."  # the quote is the text as it stands
+    # a common word on its own line is a heading, not a term
+    assert "Introduction" in units and "The text goes on." in units
+    sents = {x.text: x for x in split_hits([hit("a", 1.0, text=text)])}
+    assert claimable(sents["Jython: Python implemented in Java."])
 
 
 def test_code_and_see_also_pointers_are_no_claims():

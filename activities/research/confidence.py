@@ -22,7 +22,7 @@ from typing import Mapping, Sequence
 
 # fitted by bench/research_qa/tune.py --fit (see bench/research_qa/README.md)
 WEIGHTS: dict[str, float] = {"sim": 6.309, "window": 13.172, "cover": 0.79, "passage": 4.387, "key": 1.029, "kind": 3.891,
-                             "names": 0.786, "retrieval": 1.405, "documents": 0.5}
+                             "beside": 0.786, "retrieval": 1.405, "documents": 0.5}
 BIAS = -20.14
 # Platt scaling fitted on each question's top-3 sentences (what become findings): (ranker logit,
 # margin = its logit minus the best sentence's for the same question, intercept)

@@ -26,7 +26,7 @@ from typing import Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from activities.research.answerability import features, names_a_value, question_weights
+from activities.research.answerability import RARE_WEIGHT, features, names_a_value, question_weights, term_weight
 from activities.research.confidence import confidence, probability, with_margins
 from activities.research.contradictions import contradiction, facts, same_fact
 from activities.research.planning import content_terms
@@ -238,11 +238,40 @@ def _rows(h: SearchHit, s: int, e: int, header: list[str] | None) -> tuple[list[
     return out, header
 
 
+_TERM = re.compile(r"[A-Za-z][\w.+-]*\w")
+
+
+def _defined_term(raw: str) -> bool:
+    """A name on a line of its own ("Jython", "CPython"): a definition list's term, when
+    its description follows. A name, not a heading word: CamelCase or a word English
+    hardly uses ("Introduction" and "Overview" are common words)."""
+    return (len(raw) <= 30 and _TERM.fullmatch(raw) is not None
+            and (any(c.isupper() for c in raw[1:]) or term_weight(raw.lower()) >= RARE_WEIGHT))
+
+
 def hit_units(h: SearchHit) -> Iterator[Sentence]:
     """Every sentence and table row of one passage, in order, before de-duplication and
-    filtering (ingestion embeds each: see passage_units)."""
+    filtering (ingestion embeds each: see passage_units). A definition list's term joins
+    the first sentence of its description ("Jython\n\nPython implemented in Java." is the
+    unit "Jython: Python implemented in Java."), which alone does not say what it describes."""
     previous, header = "", None
+    term: tuple[int, int] | None = None
     for s, e in sentence_spans(h.text):
+        if term is not None:
+            t0, t1 = term
+            term = None
+            if (h.text[s].isupper() and not _CODE_START.match(h.text[s:e]) and "\n\n" in h.text[t1:s]
+                    and not any(_is_row(x) for x in h.text[s:e].splitlines())):
+                sent = Sentence(h, t0, e, f"{h.text[t0:t1]}: {' '.join(h.text[s:e].split())}", context=previous)
+                previous = sent.text
+                yield sent
+                continue
+            sent = Sentence(h, t0, t1, h.text[t0:t1], context=previous)
+            previous = sent.text
+            yield sent
+        if _defined_term(h.text[s:e]):
+            term = (s, e)
+            continue
         # a heading glued to its first sentence ("# Title\n\nText."): split off by blank lines already;
         # single newlines after a heading line are cut here
         while s < e and h.text[s] == "#" and "\n" in h.text[s:e]:
@@ -262,6 +291,8 @@ def hit_units(h: SearchHit) -> Iterator[Sentence]:
         sent = Sentence(h, s, e, " ".join(raw.split()), context=previous)
         previous = sent.text
         yield sent
+    if term is not None:
+        yield Sentence(h, term[0], term[1], h.text[term[0]:term[1]], context=previous)
 
 
 def passage_units(text: str) -> list[tuple[tuple[int, int], str]]:

@@ -24,7 +24,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from bench.research_qa.run import load_questions, reliability, states_gold  # noqa: E402
 
-NAMES = ["sim", "window", "cover", "passage", "key", "kind", "names", "retrieval"]
+NAMES = ["sim", "window", "cover", "passage", "key", "kind", "beside", "retrieval"]
 
 
 def sentence_rows(runs: dict, questions: list[dict], embed):
