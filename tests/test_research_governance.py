@@ -206,6 +206,12 @@ async def test_the_deterministic_plans_evidence_decides_whether_to_answer(tempor
         plain = await env.run(acts.synthesise, SynthesiseInput(mission=MISSION, query=QUESTION, hits=hits))
         same = await env.run(acts.synthesise, SynthesiseInput(mission=MISSION, query=QUESTION, hits=hits,
                                                               grounding_subquestions=[QUESTION], grounding_hits=hits))
+        # a model's extra sub-question (here: the last finding's own words) adds a sub-answer but
+        # does not reorder the question's findings
+        drift = plain.claims[-1].text
+        drifted = await env.run(acts.synthesise, SynthesiseInput(mission=MISSION, query=QUESTION, hits=hits,
+                                                                 subquestions=[QUESTION, drift],
+                                                                 grounding_subquestions=[QUESTION], grounding_hits=hits))
         off_topic = [h for h in hits if "XR-7" not in h.text]
         vetoed = await env.run(acts.synthesise, SynthesiseInput(mission=MISSION, query=QUESTION, hits=hits,
                                                                 grounding_subquestions=[QUESTION],
@@ -226,5 +232,8 @@ async def test_the_deterministic_plans_evidence_decides_whether_to_answer(tempor
     assert stored.synthesis.below_bar and "deterministic plan's evidence" in stored.synthesis.below_bar[0].below_bar_reason
     assert plain.outcome != "insufficient_evidence" and plain.claims
     assert [c.text for c in same.claims] == [c.text for c in plain.claims]
+    assert len(plain.claims) > 1 and drifted.claims[0].text == plain.claims[0].text
+    assert drifted.answer and drifted.answer.text == plain.answer.text
+    assert [a.question for a in drifted.subanswers] == [drift]
     assert vetoed.outcome == "insufficient_evidence" and not vetoed.claims
     assert "deterministic plan's evidence" in vetoed.below_bar[0].below_bar_reason

@@ -190,6 +190,23 @@ def test_llm_contradiction_candidates_and_verdicts():
     assert verify_citation(judged.contradicting[0], b, 0)
 
 
+def test_a_model_claim_is_ranked_against_everything_retrieved():
+    """The model sees a few hits; its claim's confidence is still its quote's rank among all
+    the run retrieved, as the extractive path ranks it: a weak pick stays weak."""
+    weak = "Some battery reports mention the XR-7 in passing among other products."
+    strong = "The XR-7 battery retains 90 percent of its capacity after 1000 charge cycles."
+    seen = [hit("w", 0.9, "hybrid", weak, "docW")]
+    everything = seen + [hit("s", 0.8, "hybrid", strong, "docS")]
+    answer = json.dumps({"claims": [{"text": "Reports mention the XR-7.", "evidence": [1], "quote": weak}]})
+    q = "How much capacity does the XR-7 retain after 1000 cycles?"
+    alone, _ = verify_claims("demo", q, answer, seen, embed=sentence_embed())
+    ranked, _ = verify_claims("demo", q, answer, seen, embed=sentence_embed(), ranked_hits=everything)
+    assert alone[0].confidence_factors["margin"] == 0.0
+    assert ranked[0].confidence_factors["margin"] < 0 and ranked[0].confidence < alone[0].confidence
+    best = extractive("demo", q, everything, embed=sentence_embed())
+    assert best[0].text == strong and best[0].confidence > ranked[0].confidence
+
+
 def test_same_sentence_in_two_documents_is_two_supports_but_overlap_is_one():
     s = "Laminar flow over the swept wing separates at twelve degrees of incidence."
     hits = [hit("a1", 0.9, "hybrid", "Report A. " + s, "docA"), hit("a2", 0.8, "hybrid", s + " More text here now.", "docA", start=10),

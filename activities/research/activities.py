@@ -313,7 +313,7 @@ class ResearchActivities:
                     purpose="synthesise", workflow_id=_workflow_id(), model=model, pool=self.pool))
                 _log(f"LLM claims answer: {llm_synthesis.sample(reply, 600)}")
                 verified = await in_thread(
-                    llm_synthesis.verify_claims, req.mission, req.query, reply, evidence, embed, n)
+                    llm_synthesis.verify_claims, req.mission, req.query, reply, evidence, embed, n, hits)
                 if verified and verified[0]:
                     claims = await self._llm_contradictions(req, cart, verified[0], evidence, notes)
                     synthesiser = "llm"
@@ -327,9 +327,12 @@ class ResearchActivities:
         # the extractive claims always run: alone without a model, and beside the model's claims
         # with one (the model sees six hits and may pick weaker sentences; both are ranked by the
         # same calibrated confidence, so the LLM path never answers worse than the deterministic one)
+        # the question's own parts rank the evidence: a model's extra sub-questions add hits and get
+        # sub-answers, but a sentence answering "what is the default start of range()?" is no answer to
+        # "how many times is a default argument evaluated?" (it led the answer on the QA bench)
+        own = req.grounding_subquestions or req.subquestions
         extracted = await in_thread(
-            functools.partial(extractive, subquestions=req.subquestions), req.mission, req.query, hits, embed,
-            req.max_claims)
+            functools.partial(extractive, subquestions=own), req.mission, req.query, hits, embed, req.max_claims)
         if claims:
             findings, below, outcome = gate_with_llm(claims, extracted, gates, req.max_claims)
         else:
@@ -352,7 +355,7 @@ class ResearchActivities:
             sub = await in_thread(extractive, req.mission, q, hits, embed, 1)
             subanswers.append(build_answer(q, apply_gates(sub, gates)[0]))
         answer = build_answer(req.query, findings, method)
-        parts = set(answer_parts(req.query, req.subquestions)[1:])
+        parts = set(answer_parts(req.query, own)[1:])
         if findings and parts:  # a compound question: its answer answers each part
             answer = combine_answers(req.query, answer, [a for a in subanswers if a.question in parts])
         return Synthesis(claims=findings, synthesiser=synthesiser, dropped_claims=dropped, below_bar=below,
