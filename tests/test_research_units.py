@@ -205,6 +205,14 @@ def test_a_model_claim_is_ranked_against_everything_retrieved():
     assert ranked[0].confidence_factors["margin"] < 0 and ranked[0].confidence < alone[0].confidence
     best = extractive("demo", q, everything, embed=sentence_embed())
     assert best[0].text == strong and best[0].confidence > ranked[0].confidence
+    # overlapping chunks of one document keep a shared sentence once, under the first chunk: a quote
+    # cited from the second is still scored as that unit (with the sentence before it), not alone
+    doc = "The XR-7 report covers capacity. " + strong
+    first, second = hit("c1", 0.9, "hybrid", doc, "docX"), hit("c2", 0.8, "hybrid", strong, "docX", start=33)
+    cited = json.dumps({"claims": [{"text": "The XR-7 keeps 90 percent.", "evidence": [1], "quote": strong}]})
+    via_second, _ = verify_claims("demo", q, cited, [second], embed=sentence_embed(), ranked_hits=[first, second])
+    as_unit = extractive("demo", q, [first, second], embed=sentence_embed())
+    assert via_second[0].confidence_factors["window"] == as_unit[0].confidence_factors["window"]
 
 
 def test_same_sentence_in_two_documents_is_two_supports_but_overlap_is_one():
@@ -316,6 +324,12 @@ def test_an_answer_names_something_new_beside_what_the_question_asks_about():
                               "cite it.") == 0.0
     q = "Which helper fills in member values?"
     assert named_beside(q, question_weights(q), "You can use auto() for the values:") == 1.0
+    # a question term as written ("sys.path") counts; a figure is new unless the question has it
+    q = "What does sys.path contain?"
+    assert named_beside(q, question_weights(q), "The sys.path list holds PYTHONPATH entries.") == 1.0
+    q = "What changed in 3.13?"
+    assert named_beside(q, question_weights(q), "Release 3.13 changed 1 module.") == 1.0
+    assert named_beside(q, question_weights(q), "Release 3.13 changed modules.") == 0.0
 
 
 def test_a_definition_list_term_joins_its_description():
@@ -334,6 +348,15 @@ def test_a_definition_list_term_joins_its_description():
     assert "Introduction" in units and "The text goes on." in units
     sents = {x.text: x for x in split_hits([hit("a", 1.0, text=text)])}
     assert claimable(sents["Jython: Python implemented in Java."])
+    # headings are no terms: common words, one heading alone, a chunk starting mid-word, a title line
+    for other in ("Intro.\n\nSUMMARY\n\nRevenue grew 5% in 2023.\n\nOVERVIEW\n\nThe market grew.",
+                  "Intro.\n\nChangelog\n\nVersion 2.0 removed the legacy API.",
+                  "lation\n\nThe package installs with pip.\n\nJython\n\nPython implemented in Java.",
+                  "Intro.\n\nCPython\n\nOverview\nThe original one.\n\nJython\n\nPython implemented in Java."):
+        assert not any(":" in u for _, u in passage_units(other)), passage_units(other)
+    # a lone name between two tables does not carry the first table's header into the second
+    tables = "| Company | Share |\n|---|---|\n| Acme | 5% |\n\nEMEA\n\n| Region | Growth |\n|---|---|\n| Germany | 3% |"
+    assert "Germany: growth 3%." in [u for _, u in passage_units(tables)]
 
 
 def test_code_and_see_also_pointers_are_no_claims():

@@ -80,21 +80,29 @@ _WORD = re.compile(r"-{0,2}[A-Za-z_][\w.()-]*[\w)]|\d[\w.]*")
 BESIDE = 3  # words between a new name and the question's term it answers
 
 
-def _new_name(word: str, question_stems: Mapping[str, float], question: str) -> bool:
-    w = word.strip(".()").lower()
-    if not w or w in STOPWORDS or w in question or stem(w) in question_stems:
+def _parts(word: str) -> list[str]:
+    return [t for t in tokens(word) if t not in STOPWORDS]
+
+
+def _new_name(word: str, question_stems: Mapping[str, float], question_tokens: frozenset[str]) -> bool:
+    """A name the question does not use: an identifier, call, CamelCase or ALL-CAPS name or
+    figure, or a word English hardly uses; "sys.path" is not new to a question naming it,
+    "1" is new to one asking about 3.13."""
+    parts = _parts(word)
+    if not parts or word.strip(".()").lower() in question_tokens or all(
+            t in question_tokens or stem(t) in question_stems for t in parts):
         return False
-    return _IDENT.match(word) is not None or term_weight(w) >= RARE_WEIGHT
+    return _IDENT.match(word) is not None or any(term_weight(t) >= RARE_WEIGHT for t in parts)
 
 
 def named_beside(question: str, weights: Mapping[str, float], sentence: str) -> float:
     """1 when the sentence names something the question does not within BESIDE words of
-    one of the question's terms."""
-    q = question.lower()
+    one of the question's terms ("sys.path", "range()" as written count as its terms)."""
+    q_tokens = frozenset(tokens(question))
     words = _WORD.findall(sentence)
-    asked = [w.lower() not in STOPWORDS and stem(w.lower()) in weights for w in words]
+    asked = [any(stem(t) in weights for t in _parts(w)) for w in words]
     for i, w in enumerate(words):
-        if any(asked[max(0, i - BESIDE):i] + asked[i + 1:i + 1 + BESIDE]) and _new_name(w, weights, q):
+        if any(asked[max(0, i - BESIDE):i] + asked[i + 1:i + 1 + BESIDE]) and _new_name(w, weights, q_tokens):
             return 1.0
     return 0.0
 

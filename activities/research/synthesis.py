@@ -239,14 +239,29 @@ def _rows(h: SearchHit, s: int, e: int, header: list[str] | None) -> tuple[list[
 
 
 _TERM = re.compile(r"[A-Za-z][\w.+-]*\w")
+_BLANK_LINE = re.compile(r"\n[ \t\r]*\n")
 
 
 def _defined_term(raw: str) -> bool:
-    """A name on a line of its own ("Jython", "CPython"): a definition list's term, when
-    its description follows. A name, not a heading word: CamelCase or a word English
-    hardly uses ("Introduction" and "Overview" are common words)."""
+    """A name on a line of its own ("Jython", "CPython"): CamelCase, or a word English
+    hardly uses ("Introduction", "SUMMARY" are common words)."""
     return (len(raw) <= 30 and _TERM.fullmatch(raw) is not None
-            and (any(c.isupper() for c in raw[1:]) or term_weight(raw.lower()) >= RARE_WEIGHT))
+            and (re.search(r"[a-z][A-Z]", raw) is not None or term_weight(raw.lower()) >= RARE_WEIGHT))
+
+
+def _definitions(text: str, spans: list[tuple[int, int]]) -> set[int]:
+    """Indices of spans that are a definition list's terms: a name alone on its line, a blank
+    line, then its description (a capitalised sentence, no code, row, record or title line).
+    Only where the passage has two such pairs: one alone is as likely a heading."""
+    found = set()
+    for i, ((s, e), (s1, e1)) in enumerate(zip(spans, spans[1:])):
+        if not (s > 0 and text[s - 1] == "\n" and _defined_term(text[s:e]) and _BLANK_LINE.search(text, e, s1)):
+            continue  # a term starts a line: a chunk can start mid-word ("lation")
+        desc = text[s1:e1]
+        if (desc[0].isupper() and not _CODE_START.match(desc) and not _defined_term(desc) and not _tabular(desc)
+                and not any(_is_row(x) for x in desc.splitlines()) and _heading_line(text, s1, e1) == s1):
+            found.add(i)
+    return found if len(found) >= 2 else set()
 
 
 def hit_units(h: SearchHit) -> Iterator[Sentence]:
@@ -255,22 +270,18 @@ def hit_units(h: SearchHit) -> Iterator[Sentence]:
     the first sentence of its description ("Jython\n\nPython implemented in Java." is the
     unit "Jython: Python implemented in Java."), which alone does not say what it describes."""
     previous, header = "", None
-    term: tuple[int, int] | None = None
-    for s, e in sentence_spans(h.text):
-        if term is not None:
-            t0, t1 = term
-            term = None
-            if (h.text[s].isupper() and not _CODE_START.match(h.text[s:e]) and "\n\n" in h.text[t1:s]
-                    and not any(_is_row(x) for x in h.text[s:e].splitlines())):
-                sent = Sentence(h, t0, e, f"{h.text[t0:t1]}: {' '.join(h.text[s:e].split())}", context=previous)
-                previous = sent.text
-                yield sent
-                continue
-            sent = Sentence(h, t0, t1, h.text[t0:t1], context=previous)
+    spans = sentence_spans(h.text)
+    terms = _definitions(h.text, spans)
+    skip = -1
+    for i, (s, e) in enumerate(spans):
+        if i == skip:
+            continue
+        if i in terms:
+            s1, e1 = spans[i + 1]
+            header, skip = None, i + 1
+            sent = Sentence(h, s, e1, f"{h.text[s:e]}: {' '.join(h.text[s1:e1].split())}", context=previous)
             previous = sent.text
             yield sent
-        if _defined_term(h.text[s:e]):
-            term = (s, e)
             continue
         # a heading glued to its first sentence ("# Title\n\nText."): split off by blank lines already;
         # single newlines after a heading line are cut here
@@ -291,8 +302,6 @@ def hit_units(h: SearchHit) -> Iterator[Sentence]:
         sent = Sentence(h, s, e, " ".join(raw.split()), context=previous)
         previous = sent.text
         yield sent
-    if term is not None:
-        yield Sentence(h, term[0], term[1], h.text[term[0]:term[1]], context=previous)
 
 
 def passage_units(text: str) -> list[tuple[tuple[int, int], str]]:

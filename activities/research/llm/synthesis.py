@@ -331,16 +331,15 @@ def verify_claims(mission: str, query: str, answer: str, hits: Sequence[SearchHi
         if flag:
             flags[key] = flag
     by_chunk = {h.chunk_id: h for h in hits}
-    score_sentences(query, pool, embed)
     ranked = split_hits(ranked_hits) if ranked_hits else pool
-    if ranked is not pool:
-        score_sentences(query, ranked, embed)
+    score_sentences(query, ranked, embed)
     best = max((logit(s.features) for s in ranked if s.features and claimable(s)), default=None)
     claims: list[Claim] = []
     for key in order:
         text, support = texts[key], merged[key]
         # the claim is as good as its best verified quote, scored like an extractive sentence
-        quoted = [unit for c in support for unit in ranked if unit.hit.chunk_id == c.chunk_id and unit.features
+        # by document offsets: overlapping chunks keep a shared sentence once, under either chunk
+        quoted = [unit for c in support for unit in ranked if unit.hit.document_id == c.document_id and unit.features
                   and unit.hit.start + unit.local_start <= c.start and c.end <= unit.hit.start + unit.local_end]
         if not quoted:  # a quote across units: scored on its own
             quoted = [Sentence(by_chunk[c.chunk_id], c.start - by_chunk[c.chunk_id].start,
