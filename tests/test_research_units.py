@@ -330,6 +330,9 @@ def test_an_answer_names_something_new_beside_what_the_question_asks_about():
     q = "What changed in 3.13?"
     assert named_beside(q, question_weights(q), "Release 3.13 changed 1 module.") == 1.0
     assert named_beside(q, question_weights(q), "Release 3.13 changed modules.") == 0.0
+    # "how fast is the market growing?" is asked about by "growth"
+    q = "How fast is the energy storage market growing?"
+    assert named_beside(q, question_weights(q), "Analysts expect a compound annual growth rate (CAGR) of 21%.") == 1.0
 
 
 def test_a_definition_list_term_joins_its_description():

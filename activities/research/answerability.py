@@ -97,10 +97,12 @@ def _new_name(word: str, question_stems: Mapping[str, float], question_tokens: f
 
 def named_beside(question: str, weights: Mapping[str, float], sentence: str) -> float:
     """1 when the sentence names something the question does not within BESIDE words of
-    one of the question's terms ("sys.path", "range()" as written count as its terms)."""
+    one of the question's terms ("sys.path", "range()" as written count as its terms, and a
+    word sharing a term's first four letters: "growth" for "growing")."""
     q_tokens = frozenset(tokens(question))
+    prefixes = {t[:4] for t in q_tokens if len(t) > 4 and t not in STOPWORDS}
     words = _WORD.findall(sentence)
-    asked = [any(stem(t) in weights for t in _parts(w)) for w in words]
+    asked = [any(stem(t) in weights or (len(t) > 4 and t[:4] in prefixes) for t in _parts(w)) for w in words]
     for i, w in enumerate(words):
         if any(asked[max(0, i - BESIDE):i] + asked[i + 1:i + 1 + BESIDE]) and _new_name(w, weights, q_tokens):
             return 1.0
