@@ -80,31 +80,46 @@ _WORD = re.compile(r"-{0,2}[A-Za-z_][\w.()-]*[\w)]|\d[\w.]*")
 BESIDE = 3  # words between a new name and the question's term it answers
 
 
-def _parts(word: str) -> list[str]:
-    return [t for t in tokens(word) if t not in STOPWORDS]
+@lru_cache(maxsize=200_000)
+def _word(word: str) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...], str, bool]:
+    """What named_beside needs of a word, once per distinct word: its content parts
+    ("sys.path" -> sys, path), their stems, their four-letter prefixes (parts over four
+    letters), the word as written (lower case, brackets and dots trimmed), and whether it
+    is a name: an identifier, call, CamelCase or ALL-CAPS name or figure, or a word English
+    hardly uses."""
+    parts = tuple(t for t in tokens(word) if t not in STOPWORDS)
+    named = bool(parts) and (_IDENT.match(word) is not None or any(term_weight(t) >= RARE_WEIGHT for t in parts))
+    return (parts, tuple(stem(t) for t in parts), tuple(t[:4] for t in parts if len(t) > 4),
+            word.strip(".()").lower(), named)
 
 
 def _new_name(word: str, question_stems: Mapping[str, float], question_tokens: frozenset[str]) -> bool:
-    """A name the question does not use: an identifier, call, CamelCase or ALL-CAPS name or
-    figure, or a word English hardly uses; "sys.path" is not new to a question naming it,
-    "1" is new to one asking about 3.13."""
-    parts = _parts(word)
-    if not parts or word.strip(".()").lower() in question_tokens or all(
-            t in question_tokens or stem(t) in question_stems for t in parts):
-        return False
-    return _IDENT.match(word) is not None or any(term_weight(t) >= RARE_WEIGHT for t in parts)
+    """A name the question does not use: "sys.path" is not new to a question naming it, "1"
+    is new to one asking about 3.13."""
+    parts, stems, _, written, named = _word(word)
+    return named and written not in question_tokens and not all(
+        t in question_tokens or s in question_stems for t, s in zip(parts, stems))
+
+
+@lru_cache(maxsize=4096)
+def _question_words(question: str) -> tuple[frozenset[str], frozenset[str]]:
+    q_tokens = frozenset(tokens(question))
+    return q_tokens, frozenset(t[:4] for t in q_tokens if len(t) > 4 and t not in STOPWORDS)
 
 
 def named_beside(question: str, weights: Mapping[str, float], sentence: str) -> float:
     """1 when the sentence names something the question does not within BESIDE words of
     one of the question's terms ("sys.path", "range()" as written count as its terms, and a
     word sharing a term's first four letters: "growth" for "growing")."""
-    q_tokens = frozenset(tokens(question))
-    prefixes = {t[:4] for t in q_tokens if len(t) > 4 and t not in STOPWORDS}
+    q_tokens, prefixes = _question_words(question)
     words = _WORD.findall(sentence)
-    asked = [any(stem(t) in weights or (len(t) > 4 and t[:4] in prefixes) for t in _parts(w)) for w in words]
+    infos = [_word(w) for w in words]
+    asked = [any(s in weights for s in info[1]) or any(p in prefixes for p in info[2]) for info in infos]
+    if not any(asked):
+        return 0.0
     for i, w in enumerate(words):
-        if any(asked[max(0, i - BESIDE):i] + asked[i + 1:i + 1 + BESIDE]) and _new_name(w, weights, q_tokens):
+        if infos[i][4] and any(asked[max(0, i - BESIDE):i] + asked[i + 1:i + 1 + BESIDE]) \
+                and _new_name(w, weights, q_tokens):
             return 1.0
     return 0.0
 
@@ -145,7 +160,7 @@ def kind_match(question: str, sentence: str) -> float:
     return 0.5 if not checks else sum(checks) / len(checks)
 
 
-@lru_cache(maxsize=4096)
+@lru_cache(maxsize=16_384)
 def terms_of(text: str) -> frozenset[str]:
     """Content terms of a text, cached: every sentence of a passage, for every (sub-)question, needs them."""
     return frozenset(content_terms(text))

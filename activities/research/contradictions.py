@@ -51,8 +51,10 @@ for a, b in _ANTONYMS:
 _NUM_RE = re.compile(r"(?<![\w.])(\d+(?:[.,]\d+)*)\s*(%|percent\b|[a-zA-Z]+)?")
 
 
-def _terms(text: str) -> set[str]:
-    return {x for x in content_terms(text) if not x.replace(".", "").replace(",", "").isdigit()}
+@lru_cache(maxsize=16_384)
+def _terms(text: str) -> frozenset[str]:
+    """Content words without figures; cached: every candidate pair of a run asks again."""
+    return frozenset(x for x in content_terms(text) if not x.replace(".", "").replace(",", "").isdigit())
 
 
 def subject_overlap(a: str, b: str) -> float:

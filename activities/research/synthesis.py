@@ -26,7 +26,9 @@ from typing import Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from activities.research.answerability import RARE_WEIGHT, features, names_a_value, question_weights, term_weight
+from activities.research.answerability import (
+    RARE_WEIGHT, features, names_a_value, question_weights, term_weight, terms_of,
+)
 from activities.research.confidence import confidence, probability, with_margins
 from activities.research.contradictions import contradiction, facts, same_fact
 from activities.research.planning import content_terms
@@ -392,7 +394,7 @@ def score_sentences(query: str, sents: list[Sentence], embed: Embed | None) -> n
 
 
 def _jaccard(a: str, b: str) -> float:
-    ta, tb = set(content_terms(a)), set(content_terms(b))
+    ta, tb = terms_of(a), terms_of(b)
     return len(ta & tb) / len(ta | tb) if ta | tb else 0.0
 
 
