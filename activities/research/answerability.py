@@ -93,10 +93,10 @@ def _word(word: str) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...],
             word.strip(".()").lower(), named)
 
 
-def _new_name(word: str, question_stems: Mapping[str, float], question_tokens: frozenset[str]) -> bool:
-    """A name the question does not use: "sys.path" is not new to a question naming it, "1"
-    is new to one asking about 3.13."""
-    parts, stems, _, written, named = _word(word)
+def _new_to(question_stems: Mapping[str, float], question_tokens: frozenset[str], word: tuple) -> bool:
+    """A name (`_word`'s) the question does not use: "sys.path" is not new to a question naming
+    it, "1" is new to one asking about 3.13."""
+    parts, stems, _, written, named = word
     return named and written not in question_tokens and not all(
         t in question_tokens or s in question_stems for t, s in zip(parts, stems))
 
@@ -117,9 +117,8 @@ def named_beside(question: str, weights: Mapping[str, float], sentence: str) -> 
     asked = [any(s in weights for s in info[1]) or any(p in prefixes for p in info[2]) for info in infos]
     if not any(asked):
         return 0.0
-    for i, w in enumerate(words):
-        if infos[i][4] and any(asked[max(0, i - BESIDE):i] + asked[i + 1:i + 1 + BESIDE]) \
-                and _new_name(w, weights, q_tokens):
+    for i, info in enumerate(infos):
+        if _new_to(weights, q_tokens, info) and any(asked[max(0, i - BESIDE):i] + asked[i + 1:i + 1 + BESIDE]):
             return 1.0
     return 0.0
 

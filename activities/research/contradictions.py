@@ -23,6 +23,7 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 
+from activities.research.answerability import terms_of
 from activities.research.planning import content_terms, tokens
 
 NEGATIONS = frozenset({"not", "no", "never", "none", "nor", "neither", "cannot", "without", "fails", "failed",
@@ -54,7 +55,7 @@ _NUM_RE = re.compile(r"(?<![\w.])(\d+(?:[.,]\d+)*)\s*(%|percent\b|[a-zA-Z]+)?")
 @lru_cache(maxsize=16_384)
 def _terms(text: str) -> frozenset[str]:
     """Content words without figures; cached: every candidate pair of a run asks again."""
-    return frozenset(x for x in content_terms(text) if not x.replace(".", "").replace(",", "").isdigit())
+    return frozenset(x for x in terms_of(text) if not x.replace(".", "").replace(",", "").isdigit())
 
 
 def subject_overlap(a: str, b: str) -> float:

@@ -242,13 +242,14 @@ def _rows(h: SearchHit, s: int, e: int, header: list[str] | None) -> tuple[list[
 
 _TERM = re.compile(r"[A-Za-z][\w.+-]*\w")
 _BLANK_LINE = re.compile(r"\n[ \t\r]*\n")
+_CAMEL = re.compile(r"[a-z][A-Z]")
 
 
 def _defined_term(raw: str) -> bool:
     """A name on a line of its own ("Jython", "CPython"): CamelCase, or a word English
     hardly uses ("Introduction", "SUMMARY" are common words)."""
     return (len(raw) <= 30 and _TERM.fullmatch(raw) is not None
-            and (re.search(r"[a-z][A-Z]", raw) is not None or term_weight(raw.lower()) >= RARE_WEIGHT))
+            and (_CAMEL.search(raw) is not None or term_weight(raw.lower()) >= RARE_WEIGHT))
 
 
 def _definitions(text: str, spans: list[tuple[int, int]]) -> set[int]:
