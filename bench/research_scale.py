@@ -61,6 +61,28 @@ def rss_mib(pid: int | str = "self") -> float:
     return 0.0
 
 
+def cpu_s(pid: int | str) -> float:
+    """User + system CPU seconds a process has used so far."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+def children(ppid: int) -> list[int]:
+    out = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                line = next(x for x in (proc / "status").read_text().splitlines() if x.startswith("PPid:"))
+            except (OSError, StopIteration):
+                continue
+            if int(line.split()[1]) == ppid:
+                out.append(int(proc.name))
+    return out
+
+
 def postgres_rss_mib(data_dir: Path) -> float:
     """Sum of the RSS of the bench cluster's processes (the postmaster and its children)."""
     try:
@@ -153,10 +175,20 @@ async def main(args) -> dict:
                 search_attributes=for_mission(mission))
             return (time.perf_counter() - t) * 1000
 
+        engine_ms: dict[str, list[float]] = {}
+
         async def direct(mission: str, q: str) -> float:
             t = time.perf_counter()
-            await acts.retriever.retrieve(RetrieveInput(mission=mission, query=q, top_k=10, candidates=50))
+            got = await acts.retriever.retrieve(RetrieveInput(mission=mission, query=q, top_k=10, candidates=50))
+            for name, ms in got.timings_ms.items():
+                engine_ms.setdefault(name, []).append(ms)
             return (time.perf_counter() - t) * 1000
+
+        def by_engine() -> dict:
+            """The direct call's parts (p50 / p95 ms), since the last call."""
+            out = {name: stats(ms) for name, ms in engine_ms.items() if name != "total"}
+            engine_ms.clear()
+            return out
 
         with ThreadPoolExecutor(4) as ex:
             running = [Worker(client, task_queue=q, workflows=s.workflows, activities=s.activities, activity_executor=ex, workflow_runner=WORKFLOW_RUNNER,
@@ -185,6 +217,7 @@ async def main(args) -> dict:
             await retrieve_only(MISSION, questions[0])  # warm-up
             await full(MISSION, questions[0])
             d_ms, r_ms, f_ms = [], [], []
+            by_round = []
             # several rounds: a p95 of 40 runs is their second slowest, too noisy a base for the
             # while-ingesting ratio (thousands of runs)
             for _ in range(args.idle_rounds):
@@ -192,7 +225,9 @@ async def main(args) -> dict:
                     d_ms.append(await direct(MISSION, q))
                     r_ms.append(await retrieve_only(MISSION, q))
                     f_ms.append(await full(MISSION, q))
-            out["idle"] = {"direct_retrieval": stats(d_ms), "retrieve_only_workflow": stats(r_ms),
+                by_round.append(round(pct(d_ms[-len(questions):], 50), 1))
+            out["idle"] = {"direct_retrieval": stats(d_ms), "direct_parts": by_engine(),
+                           "direct_p50_by_round": by_round, "retrieve_only_workflow": stats(r_ms),
                            "full_research": stats(f_ms)}
             out["idle"]["workflow_overhead_p95"] = round(pct(r_ms, 95) / pct(d_ms, 95), 2)
 
@@ -205,18 +240,35 @@ async def main(args) -> dict:
                 for p in pages[: args.ingest_pages - len(more)]:
                     (copies / p.name).write_bytes(f"<!-- {tag} -->\n".encode() + p.read_bytes())
                     more.append(DocumentRef(path=str(copies / p.name)))
+            def cpu_by_process() -> dict[str, float]:
+                """CPU seconds so far: PostgreSQL (all backends), the ingestion worker, the Temporal
+                dev server and this process (research worker, client)."""
+                postmaster = int((bench_dir / "pg" / "postmaster.pid").read_text().split()[0])
+                server = [p for p in children(os.getpid()) if p != ingestion_worker.pid]
+                return {"postgres": cpu_s(postmaster) + sum(cpu_s(p) for p in children(postmaster)),
+                        "ingestion_worker": cpu_s(ingestion_worker.pid),
+                        "temporal_server": sum(cpu_s(p) for p in server), "bench_process": cpu_s("self")}
+
+            cpu0, t_ingest = cpu_by_process(), time.perf_counter()
             writing = asyncio.ensure_future(ingest(MISSION, more))
             before = await chunks_of(MISSION)
-            r2, f2 = [], []
+            r2, f2, d2 = [], [], []
             while not writing.done():
                 for i, q in enumerate(questions):
                     if writing.done():
                         break
+                    d2.append(await direct(MISSION, q))
                     r2.append(await retrieve_only(MISSION, q))
                     if i % 4 == 0:  # a full run takes seconds: retrieval gets most samples
                         f2.append(await full(MISSION, q))
             await writing
+            wall = time.perf_counter() - t_ingest
+            cpu1 = cpu_by_process()
             out["while_ingesting"] = {"pages": len(more), "chunks_written": await chunks_of(MISSION) - before,
+                                      "seconds": round(wall, 1),
+                                      "cpu_s": {k: round(cpu1[k] - cpu0[k], 1) for k in cpu0},
+                                      "direct_retrieval": stats(d2), "direct_parts": by_engine(),
+                                      "direct_p95_ratio": round(pct(d2, 95) / pct(d_ms, 95), 2),
                                       "retrieve_only_workflow": stats(r2), "full_research": stats(f2),
                                       "retrieve_only_p95_ratio": round(pct(r2, 95) / pct(r_ms, 95), 2),
                                       "full_research_p95_ratio": round(pct(f2, 95) / pct(f_ms, 95), 2)}
