@@ -10,10 +10,13 @@ the real missions and research workers in this process, the ingestion worker in 
 3.11 manual's pages through IngestDocumentsWorkflow (the research QA bench's 64 pages first,
 then library/ pages) until it holds --chunks chunks. Then, for the research QA bench's
 questions:
-  - retrieve-only ResearchWorkflow against the direct retrieval call (workflow overhead);
+  - retrieve-only ResearchWorkflow against the direct retrieval call (workflow overhead; the
+    direct call's parts, BM25 / dense / fusion, and its p50 per round);
   - full extractive ResearchWorkflow (cache off);
   - both again while IngestDocumentsWorkflow writes more pages into the same mission (the
-    ratio to idle; on 2 cores the ingestion's embedding competes for the CPU as well);
+    ratio to idle; on 2 cores the ingestion's embedding competes for the CPU as well), with the
+    direct call too and the CPU seconds PostgreSQL, the ingestion worker, the Temporal dev
+    server and this process spent meanwhile;
   - --missions missions activated and ingested (the research test corpus each), retrieve-only
     research round-robin over them, and the RSS of this process and of PostgreSQL.
 """
