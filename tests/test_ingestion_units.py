@@ -39,6 +39,25 @@ def test_embedder_is_local_cached_normalised_and_batched(settings, embedder):
     assert embedder.embed([]) == []
 
 
+def test_a_question_is_embedded_once_while_remembered(embedder, monkeypatch):
+    """A research run needs its question's vector for the answer cache and for retrieval: the
+    embedder computes it once, and hands out copies (a caller's edit changes nothing)."""
+    q = "what does the global interpreter lock protect?"
+    real = embedder.embed
+    calls: list[list[str]] = []
+    embedder.forget_queries()
+    monkeypatch.setattr(embedder, "embed", lambda texts: calls.append(list(texts)) or real(texts))
+    a = embedder.embed_query(q)
+    a[0] = 99.0
+    b = embedder.embed_query(q)
+    assert calls == [[q]] and b[0] != 99.0
+    assert max(abs(x - y) for x, y in zip(b, real([q])[0])) < 1e-6
+    embedder.forget_queries()
+    embedder.embed_query(q)
+    assert calls == [[q], [q]]
+    embedder.forget_queries()
+
+
 def test_tokenizer_is_the_models_own_and_counts_without_truncation(embedder):
     tok = embedder.tokenizer
     assert tok.is_fast and tok.vocab_size == 30522

@@ -130,7 +130,7 @@ class ResearchActivities:
             found = await self.cache.find(req.mission, key, norm)
             hit, similarity = (found.result, 1.0) if found is not None else (None, 0.0)
             if hit is None and cart.cache.similarity < 1.0:
-                vector = (await asyncio.to_thread(self.embedder.embed, [req.query]))[0]
+                vector = await asyncio.to_thread(self.embedder.embed_query, req.query)
                 close = research_cache.near_identical(req.query, vector, await self.cache.candidates(req.mission, key),
                                                       cart.cache.similarity)
                 if close is not None:
@@ -157,7 +157,7 @@ class ResearchActivities:
         if ttl == 0 or state is None or not req.key.startswith(state + ":"):
             return False  # documents or cartridge changed during the run: this answer is already old
         try:
-            vector = (await asyncio.to_thread(self.embedder.embed, [req.query]))[0]
+            vector = await asyncio.to_thread(self.embedder.embed_query, req.query)
             entry = research_cache.Entry(query=req.query, vector=[float(x) for x in vector], result=req.result)
             await self.cache.put(req.mission, req.key, research_cache.normalise(req.query), entry, ttl)
         except Exception as exc:  # noqa: BLE001 - the answer is already delivered; caching is best effort

@@ -43,8 +43,7 @@ class Retriever:
         self.embedder = embedder
 
     async def embed_query(self, text: str) -> list[float]:
-        vecs = await asyncio.to_thread(self.embedder.embed, [text])
-        return vecs[0]
+        return await asyncio.to_thread(self.embedder.embed_query, text)
 
     async def _timed(self, timings: dict, name: str, coro):
         t0 = time.perf_counter()
