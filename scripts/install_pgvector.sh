@@ -8,6 +8,9 @@
 # serves any tagged public repository as a checksummed module zip, verified against
 # sum.golang.org by `go mod download`), built with PGXS without -march=native.
 set -euo pipefail
+cd "$(dirname "$0")/.."
+# shellcheck source=lib/install.sh
+source scripts/lib/install.sh
 
 PGVECTOR_VERSION="${PGVECTOR_VERSION:-0.8.1}"
 PG_BIN="$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)"
@@ -19,13 +22,14 @@ if [ -f "$SHARE/vector--$PGVECTOR_VERSION.sql" ] && [ -f "/usr/lib/postgresql/$P
 fi
 echo "install_pgvector: building pgvector $PGVECTOR_VERSION for PostgreSQL $PG_MAJOR"
 if [ ! -x "/usr/lib/postgresql/$PG_MAJOR/bin/pg_config" ] || [ ! -d "/usr/include/postgresql/$PG_MAJOR/server" ]; then
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "postgresql-server-dev-$PG_MAJOR" make gcc >/dev/null
+  apt_install "postgresql-server-dev-$PG_MAJOR" make gcc
 fi
 command -v go >/dev/null || { echo "install_pgvector: needs Go (the module proxy client)" >&2; exit 1; }
 
 work="$(mktemp -d)"
 trap 'chmod -R u+w "$work" 2>/dev/null; rm -rf "$work"' EXIT
+# download (retried), then ask the module cache where it is (no network)
+GOPATH="$work/go" GOFLAGS=-mod=mod retry go mod download "github.com/pgvector/pgvector@v$PGVECTOR_VERSION"
 dir="$(GOPATH="$work/go" GOFLAGS=-mod=mod go mod download -json "github.com/pgvector/pgvector@v$PGVECTOR_VERSION" \
   | python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')"
 cp -r "$dir" "$work/src" && chmod -R u+w "$work/src"

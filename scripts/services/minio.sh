@@ -14,6 +14,8 @@ STRATMASTER_MINIO_VERSION="${STRATMASTER_MINIO_VERSION:-v0.0.0-20260212201848-7a
 _minio_log() { echo "[minio] $*" >&2; }
 # shellcheck source=../lib/services.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../lib/services.sh"
+# shellcheck source=../lib/install.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../lib/install.sh"
 
 _minio_install() {
   local bindir="$HOME/.cache/stratmaster/bin" v="$STRATMASTER_MINIO_VERSION"
@@ -24,7 +26,8 @@ _minio_install() {
   local build
   build="$(mktemp -d "$bindir/.build.XXXXXX")" || return 1
   _minio_log "building MinIO $v with go install (once; a few minutes)"
-  if ! GOBIN="$build" GOFLAGS="${GOFLAGS:-} -mod=mod" go install "github.com/minio/minio@$v" >"$build/build.log" 2>&1; then
+  # retried: a failed module download fails the install (what is already downloaded is kept)
+  if ! GOBIN="$build" GOFLAGS="${GOFLAGS:-} -mod=mod" retry go install "github.com/minio/minio@$v" >"$build/build.log" 2>&1; then
     _minio_log "go install failed:"; tail -n 30 "$build/build.log" >&2; rm -rf "$build"; return 1
   fi
   mv "$build/minio" "$bin" && rm -rf "$build" && echo "$bin"

