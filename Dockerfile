@@ -21,7 +21,7 @@ COPY scripts/lock_filter.py scripts/install_llm.sh scripts/
 COPY scripts/lib/install.sh scripts/lib/
 RUN pip install -U pip wheel setuptools \
  && python scripts/lock_filter.py --drop llama-cpp-python requirements.lock > /tmp/lock.txt \
- && pip install --require-hashes -r /tmp/lock.txt
+ && pip install --no-deps --require-hashes -r /tmp/lock.txt
 # llama.cpp for a portable x86-64 CPU (no -march=native, no AMX), smoke-tested with one completion
 RUN STRATMASTER_VENV=/opt/venv bash scripts/install_llm.sh
 COPY scripts/install_models.sh scripts/install_models.sh

