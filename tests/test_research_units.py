@@ -503,6 +503,28 @@ def test_a_compound_questions_answer_answers_each_part():
     assert combine_answers("q", whole, [Answer(question="C", text="")]) == whole
 
 
+def test_a_part_with_a_finding_that_answers_it_is_never_not_answered():
+    from activities.research.answer import build_answer, part_findings
+    from stratmaster.contracts.research import Citation, Claim
+
+    def claim(text, conf, contra=False):
+        cit = Citation(chunk_id="c", document_id="d", start=0, end=len(text), quote=text)
+        return Claim(claim_id=text, ordinal=0, text=text, confidence=conf, supporting=[cit],
+                     contradicting=[Citation(chunk_id="x", document_id="e", start=0, end=2, quote="9%")] if contra else [])
+
+    share = "Voltaris holds a 14% share of the market."
+    findings = [claim("The market grows 21% a year.", 0.6), claim(share, 0.45, contra=True)]
+    # the part's own claim missed the bar (contested on its own), but the run's findings state it
+    candidates = [claim(share, 0.2, contra=True), claim("Voltaris was founded in 2012.", 0.1)]
+    got = part_findings([], candidates, findings)
+    assert [f.text for f in got] == [share] and got[0].confidence == 0.45 and got[0].contradicting
+    assert build_answer("What market share does Voltaris hold", got).text == share
+    # its own finding first; a part no finding states stays unanswered
+    own = [claim("Voltaris holds 14%.", 0.5)]
+    assert part_findings(own, candidates, findings) == own[:1]
+    assert part_findings([], [claim("Something else.", 0.2)], findings) == []
+
+
 def test_sentence_vectors_embed_each_mission_sentence_once_and_stay_bounded():
     from activities.research.sentence_vectors import SentenceVectors
 

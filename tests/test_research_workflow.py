@@ -9,15 +9,18 @@ import uuid
 
 import pytest
 import pytest_asyncio
+from temporalio import activity
 from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.exceptions import ApplicationError, CancelledError
 from temporalio.worker import Replayer
 
+from activities.research.activities import ResearchActivities
 from activities.stores.factory import build_stores
 from activities.research.synthesis import verify_citation
 from stratmaster import queues
-from stratmaster.contracts.research import ResearchInput, ResearchResult, workflow_id_for
+from stratmaster.contracts.knowledge import SearchHit
+from stratmaster.contracts.research import ResearchInput, ResearchResult, RetrieveInput, RetrieveOutput, workflow_id_for
 from stratmaster.local_temporal import temporal_binary
 from stratmaster.search_attributes import for_mission
 from tests.research_support import CORPUS, SlowRetrieve, document_texts, ingest_corpus, research_worker
@@ -186,6 +189,27 @@ async def test_cancel_running_research_persists_cancelled(temporal_env, settings
     assert row["status"] == "cancelled" and row["completed_at"] is not None
     history = await handle.fetch_history()
     await Replayer(workflows=[ResearchWorkflow], data_converter=pydantic_data_converter).replay_workflow(history)
+
+
+class ManyHits(ResearchActivities):
+    """Retrieval that returns exactly the top_k it is asked for, each hit a distinct chunk."""
+
+    @activity.defn(name="research_retrieve")
+    async def retrieve(self, req: RetrieveInput) -> RetrieveOutput:
+        return RetrieveOutput(query=req.query, hits=[
+            SearchHit(chunk_id=f"c{i:03d}", document_id="d", text=f"hit {i}", start=i, end=i + 1,
+                      score=1.0 - i / 1000, source="hybrid") for i in range(req.top_k)], engines=["stub"])
+
+
+async def test_retrieve_only_mode_returns_the_top_k_it_was_asked_for(temporal_env, settings):
+    # the merged evidence budget (40) bounds what synthesis reads, not what a retrieve-only caller asked for
+    async with research_worker(temporal_env.client, settings, acts_cls=ManyHits):
+        for top_k, want in ((100, 100), (60, 60), (5, 5)):
+            result = await temporal_env.client.execute_workflow(
+                ResearchWorkflow.run, ResearchInput(mission=MISSION, query="anything", mode="retrieve",
+                                                    subquestions=["anything"], top_k=top_k),
+                id=f"research-{MISSION}-topk-{uuid.uuid4().hex[:6]}", task_queue=queues.RESEARCH)
+            assert len(result.hits) == want and [h.chunk_id for h in result.hits][:2] == ["c000", "c001"]
 
 
 async def test_retrieve_only_mode_with_given_subquestions(temporal_env, settings, corpus):

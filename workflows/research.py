@@ -28,7 +28,13 @@ from workflows.webhooks import emit_research_finished
 
 RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), backoff_coefficient=2.0, maximum_attempts=4,
                     non_retryable_error_types=NON_RETRYABLE)
-MAX_EVIDENCE_HITS = 40
+MAX_EVIDENCE_HITS = 40  # what synthesis reads; retrieve mode returns at least the top_k it was asked for
+
+
+def hits_limit(req: ResearchInput) -> int:
+    """How many merged hits a run keeps: synthesis reads the evidence budget; a retrieve-only run
+    returns the top_k it was asked for (at most 100 by the contract), not 40."""
+    return MAX_EVIDENCE_HITS if req.mode == "full" else max(MAX_EVIDENCE_HITS, req.top_k)
 
 
 @workflow.defn(failure_exception_types=WORKFLOW_INPUT_ERRORS)
@@ -134,10 +140,11 @@ class ResearchWorkflow:
                 engines.update(out.engines)
                 notes.extend(n for n in out.notes if n not in notes)
                 p.retrieved[q] = len(out.hits)
-                p.hits = merge_subquestion_hits(per_query, MAX_EVIDENCE_HITS)
+                p.hits = merge_subquestion_hits(per_query, limit)
 
+            limit = hits_limit(req)
             await asyncio.gather(*(one(i, q) for i, q in enumerate(plan.subquestions)))
-            hits = merge_subquestion_hits(per_query, MAX_EVIDENCE_HITS)
+            hits = merge_subquestion_hits(per_query, limit)
             p.hits = hits
             timings["retrieve"] = self._ms(t)
 

@@ -22,7 +22,7 @@ from activities.heartbeat import heartbeating, in_thread
 from activities.ops import webhooks
 from activities.llm import client as llm
 from activities.research.llm import synthesis as llm_synthesis
-from activities.research.answer import build_answer, combine_answers, verified_answer
+from activities.research.answer import build_answer, combine_answers, part_findings, verified_answer
 from activities.research.gates import apply_gates, gates_from
 from activities.research import cache as research_cache
 from activities.research.planning import content_terms, deterministic_plan
@@ -353,7 +353,9 @@ class ResearchActivities:
             if q.lower() == req.query.lower():
                 continue
             sub = await in_thread(extractive, req.mission, q, hits, embed, 1)
-            subanswers.append(build_answer(q, apply_gates(sub, gates)[0]))
+            cleared = apply_gates(sub, gates)[0]
+            candidates = sub if cleared or not findings else await in_thread(extractive, req.mission, q, hits, embed, 3)
+            subanswers.append(build_answer(q, part_findings(cleared, candidates, findings)))
         answer = build_answer(req.query, findings, method)
         parts = set(answer_parts(req.query, own)[1:])
         if findings and parts:  # a compound question: its answer answers each part

@@ -42,6 +42,18 @@ def build_answer(question: str, findings: Sequence[Claim], method: str = "extrac
                   confidence=findings[0].confidence if findings else 0.0, method=method)
 
 
+def part_findings(own: Sequence[Claim], candidates: Sequence[Claim], findings: Sequence[Claim]) -> list[Claim]:
+    """The findings that answer one part of a compound question. `own` is the part's own finding
+    (its best claim, when it cleared the bar); without one, a finding of the whole run that states
+    one of the part's best candidate sentences answers it: the part's claim can miss the bar alone
+    (a contested figure) while the same sentence is a finding of the run, and a part must never read
+    "not answered" beside a finding that answers it."""
+    if own:
+        return list(own[:1])
+    quotes = {" ".join(c.quote.split()) for cand in candidates for c in cand.supporting}
+    return [f for f in findings if any(" ".join(c.quote.split()) in quotes for c in f.supporting)][:1]
+
+
 def combine_answers(question: str, whole: Answer, parts: Sequence[Answer]) -> Answer:
     """The answer to a compound question: each answered part's first sentence, then the
     whole question's own if it adds one; its confidence the weakest part's. Parts that
