@@ -18,7 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
-from activities.stores.postgres import apply_migrations  # noqa: E402
+from stratmaster.migrations import apply_migrations  # noqa: E402
 from stratmaster import queues  # noqa: E402
 from stratmaster.local_postgres import LocalPostgres  # noqa: E402
 from stratmaster.local_temporal import start_local_env  # noqa: E402

@@ -19,7 +19,7 @@ import tests.ops_support as ops  # noqa: E402
 from activities.ops.backup import BackupActivities  # noqa: E402
 from activities.resources import Resources  # noqa: E402
 from activities.stores.factory import build_stores  # noqa: E402
-from activities.stores.postgres import apply_migrations  # noqa: E402
+from stratmaster.migrations import apply_migrations  # noqa: E402
 from stratmaster.contracts.maintenance import (  # noqa: E402
     BackupStep, BeginBackupInput, PlanInput, RestoreStep, ValidateInput, WriteManifestInput,
 )

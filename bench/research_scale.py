@@ -108,7 +108,7 @@ async def main(args) -> dict:
 
     import workers.missions
     import workers.research
-    from activities.stores.postgres import apply_migrations
+    from stratmaster.migrations import apply_migrations
     from stratmaster import queues
     from stratmaster.contracts.ingestion import DocumentRef, IngestInput
     from stratmaster.contracts.research import ResearchInput, RetrieveInput

@@ -93,7 +93,7 @@ class DevStack:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         pg = self.postgres()
         pg.start()
-        from activities.stores.postgres import apply_migrations
+        from stratmaster.migrations import apply_migrations
 
         applied = asyncio.run(apply_migrations(pg.dsn))
         echo(f"postgres   up on {pg.host}:{pg.port} (migrations applied: {len(applied)})")

@@ -77,7 +77,7 @@ def session_dir():
 def postgres(session_dir):
     pg = LocalPostgres(data_dir=session_dir / "pg", port=free_port())
     pg.start()
-    from activities.stores.postgres import apply_migrations
+    from stratmaster.migrations import apply_migrations
     import asyncio
 
     asyncio.run(apply_migrations(pg.dsn))

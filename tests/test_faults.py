@@ -25,7 +25,7 @@ from activities.ingest.chunking import chunk_text
 from activities.ingest.embedding import get_embedder
 from activities.ingest.parsing import parse_document
 from activities.stores.factory import build_stores
-from activities.stores.postgres import apply_migrations
+from stratmaster.migrations import apply_migrations
 from stratmaster import queues
 from stratmaster.contracts.ingestion import DocumentRef, IngestInput, IngestResult, workflow_id_for
 from stratmaster.contracts.research import ResearchInput, ResearchResult

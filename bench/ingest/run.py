@@ -2,7 +2,7 @@
 
     HF_HUB_OFFLINE=1 python bench/ingest/run.py --docs 300
 
-Writes N Cranfield abstracts (/work/shared/datasets/cranfield, or --cranfield)
+Writes N Cranfield abstracts (../shared/datasets/cranfield beside the checkout, or --cranfield)
 as .txt files, starts a throwaway Temporal dev server and PostgreSQL, runs the
 real ingestion worker in-process on `ingestion-tasks`, and times
 IngestDocumentsWorkflow over the files (parse, chunk, embed, Qdrant local,
@@ -30,7 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-DEFAULT_CRANFIELD = Path("/work/shared/datasets/cranfield/cran.all.1400")
+# ../shared/datasets beside the checkout (where the workplace lays it; CI has a copy there too)
+DEFAULT_CRANFIELD = Path(__file__).resolve().parents[3] / "shared" / "datasets" / "cranfield" / "cran.all.1400"
 
 
 def cranfield_docs(path: Path, n: int) -> list[tuple[str, str]]:
@@ -61,7 +62,7 @@ async def main(args) -> None:
     from activities.ingest.chunking import chunk_text
     from activities.ingest.parsing import parse_document
     from activities.research.synthesis import passage_units
-    from activities.stores.postgres import apply_migrations
+    from stratmaster.migrations import apply_migrations
     from activities.stores.tenants import ensure_tenant
     from stratmaster import queues
     from stratmaster.contracts.ingestion import DocumentRef, IngestInput

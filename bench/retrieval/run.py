@@ -1,6 +1,6 @@
 """Retrieval bench on Cranfield (1,400 abstracts, 225 queries, graded judgements).
 
-    python bench/retrieval/run.py [--dataset /work/shared/datasets/cranfield] [--latency-queries 60]
+    python bench/retrieval/run.py [--dataset ../shared/datasets/cranfield] [--latency-queries 60]
 
 1. Ingests the 1,400 documents once into the bench mission `bench_cranfield`
    (chunked with the ingestion chunker, embedded, written to the embedded
@@ -198,7 +198,8 @@ async def main(args) -> dict:
     from activities.research.activities import ResearchActivities
     from activities.resources import Resources
     from activities.stores.factory import build_stores
-    from activities.stores.postgres import apply_migrations, create_pool
+    from activities.stores.postgres import create_pool
+    from stratmaster.migrations import apply_migrations
     from stratmaster import queues
     from stratmaster.contracts.research import ResearchInput, RetrieveInput
     from stratmaster.local_postgres import LocalPostgres
@@ -322,7 +323,7 @@ async def main(args) -> dict:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
-    parser.add_argument("--dataset", default="/work/shared/datasets/cranfield")
+    parser.add_argument("--dataset", default=str(Path(__file__).resolve().parents[3] / "shared" / "datasets" / "cranfield"))
     parser.add_argument("--latency-queries", type=int, default=100)
     parser.add_argument("--skip-quality", action="store_true", help="latency only")
     parser.add_argument("--pad", type=int, default=0,
