@@ -3,7 +3,7 @@ from __future__ import annotations
 import re
 from typing import Annotated
 
-from pydantic import AfterValidator, BeforeValidator
+from pydantic import AfterValidator, BeforeValidator, WithJsonSchema
 
 # Mission ids name collections, indexes, graph spaces and object prefixes, so
 # they are restricted to a safe alphabet: no path separators, no quoting.
@@ -30,7 +30,10 @@ def check_mission(mission: str) -> str:
         raise bad_input(f"invalid mission id {mission!r}: {exc}") from None
 
 
-MissionId = Annotated[str, AfterValidator(validate_mission_id)]
+# the pattern is published in the JSON schema (OpenAPI: a generated client sends what the server
+# takes); validate_mission_id enforces it with a message that says what a mission id is
+MissionId = Annotated[str, AfterValidator(validate_mission_id),
+                      WithJsonSchema({"type": "string", "pattern": MISSION_ID_PATTERN, "minLength": 2, "maxLength": 48})]
 
 
 def no_nul(value: str | None) -> str | None:

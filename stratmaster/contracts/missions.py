@@ -54,9 +54,13 @@ class Strict(BaseModel):
 class Metadata(Strict):
     id: MissionId
     name: str = Field(min_length=1, max_length=200)
-    version: str = Field(max_length=64, description="semantic version, e.g. 1.2.0")
+    # patterns and item rules published in the schema; the validators below enforce them with
+    # messages that say what is wanted
+    version: str = Field(max_length=64, description="semantic version, e.g. 1.2.0",
+                         json_schema_extra={"pattern": SEMVER_RE.pattern})
     description: str = Field(default="", max_length=4000)
-    owners: list[str] = Field(min_length=1, max_length=50)
+    owners: list[str] = Field(min_length=1, max_length=50, json_schema_extra={
+        "uniqueItems": True, "items": {"type": "string", "minLength": 1, "maxLength": 200, "pattern": r"\S"}})
 
     @field_validator("version")
     @classmethod
