@@ -132,7 +132,7 @@ def add(
         interval = parse_interval(every)
         spec: DirectorySpec | S3Spec
         if directory is not None:
-            spec = DirectorySpec(path=str(directory.expanduser().absolute()))
+            spec = DirectorySpec(path=str(directory.expanduser().resolve()))  # the real path: sources follow no link
         else:
             if endpoint is None or not bucket or not profile:  # (endpoint: given, checked above)
                 _fail("an S3 source needs --bucket and --credentials-profile", 2)

@@ -102,6 +102,16 @@ class Settings(BaseSettings):
     # unless allowed (local development and tests); per-attempt timeout; retries with exponential
     # backoff, bounded in attempts and total time
     webhook_allow_private: bool = False
+    # API fair use (starters/api/limits.py): requests that start research or ingestion, per caller and
+    # per mission (token buckets: `burst` at once, refilled per minute), and open event streams
+    api_starts_per_minute: float = Field(default=300.0, gt=0)
+    api_mission_starts_per_minute: float = Field(default=600.0, gt=0)
+    api_starts_burst: float = Field(default=100.0, ge=1)
+    api_streams_per_principal: int = Field(default=16, ge=1)
+    api_streams_per_mission: int = Field(default=64, ge=1)
+    # S3 sources: an endpoint a mission names must be public, unless its credentials profile is
+    # pinned to it (STRATMASTER_S3_PROFILE_<NAME>_ENDPOINT) or this allows private ones
+    s3_allow_private: bool = False
     webhook_timeout_s: float = Field(default=10.0, gt=0)
     webhook_retry_initial_s: float = Field(default=5.0, gt=0)
     webhook_retry_max_interval_s: float = Field(default=3600.0, gt=0)

@@ -15,17 +15,16 @@ except the functions documented to (`new_secret`, `seal_secret`, `resolve_target
 """
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 import hmac
-import ipaddress
 import json
 import os
 import secrets
-import socket
 from typing import Any, Final, Literal, get_args
 from urllib.parse import urlsplit
+
+from stratmaster.addresses import TargetRefused, resolve_host
 
 SECRET_PREFIX = "whsec_"
 MAX_PAYLOAD_BYTES = 16 * 1024  # the whole JSON body a receiver gets
@@ -158,10 +157,6 @@ def open_secret(sealed_b64: str, private_key: Any) -> str:
 
 # ---------------------------------------------------------------- targets
 
-class TargetRefused(ValueError):
-    """A URL or address webhooks may not be sent to."""
-
-
 def url_problem(url: str) -> str | None:
     """Why `url` cannot be a webhook target (None when its form is fine)."""
     if not isinstance(url, str) or not url or len(url) > MAX_URL_LENGTH:
@@ -186,38 +181,6 @@ def url_problem(url: str) -> str | None:
     return None
 
 
-def _embedded_v4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
-    if ip.ipv4_mapped:
-        return ip.ipv4_mapped
-    if ip.sixtofour:
-        return ip.sixtofour
-    if ip.teredo:
-        return ip.teredo[1]
-    if ip in ipaddress.ip_network("64:ff9b::/96") or ip in ipaddress.ip_network("64:ff9b:1::/48"):  # NAT64
-        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
-    return None
-
-
-def address_problem(address: str) -> str | None:
-    """Why an IP address is not a public unicast address (None when it is)."""
-    try:
-        ip = ipaddress.ip_address(address.split("%", 1)[0])
-    except ValueError:
-        return f"{address!r} is not an IP address"
-    if isinstance(ip, ipaddress.IPv6Address):
-        inner = _embedded_v4(ip)
-        if inner is not None:
-            why = address_problem(str(inner))
-            return f"{address} embeds {inner}: {why}" if why else None
-    for attr, what in (("is_loopback", "loopback"), ("is_link_local", "link-local"), ("is_private", "a private range"),
-                       ("is_multicast", "multicast"), ("is_unspecified", "unspecified"), ("is_reserved", "reserved")):
-        if getattr(ip, attr):
-            return f"{address} is {what}"
-    if not ip.is_global:
-        return f"{address} is not globally routable"
-    return None
-
-
 async def resolve_target(url: str, allow_private: bool) -> list[str]:
     """The addresses to connect to for `url`, every one of them checked (a name that
     resolves to any non-public address is refused: no mixed answers). Raises
@@ -226,22 +189,7 @@ async def resolve_target(url: str, allow_private: bool) -> list[str]:
     if problem:
         raise TargetRefused(problem)
     parts = urlsplit(url)
-    host = parts.hostname or ""
     port = parts.port or (443 if parts.scheme == "https" else 80)
-    try:
-        addresses = [str(ipaddress.ip_address(host))]
-    except ValueError:
-        try:
-            infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        except UnicodeError as exc:  # e.g. an empty label ("a..b"): the name itself is invalid, not the network
-            raise TargetRefused(f"{host!r} is not a valid host name ({exc})") from None
-        addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
-    if not addresses:
-        raise OSError(f"{host} has no address")
-    if not allow_private:
-        for a in addresses:
-            why = address_problem(a)
-            if why:
-                raise TargetRefused(f"{host} resolves to {why}; webhooks go to public addresses only "
-                                    "(STRATMASTER_WEBHOOK_ALLOW_PRIVATE=true allows private targets)")
-    return addresses
+    return await resolve_host(parts.hostname or "", port, allow_private,
+                              "webhooks go to public addresses only "
+                              "(STRATMASTER_WEBHOOK_ALLOW_PRIVATE=true allows private targets)")

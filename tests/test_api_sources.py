@@ -182,9 +182,12 @@ async def test_s3_source_by_the_mission_admin(api, settings, monkeypatch):
     assert (await api.post(f"/missions/{M}/sources", json=body, headers=WRITER)).status_code == 403
     # the profile is not configured on the workers: 422 with the reason, nothing stored
     r = await api.post(f"/missions/{M}/sources", json=body, headers=M_ADMIN)
-    assert r.status_code == 422 and f"STRATMASTER_S3_PROFILE_{profile.upper()}_" in r.json()["detail"][0]["msg"], r.text
+    assert r.status_code == 422 and "STRATMASTER_S3_PROFILE_<NAME>_" in r.json()["detail"][0]["msg"], r.text
     monkeypatch.setenv(f"STRATMASTER_S3_PROFILE_{profile.upper()}_ACCESS_KEY", access)
     monkeypatch.setenv(f"STRATMASTER_S3_PROFILE_{profile.upper()}_SECRET_KEY", secret)
+    # the operator binds the profile to this mission and pins it to the (loopback) endpoint
+    monkeypatch.setenv(f"STRATMASTER_S3_PROFILE_{profile.upper()}_MISSIONS", M)
+    monkeypatch.setenv(f"STRATMASTER_S3_PROFILE_{profile.upper()}_ENDPOINT", endpoint)
     r = await api.post(f"/missions/{M}/sources", json=body, headers=M_ADMIN)
     assert r.status_code == 201, r.text
     assert r.json()["location"] == f"http://{endpoint}/{bucket}/reports/"

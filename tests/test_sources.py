@@ -418,9 +418,26 @@ async def test_s3_source_on_minio_detects_changes_by_etag(client, settings, monk
         # no such profile on the worker: refused with a clear reason, nothing stored
         with pytest.raises(WorkflowFailureError) as err:
             await _add(client, mission, "bucket", spec3)
-        assert err.value.cause.type == "SourceUnavailable" and "STRATMASTER_S3_PROFILE_TESTMINIO_" in str(err.value.cause)
+        unavailable = str(err.value.cause)
+        assert err.value.cause.type == "SourceUnavailable" and "STRATMASTER_S3_PROFILE_<NAME>_" in unavailable
         monkeypatch.setenv("STRATMASTER_S3_PROFILE_TESTMINIO_ACCESS_KEY", access)
         monkeypatch.setenv("STRATMASTER_S3_PROFILE_TESTMINIO_SECRET_KEY", secret)
+        # configured, but bound to another mission, another bucket, or pinned to another endpoint: the same
+        # refusal as no profile at all (nothing about the configuration leaks); an unpinned profile may not
+        # reach a loopback endpoint
+        for env, value in (("MISSIONS", "someone_else"), ("BUCKETS", f"{bucket}/other"), ("ENDPOINT", "10.1.2.3:9000")):
+            monkeypatch.setenv("STRATMASTER_S3_PROFILE_TESTMINIO_MISSIONS", mission if env != "MISSIONS" else value)
+            monkeypatch.setenv(f"STRATMASTER_S3_PROFILE_TESTMINIO_{env}", value)
+            with pytest.raises(WorkflowFailureError) as err:
+                await _add(client, mission, "bucket", spec3)
+            assert str(err.value.cause) == unavailable and "10.1.2.3" not in unavailable, env
+            monkeypatch.delenv(f"STRATMASTER_S3_PROFILE_TESTMINIO_{env}")
+        monkeypatch.setenv("STRATMASTER_S3_PROFILE_TESTMINIO_MISSIONS", mission)
+        with pytest.raises(WorkflowFailureError) as err:
+            await _add(client, mission, "bucket", spec3)
+        assert err.value.cause.type == "SourceUnavailable" and "loopback" in str(err.value.cause), err.value.cause
+        monkeypatch.setenv("STRATMASTER_S3_PROFILE_TESTMINIO_ENDPOINT", endpoint)  # the operator pins it: allowed
+        monkeypatch.setenv("STRATMASTER_S3_PROFILE_TESTMINIO_BUCKETS", f"{bucket}/reports")
         added = await _add(client, mission, "bucket", spec3)
         assert added.status == "created" and added.location == f"http://{endpoint}/{bucket}/reports/"
         assert await _schedule_exists(client, mission, "bucket")
@@ -648,6 +665,124 @@ def test_directory_walk_pages_resume_after_the_cursor(tmp_path):
     with pytest.raises(ApplicationError) as err:
         walk_directory(str(tmp_path / "nope"), None, 5)
     assert err.value.type == "SourceUnavailable"
+
+
+# ---------------------------------------------------------------- links and swaps
+def test_a_directory_source_never_follows_a_link_swapped_in_after_the_listing(tmp_path):
+    from temporalio.exceptions import ApplicationError
+
+    from activities.ingest.sources import read_beneath, sha256_beneath
+
+    root = tmp_path / "src"
+    (root / "sub").mkdir(parents=True)
+    (root / "sub" / "doc.txt").write_text("inside")
+    (root / "top.txt").write_text("top")
+    secret = tmp_path / "secret"
+    (secret / "etc").mkdir(parents=True)
+    (secret / "doc.txt").write_text("outside the source")
+    listed = {e.path: e for e in walk_directory(str(root), None, 100)}
+    assert set(listed) == {"sub/doc.txt", "top.txt"} and all(e.file_id for e in listed.values())
+    entry = listed["sub/doc.txt"]
+    assert read_beneath(str(root), entry.path, entry.file_id, 1000) == b"inside"
+
+    def refused(fn, *args) -> ApplicationError:
+        with pytest.raises(ApplicationError) as err:
+            fn(*args)
+        return err.value
+
+    # the folder swapped for a link to elsewhere (same relative path inside): neither read nor hashed
+    (root / "sub").rename(tmp_path / "moved")
+    (root / "sub").symlink_to(secret)
+    for fn in (read_beneath, sha256_beneath):
+        args = (str(root), "sub/doc.txt", None) + ((1000,) if fn is read_beneath else ())
+        assert "symbolic link" in refused(fn, *args).message
+    assert "sub/doc.txt" not in {e.path for e in walk_directory(str(root), None, 100)}  # not entered
+    # a file swapped for a link, and for another file (a new inode) since the listing
+    top = listed["top.txt"]
+    (root / "top.txt").rename(tmp_path / "old-top.txt")  # kept: its inode is not reused by the new file below
+    (root / "top.txt").symlink_to(secret / "doc.txt")
+    assert "symbolic link" in refused(read_beneath, str(root), "top.txt", top.file_id, 1000).message
+    (root / "top.txt").unlink()
+    (root / "top.txt").write_text("another file")
+    assert "not the file the listing saw" in refused(read_beneath, str(root), "top.txt", top.file_id, 1000).message
+    assert refused(read_beneath, str(root), "../secret/doc.txt", None, 1000).type == "BadInput"
+    assert refused(read_beneath, str(root), "top.txt", None, 3).type == "Oversized"
+    # the root itself turned into a link: every listing refuses (re-resolved at each sync)
+    (tmp_path / "real").mkdir()
+    (tmp_path / "alias").symlink_to(tmp_path / "real")
+    assert refused(walk_directory, str(tmp_path / "alias"), None, 5).type == "SourceUnavailable"
+
+
+def test_s3_profiles_are_bound_and_endpoints_checked():
+    from temporalio.exceptions import ApplicationError
+
+    from activities.ingest.sources import check_endpoint, profile_for
+
+    def spec(endpoint="s3.example.com", bucket="data", prefix=""):
+        return S3Spec(endpoint=endpoint, bucket=bucket, prefix=prefix, credentials_profile="team")
+
+    env = {"STRATMASTER_S3_PROFILE_TEAM_ACCESS_KEY": "a", "STRATMASTER_S3_PROFILE_TEAM_SECRET_KEY": "s"}
+    with pytest.raises(ApplicationError):
+        profile_for(spec(), "alpha", env)  # bound to no mission: usable by none
+    env["STRATMASTER_S3_PROFILE_TEAM_MISSIONS"] = "alpha, beta"
+    env["STRATMASTER_S3_PROFILE_TEAM_BUCKETS"] = "data/reports,archive"
+    assert profile_for(spec(prefix="reports/2026"), "alpha", env).missions == {"alpha", "beta"}
+    assert profile_for(spec(bucket="archive", prefix="x"), "beta", env)
+    for bad in ((spec(prefix="reports"), "gamma"), (spec(prefix="other"), "alpha"), (spec(prefix="reportsx"), "alpha"),
+                (spec(bucket="datax", prefix="reports"), "alpha")):
+        with pytest.raises(ApplicationError) as err:
+            profile_for(*bad, env)
+        assert err.value.type == "SourceUnavailable"
+    creds = profile_for(spec(prefix="reports"), "alpha", env)
+    for endpoint in ("127.0.0.1:9000", "169.254.169.254", "0.0.0.0:9000", "10.0.0.5:9000", "localhost:9000"):
+        with pytest.raises(ApplicationError) as err:
+            asyncio.run(check_endpoint(spec(endpoint=endpoint, prefix="reports"), creds, allow_private=False))
+        assert err.value.type == "SourceUnavailable", endpoint
+    asyncio.run(check_endpoint(spec(endpoint="127.0.0.1:9000"), creds, allow_private=True))
+
+
+def test_s3_clients_follow_no_redirect_and_stay_few():
+    import http.server
+    import threading
+
+    from activities.ingest import sources
+
+    hits: list[str] = []
+
+    class Redirect(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            hits.append(self.path)
+            self.send_response(307)
+            self.send_header("Location", "/internal-secret")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Redirect)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        import urllib3
+        pool = sources._NoRedirects(retries=urllib3.Retry(total=1, redirect=False))
+        r = pool.request("GET", f"http://127.0.0.1:{server.server_port}/bucket/object")
+        assert r.status == 307 and hits == ["/bucket/object"]  # returned as is, never followed
+    finally:
+        server.shutdown()
+    env = {"STRATMASTER_S3_PROFILE_TEAM_ACCESS_KEY": "a", "STRATMASTER_S3_PROFILE_TEAM_SECRET_KEY": "s",
+           "STRATMASTER_S3_PROFILE_TEAM_MISSIONS": "*"}
+    old = dict(sources._CLIENTS)
+    try:
+        os.environ.update(env)
+        for i in range(sources.MAX_CLIENTS + 10):
+            asyncio.run(sources.s3_client(S3Spec(endpoint=f"127.0.0.{i % 200 + 1}:{9000 + i}", bucket="data",
+                                                 credentials_profile="team"), "alpha", allow_private=True))
+        assert len(sources._CLIENTS) == sources.MAX_CLIENTS
+    finally:
+        for k in env:
+            os.environ.pop(k, None)
+        sources._CLIENTS.clear()
+        sources._CLIENTS.update(old)
 
 
 # ---------------------------------------------------------------- long paths

@@ -33,8 +33,9 @@ from stratmaster.contracts.webhooks import (
     delivery_workflow_id, emit_workflow_id,
 )
 from stratmaster.search_attributes import for_mission
+from stratmaster.addresses import address_problem
 from stratmaster.webhooks import (
-    MAX_PAYLOAD_BYTES, address_problem, bounded_data, canonical_json, event_id, new_secret, open_secret, payload,
+    MAX_PAYLOAD_BYTES, bounded_data, canonical_json, event_id, new_secret, open_secret, payload,
     reply_keypair, seal_secret, sign, url_problem, verify,
 )
 from tests.ops_support import maintenance_worker

@@ -409,10 +409,11 @@ class IngestionActivities:
             if len(data) > limit:
                 raise bad_input(too_big.format(name=ref.object_key, size=len(data), limit=limit), OVERSIZED)
             return _Source(os.path.basename(ref.object_key), data)
-        if ref.source_object is not None:  # an object of one of the mission's S3 sources (activities/ingest/sources.py)
+        if ref.source_object is not None:  # a file of one of the mission's sources (activities/ingest/sources.py)
             from activities.ingest.sources import read_source_object
 
-            name, data = await read_source_object(self.pool, mission, ref.source_object, limit)
+            name, data = await read_source_object(self.pool, mission, ref.source_object, limit,
+                                                  self.settings.s3_allow_private)
             return _Source(name, data)
         # inline
         encoded = ref.content_b64 or ""

@@ -34,17 +34,22 @@ through `read_source_object` with the same resolution.
 from __future__ import annotations
 
 import asyncio
+import errno
 import hashlib
 import json
 import logging
 import os
 import posixpath
+import re
+import stat
 import uuid
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Callable, Literal, TypeVar
 
 import asyncpg
+import urllib3
 from pydantic import TypeAdapter
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
@@ -54,6 +59,7 @@ from activities.ops.retention import DOCUMENT_COLUMNS, purge_document
 from activities.resources import Resources
 from activities.stores.tenants import require_mission
 from stratmaster import schedules
+from stratmaster.addresses import TargetRefused, resolve_host
 from stratmaster.contracts.ingestion import EMPTY_DOCUMENT, DocumentRef, SourceObjectRef
 from stratmaster.contracts.sources import (
     FORBIDDEN, PLATFORM_ADMIN, SOURCE_BATCH_PREFIX, SOURCE_EMPTY, SOURCE_EXISTS, SOURCE_REMOVED, SOURCE_UNAVAILABLE,
@@ -69,7 +75,9 @@ log = logging.getLogger("stratmaster.sources")
 
 T = TypeVar("T")
 SKIP_NAMES = {".DS_Store", "Thumbs.db"}  # besides every hidden name (leading '.')
-MAX_PATH_CHARS = 4000  # DocumentRef.path allows 4096
+MAX_PATH_CHARS = 4000  # a directory source's root and a file's path in it, together
+MAX_REL_PATH_CHARS = 1024  # a file's path in its source (SourceObjectRef.key)
+MAX_SKIPPED_KEYS = 10_000  # S3 keys in a row a listing page may pass over
 MAX_PAGE_BYTES = 256 * 1024
 HEARTBEAT_EVERY_S = 10.0  # a page's pending references stay far below Temporal's 2 MB payload limit
 # a failed file is tried again only when it changes; other failures (timeouts) every pass
@@ -83,83 +91,163 @@ _HASH_BLOCK = 1 << 20
 class S3Credentials:
     access_key: str
     secret_key: str
-    endpoint: str | None  # the only endpoint the profile may be used with (None: any)
+    endpoint: str | None  # the only endpoint the profile may be used with (None: any public one)
+    missions: frozenset[str]  # the missions that may name the profile ("*": every mission)
+    locations: tuple[str, ...]  # "bucket" or "bucket/prefix/" it may read (empty: any)
 
 
 def profile_env(name: str) -> str:
     return f"STRATMASTER_S3_PROFILE_{name.upper()}_"
 
 
-def resolve_profile(name: str, environ=None) -> S3Credentials:
+def _csv(value: str | None) -> list[str]:
+    return [v.strip() for v in (value or "").split(",") if v.strip()]
+
+
+def resolve_profile(name: str, environ=None) -> S3Credentials | None:
+    """The profile as configured on this worker, or None when it is not (incomplete)."""
     env = os.environ if environ is None else environ
     base = profile_env(name)
     access, secret = env.get(base + "ACCESS_KEY"), env.get(base + "SECRET_KEY")
     if not access or not secret:
-        raise bad_input(f"credentials profile {name!r} is not configured on this worker: set {base}ACCESS_KEY "
-                        f"and {base}SECRET_KEY in the ingestion workers' environment", SOURCE_UNAVAILABLE)
-    return S3Credentials(access, secret, env.get(base + "ENDPOINT") or None)
+        return None
+    return S3Credentials(access, secret, env.get(base + "ENDPOINT") or None, frozenset(_csv(env.get(base + "MISSIONS"))),
+                         tuple(_csv(env.get(base + "BUCKETS"))))
 
 
-_CLIENTS: dict[tuple, Any] = {}
+def _location_allowed(allowed: tuple[str, ...], spec: S3Spec) -> bool:
+    if not allowed:
+        return True
+    for entry in allowed:
+        bucket, _, prefix = entry.partition("/")
+        if bucket == spec.bucket and spec.prefix.startswith(prefix.rstrip("/") + "/" if prefix else ""):
+            return True
+    return False
 
 
-def s3_client(spec: S3Spec):
-    """A minio client for the source (cached per endpoint and credentials), with short
-    timeouts and few retries: the activity's own retry policy does the rest."""
-    import urllib3
+def profile_for(spec: S3Spec, mission: str, environ=None) -> S3Credentials:
+    """The credentials `mission` may use for `spec`: the profile must be configured, bound to the
+    mission (…_MISSIONS), allow the bucket/prefix (…_BUCKETS) and, when pinned, the endpoint
+    (…_ENDPOINT). Every refusal reads the same: which of these failed, or where a profile is
+    pinned, is nothing a mission should learn about another's configuration."""
+    creds = resolve_profile(spec.credentials_profile, environ)
+    if (creds is None or not ({mission, "*"} & creds.missions) or not _location_allowed(creds.locations, spec)
+            or (creds.endpoint is not None and creds.endpoint != spec.endpoint)):
+        base = profile_env("<name>")
+        raise bad_input(
+            f"credentials profile {spec.credentials_profile!r} is not available to mission {mission!r} for this "
+            f"endpoint and bucket (the operator configures a profile on the ingestion workers: {base}ACCESS_KEY and "
+            f"_SECRET_KEY, bound to missions by _MISSIONS, to buckets by _BUCKETS, to one endpoint by _ENDPOINT)",
+            SOURCE_UNAVAILABLE)
+    return creds
+
+
+async def check_endpoint(spec: S3Spec, creds: S3Credentials, allow_private: bool) -> None:
+    """The endpoint a mission named must be a public address (stratmaster/addresses.py, the policy
+    webhooks use), unless the operator pinned the profile to it or allows private endpoints
+    (STRATMASTER_S3_ALLOW_PRIVATE): a source is no way to reach the platform's own network."""
+    if creds.endpoint is not None or allow_private:
+        return
+    host, _, port = spec.endpoint.partition(":")  # host[:port] (S3Spec's form)
+    try:
+        await resolve_host(host, int(port or (443 if spec.secure else 80)), False,
+                           "S3 sources reach public endpoints, or one the credentials profile is pinned to "
+                           "(STRATMASTER_S3_PROFILE_<NAME>_ENDPOINT)")
+    except TargetRefused as exc:
+        raise bad_input(f"endpoint {spec.endpoint} refused: {exc}", SOURCE_UNAVAILABLE) from None
+    except OSError:
+        raise bad_input(f"endpoint {spec.endpoint} does not resolve", SOURCE_UNAVAILABLE) from None
+
+
+class _NoRedirects(urllib3.PoolManager):
+    """A PoolManager that never follows a redirect (urllib3 follows them by default, and minio
+    does not turn that off): a 3xx goes back to minio as the error it is, so an S3 server cannot
+    send an object read on to another host."""
+
+    def urlopen(self, method, url, redirect=True, **kw):  # type: ignore[override]
+        return super().urlopen(method, url, redirect=False, **kw)
+
+
+_CLIENTS: OrderedDict[tuple, Any] = OrderedDict()
+MAX_CLIENTS = 32  # per worker; least recently used goes first
+
+
+async def s3_client(spec: S3Spec, mission: str, allow_private: bool = False):
+    """A minio client for the mission's source (cached per endpoint and credentials, at most
+    MAX_CLIENTS), after the profile and endpoint checks; short timeouts, few retries (the
+    activity's own retry policy does the rest), no redirects."""
     from minio import Minio
 
-    creds = resolve_profile(spec.credentials_profile)
-    if creds.endpoint and creds.endpoint != spec.endpoint:
-        raise bad_input(f"credentials profile {spec.credentials_profile!r} may only be used with endpoint "
-                        f"{creds.endpoint}, not {spec.endpoint}", SOURCE_UNAVAILABLE)
+    creds = profile_for(spec, mission)
+    await check_endpoint(spec, creds, allow_private)
     key = (spec.endpoint, spec.secure, spec.region, creds.access_key,
            hashlib.sha256(creds.secret_key.encode()).hexdigest())
     client = _CLIENTS.get(key)
     if client is None:
-        http = urllib3.PoolManager(
+        http = _NoRedirects(
             timeout=urllib3.Timeout(connect=10, read=120), maxsize=4,
-            retries=urllib3.Retry(total=3, backoff_factor=0.5, status_forcelist=[500, 502, 503, 504]))
+            retries=urllib3.Retry(total=3, redirect=False, backoff_factor=0.5, status_forcelist=[500, 502, 503, 504]))
         client = Minio(spec.endpoint, access_key=creds.access_key, secret_key=creds.secret_key, secure=spec.secure,
                        region=spec.region, http_client=http)
         _CLIENTS[key] = client
+        while len(_CLIENTS) > MAX_CLIENTS:
+            _CLIENTS.popitem(last=False)
+    else:
+        _CLIENTS.move_to_end(key)
     return client
 
 
 _S3_UNUSABLE = {"AccessDenied", "NoSuchBucket", "InvalidAccessKeyId", "SignatureDoesNotMatch", "AllAccessDisabled",
                 "InvalidBucketName", "AuthorizationHeaderMalformed", "PermanentRedirect"}
+_S3_CODE = re.compile(r"[A-Za-z]{1,64}")
+
+
+def _code(exc) -> str:
+    """An S3 error code as shown to the mission: a word, else 'an unrecognised error' (the server's
+    own text is never echoed: it may be anything the endpoint chose to answer)."""
+    code = getattr(exc, "code", None) or ""
+    return code if _S3_CODE.fullmatch(code) else "an unrecognised error"
 
 
 async def _s3(fn: Callable[[], T], what: str) -> T:
     """Run a blocking minio call in a thread; S3 refusals become SourceUnavailable (not
-    retried), transport trouble a retryable error with a readable message."""
+    retried), transport trouble a retryable error. Messages are summaries: the error code
+    or the kind of failure, never the endpoint's answer or the connection's details."""
     from minio.error import S3Error
 
     try:
         return await asyncio.to_thread(fn)
     except S3Error as exc:
         if exc.code in _S3_UNUSABLE:
-            raise bad_input(f"{what}: {exc.code}: {exc.message}", SOURCE_UNAVAILABLE) from None
-        raise ApplicationError(f"{what}: {exc.code}: {exc.message}", type="S3Error") from None
+            raise bad_input(f"{what}: the endpoint refused ({exc.code})", SOURCE_UNAVAILABLE) from None
+        raise ApplicationError(f"{what}: the endpoint answered {_code(exc)}", type="S3Error") from None
     except ApplicationError:
         raise
-    except Exception as exc:  # urllib3 MaxRetryError, connection refused, ...
-        raise ApplicationError(redact(f"{what}: {type(exc).__name__}: {exc}")[:1000], type="S3Unreachable") from None
+    except Exception as exc:  # urllib3 MaxRetryError, connection refused, a redirect, a non-S3 answer, ...
+        log.warning("S3 call failed: %s", redact(f"{what}: {type(exc).__name__}: {exc}")[:1000])
+        raise ApplicationError(f"{what}: the endpoint could not be used ({type(exc).__name__})",
+                               type="S3Unreachable") from None
 
 
-async def read_source_object(pool: asyncpg.Pool, mission: str, ref: SourceObjectRef, limit: int) -> tuple[str, bytes]:
-    """(file name, bytes) of an object of one of the mission's S3 sources, for the
-    ingestion activity. A missing object or source, or one over `limit`, fails the
-    document (non-retryable); an unreachable endpoint is retried."""
+async def read_source_object(pool: asyncpg.Pool, mission: str, ref: SourceObjectRef, limit: int,
+                             allow_private: bool = False) -> tuple[str, bytes]:
+    """(file name, bytes) of a file of one of the mission's sources, for the ingestion
+    activity: an S3 object, or a file below a directory source's root (read without following
+    any link, and only if it is the file the listing saw). A missing object or source, or one
+    over `limit`, fails the document (non-retryable); an unreachable endpoint is retried."""
     from minio.error import S3Error
 
     tenant = await require_mission(pool, mission)
     row = await pool.fetchrow("SELECT kind, spec FROM sources WHERE tenant_id = $1 AND source_id = $2",
                               tenant, ref.source_id)
-    if row is None or row["kind"] != "s3":
-        raise bad_input(f"mission {mission!r} has no S3 source {ref.source_id!r}", BAD_INPUT)
-    spec = S3Spec.model_validate_json(row["spec"])
-    client = s3_client(spec)
+    if row is None:
+        raise bad_input(f"mission {mission!r} has no source {ref.source_id!r}", BAD_INPUT)
+    spec = _spec(row)
+    if isinstance(spec, DirectorySpec):
+        check_root(spec.path)
+        data = await asyncio.to_thread(read_beneath, spec.path, ref.key, ref.file_id, limit)
+        return posixpath.basename(ref.key) or "file", data
+    client = await s3_client(spec, mission, allow_private)
     name = spec.prefix + ref.key
     shown = f"{spec.bucket}/{name}"
 
@@ -175,7 +263,7 @@ async def read_source_object(pool: asyncpg.Pool, mission: str, ref: SourceObject
                             "(STRATMASTER_MAX_DOCUMENT_BYTES)", OVERSIZED)
         resp = client.get_object(spec.bucket, name)
         try:
-            data = resp.read()
+            data = resp.read(limit + 1)  # never more than the limit in memory, whatever HEAD said
         finally:
             resp.close()
             resp.release_conn()
@@ -193,27 +281,91 @@ class Entry:
     size: int
     mtime_ns: int | None = None
     etag: str | None = None
+    file_id: str | None = None  # directories: "device:inode" as listed (a read checks it is the same file)
+
+
+_O_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_O_FILE = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK  # O_NONBLOCK: a FIFO never blocks the open
+
+
+def check_root(root: str) -> None:
+    """A directory source's root must still be the real path it was registered as: a link swapped
+    in for it (or for a parent) since then is refused, not followed. Checked at every sync and read."""
+    if os.path.realpath(root) != root:
+        raise bad_input(f"directory {root} now resolves through a symbolic link; sources read real paths only",
+                        SOURCE_UNAVAILABLE)
+
+
+def open_beneath(root: str, rel: str) -> int:
+    """A descriptor of the regular file `rel` below `root`, opened one component at a time relative
+    to its parent's descriptor with O_NOFOLLOW: a symbolic link anywhere below the root (one
+    swapped in after the listing, say) is refused, never followed."""
+    parts = rel.split("/")
+    if any(part in ("", ".", "..") for part in parts):
+        raise bad_input(f"{rel!r} is not a plain relative path", BAD_INPUT)
+    fd = os.open(root, _O_DIR)
+    try:
+        for part in parts[:-1]:
+            nxt = os.open(part, _O_DIR, dir_fd=fd)
+            os.close(fd)
+            fd = nxt
+        f = os.open(parts[-1], _O_FILE, dir_fd=fd)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR, errno.EMLINK):
+            raise bad_input(f"{rel}: is or passes through a symbolic link; not read", BAD_INPUT) from None
+        raise
+    finally:
+        os.close(fd)
+    if not stat.S_ISREG(os.fstat(f).st_mode):
+        os.close(f)
+        raise bad_input(f"{rel}: not a regular file", BAD_INPUT)
+    return f
+
+
+def _same_file(rel: str, fd: int, file_id: str | None) -> os.stat_result:
+    st = os.fstat(fd)
+    if file_id is not None and f"{st.st_dev}:{st.st_ino}" != file_id:
+        raise bad_input(f"{rel}: not the file the listing saw (replaced since); the next sync reads it", BAD_INPUT)
+    return st
+
+
+def read_beneath(root: str, rel: str, file_id: str | None, limit: int) -> bytes:
+    """The bytes of `rel` below `root` (open_beneath), if it is the listed file and within `limit`."""
+    try:
+        fd = open_beneath(root, rel)
+    except FileNotFoundError:
+        raise bad_input(f"{rel}: no longer in the directory", BAD_INPUT) from None
+    except OSError as exc:
+        raise bad_input(f"{rel}: cannot read: {exc.strerror or exc}", SOURCE_UNAVAILABLE) from None
+    with os.fdopen(fd, "rb") as fh:
+        st = _same_file(rel, fd, file_id)
+        if st.st_size > limit:
+            raise bad_input(f"{rel}: {st.st_size} bytes is over the limit of {limit} bytes "
+                            "(STRATMASTER_MAX_DOCUMENT_BYTES)", OVERSIZED)
+        data = fh.read(limit + 1)
+    if len(data) > limit:
+        raise bad_input(f"{rel}: over the limit of {limit} bytes (STRATMASTER_MAX_DOCUMENT_BYTES)", OVERSIZED)
+    return data
 
 
 def walk_directory(root: str, after: str | None, limit: int) -> list[Entry]:
     """Up to `limit` regular files below `root`, strictly after `after`, in path order
     (component by component, so a page never re-walks what earlier pages covered:
     directories wholly before the cursor are not entered). Hidden names, symbolic links
-    and names that are not UTF-8 are skipped."""
+    and names that are not UTF-8 are skipped. Every directory is opened relative to its
+    parent's descriptor without following links, so a folder swapped for a link while the
+    walk runs is never entered."""
     after_parts = tuple(after.split("/")) if after else None
     out: list[Entry] = []
 
-    def visit(directory: str, parts: tuple[str, ...]) -> None:
+    def visit(dir_fd: int, parts: tuple[str, ...]) -> None:
         try:
-            with os.scandir(directory) as it:
+            with os.scandir(dir_fd) as it:
                 entries = sorted(it, key=lambda e: e.name)
-        except FileNotFoundError:
-            if not parts:
-                raise bad_input(f"directory {root} does not exist on this worker", SOURCE_UNAVAILABLE) from None
-            return  # removed while listing: its files are gone
         except OSError as exc:
             # never treat an unreadable directory as empty: that would delete its files' documents
-            raise bad_input(f"{directory}: cannot list: {exc.strerror or exc}", SOURCE_UNAVAILABLE) from None
+            shown = "/".join((root, *parts))
+            raise bad_input(f"{shown}: cannot list: {exc.strerror or exc}", SOURCE_UNAVAILABLE) from None
         for e in entries:
             if len(out) >= limit:
                 return
@@ -225,26 +377,40 @@ def walk_directory(root: str, after: str | None, limit: int) -> list[Entry]:
                 continue
             p = parts + (e.name,)
             try:
-                if e.is_symlink():
-                    continue
-                if e.is_dir(follow_symlinks=False):
+                st = os.stat(e.name, dir_fd=dir_fd, follow_symlinks=False)
+                if stat.S_ISDIR(st.st_mode):
                     if after_parts is not None and p < after_parts and after_parts[:len(p)] != p:
                         continue  # everything below sorts before the cursor
-                    visit(e.path, p)
-                elif e.is_file(follow_symlinks=False):
+                    try:
+                        sub = os.open(e.name, _O_DIR, dir_fd=dir_fd)
+                    except OSError as exc:
+                        if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+                            continue  # swapped for a link (or a file) since the listing: not entered
+                        raise
+                    try:
+                        visit(sub, p)
+                    finally:
+                        os.close(sub)
+                elif stat.S_ISREG(st.st_mode):
                     if after_parts is not None and p <= after_parts:
                         continue
                     rel = "/".join(p)
-                    if len(root) + 1 + len(rel) > MAX_PATH_CHARS:
+                    if len(rel) > MAX_REL_PATH_CHARS or len(root) + 1 + len(rel) > MAX_PATH_CHARS:
                         continue
-                    st = e.stat(follow_symlinks=False)
-                    out.append(Entry(rel, st.st_size, mtime_ns=st.st_mtime_ns))
+                    out.append(Entry(rel, st.st_size, mtime_ns=st.st_mtime_ns, file_id=f"{st.st_dev}:{st.st_ino}"))
             except FileNotFoundError:
-                continue
+                continue  # removed while listing: its files are gone
 
-    if not os.path.isdir(root):
-        raise bad_input(f"directory {root} does not exist on this worker (or is not a directory)", SOURCE_UNAVAILABLE)
-    visit(root, ())
+    check_root(root)
+    try:
+        fd = os.open(root, _O_DIR)
+    except OSError:
+        raise bad_input(f"directory {root} does not exist on this worker (or is not a directory)",
+                        SOURCE_UNAVAILABLE) from None
+    try:
+        visit(fd, ())
+    finally:
+        os.close(fd)
     return out
 
 
@@ -253,25 +419,38 @@ def list_bucket(client, spec: S3Spec, after: str | None, limit: int) -> list[Ent
     StartAfter: the listing resumes server-side, it is never re-read from the start)."""
     out: list[Entry] = []
     start = spec.prefix + after if after else None
+    skipped = 0
     for obj in client.list_objects(spec.bucket, prefix=spec.prefix or None, recursive=True, start_after=start):
         name = obj.object_name
-        if obj.is_dir or name.endswith("/") or "\x00" in name:
+        if obj.is_dir or not name or name.endswith("/") or "\x00" in name or not name.startswith(spec.prefix) \
+                or not (0 < len(name) - len(spec.prefix) <= 1024):
+            skipped += 1
+            if skipped > MAX_SKIPPED_KEYS:  # a listing of nothing usable must not run on without end
+                raise bad_input(f"over {MAX_SKIPPED_KEYS} unusable keys in a row under the prefix (folders, "
+                                "names over 1024 characters)", SOURCE_UNAVAILABLE)
             continue
+        skipped = 0
         rel = name[len(spec.prefix):]
-        if not rel or len(rel) > 1024:
-            continue
         out.append(Entry(rel, int(obj.size or 0), etag=(obj.etag or "").strip('"')))
         if len(out) >= limit:
             break
     return out
 
 
-def sha256_file(path: str) -> str:
+def sha256_beneath(root: str, rel: str, file_id: str | None) -> str:
+    """sha256 of the file `rel` below `root`, opened like read_beneath (no links, the listed file)."""
     h = hashlib.sha256()
-    with open(path, "rb") as fh:
+    with os.fdopen(open_beneath(root, rel), "rb") as fh:
+        _same_file(rel, fh.fileno(), file_id)
         while block := fh.read(_HASH_BLOCK):
             h.update(block)
     return h.hexdigest()
+
+
+def source_ref(source_id: str, path: str, size: int | None = None, file_id: str | None = None) -> DocumentRef:
+    """How ingestion reads a source's file: by the source's id and the file's path in it (the worker
+    looks the source up in the mission's own rows: no path or endpoint travels in the workflow)."""
+    return DocumentRef(source_object=SourceObjectRef(source_id=source_id, key=path, size=size, file_id=file_id))
 
 
 def _op_key(suffix: str) -> str | None:
@@ -418,6 +597,9 @@ class SourceActivities:
                 raise bad_input(f"only a platform admin ({PLATFORM_ADMIN}) may register a directory source; "
                                 f"{req.actor!r} is not one", FORBIDDEN)
             real = os.path.realpath(spec.path)
+            if real != spec.path:  # every sync and read checks the root still is this real path
+                raise bad_input(f"directory {spec.path} passes through a symbolic link; register the real path "
+                                f"{real}", BAD_INPUT)
             if not os.path.isdir(real):
                 raise bad_input(f"directory {spec.path} does not exist on the ingestion workers", SOURCE_UNAVAILABLE)
             if not os.access(real, os.R_OK | os.X_OK):
@@ -426,7 +608,7 @@ class SourceActivities:
             if real == data or real.startswith(data + os.sep) or data.startswith(real.rstrip(os.sep) + os.sep):
                 raise bad_input(f"directory {spec.path} overlaps the platform's data directory", BAD_INPUT)
         else:
-            client = s3_client(spec)
+            client = await s3_client(spec, req.mission, self.settings.s3_allow_private)
 
             def probe() -> None:
                 if not client.bucket_exists(spec.bucket):
@@ -583,7 +765,7 @@ class SourceActivities:
             if isinstance(spec, DirectorySpec):
                 entries = await asyncio.to_thread(walk_directory, spec.path, req.cursor, req.scan_limit)
             else:
-                client = s3_client(spec)
+                client = await s3_client(spec, req.mission, self.settings.s3_allow_private)
                 entries = await _s3(lambda: list_bucket(client, spec, req.cursor, req.scan_limit),
                                     f"source {req.source_id} ({spec.location()})")
         manifest = {r["path"]: r for r in await self.pool.fetch(
@@ -616,9 +798,11 @@ class SourceActivities:
                 if e.size <= limit:  # bigger ones fail as Oversized in ingestion, unread
                     heartbeat({"page": req.page, "stage": "hash", "path": e.path})
                     try:
-                        sha = await asyncio.to_thread(sha256_file, os.path.join(spec.path, e.path))
+                        sha = await asyncio.to_thread(sha256_beneath, spec.path, e.path, e.file_id)
                     except FileNotFoundError:
                         continue  # deleted meanwhile: not seen, so handled as deleted
+                    except ApplicationError:
+                        continue  # swapped for a link or another file meanwhile: not seen (the next pass lists it anew)
                     except OSError as exc:
                         raise bad_input(f"{spec.path}/{e.path}: cannot read: {exc.strerror or exc}",
                                         SOURCE_UNAVAILABLE) from None
@@ -658,9 +842,7 @@ class SourceActivities:
                      for e, sha, _new in pending])
 
         def ref(e: Entry) -> DocumentRef:
-            if isinstance(spec, DirectorySpec):
-                return DocumentRef(path=os.path.join(spec.path, e.path))
-            return DocumentRef(source_object=SourceObjectRef(source_id=req.source_id, key=e.path, size=e.size))
+            return source_ref(req.source_id, e.path, e.size, e.file_id)
 
         return ListPageResult(next_cursor=next_cursor, done=done, listed=examined, unchanged=len(unchanged),
                               touched=len(touched),
@@ -732,8 +914,7 @@ class SourceActivities:
     async def _outcome(conn, tenant, spec, source_id: str, batch_id: str, path: str, sha: str | None):
         """(status, document id, reason type, reason) of a file of `batch_id` from PostgreSQL:
         its ingestion_failures row, or (directories: the hash is known) its document."""
-        label = (DocumentRef(path=os.path.join(spec.path, path)) if isinstance(spec, DirectorySpec) else
-                 DocumentRef(source_object=SourceObjectRef(source_id=source_id, key=path))).label
+        label = source_ref(source_id, path).label
         failure = await conn.fetchrow(
             "SELECT reason_type, reason FROM ingestion_failures WHERE tenant_id = $1 AND batch_id = $2 AND source = $3",
             tenant, batch_id, label[:2000])

@@ -33,8 +33,9 @@ from stratmaster.contracts.webhooks import (
 )
 from stratmaster.errors import bad_input, redact
 from stratmaster.settings import Settings
+from stratmaster.addresses import TargetRefused
 from stratmaster.webhooks import (
-    TEST_EVENT, TargetRefused, bounded_data, canonical_json, new_secret, payload, resolve_target, seal_secret, sign,
+    TEST_EVENT, bounded_data, canonical_json, new_secret, payload, resolve_target, seal_secret, sign,
 )
 
 TARGET_REFUSED = "WebhookTargetRefused"

@@ -24,15 +24,17 @@ SOURCE_ID_PATTERN = r"^[a-z][a-z0-9_-]{1,31}$"
 
 
 class SourceObjectRef(BaseModel):
-    """An object of one of the mission's S3 sources (table `sources`): `key` is
-    relative to the source's prefix. The ingestion worker looks the source up in
-    the mission's own rows and resolves its credentials profile locally, so no
-    endpoint or secret travels in the workflow. `size` (from the listing) only
-    decides whether the document can join a group of small ones."""
+    """A file of one of the mission's sources (table `sources`): `key` is relative to
+    the S3 source's prefix or the directory source's root. The ingestion worker looks
+    the source up in the mission's own rows (and resolves an S3 credentials profile
+    locally), so no path, endpoint or secret travels in the workflow. `size` (from the
+    listing) only decides whether the document can join a group of small ones;
+    `file_id` ("device:inode", directories) is the file the listing saw."""
 
     source_id: str = Field(pattern=SOURCE_ID_PATTERN)
     key: PlainText = Field(min_length=1, max_length=1024)
     size: int | None = Field(default=None, ge=0)
+    file_id: str | None = Field(default=None, pattern=r"^\d{1,20}:\d{1,20}$")
 
 
 class DocumentRef(BaseModel):
