@@ -342,10 +342,14 @@ async def test_roles_refusals_are_audited_and_system_workflows_invisible(api, oi
     assert info["status"] == "completed" and info["type"] == "MaintenanceWorkflow"
     rows = await audit_rows(settings, wid)
     assert [(r["actor"], r["action"], r["status"]) for r in rows] == [("root", "maintenance.run", 202)]
-    # a mission backup is the mission's: its readers see it, outsiders do not
+    # a mission backup (and its verification or restore) is the operator's: the mission's own readers and
+    # admins find it exactly as missing as outsiders do (its result names object keys and checks)
     r = await oidc_api.post(f"/missions/{m}/backups", json={}, headers=admin)
     assert r.status_code == 202 and r.json()["backup_id"].startswith(f"{m}-")
     backup = r.json()["workflow_id"]
-    assert (await oidc_api.get(f"/workflows/{backup}", headers=reader)).json()["type"] == "BackupWorkflow"
-    assert (await oidc_api.get(f"/workflows/{backup}", headers=outsider)).status_code == 404
+    for who in (reader, writer, mission_admin, outsider):
+        hidden = await oidc_api.get(f"/workflows/{backup}", headers=who)
+        missing = await oidc_api.get(f"/workflows/{backup}x", headers=who)
+        assert hidden.status_code == missing.status_code == 404
+    assert (await oidc_api.get(f"/workflows/{backup}", headers=admin)).json()["type"] == "BackupWorkflow"
     assert (await wait_workflow(oidc_api, backup, headers=admin))["status"] == "completed"

@@ -121,6 +121,11 @@ async def test_webhook_endpoint_through_the_api(api, client, settings, receiver)
     r = await api.get(f"/missions/{M}/webhooks", headers=READER)
     assert r.status_code == 200 and [e["endpoint_id"] for e in r.json()["endpoints"]] == [ep], r.text
     assert "secret" not in r.text and secret.removeprefix("whsec_") not in r.text
+    # readers see where an endpoint goes, not its path (often itself a credential); admins see it whole
+    origin = body["url"].split("://", 1)[0] + "://" + body["url"].split("://", 1)[1].split("/", 1)[0] + "/…"
+    assert r.json()["endpoints"][0]["url"] == origin != body["url"]
+    admin_view = (await api.get(f"/missions/{M}/webhooks", headers=M_ADMIN)).json()["endpoints"]
+    assert admin_view[0]["url"] == body["url"]
     assert (await api.get(f"/missions/{M}/webhooks", headers=O_ADMIN)).status_code == 403
     assert (await api.get(f"/missions/{O}/webhooks", headers=O_ADMIN)).json()["endpoints"] == []
 

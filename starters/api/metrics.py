@@ -6,6 +6,16 @@ import time
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 
+METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"))
+
+
+def _method(scope) -> str:
+    """The request method as a label: one of the methods HTTP routes use, else OTHER (an
+    unauthenticated client can send any token as a method; labels must stay a bounded set)."""
+    method = scope.get("method", "")
+    return method if method in METHODS else "OTHER"
+
+
 def _route_path(scope) -> str:
     route = scope.get("route")
     return getattr(route, "path", None) or "<unmatched>"
@@ -37,5 +47,6 @@ class MetricsMiddleware:
             await self.app(scope, receive, send_wrapper)
         finally:
             path = _route_path(scope)
-            self.requests.labels(scope["method"], path, str(status["code"])).inc()
-            self.latency.labels(scope["method"], path).observe(time.perf_counter() - t0)
+            method = _method(scope)
+            self.requests.labels(method, path, str(status["code"])).inc()
+            self.latency.labels(method, path).observe(time.perf_counter() - t0)

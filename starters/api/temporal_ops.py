@@ -49,6 +49,10 @@ REMOVE_WEBHOOK_WORKFLOW = "RemoveWebhookWorkflow"
 WEBHOOK_DELIVERIES_WORKFLOW = "ListWebhookDeliveriesWorkflow"
 DELIVER_WEBHOOK_WORKFLOW = "DeliverWebhookWorkflow"
 RENDER_REPORT_WORKFLOW = "RenderReportWorkflow"
+# operations on the platform's data: their progress and results (object keys, checks, restore
+# reports) are the operator's, even when the workflow carries the mission it touched
+OPERATOR_WORKFLOWS = frozenset({BACKUP_WORKFLOW, LIST_BACKUPS_WORKFLOW, VERIFY_BACKUP_WORKFLOW, RESTORE_WORKFLOW,
+                                MAINTENANCE_WORKFLOW, ANALYTICS_WORKFLOW})
 # the query each long-running workflow type answers with its progress
 PROGRESS_QUERIES = {RESEARCH_WORKFLOW: "progress", INGEST_WORKFLOW: "progress", ACTIVATE_WORKFLOW: "stage",
                     BACKUP_WORKFLOW: "stage", SOURCE_SYNC_WORKFLOW: "progress"}
@@ -162,6 +166,8 @@ async def describe_for(request: Request, client: Client, principal: Principal, w
         raise
     mission = desc.typed_search_attributes.get(MISSION_SA)
     request.state.audit_mission = mission
+    if desc.workflow_type in OPERATOR_WORKFLOWS and not principal.is_platform_admin:
+        raise invisible
     if mission is None:
         if not principal.is_platform_admin:
             raise invisible

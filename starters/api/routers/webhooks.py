@@ -11,6 +11,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime, timedelta, timezone
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import JSONResponse
@@ -155,7 +156,18 @@ async def add_webhook(request: Request, access: MissionAccess = Depends(mission_
             response_model=wh.WebhookList, responses=error_responses(*AUTH_ERRORS, 404, 409, 422))
 async def list_webhooks(access: MissionAccess = Depends(mission_access(READ, require_active=True)),
                         client: Client = Depends(get_temporal)):
-    return await list_endpoints(client, access.mission)
+    listing = await list_endpoints(client, access.mission)
+    if access.principal.can(access.mission, ADMIN):
+        return listing
+    # a URL's path and query are often themselves credentials (tokens in chat-hook URLs): readers see its origin
+    return listing.model_copy(update={"endpoints": [e.model_copy(update={"url": url_origin(e.url)})
+                                                    for e in listing.endpoints]})
+
+
+def url_origin(url: str) -> str:
+    """scheme://host[:port]/… of a webhook URL: where it goes, not what it carries."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}/…" if parts.scheme and parts.netloc else "…"
 
 
 @router.get("/missions/{mission}/webhooks/deliveries",
