@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from stratmaster import fairness
 from stratmaster.errors import ServiceUnavailable
 
 if TYPE_CHECKING:
@@ -45,6 +46,7 @@ def dev_server_args(db_file: Path, host: str, port: int, ui_port: int, namespace
         # search attributes the starters use to find workflows by mission
         "--search-attribute", "Mission=Keyword",
         *DISPATCH_TUNING,
+        *fairness.SERVER_ARGS,
     ]
 
 
@@ -59,4 +61,5 @@ async def start_local_env() -> WorkflowEnvironment:
     return await WorkflowEnvironment.start_local(
         dev_server_existing_path=str(temporal_binary()), data_converter=pydantic_data_converter,
         ip="127.0.0.1", search_attributes=[MISSION_SA], dev_server_log_level="error",
-        dev_server_extra_args=list(DISPATCH_TUNING))
+        dev_server_extra_args=[*DISPATCH_TUNING, *fairness.SERVER_ARGS],
+        interceptors=[fairness.FairnessInterceptor()])

@@ -32,7 +32,7 @@ from temporalio.client import (
     ScheduleUpdate, ScheduleUpdateInput,
 )
 
-from stratmaster import queues
+from stratmaster import fairness, queues
 from stratmaster.contracts.health import HealthCheckInput
 from stratmaster.contracts.maintenance import AnalyticsExportInput, BackupInput, MaintenanceInput, VerifyBackupInput
 
@@ -197,7 +197,7 @@ def build_source_schedule(mission: str, source_id: str, interval_seconds: int, p
         action=ScheduleActionStartWorkflow(
             "SourceSyncWorkflow", SourceSyncInput(mission=mission, source_id=source_id),
             id=sync_workflow_id(mission, source_id), task_queue=queues.INGESTION,
-            typed_search_attributes=for_mission(mission)),
+            typed_search_attributes=for_mission(mission), priority=fairness.for_mission(mission)),
         spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=timedelta(seconds=interval_seconds))]),
         policy=SchedulePolicy(overlap=SKIP, catchup_window=timedelta(minutes=10)),
         state=ScheduleState(note=f"sync source {source_id} of mission {mission}", paused=paused),

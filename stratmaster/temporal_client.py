@@ -12,6 +12,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.runtime import Runtime
 
 from stratmaster.errors import ServiceUnavailable
+from stratmaster.fairness import FairnessInterceptor
 from stratmaster.settings import Settings, get_settings
 
 
@@ -40,7 +41,8 @@ async def connect(
             tls=tls_config(settings),
             api_key=settings.temporal_api_key.get_secret_value() if settings.temporal_api_key else None,
             runtime=runtime,
-            interceptors=interceptors or [],
+            # every mission's workflows carry its fairness key (stratmaster/fairness.py)
+            interceptors=[FairnessInterceptor(), *(interceptors or [])],
         )
     except RuntimeError as exc:  # the Rust core raises RuntimeError on connect failures
         raise ServiceUnavailable(

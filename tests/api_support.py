@@ -29,6 +29,13 @@ def dev(settings: Settings) -> Settings:
     return settings.model_copy(update={"auth_mode": "dev"})
 
 
+def unlimited(settings: Settings) -> Settings:
+    """`settings` without the API's fair-use limits (a fuzzer sends thousands of valid requests)."""
+    return settings.model_copy(update={"api_starts_per_minute": 1e9, "api_mission_starts_per_minute": 1e9,
+                                       "api_starts_burst": 1e9, "api_streams_per_principal": 1_000_000,
+                                       "api_streams_per_mission": 1_000_000})
+
+
 def make_app(settings: Settings, client: Client, **kwargs):
     app = create_app(settings, **kwargs)
     app.dependency_overrides[get_temporal] = lambda: client

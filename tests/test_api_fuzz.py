@@ -23,7 +23,7 @@ from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 from stratmaster import queues
 from tests.conftest import workflow_name
 from tests.api_support import (
-    api_client, dev, ensure_mission, make_app, run_workers, served, terminate_quietly,
+    api_client, dev, ensure_mission, make_app, unlimited, run_workers, served, terminate_quietly,
 )
 from tests.conftest import free_port
 
@@ -321,11 +321,11 @@ async def schedules_restored(client):
 
 
 async def test_fuzz_dev_mode(client, settings, workers, tmp_path):
-    app = make_app(dev(settings), client)
+    app = make_app(unlimited(dev(settings)), client)
     async with api_client(app) as api:
         await ensure_mission(api, client, MISSION)
     try:
-        async with schedules_restored(client), idle_workers(client), served(make_app(dev(settings), client)) as url:
+        async with schedules_restored(client), idle_workers(client), served(make_app(unlimited(dev(settings)), client)) as url:
             rc, out = await run_schemathesis(url, tmp_path)
     finally:  # research and ingestion the fuzzer started (no worker here) must not run later
         await terminate_quietly(client, await fuzz_workflows(client))
@@ -336,7 +336,7 @@ async def test_fuzz_dev_mode(client, settings, workers, tmp_path):
 async def test_fuzz_anonymous(client, settings, workers, tmp_path):
     keycloak = os.environ.get("STRATMASTER_TEST_KEYCLOAK_URL") or f"http://127.0.0.1:{free_port()}"
     oidc = settings.model_copy(update={"auth_mode": "oidc", "keycloak_url": keycloak})
-    async with served(make_app(oidc, client)) as url:
+    async with served(make_app(unlimited(oidc), client)) as url:
         rc, out = await run_schemathesis(url, tmp_path)
     assert rc == 0, out[-20000:]
 
@@ -357,11 +357,11 @@ async def test_fuzz_with_real_keycloak_tokens(client, settings, workers, tmp_pat
                                           "username": "demo-user", "password": "demo123", "scope": "openid"})
     assert r.status_code == 200, r.text
     token = r.json()["access_token"]
-    async with api_client(make_app(dev(settings), client)) as api:
+    async with api_client(make_app(unlimited(dev(settings)), client)) as api:
         await ensure_mission(api, client, MISSION)
     oidc = settings.model_copy(update={"auth_mode": "oidc", "keycloak_url": keycloak})
     try:
-        async with idle_workers(client), served(make_app(oidc, client)) as url:
+        async with idle_workers(client), served(make_app(unlimited(oidc), client)) as url:
             rc, out = await run_schemathesis(url, tmp_path, "--header", f"Authorization: Bearer {token}")
     finally:
         await terminate_quietly(client, await fuzz_workflows(client))

@@ -4,6 +4,7 @@ routes, document uploads (413/422), research start/status/cancel, idempotency
 keys, generic workflow lookup, health, metrics, audit rows, dev-mode refusals."""
 from __future__ import annotations
 
+import asyncio
 import base64
 import uuid
 
@@ -18,7 +19,8 @@ from stratmaster.settings import Settings
 from stratmaster import queues
 from stratmaster.contracts.ingestion import DocumentRef, default_batch_id, workflow_id_for
 from tests.api_support import (
-    api_client, audit_rows, cartridge, dev, ensure_mission, make_app, run_workers, terminate_quietly, wait_closed,
+    api_client, audit_rows, cartridge, dev, ensure_mission, make_app, run_workers, served, terminate_quietly,
+    wait_closed,
 )
 from workflows.audit import RecordAuditWorkflow
 
@@ -220,9 +222,11 @@ async def test_document_uploads_start_ingestion_and_limits(client, settings, wor
 
         # bad input -> 422
         for body in ({"documents": []}, {"documents": [{"name": "x"}]}, {"documents": [{"name": "x", "content_b64": "***"}]},
-                     {"nothing": 1}):
+                     {"nothing": 1}, {"documents": [doc], "batch_id": "src-docs-g1-p1"}):
             r = await api.post(f"/missions/{MISSION}/documents", json=body)
             assert r.status_code == 422, (body, r.text)
+        r = await api.post(f"/missions/{MISSION}/documents", files=files, data={"batch_id": "src-x"})
+        assert r.status_code == 422 and "reserved for source syncs" in r.text
 
         rows = await audit_rows(settings, wid, expect=2)
         assert [(r["action"], r["actor"], r["status"]) for r in rows] == [("documents.ingest", "dev", 202)] * 2
@@ -238,6 +242,74 @@ async def test_metrics_use_route_templates(api):
     buckets = [line for line in body.splitlines() if line.startswith("http_request_duration_seconds_bucket{")]
     assert any('path="/healthz"' in line and 'le="0.005"' in line and 'method="GET"' in line for line in buckets)
     assert "nosuchmission" not in body
+    # any token is a valid HTTP method on the wire: unknown ones share one label, never one each
+    for method in ("FROB", "XYZZY1", "PURGE"):
+        await api.request(method, "/healthz")
+    body = (await api.get("/metrics")).text
+    assert 'method="OTHER"' in body and not any(m in body for m in ("FROB", "XYZZY1", "PURGE"))
+
+
+async def test_fair_use_limits_answer_429_with_retry_after(client, settings, workers, started):
+    """Starts of work draw from the caller's bucket, event streams from its stream slots: past either, 429
+    with Retry-After and nothing started; a closed stream gives its slot back."""
+    import httpx
+
+    tight = dev(settings).model_copy(update={"api_starts_burst": 3, "api_starts_per_minute": 6,
+                                             "api_streams_per_principal": 1})
+    app = make_app(tight, client)
+    async with served(app) as url, httpx.AsyncClient(base_url=url, timeout=httpx.Timeout(30, read=60)) as http:
+        await ensure_mission(http, client, MISSION)
+        codes = []
+        for i in range(4):
+            r = await http.post(f"/missions/{MISSION}/research", json={"query": f"fair use {i} {uuid.uuid4().hex}"})
+            codes.append(r.status_code)
+            if r.status_code == 202:
+                started.append(r.json()["workflow_id"])
+        assert codes == [202, 202, 202, 429], codes
+        assert int(r.headers["Retry-After"]) >= 1 and r.json()["error"] == "rate_limited"
+        wid = started[0]
+        async with http.stream("GET", f"/research/{wid}/events") as first:
+            assert first.status_code == 200
+            await first.aiter_lines().__anext__()  # the stream is open (its first event)
+            second = await http.get(f"/research/{wid}/events")
+            assert second.status_code == 429 and second.headers["Retry-After"] and "event streams" in second.text
+        for _ in range(50):  # the server sees the disconnect at its next poll
+            if app.state.limits.open_streams("dev") == 0:
+                break
+            await asyncio.sleep(0.1)
+        assert app.state.limits.open_streams("dev") == 0
+
+
+def test_token_buckets_refill_per_caller_and_per_mission():
+    from starters.api.errors import ApiError
+    from starters.api.limits import Limits
+
+    now = [0.0]
+    limits = Limits(per_principal_per_minute=60, per_mission_per_minute=120, burst=2, streams_per_principal=1,
+                    streams_per_mission=2, clock=lambda: now[0])
+    limits.charge("a", "m1")
+    limits.charge("a", "m1")
+    with pytest.raises(ApiError) as err:
+        limits.charge("a", "m1")  # the caller's burst is used up ...
+    assert err.value.status_code == 429 and err.value.headers == {"Retry-After": "1"}
+    limits.charge("b", "m2")  # ... not another caller's or another mission's
+    for who in ("c", "d"):
+        limits.charge(who, "m1")  # the mission's burst (2 x 2) runs out across callers
+    with pytest.raises(ApiError) as err:
+        limits.charge("e", "m1")
+    assert "mission 'm1'" in err.value.detail
+    now[0] += 1.0  # a second refills one token of a 60-a-minute bucket
+    limits.charge("a", "m2")
+    with limits.stream("a", "m1"):
+        with pytest.raises(ApiError):
+            with limits.stream("a", "m2"):
+                pass
+        with limits.stream("b", "m1"):
+            with pytest.raises(ApiError) as err:
+                with limits.stream("c", "m1"):
+                    pass
+            assert "mission 'm1'" in err.value.detail
+    assert limits.open_streams("a") == 0
 
 
 async def test_dev_mode_is_loopback_only(client, settings):

@@ -12,6 +12,7 @@ from prometheus_client import CollectorRegistry
 from starters.api.audit import AuditMiddleware
 from starters.api.deps import MissionDirectoryCache
 from starters.api.errors import error_responses, install_error_handlers
+from starters.api.limits import Limits
 from starters.api.metrics import MetricsMiddleware
 from starters.api.openapi import finish_openapi
 from starters.auth import OidcVerifier, check_auth_config, warn_dev_mode
@@ -52,6 +53,7 @@ def create_app(settings: Settings | None = None, *, verifier: OidcVerifier | Non
     app.state.temporal = None
     app.state.temporal_lock = asyncio.Lock()
     app.state.missions = MissionDirectoryCache()
+    app.state.limits = Limits.from_settings(settings)
     app.state.health_cache = {}
     app.state.ready_cache = None
     app.state.registry = CollectorRegistry()

@@ -55,6 +55,7 @@ ERROR_DESCRIPTIONS = {
     413: "request body too large",
     415: "unsupported Content-Type",
     422: "invalid input, with the fields named",
+    429: "fair-use limit of the caller or the mission reached (starts of work, open event streams); see Retry-After",
     500: "unexpected server error (details are logged, never returned)",
     503: "Temporal, a worker or the identity provider is unavailable",
 }

@@ -19,6 +19,7 @@ from starters.api.bodies import (
 )
 from starters.api.deps import IdempotencyKey, MissionAccess, WorkflowIdPath, get_temporal, mission_access, principal_dep
 from starters.api.errors import AUTH_ERRORS, ApiError, error_responses, too_large, validation_error
+from starters.api.limits import held
 from starters.api.events import EventStream, changed, event_stream_responses, workflow_events
 from starters.api.openapi import body_ref
 from starters.api.temporal_ops import (
@@ -28,6 +29,7 @@ from starters.api.temporal_ops import (
 from starters.auth import READ, WRITE, Principal
 from stratmaster import queues
 from stratmaster.contracts.ingestion import BATCH_ID_PATTERN, IngestInput, workflow_id_for
+from stratmaster.contracts.sources import SOURCE_BATCH_PREFIX
 from stratmaster.settings import Settings
 
 router = APIRouter(tags=["documents"])
@@ -64,7 +66,7 @@ class IngestRequest(BaseModel):
 
 @router.post("/missions/{mission}/documents", status_code=202, name="documents.ingest",
              summary="ingest documents (multipart files, or JSON {documents: [...]})", response_model=IngestStarted,
-             responses=error_responses(400, *AUTH_ERRORS, 404, 409, 413, 415, 422),
+             responses=error_responses(400, *AUTH_ERRORS, 404, 409, 413, 415, 422, 429),
              openapi_extra={"requestBody": {"required": True, "content": {
                  "multipart/form-data": {"schema": {"type": "object", "required": ["files"], "properties": {
                      "files": {"type": "array", "minItems": 1,
@@ -76,6 +78,7 @@ async def ingest_documents(request: Request, idempotency_key: IdempotencyKey = N
                            client: Client = Depends(get_temporal)):
     settings: Settings = request.app.state.settings
     mission, principal = access.mission, access.principal
+    request.app.state.limits.charge(principal.actor, mission)
     ctype = media_type(request)
     limit = settings.max_document_bytes
     if ctype == "multipart/form-data":
@@ -88,6 +91,10 @@ async def ingest_documents(request: Request, idempotency_key: IdempotencyKey = N
     else:
         raise unsupported_media_type(ctype, ("multipart/form-data", *JSON_MEDIA_TYPES))
     body = parse_model(IngestRequest, body)
+    if body.batch_id and body.batch_id.startswith(SOURCE_BATCH_PREFIX):
+        # a source sync's batches: their documents are the sync's to delete, their workflow ids its own
+        raise validation_error(("body", "batch_id"), f"batch ids starting with {SOURCE_BATCH_PREFIX!r} are "
+                                                     "reserved for source syncs")
     req = parse_model(IngestInput, {"documents": [d.model_dump(exclude_none=True) for d in body.documents],
                                     "batch_id": body.batch_id}, mission=mission)
     for i, ref in enumerate(req.documents):
@@ -166,7 +173,7 @@ def ingestion_events(seen: dict, progress: Any) -> list[tuple[str, Any]]:
                         "the caller may not read is a 404, like a missing one.",
             responses={**event_stream_responses("the ingestion's progress until it closes, then its result",
                                                 ("status", "progress", "result")),
-                       **error_responses(*AUTH_ERRORS, 404, 422)})
+                       **error_responses(*AUTH_ERRORS, 404, 422, 429)})
 async def ingestion_events_stream(request: Request, workflow_id: WorkflowIdPath,
                                   principal: Principal = Depends(principal_dep),
                                   client: Client = Depends(get_temporal)):
@@ -177,5 +184,7 @@ async def ingestion_events_stream(request: Request, workflow_id: WorkflowIdPath,
                 **await closed_outcome(h, closed.status)}
 
     opening = {"workflow_id": workflow_id, "mission": mission, "status": status_name(desc.status)}
-    return EventStream(workflow_events(request, handle, opening=opening, query="progress", differ=ingestion_events,
-                                       outcome=outcome))
+    slot = request.app.state.limits.stream(principal.actor, mission)
+    slot.__enter__()  # 429 when the caller or the mission has its streams open already; released as it ends
+    return EventStream(held(slot, workflow_events(request, handle, opening=opening, query="progress",
+                                                  differ=ingestion_events, outcome=outcome)))

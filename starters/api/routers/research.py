@@ -18,6 +18,7 @@ from starters.api.bodies import NO_NUL, RESEARCH_BODY_LIMIT, integral_numbers, p
 from starters.api.deps import IdempotencyKey, MissionAccess, WorkflowIdPath, get_temporal, mission_access, principal_dep
 from starters.api.errors import AUTH_ERRORS, ApiError, error_responses, validation_error
 from starters.api.events import EventStream, changed, event_stream_responses, workflow_events
+from starters.api.limits import held
 from starters.api.openapi import body_ref
 from starters.api.temporal_ops import (
     QUERY_RPC_TIMEOUT, RESEARCH_WORKFLOW, WorkflowStarted, closed_outcome, describe_for, idempotent_suffix,
@@ -94,7 +95,7 @@ async def research_status_body(handle: WorkflowHandle, desc, mission: str | None
                          "tens of milliseconds), else 202 as without it.",
              response_model=WorkflowStarted,
              responses={200: {"model": ResearchStatus, "description": "the research closed within `wait`"},
-                        **error_responses(400, *AUTH_ERRORS, 404, 409, 413, 415, 422)},
+                        **error_responses(400, *AUTH_ERRORS, 404, 409, 413, 415, 422, 429)},
              openapi_extra={"requestBody": {"required": True, "content": {
                  "application/json": {"schema": body_ref(ResearchRequest)}}}})
 async def start_research(request: Request, idempotency_key: IdempotencyKey = None,
@@ -103,6 +104,7 @@ async def start_research(request: Request, idempotency_key: IdempotencyKey = Non
                          access: MissionAccess = Depends(mission_access(WRITE)),
                          client: Client = Depends(get_temporal)):
     mission = access.mission
+    request.app.state.limits.charge(access.principal.actor, mission)
     body = await read_json(request, RESEARCH_BODY_LIMIT)
     if not isinstance(body, dict):
         raise validation_error(("body",), "expected a JSON object {query: ...}")
@@ -186,7 +188,7 @@ def research_events(seen: dict, progress: Any) -> list[tuple[str, Any]]:
                         "is a 404, like a missing one.",
             responses={**event_stream_responses("the research's progress until it closes, then its result",
                                                 ("status", "subquestions", "hits", "findings", "result")),
-                       **error_responses(*AUTH_ERRORS, 404, 422)})
+                       **error_responses(*AUTH_ERRORS, 404, 422, 429)})
 async def research_events_stream(request: Request, workflow_id: WorkflowIdPath,
                                  principal: Principal = Depends(principal_dep),
                                  client: Client = Depends(get_temporal)):
@@ -196,5 +198,7 @@ async def research_events_stream(request: Request, workflow_id: WorkflowIdPath,
         return ResearchStatus.model_validate(await research_status_body(h, closed, mission)).model_dump(mode="json")
 
     opening = {"workflow_id": workflow_id, "mission": mission, "status": status_name(desc.status)}
-    return EventStream(workflow_events(request, handle, opening=opening, query="progress", differ=research_events,
-                                       outcome=outcome))
+    slot = request.app.state.limits.stream(principal.actor, mission)
+    slot.__enter__()  # 429 when the caller or the mission has its streams open already; released as it ends
+    return EventStream(held(slot, workflow_events(request, handle, opening=opening, query="progress",
+                                                  differ=research_events, outcome=outcome)))
