@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import getpass
 import os
 import sys
 from datetime import timedelta
-from typing import Any, Callable, Coroutine
+from typing import Any, Callable, Coroutine, NoReturn
 
 import typer
 from rich.console import Console
@@ -34,6 +35,30 @@ def friendly(fn: Callable) -> Callable:
             console.print(f"[red]error:[/red] {exc}")
             raise typer.Exit(2)
     return wrapper
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    """One red line on stderr and exit `code` (2: the command line itself was wrong)."""
+    console.print(f"[red]error:[/red] {message}", highlight=False)
+    raise typer.Exit(code)
+
+
+def cli_actor() -> str:
+    """Who the CLI acts as, for audit rows: cli:<login user>."""
+    try:
+        return f"cli:{getpass.getuser()}"
+    except Exception:
+        return "cli"
+
+
+def mission_arg(mission: str) -> str:
+    """A mission id from the command line, or exit 2 with what a mission id is."""
+    from stratmaster.contracts.common import validate_mission_id
+
+    try:
+        return validate_mission_id(mission)
+    except ValueError as exc:
+        fail(f"invalid mission id {mission!r}: {exc}", 2)
 
 
 def run_async(coro: Coroutine[Any, Any, Any]) -> Any:

@@ -2,51 +2,32 @@
 a workflow on mission-tasks and prints its result."""
 from __future__ import annotations
 
-import getpass
 import json
 import uuid
 from datetime import timedelta
 from pathlib import Path
-from typing import NoReturn, Optional
+from typing import Optional
 
 import typer
 from rich.console import Console
 from rich.table import Column, Table
 
 from starters.failures import failure_message
-from starters.cli import console, friendly, run_async
+from starters.cli import cli_actor, console, fail, friendly, mission_arg, run_async
 
 missions = typer.Typer(help="Mission cartridges: validate, activate, roll back, export, import, deactivate.",
                        no_args_is_help=True)
 out = Console()
 
 
-def _actor() -> str:
-    try:
-        return f"cli:{getpass.getuser()}"
-    except Exception:
-        return "cli"
 
-
-def _fail(message: str, code: int = 1) -> NoReturn:
-    console.print(f"[red]error:[/red] {message}")
-    raise typer.Exit(code)
-
-
-def _mission_arg(mission: str) -> str:
-    from stratmaster.contracts.common import validate_mission_id
-
-    try:
-        return validate_mission_id(mission)
-    except ValueError as exc:
-        _fail(f"invalid mission id {mission!r}: {exc}", 2)
 
 
 def _read(file: Path) -> str:
     try:
         return file.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        _fail(f"cannot read {file}: {exc}", 2)
+        fail(f"cannot read {file}: {exc}", 2)
 
 
 def _print_problems(file: Path, problems) -> None:
@@ -75,7 +56,7 @@ def _execute(workflow_run, arg, workflow_id: str, mission: str | None = None, ti
     try:
         return run_async(go())
     except WorkflowFailureError as exc:
-        _fail(failure_message(exc))
+        fail(failure_message(exc))
 
 
 def _activate(file: Path, source: str):
@@ -90,7 +71,7 @@ def _activate(file: Path, source: str):
         _print_problems(file, result.problems)
         raise typer.Exit(1)
     res = _execute(ActivateMissionWorkflow.run,
-                   ActivateMissionInput(cartridge_text=text, actor=_actor(), source=f"{source}:{file.name}"),
+                   ActivateMissionInput(cartridge_text=text, actor=cli_actor(), source=f"{source}:{file.name}"),
                    activate_workflow_id(c.mission, c.version), c.mission)
     out.print(f"mission [bold]{res.mission}[/bold] version {res.version}: {res.status}"
               + (f" (was {res.previous_version})" if res.previous_version and res.status != "unchanged" else ""))
@@ -151,7 +132,7 @@ def show(mission: str, version: Optional[str] = typer.Option(None, help="a store
     from stratmaster.workflow_ids import show_workflow_id
     from workflows.missions import ShowMissionWorkflow
 
-    mission = _mission_arg(mission)
+    mission = mission_arg(mission)
     d = _execute(ShowMissionWorkflow.run, MissionRef(mission=mission, version=version),
                  show_workflow_id(mission, uuid.uuid4().hex[:8]), mission)
     s = d.summary
@@ -174,8 +155,8 @@ def rollback(mission: str, to: Optional[str] = typer.Option(None, "--to", help="
     from stratmaster.workflow_ids import rollback_workflow_id
     from workflows.missions import RollbackMissionWorkflow
 
-    mission = _mission_arg(mission)
-    res = _execute(RollbackMissionWorkflow.run, RollbackMissionInput(mission=mission, to_version=to, actor=_actor()),
+    mission = mission_arg(mission)
+    res = _execute(RollbackMissionWorkflow.run, RollbackMissionInput(mission=mission, to_version=to, actor=cli_actor()),
                    rollback_workflow_id(mission), mission)
     out.print(f"mission [bold]{res.mission}[/bold] rolled back {res.previous_version} -> {res.version}")
 
@@ -189,7 +170,7 @@ def export(mission: str, output: Optional[Path] = typer.Option(None, "-o", "--ou
     from stratmaster.workflow_ids import export_workflow_id
     from workflows.missions import ExportMissionWorkflow
 
-    mission = _mission_arg(mission)
+    mission = mission_arg(mission)
     res = _execute(ExportMissionWorkflow.run, MissionRef(mission=mission, version=version),
                    export_workflow_id(mission, uuid.uuid4().hex[:8]), mission)
     if output is None:
@@ -211,9 +192,9 @@ def deactivate(mission: str, retention_days: Optional[int] = typer.Option(
     from stratmaster.workflow_ids import deactivate_workflow_id
     from workflows.missions import DeactivateMissionWorkflow
 
-    mission = _mission_arg(mission)
+    mission = mission_arg(mission)
     res = _execute(DeactivateMissionWorkflow.run,
-                   DeactivateMissionInput(mission=mission, actor=_actor(), retention_days=retention_days),
+                   DeactivateMissionInput(mission=mission, actor=cli_actor(), retention_days=retention_days),
                    deactivate_workflow_id(mission), mission)
     when = res.purge_after.isoformat(timespec="seconds") if res.purge_after else "never"
     out.print(f"mission [bold]{res.mission}[/bold]: {res.status}; data kept until {when}")

@@ -6,22 +6,18 @@ import json
 import re
 import uuid
 from datetime import timedelta
-from typing import NoReturn, Optional
+from typing import Optional
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from starters.failures import failure_message
-from starters.cli import console, friendly, run_async
+from starters.cli import console, fail, friendly, run_async
 from stratmaster import queues
 
 out = Console()
 
-
-def _fail(message: str, code: int = 1) -> NoReturn:
-    console.print(f"[red]error:[/red] {message}")
-    raise typer.Exit(code)
 
 
 async def _execute(workflow_run, arg, workflow_id: str, *, mission: str | None = None, timeout=timedelta(hours=6),
@@ -45,7 +41,7 @@ async def _execute(workflow_run, arg, workflow_id: str, *, mission: str | None =
     try:
         return await handle.result()
     except WorkflowFailureError as exc:
-        _fail(f"{handle.id}: {failure_message(exc)}")
+        fail(f"{handle.id}: {failure_message(exc)}")
 
 
 def _print_json(model) -> None:
@@ -84,12 +80,12 @@ def register(app: typer.Typer) -> None:
         from workflows.backup import BackupWorkflow
 
         if bool(mission) == system:
-            _fail("give exactly one of --mission <id> or --system", 2)
+            fail("give exactly one of --mission <id> or --system", 2)
         try:
             req = BackupInput(scope="system" if system else "mission", mission=mission,
                               backup_id=backup_id or new_backup_id(mission, uuid.uuid4().hex[:10]))
         except ValidationError as exc:
-            _fail(exc.errors()[0]["msg"], 2)
+            fail(exc.errors()[0]["msg"], 2)
         result = run_async(_execute(BackupWorkflow.run, req, backup_workflow_id(req), mission=mission, wait=wait))
         if result:
             _print_json(result)
@@ -189,7 +185,7 @@ def register(app: typer.Typer) -> None:
             try:
                 sched.by_name(name)
             except KeyError as exc:
-                _fail(exc.args[0], 2)
+                fail(exc.args[0], 2)
 
             async def go():
                 await getattr(sched, action)(await connect(), name)
@@ -197,7 +193,7 @@ def register(app: typer.Typer) -> None:
                 run_async(go())
             except Exception as exc:  # RPCError: a missing (or deleted) schedule -> one line
                 if sched.not_installed(exc):
-                    _fail(f"schedule {name} is not installed (stratmaster schedules install)")
+                    fail(f"schedule {name} is not installed (stratmaster schedules install)")
                 raise
             out.print(f"{sched.schedule_id(sched.by_name(name))}: {action} done")
         cmd.__doc__ = f"{action.capitalize()} one schedule."
@@ -213,7 +209,7 @@ def register(app: typer.Typer) -> None:
         from workflows.maintenance import MaintenanceWorkflow
 
         if kind not in ("vacuum", "optimise", "retention", "health", "capacity", "all"):
-            _fail(f"unknown maintenance kind {kind!r}", 2)
+            fail(f"unknown maintenance kind {kind!r}", 2)
         result = run_async(_execute(MaintenanceWorkflow.run, MaintenanceInput.model_validate({"kind": kind}),
                                     maintenance_workflow_id(kind, uuid.uuid4().hex[:8])))
         _print_json(result)

@@ -9,11 +9,10 @@ directory source requires (the REST API passes the caller's own roles).
 from __future__ import annotations
 
 import asyncio
-import getpass
 import re
 from datetime import timedelta
 from pathlib import Path
-from typing import NoReturn, Optional
+from typing import Optional
 
 import typer
 from rich.console import Console
@@ -21,7 +20,7 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from starters.failures import failure_message
-from starters.cli import console, friendly, run_async
+from starters.cli import cli_actor, console, fail, friendly, mission_arg, run_async
 
 sources = typer.Typer(help="Sources synced into a mission: directories on the ingestion workers (platform admin) "
                            "and S3-compatible bucket prefixes, each on its own schedule.", no_args_is_help=True)
@@ -31,32 +30,14 @@ _DURATION = re.compile(r"^\s*(\d+)\s*([smhd]?)\s*$")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
-def _actor() -> str:
-    try:
-        return f"cli:{getpass.getuser()}"
-    except Exception:
-        return "cli"
 
-
-def _fail(message: str, code: int = 1) -> NoReturn:
-    console.print(f"[red]error:[/red] {message}")
-    raise typer.Exit(code)
-
-
-def _mission_arg(mission: str) -> str:
-    from stratmaster.contracts.common import validate_mission_id
-
-    try:
-        return validate_mission_id(mission)
-    except ValueError as exc:
-        _fail(f"invalid mission id {mission!r}: {exc}", 2)
 
 
 def _source_arg(source_id: str) -> str:
     from stratmaster.contracts.ingestion import SOURCE_ID_PATTERN
 
     if not re.fullmatch(SOURCE_ID_PATTERN, source_id):
-        _fail(f"invalid source id {source_id!r}: 2-32 chars of lowercase letters, digits, '_' and '-', "
+        fail(f"invalid source id {source_id!r}: 2-32 chars of lowercase letters, digits, '_' and '-', "
               "starting with a letter", 2)
     return source_id
 
@@ -94,7 +75,7 @@ def _execute(workflow_run, arg, workflow_id: str, mission: str, timeout: int = 3
     try:
         return run_async(go())
     except WorkflowFailureError as exc:
-        _fail(failure_message(exc))
+        fail(failure_message(exc))
 
 
 @sources.command("add")
@@ -124,9 +105,9 @@ def add(
     )
     from workflows.sources import AddSourceWorkflow
 
-    mission, source_id = _mission_arg(mission), _source_arg(source_id)
+    mission, source_id = mission_arg(mission), _source_arg(source_id)
     if (directory is None) == (endpoint is None):
-        _fail("give exactly one of --dir <path> or --s3-endpoint <host:port> (with --bucket and "
+        fail("give exactly one of --dir <path> or --s3-endpoint <host:port> (with --bucket and "
               "--credentials-profile)", 2)
     try:
         interval = parse_interval(every)
@@ -135,16 +116,16 @@ def add(
             spec = DirectorySpec(path=str(directory.expanduser().resolve()))  # the real path: sources follow no link
         else:
             if endpoint is None or not bucket or not profile:  # (endpoint: given, checked above)
-                _fail("an S3 source needs --bucket and --credentials-profile", 2)
+                fail("an S3 source needs --bucket and --credentials-profile", 2)
             spec = S3Spec(endpoint=endpoint, bucket=bucket, prefix=prefix, credentials_profile=profile,
                           secure=not insecure, region=region)
         definition = SourceDefinition(source_id=source_id, spec=spec, interval_seconds=interval)
     except (ValidationError, ValueError) as exc:
         if isinstance(exc, ValidationError):
             err = exc.errors()[0]
-            _fail(f"{'.'.join(str(x) for x in err['loc']) or 'source'}: {err['msg']}", 2)
-        _fail(str(exc), 2)
-    req = AddSourceInput(mission=mission, source=definition, actor=_actor(), actor_roles=[PLATFORM_ADMIN])
+            fail(f"{'.'.join(str(x) for x in err['loc']) or 'source'}: {err['msg']}", 2)
+        fail(str(exc), 2)
+    req = AddSourceInput(mission=mission, source=definition, actor=cli_actor(), actor_roles=[PLATFORM_ADMIN])
     res = _execute(AddSourceWorkflow.run, req, add_workflow_id(mission, source_id), mission)
     out.print(f"source [bold]{res.source_id}[/bold] of mission {res.mission}: {res.status} ({res.location}); "
               f"synced every {res.interval_seconds} s by schedule {res.schedule_id}", highlight=False)
@@ -164,7 +145,7 @@ def list_(mission: str = typer.Argument(..., help="mission id"),
     from stratmaster.contracts.sources import ListSourcesInput
     from workflows.sources import ListSourcesWorkflow
 
-    mission = _mission_arg(mission)
+    mission = mission_arg(mission)
     res = _execute(ListSourcesWorkflow.run, ListSourcesInput(mission=mission),
                    f"source-list-{mission}-{uuid.uuid4().hex[:8]}", mission, timeout=60)
     if as_json:
@@ -236,9 +217,9 @@ def sync_(mission: str = typer.Argument(..., help="mission id"),
           wait: bool = typer.Option(True, "--wait/--no-wait", help="follow progress and print the summary"),
           page_size: int = typer.Option(100, "--page-size", help="changed files per ingestion batch (1-200)")) -> None:
     """Sync a source now (SourceSyncWorkflow; attaches to a sync of it already running)."""
-    mission, source_id = _mission_arg(mission), _source_arg(source_id)
+    mission, source_id = mission_arg(mission), _source_arg(source_id)
     if not 1 <= page_size <= 200:
-        _fail("--page-size must be 1-200", 2)
+        fail("--page-size must be 1-200", 2)
     code = run_async(_sync(mission, source_id, wait, page_size))
     if code:
         raise typer.Exit(code)
@@ -258,11 +239,11 @@ def status(mission: str = typer.Argument(..., help="mission id"),
     from stratmaster.contracts.sources import SourceStatusInput
     from workflows.sources import SourceStatusWorkflow
 
-    mission, source_id = _mission_arg(mission), _source_arg(source_id)
+    mission, source_id = mission_arg(mission), _source_arg(source_id)
     if only not in (None, "indexed", "pending", "failed"):
-        _fail("--only is one of indexed, pending, failed", 2)
+        fail("--only is one of indexed, pending, failed", 2)
     if not 0 <= limit <= 1000 or offset < 0:
-        _fail("--limit is 0-1000 and --offset at least 0", 2)
+        fail("--limit is 0-1000 and --offset at least 0", 2)
     req = SourceStatusInput.model_validate(  # `only` checked above
         {"mission": mission, "source_id": source_id, "status": only, "offset": offset, "limit": limit})
     res = _execute(SourceStatusWorkflow.run, req,
@@ -311,13 +292,13 @@ def remove(mission: str = typer.Argument(..., help="mission id"),
     from stratmaster.contracts.sources import RemoveSourceInput, remove_workflow_id
     from workflows.sources import RemoveSourceWorkflow
 
-    mission, source_id = _mission_arg(mission), _source_arg(source_id)
+    mission, source_id = mission_arg(mission), _source_arg(source_id)
     if not yes and not typer.confirm(f"remove source {source_id} of {mission} and delete its documents?"):
         raise typer.Exit(1)
-    res = _execute(RemoveSourceWorkflow.run, RemoveSourceInput(mission=mission, source_id=source_id, actor=_actor()),
+    res = _execute(RemoveSourceWorkflow.run, RemoveSourceInput(mission=mission, source_id=source_id, actor=cli_actor()),
                    remove_workflow_id(mission, source_id), mission, timeout=6 * 3600)
     if res.status == "not_found":
-        _fail(f"mission {mission} has no source {source_id}")
+        fail(f"mission {mission} has no source {source_id}")
     out.print(f"source [bold]{source_id}[/bold] of {mission} removed: {res.files_removed} files, "
               f"{res.documents_deleted} documents deleted; schedule deleted: {'yes' if res.schedule_deleted else 'no'}",
               highlight=False)

@@ -6,24 +6,20 @@ from __future__ import annotations
 import json
 import uuid
 from datetime import datetime, timedelta, timezone
-from typing import NoReturn, Optional
+from typing import Optional
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from starters.failures import failure_message
-from starters.cli import console, friendly, run_async
+from starters.cli import console, fail, friendly, run_async
 from stratmaster import queues
 
 out = Console(soft_wrap=True)
 webhooks = typer.Typer(help="Webhooks: signed HTTP callbacks when a mission's ingestion, research, backup or "
                             "activation finishes.", no_args_is_help=True)
 
-
-def _fail(message: str, code: int = 1) -> NoReturn:
-    console.print(f"[red]error:[/red] {message}", highlight=False)
-    raise typer.Exit(code)
 
 
 async def _run(workflow_run, arg, prefix: str, mission: str):
@@ -38,7 +34,7 @@ async def _run(workflow_run, arg, prefix: str, mission: str):
             workflow_run, arg, id=f"{prefix}-{mission}-{uuid.uuid4().hex[:12]}", task_queue=queues.MAINTENANCE,
             search_attributes=for_mission(mission), execution_timeout=timedelta(minutes=5))
     except WorkflowFailureError as exc:
-        _fail(failure_message(exc))
+        fail(failure_message(exc))
 
 
 def _input(model, **fields):
@@ -47,7 +43,7 @@ def _input(model, **fields):
     try:
         return model(**fields)
     except ValidationError as exc:
-        _fail("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()), 2)
+        fail("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()), 2)
 
 
 @webhooks.command("add")
