@@ -1,11 +1,17 @@
 #!/usr/bin/env bash
 # Install, start the servers the tests need, and run the whole suite (extra
 # arguments go to pytest).
+#   bash scripts/test.sh --unit [pytest args]: the fast lane, every test that needs no server
+#   (marked `unit` by tests/conftest.py), no servers started
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh
 VENV="${STRATMASTER_VENV:-$HOME/.cache/stratmaster/venv}"
 export PATH="$VENV/bin:$PATH" HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+if [ "${1:-}" = "--unit" ]; then
+  shift
+  exec python -m pytest -m unit -q "$@"
+fi
 # Stop whatever the service scripts started, also when one of them fails.
 source scripts/lib/services.sh
 trap svc_stop_all EXIT

@@ -65,6 +65,20 @@ def free_port() -> int:
     raise RuntimeError("no free port below the ephemeral range")
 
 
+# The fast lane (`bash scripts/test.sh --unit`: `pytest -m unit`, no servers): a test is `unit` when
+# it asks for no server fixture and no marker of it names a server (`servers`: the test starts its
+# own). Marked here, from what each test uses, never by hand.
+SERVER_FIXTURES = frozenset({"postgres", "temporal_env", "time_skipping_env", "client", "settings", "pg", "stores"})
+SERVER_MARKERS = frozenset({"opensearch", "minio", "keycloak", "llm", "servers"})
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if SERVER_FIXTURES.isdisjoint(item.fixturenames) and \
+                SERVER_MARKERS.isdisjoint(m.name for m in item.iter_markers()):
+            item.add_marker(pytest.mark.unit)
+
+
 @pytest.fixture(scope="session")
 def session_dir():
     d = Path(tempfile.mkdtemp(prefix="stratmaster-test-"))

@@ -357,6 +357,7 @@ async def test_audit_workflow_is_idempotent_and_replays(client, settings, worker
         await replayer.replay_workflow(history)
 
 
+@pytest.mark.servers  # runs uvicorn in a subprocess
 def test_uvicorn_serves_on_loopback_and_refuses_dev_mode_elsewhere(tmp_path):
     """The devstack command line: `uvicorn starters.api:app`, as a real process."""
     import os

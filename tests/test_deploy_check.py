@@ -15,6 +15,8 @@ import yaml
 from stratmaster import queues
 from tests.deploy_support import ROOT, missing_tools
 
+pytestmark = pytest.mark.servers  # starts servers of its own: not in the fast lane
+
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 SERVICES = COMPOSE["services"]
 

@@ -14,6 +14,8 @@ from stratmaster.local_postgres import port_in_use
 from tests.conftest import _HANDED_OUT, _ephemeral_floor, free_port
 
 
+pytestmark = pytest.mark.servers  # starts servers of its own: not in the fast lane
+
 def _cli(env, *args, timeout=240):
     return subprocess.run([sys.executable, "-m", "starters.cli", *args], env=env, capture_output=True,
                           text=True, timeout=timeout)

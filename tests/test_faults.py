@@ -39,7 +39,7 @@ from tests.ingestion_support import new_mission, store_counts, worker_env, write
 from workflows.ingestion import IngestDocumentsWorkflow
 from workflows.research import ResearchWorkflow
 
-pytestmark = pytest.mark.timeout(600)
+pytestmark = [pytest.mark.timeout(600), pytest.mark.servers]  # starts servers of its own: not in the fast lane
 
 
 class DevServer:

@@ -23,7 +23,7 @@ from tests.conftest import free_port
 from tests.ingestion_support import new_mission, store_counts, worker_env, write_small_docs
 from workflows.ingestion import IngestDocumentsWorkflow
 
-pytestmark = pytest.mark.timeout(420)
+pytestmark = [pytest.mark.timeout(420), pytest.mark.servers]
 
 
 def _start_worker(settings, address: str, log_path):
