@@ -39,7 +39,7 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   # llama-cpp-python is met by scripts/install_llm.sh below
   retry "$VENV/bin/pip" install -q --no-deps --require-hashes -r "$lock"
   rm -f "$lock"
-  "$VENV/bin/pip" install -q --no-deps -e .
+  "$VENV/bin/pip" install -q --no-deps -e . >/dev/null 2>&1 || "$VENV/bin/pip" install --no-deps -e .
   echo "$want" > "$stamp"
 else
   # re-point the editable install at this checkout (cheap)

@@ -134,7 +134,7 @@ def score_run(questions: list[dict], results: dict[str, dict], page_of: dict[str
 
 # ---------------------------------------------------------------- run
 
-MIN_CONFIDENCE = 0.3  # the bench mission's bar: findings are correct at least 30% of the time (calibrated; see README)
+MIN_CONFIDENCE = 0.3  # the bench mission's bar: findings are correct at least 30% of the time (calibrated; see docs/research.md)
 BARS = (0.2, 0.25, 0.3, 0.35, 0.4, 0.5)
 
 

@@ -20,7 +20,7 @@ Workflow ids are business keys:
 Everything here is plain JSON, so `temporal workflow start` works too.
 
 The request/response models at the end (`*Request`, `*Started`) are for the REST
-API routes (see README "Sources").
+API routes (see docs/operations.md, "Sources").
 """
 from __future__ import annotations
 

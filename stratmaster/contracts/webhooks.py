@@ -7,7 +7,7 @@ DeliverWebhookWorkflow (one per event and endpoint: the signed POST, retried wit
 backoff within a bounded time and number of attempts).
 
 The API models at the end (`WebhookCreate`, `WebhookCreated`, ...) are what the
-REST routes take and answer (see README "Webhooks").
+REST routes take and answer (see docs/operations.md, "Webhooks").
 """
 from __future__ import annotations
 
