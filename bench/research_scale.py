@@ -111,6 +111,7 @@ async def main(args) -> dict:
     from stratmaster.migrations import apply_migrations
     from stratmaster import queues
     from stratmaster.contracts.ingestion import DocumentRef, IngestInput
+    from stratmaster.principals import path_ref
     from stratmaster.contracts.research import ResearchInput, RetrieveInput
     from stratmaster.local_postgres import LocalPostgres
     from stratmaster.local_temporal import start_local_env
@@ -212,7 +213,7 @@ async def main(args) -> dict:
             have = await chunks_of(MISSION)
             while have < args.chunks and done < len(pages):
                 batch = pages[done:done + 40]
-                await ingest(MISSION, [DocumentRef(path=str(p)) for p in batch])
+                await ingest(MISSION, [path_ref(settings, MISSION, str(p)) for p in batch])
                 done += len(batch)
                 have = await chunks_of(MISSION)
                 print(f"  ingested {done} pages: {have} chunks ({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
@@ -238,14 +239,14 @@ async def main(args) -> dict:
             out["idle"]["workflow_overhead_p95"] = round(pct(r_ms, 95) / pct(d_ms, 95), 2)
 
             # ---- the same while an ingestion writes into the mission
-            more = [DocumentRef(path=str(p)) for p in pages[done:done + args.ingest_pages]]
+            more = [path_ref(settings, MISSION, str(p)) for p in pages[done:done + args.ingest_pages]]
             if len(more) < args.ingest_pages:  # a kept mission holds every page: copies, each its own hash
                 tag = uuid.uuid4().hex[:8]
                 copies = bench_dir / "copies" / tag
                 copies.mkdir(parents=True)
                 for p in pages[: args.ingest_pages - len(more)]:
                     (copies / p.name).write_bytes(f"<!-- {tag} -->\n".encode() + p.read_bytes())
-                    more.append(DocumentRef(path=str(copies / p.name)))
+                    more.append(path_ref(settings, MISSION, str(copies / p.name)))
 
             def cpu_by_process() -> dict[str, float]:
                 """CPU seconds so far: PostgreSQL (all backends), the ingestion worker, the Temporal

@@ -64,7 +64,12 @@ def register(app: typer.Typer) -> None:
         if inline:
             refs = [DocumentRef(name=f.name, content_b64=base64.b64encode(f.read_bytes()).decode()) for f in files]
         else:
-            refs = [DocumentRef(path=str(f)) for f in files]
+            from stratmaster import principals
+            from stratmaster.settings import get_settings
+
+            # the CLI acts as the operator: each path goes with its signed grant (stratmaster/principals.py)
+            key = principals.load_key(get_settings())
+            refs = [DocumentRef(path=str(f), grant=principals.sign_path(key, mission, str(f))) for f in files]
         try:
             req = IngestInput(mission=mission, documents=refs, batch_id=batch_id, slice_size=slice_size)
         except ValidationError as exc:

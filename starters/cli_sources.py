@@ -125,7 +125,13 @@ def add(
             err = exc.errors()[0]
             fail(f"{'.'.join(str(x) for x in err['loc']) or 'source'}: {err['msg']}", 2)
         fail(str(exc), 2)
-    req = AddSourceInput(mission=mission, source=definition, actor=cli_actor(), actor_roles=[PLATFORM_ADMIN])
+    from stratmaster import principals
+    from stratmaster.settings import get_settings
+
+    # the CLI acts as the operator: it signs that principal with the platform's key (stratmaster/principals.py)
+    signed = principals.sign_principal(principals.load_key(get_settings()), mission, cli_actor(), [PLATFORM_ADMIN])
+    req = AddSourceInput(mission=mission, source=definition, actor=cli_actor(), actor_roles=[PLATFORM_ADMIN],
+                         principal=signed)
     res = _execute(AddSourceWorkflow.run, req, add_workflow_id(mission, source_id), mission)
     out.print(f"source [bold]{res.source_id}[/bold] of mission {res.mission}: {res.status} ({res.location}); "
               f"synced every {res.interval_seconds} s by schedule {res.schedule_id}", highlight=False)

@@ -112,6 +112,9 @@ class Settings(BaseSettings):
     # S3 sources: an endpoint a mission names must be public, unless its credentials profile is
     # pinned to it (STRATMASTER_S3_PROFILE_<NAME>_ENDPOINT) or this allows private ones
     s3_allow_private: bool = False
+    # signs the grants workers verify before privileged steps (stratmaster/principals.py); unset:
+    # a key file in the data directory, made on first use (the local stack's processes share it)
+    principal_key: SecretStr | None = None
     webhook_timeout_s: float = Field(default=10.0, gt=0)
     webhook_retry_initial_s: float = Field(default=5.0, gt=0)
     webhook_retry_max_interval_s: float = Field(default=3600.0, gt=0)

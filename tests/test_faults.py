@@ -25,9 +25,10 @@ from activities.ingest.chunking import chunk_text
 from activities.ingest.embedding import get_embedder
 from activities.ingest.parsing import parse_document
 from activities.stores.factory import build_stores
+from stratmaster.principals import path_ref
 from stratmaster.migrations import apply_migrations
 from stratmaster import queues
-from stratmaster.contracts.ingestion import DocumentRef, IngestInput, IngestResult, workflow_id_for
+from stratmaster.contracts.ingestion import IngestInput, IngestResult, workflow_id_for
 from stratmaster.contracts.research import ResearchInput, ResearchResult
 from stratmaster.contracts.research import workflow_id_for as research_workflow_id
 from stratmaster.local_postgres import LocalPostgres
@@ -173,7 +174,7 @@ async def _ingest_with_fault(stack, session_dir, fault) -> tuple[str, IngestResu
     settings, pg, server, workers = stack
     mission = await new_mission(settings, "fault")
     paths = write_small_docs(session_dir / f"faults-{mission}", 16, words=900)
-    req = IngestInput(mission=mission, documents=[DocumentRef(path=str(p)) for p in paths],
+    req = IngestInput(mission=mission, documents=[path_ref(settings, mission, str(p)) for p in paths],
                       slice_size=4, max_concurrent_slices=2, doc_concurrency=2, heartbeat_timeout_s=5)
     client = await _client(server.address)
     handle = await client.start_workflow(IngestDocumentsWorkflow.run, req, task_queue=queues.INGESTION,
@@ -236,7 +237,7 @@ async def corpus(stack, session_dir):
     settings, _, server, _ = stack
     mission = await new_mission(settings, "faultr")
     paths = write_small_docs(session_dir / f"faults-{mission}", 8, words=400)
-    req = IngestInput(mission=mission, documents=[DocumentRef(path=str(p)) for p in paths])
+    req = IngestInput(mission=mission, documents=[path_ref(settings, mission, str(p)) for p in paths])
     client = await _client(server.address)
     result = await client.execute_workflow(IngestDocumentsWorkflow.run, req, task_queue=queues.INGESTION,
                                            id=workflow_id_for(mission, req.resolved_batch_id()))

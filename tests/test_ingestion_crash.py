@@ -16,8 +16,9 @@ from activities.ingest.chunking import chunk_text
 from activities.ingest.embedding import get_embedder
 from activities.ingest.parsing import parse_document
 from activities.stores.factory import build_stores
+from stratmaster.principals import path_ref
 from stratmaster import queues
-from stratmaster.contracts.ingestion import DocumentRef, IngestInput, workflow_id_for
+from stratmaster.contracts.ingestion import IngestInput, workflow_id_for
 from stratmaster.search_attributes import for_mission
 from tests.conftest import free_port
 from tests.ingestion_support import new_mission, store_counts, worker_env, write_small_docs
@@ -40,7 +41,7 @@ async def test_sigkill_mid_batch_then_restart_indexes_every_chunk_exactly_once(c
     expected = sum(len(chunk_text(parse_document(p.name, p.read_bytes()).text, embedder.token_offsets,
                                   settings.chunk_tokens, settings.chunk_overlap_tokens)) for p in paths)
 
-    req = IngestInput(mission=mission, documents=[DocumentRef(path=str(p)) for p in paths],
+    req = IngestInput(mission=mission, documents=[path_ref(settings, mission, str(p)) for p in paths],
                       slice_size=10, max_concurrent_slices=2, doc_concurrency=2, group_docs=2, heartbeat_timeout_s=3)
     # two slices of five groups of two documents, two groups at a time in each: whenever three
     # documents are done, groups are in flight (with slices of one group each, both slices could

@@ -13,8 +13,9 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import ActivityEnvironment
 from temporalio.worker import Replayer
 
+from stratmaster.principals import path_ref
 from stratmaster import queues
-from stratmaster.contracts.ingestion import DocumentRef, IngestGroupInput, IngestInput, workflow_id_for
+from stratmaster.contracts.ingestion import IngestGroupInput, IngestInput, workflow_id_for
 from stratmaster.search_attributes import for_mission
 from tests.ingestion_support import (
     CountingEmbedder, ingestion_settings, ingestion_worker, new_mission, store_counts, write_bad_documents,
@@ -55,8 +56,8 @@ async def test_group_activity_embeds_once_fails_alone_and_resumes_after_finished
     assert max(p.stat().st_size for p in small) < 4096 < big.stat().st_size
     copy = small[0].with_name("copy_of_note_000.txt")
     copy.write_bytes(small[0].read_bytes())
-    refs = [DocumentRef(path=str(small[0])), DocumentRef(path=bad), DocumentRef(path=str(big)),
-            DocumentRef(path=str(small[1])), DocumentRef(path=str(small[2])), DocumentRef(path=str(copy))]
+    refs = [path_ref(settings, mission, str(small[0])), path_ref(settings, mission, bad), path_ref(settings, mission, str(big)),
+            path_ref(settings, mission, str(small[1])), path_ref(settings, mission, str(small[2])), path_ref(settings, mission, str(copy))]
     req = IngestGroupInput(mission=mission, batch_id="grp", refs=refs, max_doc_bytes=4096)
 
     spec = await workers.ingestion.build(s, warm_up=False)
@@ -108,7 +109,7 @@ async def test_slices_group_small_documents_big_ones_go_alone_and_replay(client,
     paths = [str(small[0]), bad_paths[0], str(small[1]), str(big), str(small[2]), bad_paths[1], str(small[3]),
              str(small[4])]
     # 2 slices of 4, groups of 3 -> ingest_documents calls of 3 + 1 per slice; the big one alone
-    req = IngestInput(mission=mission, documents=[DocumentRef(path=p) for p in paths], slice_size=4,
+    req = IngestInput(mission=mission, documents=[path_ref(settings, mission, p) for p in paths], slice_size=4,
                       group_docs=3, group_doc_bytes=4096, progress_every_s=0)
     wf_id = workflow_id_for(mission, req.resolved_batch_id())
     async with ingestion_worker(client, s) as spec:

@@ -15,6 +15,7 @@ from temporalio.client import WorkflowFailureError
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
+from stratmaster.principals import load_key, path_ref, sign_path
 from stratmaster import queues
 from stratmaster.contracts.ingestion import DocumentRef, IngestInput, IngestProgress, IngestResult, workflow_id_for
 from stratmaster.local_temporal import temporal_binary
@@ -47,7 +48,7 @@ async def test_batch_with_bad_documents_lands_the_good_ones_and_reingest_changes
     bad = write_bad_documents(session_dir / f"bad-{mission}")
     good = sorted(str(p.resolve()) for p in SAMPLES.iterdir())
     assert len(good) >= 7
-    req = IngestInput(mission=mission, documents=[DocumentRef(path=p) for p in good + sorted(bad)], slice_size=5)
+    req = IngestInput(mission=mission, documents=[path_ref(settings, mission, p) for p in good + sorted(bad)], slice_size=5)
     wf_id = workflow_id_for(mission, req.resolved_batch_id())
 
     async with ingestion_worker(client, s) as spec:
@@ -115,7 +116,7 @@ async def test_batch_with_bad_documents_lands_the_good_ones_and_reingest_changes
 
         # the same documents again (a new batch): all duplicates, nothing changes anywhere
         again = await client.execute_workflow(
-            IngestDocumentsWorkflow.run, IngestInput(mission=mission, documents=[DocumentRef(path=p) for p in good],
+            IngestDocumentsWorkflow.run, IngestInput(mission=mission, documents=[path_ref(settings, mission, p) for p in good],
                                                      batch_id="again"),
             id=workflow_id_for(mission, "again"), task_queue=queues.INGESTION)
         assert again.totals.duplicates == len(good) and again.totals.ingested == 0
@@ -143,7 +144,7 @@ async def test_fan_out_continue_as_new_and_replay(client, settings, session_dir)
     mission = await new_mission(s)
     paths = write_small_docs(session_dir / f"fan-{mission}", 7, words=120)
     # 4 slices of 2, two at a time, a fresh run every 2 slices -> 2 runs
-    req = IngestInput(mission=mission, documents=[DocumentRef(path=str(p)) for p in paths],
+    req = IngestInput(mission=mission, documents=[path_ref(settings, mission, str(p)) for p in paths],
                       slice_size=2, max_concurrent_slices=2, slices_per_run=2, doc_concurrency=1)
     wf_id = workflow_id_for(mission, req.resolved_batch_id())
     async with ingestion_worker(client, s) as spec:
@@ -180,6 +181,10 @@ async def test_plain_json_start_from_temporal_cli_with_inline_and_object_key(cli
             {"name": "hydro.md", "content_b64": base64.b64encode(note.encode()).decode()},
             {"object_key": "documents/uploads/flow.md"},
             {"object_key": "documents/uploads/missing.md"},
+            # a worker's file by path: a plain client has no grant, forges one, or reuses another path's
+            {"path": "/etc/hostname"},
+            {"path": "/etc/passwd", "grant": sign_path(b"mallory's own key", mission, "/etc/passwd")},
+            {"path": "/etc/hosts", "grant": sign_path(load_key(s), mission, str(SAMPLES / "industry_news.html"))},
         ]}
         wf_id = f"ingest-{mission}-cli-1"
         address = client.service_client.config.target_host
@@ -190,9 +195,11 @@ async def test_plain_json_start_from_temporal_cli_with_inline_and_object_key(cli
         out, _ = await proc.communicate()
         assert proc.returncode == 0, out.decode()
         result = await client.get_workflow_handle(wf_id, result_type=IngestResult).result()
-    assert result.totals.ingested == 2 and result.totals.failed == 1
-    assert result.failures[0].source == "object:documents/uploads/missing.md"
-    assert "not found" in result.failures[0].reason
+    assert result.totals.ingested == 2 and result.totals.failed == 4
+    failures = {f.source: f for f in result.failures}
+    assert "not found" in failures["object:documents/uploads/missing.md"].reason
+    for path in ("/etc/hostname", "/etc/passwd", "/etc/hosts"):
+        assert failures[path].reason_type == "Forbidden" and "signed grant" in failures[path].reason, failures[path]
     assert {d.source for d in result.documents} == {"inline:hydro.md", "object:documents/uploads/flow.md"}
 
 
@@ -216,7 +223,7 @@ async def test_retry_resumes_vectors_from_heartbeat_details(settings, session_di
     acts = spec.extra["ingestion"]
     counting = acts.resources._embedder = CountingEmbedder(acts.embedder)
     beats: list[dict] = []
-    req = IngestDocumentInput(mission=mission, batch_id="resume", ref=DocumentRef(path=str(path)))
+    req = IngestDocumentInput(mission=mission, batch_id="resume", ref=path_ref(settings, mission, str(path)))
     try:
         env = ActivityEnvironment()
         env.on_heartbeat = lambda *details: beats.append(details[0])

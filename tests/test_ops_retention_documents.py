@@ -16,8 +16,9 @@ import pytest
 from activities.ingest.entities import document_entity
 from activities.ops.retention import expire_documents
 from activities.stores.graph_sqlite import SqliteGraphStore
+from stratmaster.principals import path_ref
 from stratmaster import queues
-from stratmaster.contracts.ingestion import DocumentRef, IngestInput, workflow_id_for
+from stratmaster.contracts.ingestion import IngestInput, workflow_id_for
 from stratmaster.contracts.knowledge import Entity, Relation
 from stratmaster.contracts.maintenance import MaintenanceInput
 from stratmaster.search_attributes import for_mission
@@ -50,7 +51,7 @@ async def _ingest(client, settings, mission: str, directory) -> dict[str, str]:
         p = directory / f"{name}.txt"
         p.write_text(_doc_text(name))
         paths[str(p.resolve())] = name
-    req = IngestInput(mission=mission, documents=[DocumentRef(path=p) for p in sorted(paths)])
+    req = IngestInput(mission=mission, documents=[path_ref(settings, mission, p) for p in sorted(paths)])
     result = await client.execute_workflow(
         IngestDocumentsWorkflow.run, req, id=workflow_id_for(mission, req.resolved_batch_id()),
         task_queue=queues.INGESTION, search_attributes=for_mission(mission))

@@ -27,7 +27,7 @@ from temporalio.worker import Replayer
 
 from activities.ingest.entities import document_entity
 from activities.ingest.sources import walk_directory
-from stratmaster import queues
+from stratmaster import principals, queues
 from stratmaster.contracts.ingestion import DocumentRef, IngestInput, workflow_id_for
 from stratmaster.contracts.sources import (
     AddSourceInput, ApplyPageInput, ApplyPageResult, DeleteMissingInput, DeleteMissingResult, DirectorySpec,
@@ -64,12 +64,16 @@ def _text(name: str, version: int = 1) -> str:
               f"supply agreement with Helios Energy last quarter. " * 5)
 
 
-async def _add(client, mission: str, source_id: str, spec, *, roles=ADMIN, interval: int = 3600):
+async def _add(client, settings, mission: str, source_id: str, spec, *, roles=ADMIN, interval: int = 3600,
+               signed: bool = True):
+    """AddSourceWorkflow as the API starts it: the roles signed with the platform's key (signed=False:
+    only claimed, as a plain Temporal client can)."""
+    principal = principals.sign_principal(principals.load_key(settings), mission, "test", roles) if signed else None
     return await client.execute_workflow(
         AddSourceWorkflow.run,
         AddSourceInput(mission=mission, source=SourceDefinition(source_id=source_id, spec=spec,
                                                                 interval_seconds=interval),
-                       actor="test", actor_roles=roles),
+                       actor="test", actor_roles=roles, principal=principal),
         id=add_workflow_id(mission, source_id), task_queue=queues.INGESTION, search_attributes=for_mission(mission))
 
 
@@ -339,7 +343,7 @@ async def test_crashes_and_a_worker_restart_mid_sync_leave_no_duplicates(client,
     histories = []
     async with _flaky_worker(client, s, {"list", "apply", "delete"}) as spec:
         stores = spec.extra["stores"]
-        await _add(client, mission, "docs", DirectorySpec(path=str(root)))
+        await _add(client, s, mission, "docs", DirectorySpec(path=str(root)))
         first, run = await _sync(client, mission, "docs", page_size=2)
         histories += await _histories(client, sync_workflow_id(mission, "docs"), run)
         assert (first.totals.new, first.totals.ingested, first.totals.failed) == (3, 3, 0), first.totals
@@ -417,7 +421,7 @@ async def test_s3_source_on_minio_detects_changes_by_etag(client, settings, monk
         stores = spec.extra["stores"]
         # no such profile on the worker: refused with a clear reason, nothing stored
         with pytest.raises(WorkflowFailureError) as err:
-            await _add(client, mission, "bucket", spec3)
+            await _add(client, s, mission, "bucket", spec3)
         unavailable = str(err.value.cause)
         assert err.value.cause.type == "SourceUnavailable" and "STRATMASTER_S3_PROFILE_<NAME>_" in unavailable
         monkeypatch.setenv("STRATMASTER_S3_PROFILE_TESTMINIO_ACCESS_KEY", access)
@@ -429,16 +433,16 @@ async def test_s3_source_on_minio_detects_changes_by_etag(client, settings, monk
             monkeypatch.setenv("STRATMASTER_S3_PROFILE_TESTMINIO_MISSIONS", mission if env != "MISSIONS" else value)
             monkeypatch.setenv(f"STRATMASTER_S3_PROFILE_TESTMINIO_{env}", value)
             with pytest.raises(WorkflowFailureError) as err:
-                await _add(client, mission, "bucket", spec3)
+                await _add(client, s, mission, "bucket", spec3)
             assert str(err.value.cause) == unavailable and "10.1.2.3" not in unavailable, env
             monkeypatch.delenv(f"STRATMASTER_S3_PROFILE_TESTMINIO_{env}")
         monkeypatch.setenv("STRATMASTER_S3_PROFILE_TESTMINIO_MISSIONS", mission)
         with pytest.raises(WorkflowFailureError) as err:
-            await _add(client, mission, "bucket", spec3)
+            await _add(client, s, mission, "bucket", spec3)
         assert err.value.cause.type == "SourceUnavailable" and "loopback" in str(err.value.cause), err.value.cause
         monkeypatch.setenv("STRATMASTER_S3_PROFILE_TESTMINIO_ENDPOINT", endpoint)  # the operator pins it: allowed
         monkeypatch.setenv("STRATMASTER_S3_PROFILE_TESTMINIO_BUCKETS", f"{bucket}/reports")
-        added = await _add(client, mission, "bucket", spec3)
+        added = await _add(client, s, mission, "bucket", spec3)
         assert added.status == "created" and added.location == f"http://{endpoint}/{bucket}/reports/"
         assert await _schedule_exists(client, mission, "bucket")
 
@@ -501,14 +505,27 @@ async def test_isolation_roles_schedule_run_lease_and_empty_listing_guard(client
         stores = spec.extra["stores"]
         # a mission admin without platform-admin cannot register a directory
         with pytest.raises(WorkflowFailureError) as err:
-            await _add(client, a, "shared", DirectorySpec(path=str(root_a)), roles=["mission:srca:admin"])
+            await _add(client, s, a, "shared", DirectorySpec(path=str(root_a)), roles=["mission:srca:admin"])
         assert err.value.cause.type == "Forbidden"
         assert not await _schedule_exists(client, a, "shared")
+        # a plain Temporal client claiming platform-admin (no signature), or signing with a key of its own,
+        # or reusing a principal signed for another mission: refused by the activity itself
+        forged = principals.sign_principal(b"not-the-platform-key", a, "mallory", ADMIN)
+        other = principals.sign_principal(principals.load_key(s), b, "test", ADMIN)
+        for principal in (None, forged, other, "garbage.token"):
+            with pytest.raises(WorkflowFailureError) as err:
+                await client.execute_workflow(
+                    AddSourceWorkflow.run,
+                    AddSourceInput(mission=a, source=SourceDefinition(source_id="forged", spec=DirectorySpec(
+                        path=str(root_a))), actor="mallory", actor_roles=ADMIN, principal=principal),
+                    id=add_workflow_id(a, "forged"), task_queue=queues.INGESTION)
+            assert err.value.cause.type == "Forbidden" and "signed" in str(err.value.cause), principal
+        assert not await _schedule_exists(client, a, "forged")
         with pytest.raises(WorkflowFailureError) as err:
-            await _add(client, a, "missing", DirectorySpec(path=str(session_dir / "no-such-dir")))
+            await _add(client, s, a, "missing", DirectorySpec(path=str(session_dir / "no-such-dir")))
         assert err.value.cause.type == "SourceUnavailable"
 
-        await _add(client, a, "shared", DirectorySpec(path=str(root_a)))
+        await _add(client, s, a, "shared", DirectorySpec(path=str(root_a)))
         synced, _ = await _sync(client, a, "shared")
         assert synced.totals.ingested == 2
         counts_a = await store_counts(stores, s, a)
@@ -527,7 +544,7 @@ async def test_isolation_roles_schedule_run_lease_and_empty_listing_guard(client
         assert await _schedule_exists(client, a, "shared")
 
         # B's own source of the same id is a different one
-        await _add(client, b, "shared", DirectorySpec(path=str(root_b)))
+        await _add(client, s, b, "shared", DirectorySpec(path=str(root_b)))
         synced_b, _ = await _sync(client, b, "shared")
         assert synced_b.totals.ingested == 1
         status_a = await _status(client, a, "shared")
@@ -604,7 +621,7 @@ async def test_many_files_page_through_bounded_payloads_and_replay(client, setti
             with open(root / f"d{d}" / f"f{i:03d}.txt", "wb") as fh:
                 fh.truncate(TEST_MAX_BYTES + 1)
     async with ingestion_worker(client, s):
-        await _add(client, mission, "many", DirectorySpec(path=str(root)))
+        await _add(client, s, mission, "many", DirectorySpec(path=str(root)))
         first, run = await _sync(client, mission, "many", scan_limit=60, page_size=40, pages_per_run=4)
         t = first.totals
         assert (t.listed, t.new, t.failed, t.ingested) == (400, 400, 400, 0), t
@@ -801,7 +818,7 @@ async def test_long_paths_whose_clipped_labels_collide_still_get_their_outcome(c
     (root / ("z" * 250 + ".txt")).write_text(_text("long_z"))
     assert len(str(deep / f"{stem}_a.txt")) > 300
     async with ingestion_worker(client, s) as spec:
-        await _add(client, mission, "long", DirectorySpec(path=str(root)))
+        await _add(client, s, mission, "long", DirectorySpec(path=str(root)))
         first, _ = await _sync(client, mission, "long")
         assert (first.totals.new, first.totals.ingested, first.totals.failed) == (4, 3, 1), first.totals
         files = _files(await _status(client, mission, "long"))

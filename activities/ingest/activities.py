@@ -58,6 +58,8 @@ from stratmaster.contracts.ingestion import (
     IngestGroupResult, RecordFailureInput,
 )
 from stratmaster.contracts.knowledge import Chunk
+from stratmaster import principals
+from stratmaster.contracts.sources import FORBIDDEN
 from stratmaster.errors import BAD_INPUT, NON_RETRYABLE, OVERSIZED, bad_input, redact
 from activities.mission_config import MissionConfigReader
 
@@ -203,7 +205,7 @@ class IngestionActivities:
                 if str(i) in done:
                     continue
                 try:
-                    if await self._too_big_for_group(ref, req.max_doc_bytes):
+                    if await self._too_big_for_group(req.mission, ref, req.max_doc_bytes):
                         continue  # results[i] stays None: the workflow ingests it alone
                     p = await self._prepare(tenant, req.mission, req.batch_id, ref, beat, info.attempt,
                                             max_bytes=req.max_doc_bytes)
@@ -354,10 +356,21 @@ class IngestionActivities:
             content_type=p.parsed.content_type, title=p.title, object_key=p.object_key, chars=len(p.parsed.text),
             chunks=len(chunks), entities=len(extraction.entities), relations=len(extraction.relations))
 
-    async def _too_big_for_group(self, ref: DocumentRef, max_bytes: int) -> bool:
+    def _path_refusal(self, mission: str, ref: DocumentRef) -> str | None:
+        """Why the worker may not read `ref.path` (None: a valid grant for this path and mission)."""
+        try:
+            principals.verify_path(principals.load_key(self.settings), ref.grant, mission, ref.path or "")
+        except principals.GrantRefused as exc:
+            return (f"{ref.path}: reading the ingestion worker's filesystem needs a platform admin's signed grant "
+                    f"for this path and mission ({exc}); upload the file, or ingest through the API or CLI")
+        return None
+
+    async def _too_big_for_group(self, mission: str, ref: DocumentRef, max_bytes: int) -> bool:
         """Cheap size check before reading (paths, inline); object keys are checked once read.
         Unreadable paths are not 'too big': reading them fails with the readable reason."""
         if ref.path is not None:
+            if self._path_refusal(mission, ref):
+                return False  # not even a stat of a path nobody granted: reading it fails with the reason
             try:
                 size = Path(ref.path).expanduser().stat().st_size
             except OSError:
@@ -388,6 +401,9 @@ class IngestionActivities:
         limit = self.settings.max_document_bytes
         too_big = "{name}: {size} bytes is over the limit of {limit} bytes (STRATMASTER_MAX_DOCUMENT_BYTES)"
         if ref.path is not None:
+            refused = self._path_refusal(mission, ref)
+            if refused:
+                raise bad_input(refused, FORBIDDEN)
             path = Path(ref.path).expanduser()
             try:
                 size = path.stat().st_size

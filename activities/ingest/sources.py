@@ -58,7 +58,7 @@ from activities.heartbeat import heartbeat, keep_alive
 from activities.ops.retention import DOCUMENT_COLUMNS, purge_document
 from activities.resources import Resources
 from activities.stores.tenants import require_mission
-from stratmaster import schedules
+from stratmaster import principals, schedules
 from stratmaster.addresses import TargetRefused, resolve_host
 from stratmaster.contracts.ingestion import EMPTY_DOCUMENT, DocumentRef, SourceObjectRef
 from stratmaster.contracts.sources import (
@@ -592,10 +592,18 @@ class SourceActivities:
         tenant = await require_mission(self.pool, req.mission)
         d = req.source
         spec = d.spec
+        audit_roles: list[str] = req.actor_roles
         if isinstance(spec, DirectorySpec):
-            if PLATFORM_ADMIN not in req.actor_roles:
+            # the roles must come signed (stratmaster/principals.py): the input's actor_roles are only a claim
+            try:
+                signer, audit_roles = principals.verify_principal(principals.load_key(self.settings), req.principal,
+                                                                  req.mission)
+            except principals.GrantRefused as exc:
+                raise bad_input(f"only a platform admin ({PLATFORM_ADMIN}) may register a directory source, with a "
+                                f"principal signed by the API or the CLI; this request has {exc}", FORBIDDEN) from None
+            if PLATFORM_ADMIN not in audit_roles:
                 raise bad_input(f"only a platform admin ({PLATFORM_ADMIN}) may register a directory source; "
-                                f"{req.actor!r} is not one", FORBIDDEN)
+                                f"{signer!r} is not one", FORBIDDEN)
             real = os.path.realpath(spec.path)
             if real != spec.path:  # every sync and read checks the root still is this real path
                 raise bad_input(f"directory {spec.path} passes through a symbolic link; register the real path "
@@ -644,7 +652,7 @@ class SourceActivities:
             if status != "unchanged":
                 await _audit(conn, req.actor, req.mission, f"source.{'add' if status == 'created' else 'update'}",
                              d.source_id, {"kind": spec.kind, "location": spec.location(),
-                                           "interval_seconds": d.interval_seconds, "roles": req.actor_roles},
+                                           "interval_seconds": d.interval_seconds, "roles": audit_roles},
                              _op_key("audit"))
         return AddSourceResult(mission=req.mission, source_id=d.source_id, status=status, location=spec.location(),
                                interval_seconds=d.interval_seconds,

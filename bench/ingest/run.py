@@ -65,10 +65,11 @@ async def main(args) -> None:
     from stratmaster.migrations import apply_migrations
     from activities.stores.tenants import ensure_tenant
     from stratmaster import queues
-    from stratmaster.contracts.ingestion import DocumentRef, IngestInput
+    from stratmaster.contracts.ingestion import IngestInput
     from stratmaster.local_postgres import LocalPostgres
     from stratmaster.local_temporal import start_local_env
     from stratmaster.search_attributes import for_mission
+    from stratmaster.principals import path_ref
     from stratmaster.settings import Settings
     from tests.conftest import free_port
     from workflows.ingestion import IngestDocumentsWorkflow
@@ -132,7 +133,7 @@ async def main(args) -> None:
         # embedding alone before and after the end-to-end run, averaged: the
         # machine may be shared, and load drifts over minutes
         before = embed_alone()
-        req = IngestInput(mission="bench", documents=[DocumentRef(path=str(p)) for p in paths],
+        req = IngestInput(mission="bench", documents=[path_ref(settings, "bench", str(p)) for p in paths],
                           batch_id=f"bench-{uuid.uuid4().hex[:8]}", slice_size=args.slice_size,
                           max_concurrent_slices=args.slices, doc_concurrency=args.doc_concurrency)
         with ThreadPoolExecutor(spec.max_concurrent_activities) as ex:

@@ -47,6 +47,9 @@ class DocumentRef(BaseModel):
     name: PlainText | None = Field(default=None, max_length=1024)
     content_b64: str | None = None
     source_object: SourceObjectRef | None = None
+    # `path` only: the starter's signed grant to read that path for this mission (stratmaster/principals.py);
+    # the worker refuses a path without one (a Temporal client bypasses the API's platform-admin check)
+    grant: str | None = Field(default=None, max_length=4096)
 
     @model_validator(mode="after")
     def _one_source(self) -> "DocumentRef":

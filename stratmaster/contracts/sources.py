@@ -156,9 +156,11 @@ class AddSourceInput(BaseModel):
     mission: MissionId
     source: SourceDefinition
     actor: PlainText = Field(default="unknown", max_length=200)
-    # roles of the actor, checked by the activity too (a plain JSON start bypasses the API):
-    # kind "directory" needs "platform-admin"
+    # roles of the actor as the starter says (recorded in the audit row, never trusted: a plain JSON
+    # start bypasses the API); kind "directory" needs `principal`, a platform admin's principal for
+    # this mission signed by the API or the CLI (stratmaster/principals.py)
     actor_roles: list[Annotated[str, StringConstraints(max_length=200)]] = Field(default_factory=list, max_length=100)
+    principal: str | None = Field(default=None, max_length=4096)
 
 
 class AddSourceResult(BaseModel):

@@ -27,7 +27,7 @@ from starters.api.temporal_ops import (
     status_name,
 )
 from starters.auth import READ, WRITE, Principal
-from stratmaster import queues
+from stratmaster import principals, queues
 from stratmaster.contracts.ingestion import BATCH_ID_PATTERN, IngestInput, workflow_id_for
 from stratmaster.contracts.sources import SOURCE_BATCH_PREFIX
 from stratmaster.settings import Settings
@@ -98,9 +98,12 @@ async def ingest_documents(request: Request, idempotency_key: IdempotencyKey = N
     req = parse_model(IngestInput, {"documents": [d.model_dump(exclude_none=True) for d in body.documents],
                                     "batch_id": body.batch_id}, mission=mission)
     for i, ref in enumerate(req.documents):
-        if ref.path is not None and not principal.is_platform_admin:
-            raise ApiError(403, "forbidden", f"documents[{i}]: 'path' reads the worker's filesystem; "
-                                             "platform-admin only (upload the file or use 'object_key')")
+        if ref.path is not None:
+            if not principal.is_platform_admin:
+                raise ApiError(403, "forbidden", f"documents[{i}]: 'path' reads the worker's filesystem; "
+                                                 "platform-admin only (upload the file or use 'object_key')")
+            # the worker reads a path only with this platform's signed grant for it (stratmaster/principals.py)
+            ref.grant = principals.sign_path(principals.load_key(settings), mission, ref.path)
         if ref.content_b64 is not None:
             try:
                 size = len(base64.b64decode(ref.content_b64, validate=True))

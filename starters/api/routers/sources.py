@@ -27,7 +27,7 @@ from starters.api.temporal_ops import (
 )
 from starters.failures import failure_message, failure_type
 from starters.auth import ADMIN, PLATFORM_ADMIN, READ, WRITE, Principal
-from stratmaster import queues
+from stratmaster import principals, queues
 from stratmaster.contracts import sources as src
 from stratmaster.contracts.ingestion import MAX_LISTED_FAILURES, SOURCE_ID_PATTERN
 from stratmaster.errors import BAD_INPUT, UNKNOWN_MISSION
@@ -161,8 +161,12 @@ async def add_source(request: Request, access: MissionAccess = Depends(mission_a
         raise ApiError(403, "forbidden", "a directory source lets the workers read every file below it: "
                                          "only a platform admin may register one")
     definition = parse_model(src.SourceCreateRequest, body.model_dump()).definition()
-    req = src.AddSourceInput(mission=mission, source=definition, actor=principal.actor[:200],
-                             actor_roles=_actor_roles(principal, mission))
+    roles = _actor_roles(principal, mission)
+    # signed: the worker trusts the roles only with this platform's signature (stratmaster/principals.py)
+    signed = principals.sign_principal(principals.load_key(request.app.state.settings), mission, principal.actor[:200],
+                                       roles)
+    req = src.AddSourceInput(mission=mission, source=definition, actor=principal.actor[:200], actor_roles=roles,
+                             principal=signed)
     started = await start_workflow(client, ADD_SOURCE_WORKFLOW, req,
                                    workflow_id=src.add_workflow_id(mission, body.source_id),
                                    task_queue=queues.INGESTION, mission=mission, idempotent=False,
