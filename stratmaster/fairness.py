@@ -15,7 +15,13 @@ from temporalio.common import Priority, TypedSearchAttributes
 
 from stratmaster.search_attributes import MISSION_SA
 
-SERVER_ARGS: tuple[str, ...] = ("--dynamic-config-value", "matching.enableFairness=true")
+# one partition per task queue on the single-node dev server: fairness orders the tasks of one
+# partition, and with the default four a mission's tasks are spread over four separate orders
+SERVER_ARGS: tuple[str, ...] = (
+    "--dynamic-config-value", "matching.enableFairness=true",
+    "--dynamic-config-value", "matching.numTaskqueueReadPartitions=1",
+    "--dynamic-config-value", "matching.numTaskqueueWritePartitions=1",
+)
 
 
 def for_mission(mission: str) -> Priority:

@@ -270,7 +270,8 @@ async def test_fair_use_limits_answer_429_with_retry_after(client, settings, wor
         wid = started[0]
         async with http.stream("GET", f"/research/{wid}/events") as first:
             assert first.status_code == 200
-            await first.aiter_lines().__anext__()  # the stream is open (its first event)
+            lines = first.aiter_lines()  # kept: a dropped line iterator closes the response, and the stream
+            await lines.__anext__()  # the stream is open (its first event)
             second = await http.get(f"/research/{wid}/events")
             assert second.status_code == 429 and second.headers["Retry-After"] and "event streams" in second.text
         for _ in range(50):  # the server sees the disconnect at its next poll
