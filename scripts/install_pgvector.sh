@@ -21,7 +21,7 @@ if [ -f "$SHARE/vector--$PGVECTOR_VERSION.sql" ] && [ -f "/usr/lib/postgresql/$P
   exit 0
 fi
 echo "install_pgvector: building pgvector $PGVECTOR_VERSION for PostgreSQL $PG_MAJOR"
-if [ ! -x "/usr/lib/postgresql/$PG_MAJOR/bin/pg_config" ] || [ ! -d "/usr/include/postgresql/$PG_MAJOR/server" ]; then
+if [ ! -x "/usr/lib/postgresql/$PG_MAJOR/bin/pg_config" ] || [ ! -f "/usr/include/postgresql/$PG_MAJOR/server/postgres.h" ]; then
   apt_install "postgresql-server-dev-$PG_MAJOR" make gcc
 fi
 command -v go >/dev/null || { echo "install_pgvector: needs Go (the module proxy client)" >&2; exit 1; }
