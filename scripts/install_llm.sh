@@ -28,7 +28,7 @@ marker="$VENV/.stratmaster-llama"
 [ "$(cat "$marker" 2>/dev/null)" = "$key smoke-ok" ] && exit 0
 
 if ! ls "$wheels"/llama_cpp_python-*.whl >/dev/null 2>&1; then
-  echo "install_llm: building llama-cpp-python for a portable x86-64 CPU (once, ~5 min on 2 cores; cached in $wheels)"
+  echo "install_llm: building llama-cpp-python for a portable x86-64 CPU (once, ~10 min on 2 cores; cached in $wheels)"
   rm -rf "$wheels.part" && mkdir -p "$wheels.part"
   printf '%s\n' "$req" > "$wheels.part/requirement.txt"
   CMAKE_ARGS="$CMAKE_ARGS" CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}" \
