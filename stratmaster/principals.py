@@ -33,11 +33,20 @@ class GrantRefused(ValueError):
     """A grant that is missing, forged, expired or for something else."""
 
 
+_FILE_KEYS: dict[Path, bytes] = {}  # read once per process: ingestion checks a grant for every document
+
+
 def load_key(settings: Any) -> bytes:
     configured = getattr(settings, "principal_key", None)
     if configured is not None and configured.get_secret_value():
         return configured.get_secret_value().encode()
     path = Path(settings.abs_data_dir) / KEY_FILE
+    if path not in _FILE_KEYS:
+        _FILE_KEYS[path] = _read_or_make(path)
+    return _FILE_KEYS[path]
+
+
+def _read_or_make(path: Path) -> bytes:
     try:
         return path.read_bytes()
     except FileNotFoundError:

@@ -75,10 +75,10 @@ class Limits:
         """One request that starts work, for `actor` in `mission`: 429 when either bucket is empty
         (nothing is spent then, so a refused request costs the caller nothing but the wait)."""
         with self._lock:
-            wait = max(self.principals.wait_for(actor), self.missions.wait_for(mission))
-            if wait > 0:
-                who = "your" if self.principals.wait_for(actor) > 0 else f"mission {mission!r}'s"
-                raise too_many(f"{who} rate of requests that start work is used up", wait)
+            own, shared = self.principals.wait_for(actor), self.missions.wait_for(mission)
+            if own > 0 or shared > 0:
+                who = "your" if own > 0 else f"mission {mission!r}'s"
+                raise too_many(f"{who} rate of requests that start work is used up", max(own, shared))
             self.principals.spend(actor)
             self.missions.spend(mission)
 
