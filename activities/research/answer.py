@@ -18,8 +18,13 @@ MAX_SENTENCES = 2
 SECOND_SENTENCE_SHARE = 0.85  # a second sentence only when nearly as confident as the first
 
 
+def _quote(c: Citation) -> str:
+    """A citation's quote with its whitespace runs made single spaces (wrapped lines quote alike)."""
+    return " ".join(c.quote.split())
+
+
 def _same_quote(a: Citation, b: Citation) -> bool:
-    return " ".join(a.quote.split()) == " ".join(b.quote.split())
+    return _quote(a) == _quote(b)
 
 
 def build_answer(question: str, findings: Sequence[Claim], method: str = "extractive") -> Answer:
@@ -34,7 +39,7 @@ def build_answer(question: str, findings: Sequence[Claim], method: str = "extrac
                 sentences.append(AnswerSentence(text=f.text, citations=list(f.supporting)))
                 continue
             first = f.supporting[0]
-            text = " ".join(first.quote.split())
+            text = _quote(first)
             if any(text == s.text for s in sentences):
                 continue
             sentences.append(AnswerSentence(text=text, citations=[c for c in f.supporting if _same_quote(c, first)]))
@@ -50,8 +55,8 @@ def part_findings(own: Sequence[Claim], candidates: Sequence[Claim], findings: S
     "not answered" beside a finding that answers it."""
     if own:
         return list(own[:1])
-    quotes = {" ".join(c.quote.split()) for cand in candidates for c in cand.supporting}
-    return [f for f in findings if any(" ".join(c.quote.split()) in quotes for c in f.supporting)][:1]
+    quotes = {_quote(c) for cand in candidates for c in cand.supporting}
+    return [f for f in findings if any(_quote(c) in quotes for c in f.supporting)][:1]
 
 
 def combine_answers(question: str, whole: Answer, parts: Sequence[Answer]) -> Answer:

@@ -104,6 +104,13 @@ class Limits:
                     else:
                         self._streams.pop(k, None)
 
+    def open_stream(self, actor: str, mission: str, events: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+        """`events` holding one stream slot of `actor` and of `mission` until it ends or is dropped;
+        429 now (before any byte is sent) when either has its streams open already."""
+        slot = self.stream(actor, mission)
+        slot.__enter__()
+        return held(slot, events)
+
     def open_streams(self, actor: str) -> int:
         return self._streams.get(f"p:{actor}", 0)
 

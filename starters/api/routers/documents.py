@@ -19,7 +19,6 @@ from starters.api.bodies import (
 )
 from starters.api.deps import IdempotencyKey, MissionAccess, WorkflowIdPath, get_temporal, mission_access, principal_dep
 from starters.api.errors import AUTH_ERRORS, ApiError, error_responses, too_large, validation_error
-from starters.api.limits import held
 from starters.api.events import EventStream, changed, event_stream_responses, workflow_events
 from starters.api.openapi import body_ref
 from starters.api.temporal_ops import (
@@ -187,7 +186,6 @@ async def ingestion_events_stream(request: Request, workflow_id: WorkflowIdPath,
                 **await closed_outcome(h, closed.status)}
 
     opening = {"workflow_id": workflow_id, "mission": mission, "status": status_name(desc.status)}
-    slot = request.app.state.limits.stream(principal.actor, mission)
-    slot.__enter__()  # 429 when the caller or the mission has its streams open already; released as it ends
-    return EventStream(held(slot, workflow_events(request, handle, opening=opening, query="progress",
-                                                  differ=ingestion_events, outcome=outcome)))
+    # 429 when the caller or the mission has its streams open already; the slot is freed as the stream ends
+    return EventStream(request.app.state.limits.open_stream(principal.actor, mission, workflow_events(
+        request, handle, opening=opening, query="progress", differ=ingestion_events, outcome=outcome)))

@@ -18,7 +18,6 @@ from starters.api.bodies import NO_NUL, RESEARCH_BODY_LIMIT, integral_numbers, p
 from starters.api.deps import IdempotencyKey, MissionAccess, WorkflowIdPath, get_temporal, mission_access, principal_dep
 from starters.api.errors import AUTH_ERRORS, ApiError, error_responses, validation_error
 from starters.api.events import EventStream, changed, event_stream_responses, workflow_events
-from starters.api.limits import held
 from starters.api.openapi import body_ref
 from starters.api.temporal_ops import (
     QUERY_RPC_TIMEOUT, RESEARCH_WORKFLOW, WorkflowStarted, closed_outcome, describe_for, idempotent_suffix,
@@ -198,7 +197,6 @@ async def research_events_stream(request: Request, workflow_id: WorkflowIdPath,
         return ResearchStatus.model_validate(await research_status_body(h, closed, mission)).model_dump(mode="json")
 
     opening = {"workflow_id": workflow_id, "mission": mission, "status": status_name(desc.status)}
-    slot = request.app.state.limits.stream(principal.actor, mission)
-    slot.__enter__()  # 429 when the caller or the mission has its streams open already; released as it ends
-    return EventStream(held(slot, workflow_events(request, handle, opening=opening, query="progress",
-                                                  differ=research_events, outcome=outcome)))
+    # 429 when the caller or the mission has its streams open already; the slot is freed as the stream ends
+    return EventStream(request.app.state.limits.open_stream(principal.actor, mission, workflow_events(
+        request, handle, opening=opening, query="progress", differ=research_events, outcome=outcome)))
