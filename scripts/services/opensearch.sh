@@ -34,7 +34,7 @@ _opensearch_fetch() {
   [ -s "$dest" ] && return 0
   mkdir -p "$(dirname "$dest")" || return 1
   _opensearch_log "downloading $(basename "$dest") from Maven Central (once)"
-  retry curl -fsSL --connect-timeout 20 --max-time 900 -o "$dest.part" "$url" || { _opensearch_log "download failed: $url"; return 1; }
+  fetch_url "$url" "$dest.part" || { _opensearch_log "download failed: $url"; return 1; }
   want="$(retry curl -fsSL --connect-timeout 20 --max-time 60 "$url.sha1")" || { _opensearch_log "sha1 download failed: $url.sha1"; return 1; }
   got="$(sha1sum "$dest.part" | cut -d' ' -f1)"
   [ "${want:0:40}" = "$got" ] || { _opensearch_log "checksum mismatch for $url"; rm -f "$dest.part"; return 1; }
