@@ -40,7 +40,10 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-from bench.research_qa.run import HTML_ROOT, corpus_pages, load_questions  # noqa: E402
+from bench.research_qa.corpora import CORPORA, load_questions  # noqa: E402
+
+PYDOC = CORPORA["pydoc"]
+HTML_ROOT = PYDOC.root
 
 MISSION = "bench_scale"
 
@@ -124,8 +127,8 @@ async def main(args) -> dict:
     from workflows.ingestion import IngestDocumentsWorkflow
     from workflows.research import ResearchWorkflow
 
-    questions = [q["question"] for q in load_questions()][: args.questions]
-    first = corpus_pages()
+    questions = [q["question"] for q in load_questions(PYDOC)][: args.questions]
+    first = PYDOC.pages(ROOT / ".data")
     rest = sorted(p for p in (HTML_ROOT / "library").rglob("*.html"))
     bench_dir = Path(os.environ.get("STRATMASTER_BENCH_DIR", ROOT / ".data" / "bench-research-scale")).resolve()
     bench_dir.mkdir(parents=True, exist_ok=True)

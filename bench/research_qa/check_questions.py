@@ -1,6 +1,6 @@
-"""Check bench/research_qa/questions.jsonl against the Python 3.11 HTML manual.
+"""Check a research QA corpus's questions against its pages.
 
-    python3 bench/research_qa/check_questions.py [--questions PATH] [--html DIR]
+    python3 bench/research_qa/check_questions.py [--corpus pydoc|pgdoc|cranfield] [--questions PATH]
 
 Corpus: the HTML pages under tutorial/, faq/, howto/, reference/ and using/ of
 Debian's python3.11-doc (/usr/share/doc/python3.11/html); a page id is its path
@@ -27,8 +27,8 @@ from pathlib import Path
 
 DIRS = ("tutorial", "faq", "howto", "reference", "using")
 HTML_ROOT = Path("/usr/share/doc/python3.11/html")
-QUESTIONS = Path(__file__).resolve().parent / "questions.jsonl"
-MIN_ANSWERABLE, MIN_UNANSWERABLE, MIN_PER_DIR = 45, 18, 5
+QUESTIONS = Path(__file__).resolve().parent / "corpora" / "pydoc" / "questions.jsonl"
+MIN_ANSWERABLE, MIN_UNANSWERABLE, MIN_PER_DIR = 40, 15, 5
 
 try:
     import bs4  # type: ignore
@@ -50,17 +50,29 @@ def page_text(raw: str) -> str:
     return re.sub(r"\s+", " ", text).strip()
 
 
-def load_corpus(root: Path) -> dict[str, str]:
+def load_corpus(root: Path, corpus: str = "pydoc") -> dict[str, str]:
     pages = {}
+    if corpus != "pydoc":
+        sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+        import tempfile
+
+        from bench.research_qa.corpora import CORPORA
+
+        c = CORPORA[corpus]
+        work = Path(tempfile.mkdtemp(prefix="qa-check-"))
+        for f in c.pages(work):
+            raw = f.read_text(encoding="utf-8", errors="replace")
+            pages[c.page_id(f, work)] = page_text(raw) if f.suffix == ".html" else re.sub(r"\s+", " ", raw).strip()
+        return pages
     for d in DIRS:
         for f in sorted((root / d).glob("*.html")):
             pages[f.relative_to(root).as_posix()] = page_text(f.read_text(encoding="utf-8"))
     return pages
 
 
-def check(questions_path: Path, root: Path) -> tuple[list[str], str]:
+def check(questions_path: Path, root: Path, name: str = "pydoc") -> tuple[list[str], str]:
     fails: list[str] = []
-    corpus = load_corpus(root)
+    corpus = load_corpus(root, name)
     if not corpus:
         return [f"no corpus pages under {root} ({', '.join(DIRS)})"], ""
     ids: set[str] = set()
@@ -82,6 +94,8 @@ def check(questions_path: Path, root: Path) -> tuple[list[str], str]:
         ids.add(qid)
         if not str(q.get("question", "")).strip():
             fails.append(f"{where}: empty question")
+        if q.get("split") not in (None, "train", "dev", "test"):
+            fails.append(f"{where}: split must be train, dev or test")
         if q.get("answerable") is True:
             n_ans += 1
             gold = q.get("gold_pages") or []
@@ -95,7 +109,7 @@ def check(questions_path: Path, root: Path) -> tuple[list[str], str]:
             if not gold:
                 fails.append(f"{where}: no gold_pages")
                 continue
-            per_dir[gold[0].split("/", 1)[0]] += 1
+            per_dir[gold[0].split("/", 1)[0] if name == "pydoc" else name] += 1
             for g in gold:
                 if g not in corpus:
                     fails.append(f"{where}: gold page {g!r} not in corpus")
@@ -111,10 +125,10 @@ def check(questions_path: Path, root: Path) -> tuple[list[str], str]:
         fails.append(f"only {n_ans} answerable questions (want >= {MIN_ANSWERABLE})")
     if n_unans < MIN_UNANSWERABLE:
         fails.append(f"only {n_unans} unanswerable questions (want >= {MIN_UNANSWERABLE})")
-    for d in DIRS:
+    for d in DIRS if name == "pydoc" else ():
         if per_dir[d] < MIN_PER_DIR:
             fails.append(f"only {per_dir[d]} answerable questions with first gold page in {d}/ (want >= {MIN_PER_DIR})")
-    dist = " ".join(f"{d}={per_dir[d]}" for d in DIRS)
+    dist = " ".join(f"{d}={per_dir[d]}" for d in (DIRS if name == "pydoc" else (name,)))
     summary = (f"OK: {n_ans} answerable + {n_unans} unanswerable questions, "
                f"{len(corpus)} corpus pages, all gold patterns match ({dist}; text via "
                f"{'bs4' if bs4 is not None else 'regex'})")
@@ -123,10 +137,12 @@ def check(questions_path: Path, root: Path) -> tuple[list[str], str]:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--questions", type=Path, default=QUESTIONS)
-    ap.add_argument("--html", type=Path, default=HTML_ROOT)
+    ap.add_argument("--corpus", default="pydoc", choices=("pydoc", "pgdoc", "cranfield"))
+    ap.add_argument("--questions", type=Path, help="default: bench/research_qa/corpora/<corpus>/questions.jsonl")
+    ap.add_argument("--html", type=Path, default=HTML_ROOT, help="the Python manual's html/ (pydoc)")
     args = ap.parse_args()
-    fails, summary = check(args.questions, args.html)
+    questions = args.questions or QUESTIONS.parents[1] / args.corpus / "questions.jsonl"
+    fails, summary = check(questions, args.html, args.corpus)
     if fails:
         print(f"FAIL: {len(fails)} problem(s)")
         for f in fails:

@@ -1,29 +1,29 @@
 """Research QA bench: does research answer what the documents say, and abstain on what they don't?
 
-    bash bench/research_qa/install.sh             # Debian's python3.11-doc (the corpus)
-    python bench/research_qa/run.py [--llm] [--limit N]
+    bash bench/research_qa/install.sh                  # the corpora (Debian packages)
+    python bench/research_qa/run.py --corpus pgdoc     # one corpus: pydoc | pgdoc | cranfield | all
+    python bench/research_qa/run.py --corpus all --llm --limit 30
 
-Corpus: the Python 3.11 manual's HTML pages under tutorial/, faq/, howto/,
-reference/ and using/ (64 pages, Debian package python3.11-doc). Questions:
-bench/research_qa/questions.jsonl (answerable ones with a gold answer pattern and
-gold pages; unanswerable ones the pages cannot answer).
+Corpora and questions: bench/research_qa/corpora.py (three corpora of different kinds, each
+question in a train, dev or test split fixed before tuning on it).
 
-Everything goes through the product: a real Temporal dev server, a bench
-PostgreSQL, the real mission, ingestion and research workers in-process;
-ActivateMissionWorkflow activates the bench cartridge, IngestDocumentsWorkflow
-ingests the pages (by path), ResearchWorkflow runs every question (full mode).
-State is cached under .data/bench-research-qa (STRATMASTER_BENCH_DIR).
+Everything goes through the product: a real Temporal dev server, a bench PostgreSQL, the
+real mission, ingestion and research workers in-process; ActivateMissionWorkflow activates
+the bench cartridge (platform defaults: bm25 + dense, bar 0.3, no LLM unless --llm),
+IngestDocumentsWorkflow ingests the pages (by path), ResearchWorkflow runs every question
+(full mode). State is cached under .data/bench-research-qa/<corpus> (STRATMASTER_BENCH_DIR).
 
-Prints and writes to bench/results/research_qa[-llm].json:
-  answer@1 / answer@3: the answer / a top-3 finding states the gold answer (its
-      quote matches the pattern) and cites a gold page
+Per corpus and split, with 95% intervals (Wilson for rates, a bootstrap over questions for ECE):
+  answer@1 / answer@3: the answer / a top-3 finding states the gold answer (its quote matches
+      the pattern) and cites a gold page
   abstention: unanswerable questions with outcome insufficient_evidence
   false abstention: answerable questions that abstained
   citation precision: findings' citations whose quote is verbatim in the stored page text
-  calibration: reliability table of findings' confidence vs correctness, ECE
+  calibration: reliability table of findings' confidence vs correctness, ECE, and the share
+      of findings at or above each bar b that are correct (a bar b should hold >= b)
   latency p50/p95 of the research workflow
-`--dump` also writes every run's hits, so `bench/research_qa/tune.py` can replay
-synthesis offline.
+Writes bench/research_qa/results.json and results.md (date, command, machine; one section per
+corpus). `--dump` also writes every run's hits, so bench/research_qa/tune.py can replay synthesis.
 """
 from __future__ import annotations
 
@@ -32,12 +32,15 @@ import asyncio
 import json
 import math
 import os
+import platform
+import random
 import re
 import statistics
 import sys
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -45,25 +48,30 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-HTML_ROOT = Path("/usr/share/doc/python3.11/html")
-SECTIONS = ("tutorial", "faq", "howto", "reference", "using")
-QUESTIONS = Path(__file__).with_name("questions.jsonl")
-MISSION = "bench_pydoc"
+from bench.research_qa.corpora import CORPORA, Corpus, load_questions  # noqa: E402
 
-
-def corpus_pages(root: Path = HTML_ROOT) -> list[Path]:
-    if not root.is_dir():
-        sys.exit(f"{root} is missing: run `bash bench/research_qa/install.sh` (Debian python3.11-doc)")
-    return sorted(p for s in SECTIONS for p in (root / s).rglob("*.html"))
-
-
-def load_questions(path: Path = QUESTIONS) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+SPLITS = ("train", "dev", "test")
+RESULTS = Path(__file__).with_name("results.json")
 
 
 def pct(values: list[float], p: float) -> float:
     v = sorted(values)
     return v[min(len(v) - 1, max(0, math.ceil(p / 100 * len(v)) - 1))] if v else float("nan")
+
+
+def wilson(k: int, n: int, z: float = 1.96) -> list[float] | None:
+    """95% Wilson score interval of k successes in n."""
+    if n == 0:
+        return None
+    p = k / n
+    d = 1 + z * z / n
+    c = (p + z * z / (2 * n)) / d
+    h = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
+    return [round(max(0.0, c - h), 3), round(min(1.0, c + h), 3)]
+
+
+def rate(k: int, n: int) -> dict | None:
+    return {"value": round(k / n, 3), "k": k, "n": n, "ci95": wilson(k, n)} if n else None
 
 
 # ---------------------------------------------------------------- scoring
@@ -111,25 +119,48 @@ def score_run(questions: list[dict], results: dict[str, dict], page_of: dict[str
             at3 += 1
     abstained = sum(results[q["id"]]["outcome"] == "insufficient_evidence" for q in unanswerable)
     cites = verbatim = 0
-    points = []
+    points, by_question = [], []
     for q in questions:
+        mine = []
         for c in results[q["id"]]["claims"]:
-            points.append((c["confidence"], correct_claim(c, q, page_of)))
+            mine.append((c["confidence"], correct_claim(c, q, page_of)))
             for x in c["supporting"]:
                 cites += 1
                 text = page_text.get(x["document_id"], "")
                 verbatim += text[x["start"]:x["end"]] == x["quote"]
+        points += mine
+        by_question.append(mine)
     table, ece = reliability(points) if points else ([], float("nan"))
+    # every claim, presented or below the bar: is a confidence of b right at least b of the time?
+    every = [(c["confidence"], correct_claim(c, q, page_of))
+             for q in questions for c in results[q["id"]]["claims"] + results[q["id"]].get("below_bar", [])]
+    holds = {str(b): rate(sum(y for c, y in every if c >= b), sum(1 for c, _ in every if c >= b))
+             for b in (0.3, 0.4, 0.5, 0.6, 0.7, 0.8)}
     lat = [results[q["id"]]["latency_ms"] for q in questions]
     return {
         "answerable": len(answerable), "unanswerable": len(unanswerable),
-        "answer@1": round(at1 / len(answerable), 3), "answer@3": round(at3 / len(answerable), 3),
-        "abstention": round(abstained / len(unanswerable), 3) if unanswerable else None,
-        "false_abstention": round(false_abst / len(answerable), 3),
+        "answer@1": rate(at1, len(answerable)), "answer@3": rate(at3, len(answerable)),
+        "abstention": rate(abstained, len(unanswerable)),
+        "false_abstention": rate(false_abst, len(answerable)),
         "citation_precision": round(verbatim / cites, 4) if cites else None, "citations": cites,
-        "findings": len(points), "ece": ece, "reliability": table,
+        "findings": len(points), "ece": ece, "ece_ci95": bootstrap_ece(by_question), "reliability": table,
+        "correct_at_or_above": holds,
         "latency_ms": {"p50": round(pct(lat, 50), 1), "p95": round(pct(lat, 95), 1)},
     }
+
+
+def bootstrap_ece(by_question: list[list[tuple[float, bool]]], rounds: int = 1000) -> list[float] | None:
+    """95% interval of the ECE, resampling questions (a question's findings move together)."""
+    if not any(by_question):
+        return None
+    rng = random.Random(7)
+    eces = []
+    for _ in range(rounds):
+        pts = [p for _ in by_question for p in by_question[rng.randrange(len(by_question))]]
+        if pts:
+            eces.append(reliability(pts)[1])
+    eces.sort()
+    return [round(eces[int(0.025 * len(eces))], 4), round(eces[int(0.975 * len(eces)) - 1], 4)]
 
 
 # ---------------------------------------------------------------- run
@@ -138,7 +169,7 @@ MIN_CONFIDENCE = 0.3  # the bench mission's bar: findings are correct at least 3
 BARS = (0.2, 0.25, 0.3, 0.35, 0.4, 0.5)
 
 
-def bench_cartridge(llm: bool, min_confidence: float) -> str:
+def bench_cartridge(corpus: Corpus, llm: bool, min_confidence: float) -> str:
     import hashlib
 
     import yaml
@@ -148,7 +179,7 @@ def bench_cartridge(llm: bool, min_confidence: float) -> str:
     patch = int(hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:6], 16)  # a version per content
     return yaml.safe_dump({
         "format": 1,
-        "metadata": {"id": MISSION, "name": "Python 3.11 manual (research QA bench)", "version": f"1.0.{patch}",
+        "metadata": {"id": mission_of(corpus), "name": f"{corpus.title} (research QA bench)", "version": f"1.0.{patch}",
                      "owners": ["bench@example.com"]}, **body}, sort_keys=False)
 
 
@@ -164,7 +195,11 @@ def at_bar(results: dict[str, dict], bar: float) -> dict[str, dict]:
     return out
 
 
-async def main(args) -> dict:
+def mission_of(corpus: Corpus) -> str:
+    return f"bench_{corpus.name}"
+
+
+async def main(args, corpus: Corpus) -> dict:
     from temporalio.worker import Worker
 
     from workers.registry import WORKFLOW_RUNNER
@@ -174,11 +209,12 @@ async def main(args) -> dict:
     import workers.research
     from stratmaster.migrations import apply_migrations
     from stratmaster import queues
-    from stratmaster.contracts.ingestion import DocumentRef, IngestInput
+    from stratmaster.contracts.ingestion import IngestInput
     from stratmaster.contracts.missions import ActivateMissionInput
     from stratmaster.contracts.research import ResearchInput
     from stratmaster.local_postgres import LocalPostgres
     from stratmaster.local_temporal import start_local_env
+    from stratmaster.principals import path_ref
     from stratmaster.search_attributes import for_mission
     from stratmaster.settings import Settings
     from tests.conftest import free_port
@@ -186,11 +222,12 @@ async def main(args) -> dict:
     from workflows.missions import ActivateMissionWorkflow
     from workflows.research import ResearchWorkflow
 
-    questions = load_questions()
+    MISSION = mission_of(corpus)
+    questions = load_questions(corpus, tuple(args.split))
     if args.limit:
         questions = [q for q in questions if q["answerable"]][: args.limit] + [q for q in questions if not q["answerable"]][: max(1, args.limit // 3)]
-    pages = corpus_pages()
-    bench_dir = Path(os.environ.get("STRATMASTER_BENCH_DIR", ROOT / ".data" / "bench-research-qa")).resolve()
+    bench_dir = Path(os.environ.get("STRATMASTER_BENCH_DIR", ROOT / ".data" / "bench-research-qa")).resolve() / corpus.name
+    pages = corpus.pages(bench_dir)
     bench_dir.mkdir(parents=True, exist_ok=True)
     os.chmod(bench_dir, 0o755)
     pg = LocalPostgres(data_dir=bench_dir / "pg", port=free_port())
@@ -216,12 +253,12 @@ async def main(args) -> dict:
             for w in running:
                 asyncio.ensure_future(w.run())
             act = await client.execute_workflow(
-                ActivateMissionWorkflow.run, ActivateMissionInput(cartridge_text=bench_cartridge(args.llm, args.min_confidence), actor="bench"),
+                ActivateMissionWorkflow.run, ActivateMissionInput(cartridge_text=bench_cartridge(corpus, args.llm, args.min_confidence), actor="bench"),
                 id=f"bench-activate-{uuid.uuid4().hex[:8]}", task_queue=queues.MISSIONS, search_attributes=for_mission(MISSION))
             print(f"mission {MISSION}: {act.status} (llm {'on' if args.llm else 'off'})", file=sys.stderr)
             t0 = time.perf_counter()
             ing = await client.execute_workflow(
-                IngestDocumentsWorkflow.run, IngestInput(mission=MISSION, documents=[DocumentRef(path=str(p)) for p in pages]),
+                IngestDocumentsWorkflow.run, IngestInput(mission=MISSION, documents=[path_ref(settings, MISSION, str(p)) for p in pages]),
                 id=f"ingest-{MISSION}-{uuid.uuid4().hex[:8]}", task_queue=queues.INGESTION,
                 search_attributes=for_mission(MISSION))
             ingest_s = time.perf_counter() - t0
@@ -230,7 +267,8 @@ async def main(args) -> dict:
             rows = await pool.fetch(
                 "SELECT d.id::text AS id, d.source, d.extracted_key FROM documents d JOIN tenants t ON t.id = d.tenant_id "
                 "WHERE t.name = $1", MISSION)
-            page_of = {r["id"]: str(Path(r["source"]).relative_to(HTML_ROOT)) for r in rows if r["source"].startswith(str(HTML_ROOT))}
+            by_path = {str(p): corpus.page_id(p, bench_dir) for p in pages}
+            page_of = {r["id"]: by_path[r["source"]] for r in rows if r["source"] in by_path}
             stores = specs[queues.RESEARCH].extra["research"].stores
             page_text = {}
             for r in rows:
@@ -255,15 +293,20 @@ async def main(args) -> dict:
         for s in specs.values():
             if s.close:
                 await s.close()
-        report = score_run(questions, results, page_of, page_text)
-        report["bars"] = {str(b): {k: v for k, v in score_run(questions, at_bar(results, b), page_of, page_text).items()
-                                   if k in ("answer@1", "answer@3", "abstention", "false_abstention")} for b in BARS}
-        report |= {"min_confidence": args.min_confidence, "corpus": {"pages": len(pages), "chunks": chunks, "ingest_s": round(ingest_s, 1)},
-                   "llm": bool(args.llm), "questions": len(questions)}
+        report = {"corpus": {"name": corpus.name, "title": corpus.title, "kind": corpus.kind, "pages": len(pages),
+                             "chunks": chunks, "ingest_s": round(ingest_s, 1)},
+                  "min_confidence": args.min_confidence, "llm": bool(args.llm), "questions": len(questions),
+                  "splits": {}}
+        for split in ("all",) + SPLITS:
+            qs = [q for q in questions if split == "all" or q.get("split") == split]
+            if not qs:
+                continue
+            m = score_run(qs, results, page_of, page_text)
+            m["bars"] = {str(b): {k: v for k, v in score_run(qs, at_bar(results, b), page_of, page_text).items()
+                                  if k in ("answer@1", "answer@3", "abstention", "false_abstention")} for b in BARS}
+            report["splits"][split] = m
         print_report(report)
-        out_dir = ROOT / "bench" / "results"
-        out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / f"research_qa{'-llm' if args.llm else ''}.json").write_text(json.dumps(report, indent=2))
+        record(report, args)
         if args.dump:
             (bench_dir / f"runs{'-llm' if args.llm else ''}.json").write_text(json.dumps(
                 {"results": results, "page_of": page_of, "page_text": page_text}))
@@ -274,28 +317,81 @@ async def main(args) -> dict:
         pg.stop()
 
 
+def fmt(m: dict | None) -> str:
+    if not m:
+        return "-"
+    lo, hi = m["ci95"]
+    return f"{m['value']:.3f} [{lo:.2f}, {hi:.2f}] ({m['k']}/{m['n']})"
+
+
 def print_report(r: dict) -> None:
-    print(f"\nresearch QA over the Python 3.11 manual ({r['corpus']['pages']} pages, {r['corpus']['chunks']} chunks); "
-          f"LLM {'on' if r['llm'] else 'off'}; {r['answerable']} answerable + {r['unanswerable']} unanswerable questions")
-    print(f"  at the mission's min_confidence {r['min_confidence']}:")
-    print(f"  answer@1            {r['answer@1']:.3f}")
-    print(f"  answer@3            {r['answer@3']:.3f}   (target >= 0.8)")
-    print(f"  abstention          {r['abstention']:.3f}   (target >= 0.9)")
-    print(f"  false abstention    {r['false_abstention']:.3f}   (target <= 0.1)")
-    print(f"  citation precision  {r['citation_precision']}   ({r['citations']} citations)")
-    print(f"  ECE                 {r['ece']}   ({r['findings']} findings)")
-    print(f"  latency ms          p50 {r['latency_ms']['p50']}  p95 {r['latency_ms']['p95']}")
-    print("  other bars (findings re-gated on confidence): " + "; ".join(
-        f"{b}: answer@3 {m['answer@3']:.2f} abstention {m['abstention']:.2f} false {m['false_abstention']:.2f}"
-        for b, m in r["bars"].items()))
-    print("  reliability: " + "; ".join(f"{b['bin']}: n={b['n']} conf {b['confidence']:.2f} acc {b['accuracy']:.2f}"
-                                        for b in r["reliability"]))
+    c = r["corpus"]
+    print(f"\nresearch QA over the {c['title']} ({c['pages']} pages, {c['chunks']} chunks; ingested in {c['ingest_s']} s); "
+          f"LLM {'on' if r['llm'] else 'off'}; bar {r['min_confidence']}")
+    for split, m in r["splits"].items():
+        print(f"  [{split}] {m['answerable']} answerable + {m['unanswerable']} unanswerable")
+        print(f"    answer@1            {fmt(m['answer@1'])}")
+        print(f"    answer@3            {fmt(m['answer@3'])}")
+        print(f"    abstention          {fmt(m['abstention'])}")
+        print(f"    false abstention    {fmt(m['false_abstention'])}")
+        print(f"    citation precision  {m['citation_precision']}   ({m['citations']} citations)")
+        print(f"    ECE                 {m['ece']} {m['ece_ci95']}   ({m['findings']} findings)")
+        print("    correct at or above " + "; ".join(
+            f"{b}: {v['value']:.2f} ({v['n']})" for b, v in m["correct_at_or_above"].items() if v))
+        print(f"    latency ms          p50 {m['latency_ms']['p50']}  p95 {m['latency_ms']['p95']}")
+
+
+def record(report: dict, args) -> None:
+    """Keep this corpus's figures in results.json (one entry per corpus and LLM setting) and
+    rewrite results.md from it: the bench's one results file, with date, command and machine."""
+    data = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
+    key = f"{report['corpus']['name']}{'-llm' if args.llm else ''}"
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else platform.processor()
+    data[key] = {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+                 "command": "python bench/research_qa/run.py " + " ".join(sys.argv[1:]),
+                 "machine": f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores, {cpu}",
+                 **report}
+    RESULTS.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
+    RESULTS.with_suffix(".md").write_text(render_md(data))
+
+
+def render_md(data: dict) -> str:
+    out = ["# Research QA bench: results", "",
+           "Written by `bench/research_qa/run.py` (do not edit by hand). Rates with 95% Wilson intervals "
+           "(k/n); ECE with a 95% bootstrap interval over questions. Only the test split is held out: "
+           "see bench/research_qa/README.md for which splits informed which choices.", ""]
+    for key, r in sorted(data.items()):
+        c = r["corpus"]
+        out += [f"## {c['title']} ({key})", "",
+                f"{r['date']} · `{r['command']}` · {r['machine']}  ",
+                f"{c['kind']}; {c['pages']} pages, {c['chunks']} chunks, ingested in {c['ingest_s']} s; "
+                f"bar {r['min_confidence']}, LLM {'on' if r['llm'] else 'off'}", "",
+                "| split | questions | answer@1 | answer@3 | abstention | false abstention | ECE | citation precision | latency p50 / p95 ms |",
+                "|---|---|---|---|---|---|---|---|---|"]
+        for split, m in r["splits"].items():
+            out.append(f"| {split} | {m['answerable']} + {m['unanswerable']} | {fmt(m['answer@1'])} | {fmt(m['answer@3'])} | "
+                       f"{fmt(m['abstention'])} | {fmt(m['false_abstention'])} | {m['ece']} {m['ece_ci95']} | "
+                       f"{m['citation_precision']} | {m['latency_ms']['p50']} / {m['latency_ms']['p95']} |")
+        out += ["", "Share of findings correct at or above a confidence bar (a bar b should hold at least b):", "",
+                "| split | " + " | ".join(f">= {b}" for b in ("0.3", "0.4", "0.5", "0.6", "0.7", "0.8")) + " |",
+                "|---|" + "---|" * 6]
+        for split, m in r["splits"].items():
+            out.append(f"| {split} | " + " | ".join(
+                f"{v['value']:.2f} ({v['n']})" if v else "-" for v in m["correct_at_or_above"].values()) + " |")
+        out.append("")
+    return "\n".join(out)
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
+    parser.add_argument("--corpus", default="pydoc", choices=[*CORPORA, "all"])
+    parser.add_argument("--split", action="append", choices=SPLITS, default=[],
+                        help="only these splits' questions (repeatable; default every split)")
     parser.add_argument("--llm", action="store_true", help="with the local LLM (STRATMASTER_LLM_API_BASE: a llama.cpp server)")
     parser.add_argument("--limit", type=int, default=0, help="first N answerable (+N/3 unanswerable) questions only")
     parser.add_argument("--dump", action="store_true", help="also save every run with its hits for tune.py")
     parser.add_argument("--min-confidence", type=float, default=MIN_CONFIDENCE, help="the bench mission's quality bar")
-    asyncio.run(main(parser.parse_args()))
+    args = parser.parse_args()
+    for name in (CORPORA if args.corpus == "all" else [args.corpus]):
+        asyncio.run(main(args, CORPORA[name]))

@@ -22,7 +22,8 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from bench.research_qa.run import load_questions, reliability, states_gold  # noqa: E402
+from bench.research_qa.corpora import CORPORA, load_questions  # noqa: E402
+from bench.research_qa.run import reliability, states_gold  # noqa: E402
 
 NAMES = ["sim", "window", "cover", "passage", "key", "kind", "beside", "retrieval"]
 
@@ -147,9 +148,10 @@ def main(args):
 
     from activities.research.confidence import BIAS, CALIBRATION, WEIGHTS
 
-    bench_dir = Path(os.environ.get("STRATMASTER_BENCH_DIR", ROOT / ".data" / "bench-research-qa")).resolve()
+    bench_dir = Path(os.environ.get("STRATMASTER_BENCH_DIR", ROOT / ".data" / "bench-research-qa")).resolve() / args.corpus
     runs = json.loads((bench_dir / args.runs).read_text())
-    questions = [q for q in load_questions() if q["id"] in runs["results"]]
+    # never the test split: its questions are only reported
+    questions = [q for q in load_questions(CORPORA[args.corpus], ("train", "dev")) if q["id"] in runs["results"]]
     if args.calibrate_findings:
         return calibrate_findings(runs, questions)
     rows = load_rows(args, questions, runs, bench_dir)
@@ -230,5 +232,6 @@ if __name__ == "__main__":
                     help="refit the calibration on the dumped runs' claims (after --fit and a run.py --dump)")
     ap.add_argument("--c", type=float, default=1.0, help="inverse regularisation strength")
     ap.add_argument("--runs", default="runs.json")
+    ap.add_argument("--corpus", default="pydoc", choices=list(CORPORA))
     ap.add_argument("--refresh", action="store_true", help="recompute the sentence features")
     main(ap.parse_args())
