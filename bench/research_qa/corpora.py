@@ -74,7 +74,9 @@ def cranfield_records(root: Path) -> list[tuple[int, str, str]]:
     out = []
     for rec in re.split(r"^\.I ", path.read_text(encoding="utf-8", errors="replace"), flags=re.M)[1:]:
         num, _, body = rec.partition("\n")
-        fields = dict(re.findall(r"^\.([TABW])\n(.*?)(?=^\.[TABW]\n|\Z)", body, flags=re.M | re.S))
+        fields: dict[str, str] = {}
+        for key, value in re.findall(r"^\.([TABW])\n(.*?)(?=^\.[TABW]\n|\Z)", body, flags=re.M | re.S):
+            fields[key] = f"{fields[key]}\n{value}" if key in fields else value  # two records hold two .W
         out.append((int(num.strip()), " ".join(fields.get("T", "").split()), fields.get("W", "").strip()))
     return out
 
