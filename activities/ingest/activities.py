@@ -46,6 +46,7 @@ from activities.ingest.chunking import chunk_id, chunk_text, document_id
 from activities.ingest.embedding import Embedder, embed_passages
 from activities.ingest.entities import extract
 from activities.ingest.sandbox import parse_in_child
+from activities.ingest.structure import DocumentStructure
 from activities.ingest.parsing import ParsedDocument, page_of, safe_filename
 from activities.research.sentence_vectors import pack
 from activities.research.synthesis import passage_units
@@ -272,7 +273,7 @@ class IngestionActivities:
         their document's `sentences`, written with the chunk rows."""
         if not chunks:
             return []
-        units = [passage_units(c.text) for c in chunks]
+        units = [passage_units(c.text, c.metadata) for c in chunks]
         encoder = self.resources.sentence_encoder
         vectors, unit_vectors = await asyncio.to_thread(
             embed_passages, self.embedder, encoder, [c.text for c in chunks], [[t for _, t in us] for us in units])
@@ -321,8 +322,10 @@ class IngestionActivities:
         spans = await asyncio.to_thread(chunk_text, parsed.text, self.embedder.token_offsets,
                                         self.settings.chunk_tokens, self.settings.chunk_overlap_tokens)
         chunks = []
+        structure = DocumentStructure(parsed)
         for s in spans:
-            meta: dict[str, Any] = {"source": ref.label, "content_type": parsed.content_type, "sha256": sha}
+            meta: dict[str, Any] = {"source": ref.label, "content_type": parsed.content_type, "sha256": sha,
+                                    **structure.for_chunk(s.start, s.end)}
             page = page_of(parsed, s.start)
             if page is not None:
                 meta["page"] = page

@@ -32,7 +32,7 @@ from activities.resources import Resources
 from activities.stores.tenants import require_mission
 from activities.research.synthesis import (
     CONTRA_PROMPT, answer_parts, contradiction_candidates, extractive, llm_says_contradict, passage_lookup,
-    passage_units, unit_vectors, verify_citation, with_contradictions,
+    passage_units, unit_vectors, verify_citation, with_contradictions, with_structure,
 )
 from stratmaster.contracts.knowledge import SearchHit
 from stratmaster.contracts.missions import Cartridge
@@ -251,34 +251,40 @@ class ResearchActivities:
         return llm_synthesis.parse_expansion(answer, req.query)
 
     # ---------------------------------------------------------------- synthesise
-    async def _passage_vectors(self, tenant: uuid.UUID, hits: Sequence[SearchHit]) -> dict[str, np.ndarray]:
-        """The stored sentence vectors of the hits' chunks (unit text -> vector). A chunk
-        ingested before they were stored (or whose stored ones do not check out) gets them
-        now, and keeps them for the next run."""
+    async def _chunk_rows(self, tenant: uuid.UUID, *groups: Sequence[SearchHit]
+                          ) -> tuple[list[list[SearchHit]], dict[str, np.ndarray]]:
+        """The hits with their chunks' structure (heading path, definition terms), and the
+        chunks' stored sentence vectors (unit text -> vector). A chunk ingested before they
+        were stored (or whose stored ones do not check out) gets them now, and keeps them for
+        the next run."""
         by_id: dict[str, SearchHit] = {}
-        for h in hits:
+        for h in (h for g in groups for h in g):
             try:
                 by_id.setdefault(str(uuid.UUID(h.chunk_id)), h)
             except ValueError:
                 continue  # a web hit: no chunk row
         if not by_id:
-            return {}
+            return [list(g) for g in groups], {}
         rows = await self.pool.fetch(
-            """SELECT id::text AS id, text, sentence_spans, sentence_vectors FROM chunks
+            """SELECT id::text AS id, text, metadata, sentence_spans, sentence_vectors FROM chunks
                WHERE tenant_id = $1 AND id = ANY($2::uuid[])""", tenant, list(by_id))
         encoder = self.resources.sentence_encoder
         stored: dict[str, dict[tuple[int, int], np.ndarray]] = {}
+        meta: dict[str, dict] = {}
         missing = []
         for r in rows:
             if r["text"] != by_id[r["id"]].text:
                 continue  # not the passage the hit shows: its spans would not line up
+            m = r["metadata"]
+            meta[r["id"]] = json.loads(m) if isinstance(m, str) else (m or {})
+            by_id[r["id"]] = with_structure(by_id[r["id"]], meta[r["id"]])
             spans = unpack(r["text"], r["sentence_spans"], r["sentence_vectors"], encoder.dim, encoder.model_id)
             if spans is None:
                 missing.append(r)
             else:
                 stored[r["id"]] = spans
         if missing:
-            units = [passage_units(r["text"]) for r in missing]
+            units = [passage_units(r["text"], meta[r["id"]]) for r in missing]
             unit_vectors = await in_thread(encoder.embed_units, [[t for _, t in us] for us in units])
             await self.pool.executemany(
                 "UPDATE chunks SET sentence_spans = $3, sentence_vectors = $4 WHERE id = $1::uuid AND tenant_id = $2",
@@ -286,7 +292,14 @@ class ResearchActivities:
                  for r, us, m in zip(missing, units, unit_vectors)])
             for r, us, m in zip(missing, units, unit_vectors):
                 stored[r["id"]] = {span: row for (span, _), row in zip(us, m.astype(np.float32))}
-        return passage_lookup(list(by_id.values()), stored)
+        def structured(h: SearchHit) -> SearchHit:
+            try:
+                key = str(uuid.UUID(h.chunk_id))
+            except ValueError:
+                return h
+            return with_structure(h, meta.get(key)) if key in meta else h
+
+        return [[structured(h) for h in g] for g in groups], passage_lookup(list(by_id.values()), stored)
 
     @activity.defn(name="research_synthesise")
     async def synthesise(self, req: SynthesiseInput) -> Synthesis:
@@ -295,9 +308,8 @@ class ResearchActivities:
         gates = gates_from(cart.quality)
         notes: list[str] = []
         # sentence vectors: the chunks' stored ones, else embedded once per worker (not per run)
-        passages = await self._passage_vectors(tenant, [*req.hits, *(req.grounding_hits or [])])
+        (hits, grounding_hits), passages = await self._chunk_rows(tenant, req.hits, req.grounding_hits or [])
         embed = self.sentence_vectors.for_mission(req.mission, self.resources.sentence_encoder, passages)
-        hits = req.hits
         claims, synthesiser, dropped = None, "extractive", 0
         model = self._llm_for(cart, "synthesis", notes) if hits else None
         if model:
@@ -342,7 +354,7 @@ class ResearchActivities:
             # evidence would (their hits are what the deterministic path synthesises from)
             grounded = await in_thread(
                 functools.partial(extractive, subquestions=req.grounding_subquestions or [req.query]), req.mission,
-                req.query, req.grounding_hits, embed, req.max_claims)
+                req.query, grounding_hits, embed, req.max_claims)
             if not apply_gates(grounded, gates)[0]:
                 why = "the deterministic plan's evidence does not clear the quality bar (the model's searches alone do)"
                 below = [c.model_copy(update={"below_bar_reason": why}) for c in findings] + below

@@ -83,7 +83,7 @@ class MissionEmbed:
 
 
 # what a unit is (synthesis.passage_units): stored vectors of other units are not these units' vectors
-UNITS = "units-5"
+UNITS = "units-6"
 
 
 def stamp(model_id: str) -> bytes:

@@ -267,6 +267,15 @@ def _definitions(text: str, spans: list[tuple[int, int]]) -> set[int]:
     return found if len(found) >= 2 else set()
 
 
+def _term_at(h: SearchHit, s: int, e: int) -> str | None:
+    """The term whose description holds the sentence text[s:e] (the innermost, for nested lists)."""
+    best = None
+    for ts, te, term in h.terms:
+        if ts <= s and e <= te and (best is None or ts >= best[0]):
+            best = (ts, term)
+    return best[1] if best else None
+
+
 def hit_units(h: SearchHit) -> Iterator[Sentence]:
     """Every sentence and table row of one passage, in order, before de-duplication and
     filtering (ingestion embeds each: see passage_units). A definition list's term joins
@@ -274,10 +283,17 @@ def hit_units(h: SearchHit) -> Iterator[Sentence]:
     unit "Jython: Python implemented in Java."), which alone does not say what it describes."""
     previous, header = "", None
     spans = sentence_spans(h.text)
-    terms = _definitions(h.text, spans)
+    terms = set() if h.structured else _definitions(h.text, spans)  # guessed only where the converter knew nothing
     skip = -1
     for i, (s, e) in enumerate(spans):
         if i == skip:
+            continue
+        term = _term_at(h, s, e)
+        if term is not None:
+            # every sentence of a description is read with its term, not only the first
+            sent = Sentence(h, s, e, f"{term}: {' '.join(h.text[s:e].split())}", context=previous)
+            previous = sent.text
+            yield sent
             continue
         if i in terms:
             s1, e1 = spans[i + 1]
@@ -307,11 +323,21 @@ def hit_units(h: SearchHit) -> Iterator[Sentence]:
         yield sent
 
 
-def passage_units(text: str) -> list[tuple[tuple[int, int], str]]:
+def passage_units(text: str, structure: Mapping | None = None) -> list[tuple[tuple[int, int], str]]:
     """((start, end), text) of every unit hit_units reads in a passage: what ingestion embeds
-    and stores with the chunk, so research scores the passage's sentences without the model."""
-    return [((u.local_start, u.local_end), u.text) for u in hit_units(
-        SearchHit(chunk_id="", document_id="", text=text, start=0, end=len(text), score=0.0, source=""))]
+    and stores with the chunk, so research scores the passage's sentences without the model.
+    `structure`: the chunk's metadata (its `terms`, `structured`)."""
+    return [((u.local_start, u.local_end), u.text) for u in hit_units(with_structure(
+        SearchHit(chunk_id="", document_id="", text=text, start=0, end=len(text), score=0.0, source=""), structure))]
+
+
+def with_structure(h: SearchHit, meta: Mapping | None) -> SearchHit:
+    """The hit with its chunk's structure (metadata written at ingestion) where it has any."""
+    if not meta or not meta.get("structured"):
+        return h
+    terms = [(int(t[0]), int(t[1]), str(t[2])) for t in meta.get("terms") or []
+             if isinstance(t, (list, tuple)) and len(t) == 3]
+    return h.model_copy(update={"structured": True, "terms": terms, "section": meta.get("section")})
 
 
 def passage_lookup(hits: Sequence[SearchHit], stored: Mapping[str, Mapping[tuple[int, int], np.ndarray]]
@@ -384,7 +410,7 @@ def score_sentences(query: str, sents: list[Sentence], embed: Embed | None) -> n
         sims = np.zeros(len(sents))
     for s, sim, wsim in zip(sents, sims, window_sims):
         s.sim = float(sim)
-        s.features = features(query, weights, s.text, s.context, f"{s.hit.title or ''} {s.hit.text}", s.sim,
+        s.features = features(query, weights, s.text, s.context, f"{s.hit.title or ''} {s.hit.section or ''} {s.hit.text}", s.sim,
                               s.hit.scores.get("dense", 0.0))
         s.features["window"] = round(max(s.features["sim"], float(wsim)), 4)
         s.features["documents"] = round(1 / 3, 3)  # one supporting document until clustered into a claim

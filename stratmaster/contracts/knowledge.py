@@ -32,6 +32,11 @@ class SearchHit(BaseModel):
     title: str | None = None
     url: str | None = None
     scores: dict[str, float] = Field(default_factory=dict)  # per-retriever scores kept through fusion
+    # the converter's structure for this passage (activities/ingest/structure.py), read from the
+    # chunk row by research: the heading path, and (start, end, term) of definition descriptions
+    section: str | None = None
+    terms: list[tuple[int, int, str]] = Field(default_factory=list)
+    structured: bool = False  # the converter knew the structure: none is guessed from the text
 
 
 class Entity(BaseModel):

@@ -21,6 +21,15 @@ CONTENT_TYPES = {
 }
 
 
+@dataclass(frozen=True)
+class Block:
+    """A structural element the converter saw, as a span of the extracted text: a heading
+    ("h1".."h6"), a definition list's term ("term") and description ("definition")."""
+    start: int
+    end: int
+    kind: str
+
+
 @dataclass
 class ParsedDocument:
     text: str
@@ -28,6 +37,8 @@ class ParsedDocument:
     title: str | None = None
     # character offsets where each page starts (PDF), for chunk metadata
     page_starts: list[int] = field(default_factory=list)
+    # None: the format has no structure the converter reads (research may guess it from the text)
+    blocks: list[Block] | None = None
 
     @property
     def content_type(self) -> str:

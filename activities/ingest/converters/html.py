@@ -1,15 +1,91 @@
-"""HTML: one iterative pass over the tree, page chrome dropped, blocks on their own lines."""
+"""HTML: one iterative pass over the tree, page chrome dropped, blocks on their own lines,
+headings and definition lists reported as blocks (spans of the extracted text).
+
+Structure is marked while the text is written: a private-use character opens an element
+and another closes it. The whitespace normalisation carries the marks along (they move to
+the end of a run of whitespace they sit in, so they never split or keep a run), and the
+last step removes them, recording where each element starts and ends.
+"""
 from __future__ import annotations
 
 import re
 
-from activities.ingest.converters.base import ParsedDocument, decode_text, tidy
+from activities.ingest.converters.base import Block, ParsedDocument, decode_text, tidy
 
 _HTML_DROP = frozenset(("script", "style", "noscript", "nav", "template", "svg", "iframe", "form", "button"))
 # page chrome rarely carries content worth citing
 _HTML_DROP_ROLES = frozenset(("navigation", "banner", "contentinfo"))
 _HTML_BLOCKS = frozenset(("p", "div", "section", "article", "li", "tr", "br", "h1", "h2", "h3", "h4", "h5", "h6",
                           "table", "ul", "ol", "blockquote", "pre", "header", "footer", "main", "dd", "dt"))
+
+
+# elements reported as blocks, and the character that marks each; the closing mark is _CLOSE
+_MARKED = {"h1": "\ue001", "h2": "\ue002", "h3": "\ue003", "h4": "\ue004", "h5": "\ue005", "h6": "\ue006",
+           "dt": "\ue007", "dd": "\ue008"}
+_KIND = {v: ("term" if k == "dt" else "definition" if k == "dd" else k) for k, v in _MARKED.items()}
+_CLOSE = "\ue000"
+_MARKS = "\ue000-\ue008"
+_PRIVATE = re.compile("[\ue000-\ue008]")  # the document's own private-use characters there are dropped
+
+
+def _collapse(pattern: str, repl: str, text: str) -> str:
+    """re.sub that keeps the marks inside each match, after the replacement."""
+    return re.sub(pattern, lambda m: repl + "".join(_PRIVATE.findall(m.group(0))), text)
+
+
+def _normalise(text: str) -> str:
+    """parse_html's whitespace rules and tidy(), on text holding marks."""
+    ws = f"[ \\t\u00a0{_MARKS}]"
+    text = _collapse(f"{ws}*[ \\t\u00a0]{ws}*", " ", text)
+    text = _collapse(f"[ {_MARKS}]*\\|[ {_MARKS}]*\\n", "\n", text)
+    text = text.replace("\r\n", "\n").replace("\r", "\n").replace("\x00", "")
+    strip = " " + "".join(chr(c) for c in range(0xE000, 0xE009))
+    lines = []
+    for line in text.split("\n"):  # line.strip(), the marks of the stripped ends kept
+        core = line.strip(strip)
+        lead = line[:len(line) - len(line.lstrip(strip))]
+        trail = line[len(lead) + len(core):]
+        lines.append("".join(_PRIVATE.findall(lead)) + core + "".join(_PRIVATE.findall(trail)))
+    text = "\n".join(lines)
+    text = re.sub(f"\\n([{_MARKS}]+)(?=\\n)", r"\1", text)  # a line of marks only is no line
+    text = _collapse(f"\\n(?:[{_MARKS}]*\\n){{2,}}", "\n\n", text)
+    core = text.strip(strip + "\n")  # text.strip(), the marks of the stripped ends kept
+    if not core:
+        return "".join(_PRIVATE.findall(text))
+    at = text.index(core)
+    return "".join(_PRIVATE.findall(text[:at])) + core + "".join(_PRIVATE.findall(text[at + len(core):]))
+
+
+def _blocks(marked: str) -> tuple[str, list[Block]]:
+    """The text without marks, and the marked elements as spans of it (whitespace trimmed)."""
+    out: list[str] = []
+    blocks: list[Block] = []
+    opened: list[tuple[str, int]] = []
+    n = 0
+    for part in re.split(f"([{_MARKS}])", marked):
+        if not part:
+            continue
+        if part == _CLOSE:
+            if opened:
+                kind, start = opened.pop()
+                blocks.append(Block(start, n, kind))
+        elif part in _KIND:
+            opened.append((_KIND[part], n))
+        else:
+            out.append(part)
+            n += len(part)
+    text = "".join(out)
+    trimmed = []
+    for b in blocks:
+        start, end = b.start, b.end
+        while start < end and text[start].isspace():
+            start += 1
+        while end > start and text[end - 1].isspace():
+            end -= 1
+        if end > start:
+            trimmed.append(Block(start, end, b.kind))
+    trimmed.sort(key=lambda b: (b.start, -b.end))
+    return text, trimmed
 
 
 def _html_dropped(tag) -> bool:
@@ -63,15 +139,17 @@ def parse_html(data: bytes) -> ParsedDocument:
                 continue  # the first <title> is the title, not text
             if name == "h1" and h1 is None:
                 h1 = " ".join(t for t in (s.strip() for s in _html_strings(node, kinds)) if t)
-            if name in _HTML_BLOCKS:
+            if name in _MARKED:
+                out.append("\n" + _MARKED[name])
+                stack.append((iter(node.contents), _CLOSE + "\n"))
+            elif name in _HTML_BLOCKS:
                 out.append("\n")
                 stack.append((iter(node.contents), "\n"))
             else:
                 stack.append((iter(node.contents), " | " if name in ("td", "th") else None))
         elif type(node) in kinds:
-            out.append(node)
-    text = "".join(out)
-    text = re.sub(r"[ \t\u00a0]+", " ", text)
-    text = re.sub(r" *\| *\n", "\n", text)
-    text = "\n".join(line.strip() for line in text.split("\n"))
-    return ParsedDocument(tidy(text), "html", title=title or h1 or None)
+            out.append(_PRIVATE.sub("", node))
+    text, blocks = _blocks(_normalise("".join(out)))
+    if text != tidy(text):  # the marks disturbed the layout somewhere: the text wins, without structure
+        text, blocks = tidy(text), []
+    return ParsedDocument(text, "html", title=title or h1 or None, blocks=blocks)
