@@ -94,6 +94,8 @@ class Settings(BaseSettings):
     # as Oversized (not retried)
     parse_timeout_s: float = Field(default=60.0, gt=0)
     parse_memory_mb: int = Field(default=1024, ge=256)  # address space of the parser process
+    # the answer ranker and calibration research uses: activities/research/rankers/<name>.json
+    answer_ranker: str = Field(default="answer-ranker-1", pattern=r"^[a-z0-9][a-z0-9-]{0,63}$")
 
     # Missions: how often workers re-check a mission's active cartridge (hot reload)
     mission_config_ttl_seconds: float = 2.0

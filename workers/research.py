@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 
 from activities.research.activities import ResearchActivities
+from activities.research.confidence import use_ranker
 from activities.research.reports import ReportActivities
 from activities.resources import Resources
 from stratmaster.settings import Settings
@@ -13,6 +14,7 @@ from workflows.research import ResearchWorkflow
 
 
 async def build(settings: Settings) -> QueueSpec:
+    use_ranker(settings.answer_ranker)  # a ranker that is not there fails the worker's start, not each run
     resources = Resources(settings)
     await resources.open_pool()  # before polling: the first research must not pay for it
     # the sentence encoder too (and a missing model fails here, not on every research run)

@@ -6,27 +6,65 @@ question correctly, from its evidence.
     p = sigmoid(a * z + b * margin + c)      calibration; margin = z minus the best sentence's z for the question
     confidence = p * (0.5 + 0.5 agreement) - 0.1 (1 - agreement)   (agreement = support / (support + contradicting))
 
-The ranker is a logistic regression over every retrieved sentence of the research
-QA bench (`sim`/`window`: the sentence encoder's cosine, activities/ingest/sentence_encoder.py),
-and the calibration a Platt scaling on each question's top three (what become findings),
-both fitted by `python bench/research_qa/tune.py --fit` (cross-validated by question;
-`--calibrate-findings` checks a calibration fitted on the presented claims instead; run.py
-prints the reliability table and ECE). So a
-confidence of 0.4 means about 40% of such findings state the right answer, and a
-mission's `min_confidence` is a real bar.
+The ranker (weights, bias) and its calibration are one model file,
+activities/research/rankers/<name>.json, written by `python bench/research_qa/tune.py --fit
+--write NAME` with its training data's provenance; the platform setting `answer_ranker`
+(STRATMASTER_ANSWER_RANKER) selects one. The ranker is a logistic regression over retrieved
+sentences (`sim`/`window`: the sentence encoder's cosine, activities/ingest/sentence_encoder.py),
+the calibration a Platt scaling on each question's top three (what become findings). So a
+confidence of 0.4 means about 40% of such findings state the right answer, and a mission's
+`min_confidence` is a real bar: bench/research_qa/results.md says how far that holds on
+questions the model never saw.
 """
 from __future__ import annotations
 
+import json
 import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Mapping, Sequence
 
-# fitted by bench/research_qa/tune.py --fit (see bench/research_qa/README.md)
-WEIGHTS: dict[str, float] = {"sim": 6.309, "window": 13.172, "cover": 0.79, "passage": 4.387, "key": 1.029, "kind": 3.891,
-                             "beside": 0.786, "retrieval": 1.405, "documents": 0.5}
-BIAS = -20.14
-# Platt scaling fitted on each question's top-3 sentences (what become findings): (ranker logit,
-# margin = its logit minus the best sentence's for the same question, intercept)
-CALIBRATION = (0.523, 1.1201, -1.6866)
+RANKERS = Path(__file__).with_name("rankers")
+DEFAULT_RANKER = "answer-ranker-1"
+
+
+@dataclass(frozen=True)
+class Ranker:
+    name: str
+    weights: dict[str, float]
+    bias: float
+    # Platt scaling on each question's top-3 sentences: (ranker logit, margin = its logit minus
+    # the best sentence's for the same question, intercept)
+    calibration: tuple[float, float, float]
+    provenance: dict = field(default_factory=dict)
+
+
+def load_ranker(name: str) -> Ranker:
+    if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,63}", name):
+        raise ValueError(f"answer ranker {name!r}: a name is lower-case letters, digits and dashes")
+    path = RANKERS / f"{name}.json"
+    if not path.is_file():
+        known = ", ".join(sorted(p.stem for p in RANKERS.glob("*.json")))
+        raise ValueError(f"answer ranker {name!r} is not one of: {known}")
+    d = json.loads(path.read_text(encoding="utf-8"))
+    a, b, c = (float(x) for x in d["calibration"])
+    return Ranker(d["name"], {k: float(v) for k, v in d["weights"].items()}, float(d["bias"]), (a, b, c),
+                  d.get("provenance", {}))
+
+
+def use_ranker(name: str) -> Ranker:
+    """Make `name` this process's ranker (a worker does so at start, from its settings)."""
+    global RANKER, WEIGHTS, BIAS, CALIBRATION
+    RANKER = load_ranker(name)
+    WEIGHTS, BIAS, CALIBRATION = dict(RANKER.weights), RANKER.bias, RANKER.calibration
+    return RANKER
+
+
+RANKER = load_ranker(DEFAULT_RANKER)
+WEIGHTS: dict[str, float] = dict(RANKER.weights)
+BIAS: float = RANKER.bias
+CALIBRATION: tuple[float, float, float] = RANKER.calibration
 
 
 def logit(factors: Mapping[str, float]) -> float:

@@ -288,6 +288,12 @@ async def main(args, corpus: Corpus) -> dict:
                 results[q["id"]] = r
                 top = (res.answer.text[:90] if res.answer and res.answer.text else "-")
                 print(f"[{i}/{len(questions)}] {q['id']} {res.outcome:<21} {r['latency_ms']:6.0f} ms  {top}", file=sys.stderr)
+            structure = {}
+            if args.dump:
+                ids = list({h["chunk_id"] for r in results.values() for h in r.get("hits") or []})
+                for row in await pool.fetch("SELECT id::text AS id, metadata FROM chunks WHERE id = ANY($1::uuid[])", ids):
+                    m = row["metadata"]
+                    structure[row["id"]] = json.loads(m) if isinstance(m, str) else m
             for w in running:
                 await w.shutdown()
         for s in specs.values():
@@ -307,9 +313,9 @@ async def main(args, corpus: Corpus) -> dict:
             report["splits"][split] = m
         print_report(report)
         record(report, args)
-        if args.dump:
+        if args.dump:  # with each hit's chunk structure, which research reads from the chunk row
             (bench_dir / f"runs{'-llm' if args.llm else ''}.json").write_text(json.dumps(
-                {"results": results, "page_of": page_of, "page_text": page_text}))
+                {"results": results, "page_of": page_of, "page_text": page_text, "structure": structure}))
         return report
     finally:
         if env is not None:

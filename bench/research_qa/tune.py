@@ -1,14 +1,16 @@
-"""Fit and check the confidence model offline, on the hits saved by `run.py --dump`.
+"""Fit and check the answer ranker offline, on the hits saved by `run.py --dump`.
 
-    python bench/research_qa/tune.py          # current weights: sentence-level answer@1/@3, abstention, ECE
-    python bench/research_qa/tune.py --fit    # logistic regression, 5-fold cross-validated by question
+    python bench/research_qa/tune.py --splits --write answer-ranker-2   # the documented procedure (below)
+    python bench/research_qa/tune.py [--corpus pydoc]   # the current ranker: sentence-level answer@1/@3, abstention, ECE
+    python bench/research_qa/tune.py --fit              # one corpus, 5-fold cross-validated by question
     python bench/research_qa/tune.py --calibrate-findings   # refit only the calibration, on the runs' findings
 
 Every sentence of every run's retrieved hits gets its answerability features
 (activities/research/answerability.py, as research computes them) and a label: it states
-the gold answer (pattern) and comes from a gold page. The fit is scored on the
-folds it did not see (reliability table, ECE, ranking), then refitted on all
-questions; paste the printed WEIGHTS/BIAS into activities/research/confidence.py.
+the gold answer (pattern) and comes from a gold page. `--splits` fits a logistic regression
+on the train questions of every corpus, a Platt calibration on each train question's top
+three, chooses the regularisation on the dev questions, and writes the model file
+activities/research/rankers/NAME.json with its provenance. The test split is never loaded.
 """
 from __future__ import annotations
 
@@ -29,7 +31,7 @@ NAMES = ["sim", "window", "cover", "passage", "key", "kind", "beside", "retrieva
 
 
 def sentence_rows(runs: dict, questions: list[dict], embed):
-    from activities.research.synthesis import claimable, score_sentences, split_hits
+    from activities.research.synthesis import claimable, score_sentences, split_hits, with_structure
     from stratmaster.contracts.knowledge import SearchHit
 
     page_of = runs["page_of"]
@@ -38,7 +40,8 @@ def sentence_rows(runs: dict, questions: list[dict], embed):
         r = runs["results"].get(q["id"])
         if r is None:
             continue
-        hits = [SearchHit.model_validate(h) for h in r["hits"]]
+        hits = [with_structure(SearchHit.model_validate(h), runs.get("structure", {}).get(h["chunk_id"]))
+                for h in r["hits"]]
         sents = split_hits(hits)
         score_sentences(q["question"], sents, embed)
         for s in sents:
@@ -140,6 +143,107 @@ def load_rows(args, questions, runs, bench_dir: Path):
     return rows
 
 
+def fit_on_splits(args) -> None:
+    """The documented procedure: fit the ranker and its calibration on the train split of every
+    corpus given, choose the regularisation on the dev split, never read the test split; with
+    --write NAME, write activities/research/rankers/NAME.json with its provenance."""
+    from datetime import datetime, timezone
+
+    import numpy as np
+    from sklearn.linear_model import LogisticRegression
+
+    from activities.ingest.sentence_encoder import MODEL_ID
+    from activities.research.confidence import RANKERS, WEIGHTS
+    from activities.research.sentence_vectors import UNITS
+
+    base = Path(os.environ.get("STRATMASTER_BENCH_DIR", ROOT / ".data" / "bench-research-qa")).resolve()
+    rows, questions, corpus_of, split_of = [], [], [], []
+    for name in args.corpus:
+        bench_dir = base / name
+        runs = json.loads((bench_dir / args.runs).read_text())
+        qs = [q for q in load_questions(CORPORA[name], ("train", "dev")) if q["id"] in runs["results"]]
+        offset = len(questions)
+        rows += [(qi + offset, f, y, ok) for qi, f, y, ok in load_rows(args, qs, runs, bench_dir)]
+        questions += qs
+        corpus_of += [name] * len(qs)
+        split_of += [q["split"] for q in qs]
+    kept = [r for r in rows if r[3]]
+    X = np.array([f for _, f, _, _ in kept])
+    y = np.array([int(label) for _, _, label, _ in kept])
+    qidx = np.array([qi for qi, _, _, _ in kept])
+    train = np.array([split_of[qi] == "train" for qi in qidx])
+    print(f"{len(questions)} train+dev questions ({', '.join(args.corpus)}), {len(kept)} claimable sentences, "
+          f"{int(y.sum())} correct; fitting on {int(train.sum())} train sentences")
+    documents = WEIGHTS.get("documents", 0.5)  # no sentence row informs it: kept as set
+
+    def top3_margins(z, mask):
+        m = np.zeros(len(z))
+        top = np.zeros(len(z), dtype=bool)
+        for qi in set(qidx[mask]):
+            idx = np.where((qidx == qi) & mask)[0]
+            m[idx] = z[idx] - z[idx].max()
+            top[idx[np.argsort(-z[idx])[:3]]] = True
+        return m, top
+
+    def fit(c):
+        ranker = LogisticRegression(C=c, class_weight="balanced", max_iter=5000).fit(X[train], y[train])
+        z = X @ ranker.coef_[0] + ranker.intercept_[0]
+        m, top = top3_margins(z, train)
+        cal = LogisticRegression(C=100.0, max_iter=1000).fit(np.c_[z[top], m[top]], y[top])
+        m_all, _ = top3_margins(z, np.ones(len(z), dtype=bool))
+        p = 1 / (1 + np.exp(-(cal.coef_[0][0] * z + cal.coef_[0][1] * m_all + cal.intercept_[0])))
+        return ranker, cal, p
+
+    def dev_report(p):
+        out = {}
+        for name in args.corpus:
+            dev_rows = [(qi, i, bool(y[i]), True) for i, qi in enumerate(qidx)
+                        if corpus_of[qi] == name and split_of[qi] == "dev"]
+            out[name] = evaluate(dev_rows, questions, lambda i: p[i], args.bar)
+        return out
+
+    best = None
+    for c in (0.03, 0.1, 0.3, 1.0, 3.0):
+        ranker, cal, p = fit(c)
+        dev = dev_report(p)
+        score = sum(d["answer@1"] + d["answer@3"] + d["abstention"] - d["false_abstention"] - d["ece_top3"]
+                    for d in dev.values()) / len(dev)
+        print(f"C {c}: dev " + "; ".join(f"{n} answer@1 {d['answer@1']:.3f} answer@3 {d['answer@3']:.3f} "
+                                         f"abstention {d['abstention']:.3f} false {d['false_abstention']:.3f} "
+                                         f"ECE {d['ece_top3']:.3f}" for n, d in dev.items()) + f"  (score {score:.3f})")
+        if best is None or score > best[0]:
+            best = (score, c, ranker, cal, dev)
+    score, c, ranker, cal, dev = best
+    weights = {n: round(float(v), 4) for n, v in zip(NAMES, ranker.coef_[0])} | {"documents": documents}
+    model = {
+        "name": args.write or "unsaved",
+        "features": NAMES + ["documents"],
+        "weights": weights,
+        "bias": round(float(ranker.intercept_[0]) - documents / 3, 4),
+        "calibration": [round(float(cal.coef_[0][0]), 4), round(float(cal.coef_[0][1]), 4), round(float(cal.intercept_[0]), 4)],
+        "provenance": {
+            "fitted_by": "python bench/research_qa/tune.py " + " ".join(sys.argv[1:]),
+            "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
+            "data": {n: {"train_questions": sum(1 for qi, q in enumerate(questions) if corpus_of[qi] == n and q["split"] == "train"),
+                         "dev_questions": sum(1 for qi, q in enumerate(questions) if corpus_of[qi] == n and q["split"] == "dev")}
+                     for n in args.corpus},
+            "rows": "every claimable retrieved sentence of the train questions' runs (run.py --dump), labelled by "
+                    "whether it states the gold answer from a gold page",
+            "chosen_on": f"dev split: C={c} of 0.03/0.1/0.3/1/3 by mean(answer@1 + answer@3 + abstention - false "
+                         f"abstention - ECE) at bar {args.bar}",
+            "dev": {n: {k: d[k] for k in ("answer@1", "answer@3", "abstention", "false_abstention", "ece_top3")}
+                    for n, d in dev.items()},
+            "test": "never read by this script",
+            "units": UNITS, "sentence_encoder": MODEL_ID,
+            "note": "the documents weight is kept from the previous ranker: no sentence row informs it",
+        },
+    }
+    print(json.dumps(model, indent=1))
+    if args.write:
+        (RANKERS / f"{args.write}.json").write_text(json.dumps(model, indent=1) + "\n")
+        print(f"wrote {RANKERS / (args.write + '.json')}")
+
+
 def main(args):
     import math
 
@@ -148,6 +252,9 @@ def main(args):
 
     from activities.research.confidence import BIAS, CALIBRATION, WEIGHTS
 
+    if args.splits:
+        return fit_on_splits(args)
+    args.corpus = args.corpus[0]
     bench_dir = Path(os.environ.get("STRATMASTER_BENCH_DIR", ROOT / ".data" / "bench-research-qa")).resolve() / args.corpus
     runs = json.loads((bench_dir / args.runs).read_text())
     # never the test split: its questions are only reported
@@ -232,6 +339,13 @@ if __name__ == "__main__":
                     help="refit the calibration on the dumped runs' claims (after --fit and a run.py --dump)")
     ap.add_argument("--c", type=float, default=1.0, help="inverse regularisation strength")
     ap.add_argument("--runs", default="runs.json")
-    ap.add_argument("--corpus", default="pydoc", choices=list(CORPORA))
+    ap.add_argument("--corpus", action="append", choices=list(CORPORA),
+                    help="repeatable; default pydoc (--splits: every corpus)")
+    ap.add_argument("--splits", action="store_true",
+                    help="fit on the train split of every corpus, choose on dev (the documented procedure)")
+    ap.add_argument("--write", metavar="NAME", help="with --splits: write activities/research/rankers/NAME.json")
+    ap.add_argument("--bar", type=float, default=0.3, help="the quality bar dev figures are read at")
     ap.add_argument("--refresh", action="store_true", help="recompute the sentence features")
-    main(ap.parse_args())
+    args = ap.parse_args()
+    args.corpus = args.corpus or (list(CORPORA) if args.splits else ["pydoc"])
+    main(args)
