@@ -70,6 +70,7 @@ class Principal:
     roles: frozenset[str] = field(default_factory=frozenset)
     client_id: str | None = None
     dev: bool = False
+    expires_at: float | None = None  # the token's `exp` (epoch seconds): long-lived streams end there
 
     @property
     def actor(self) -> str:
@@ -271,8 +272,10 @@ class OidcVerifier:
             raise unauthorized(f"a {claims.get('typ')} token is not an access token")
         roles = set(claims.get("realm_access", {}).get("roles", []))
         roles |= set(claims.get("resource_access", {}).get(self.audience, {}).get("roles", []))
+        exp = claims.get("exp")
         return Principal(subject=claims["sub"], username=claims.get("preferred_username"),
-                         roles=frozenset(roles), client_id=claims.get("azp"))
+                         roles=frozenset(roles), client_id=claims.get("azp"),
+                         expires_at=float(exp) if isinstance(exp, (int, float)) else None)
 
 
 def _host_of(value: str) -> str:

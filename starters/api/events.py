@@ -5,7 +5,8 @@ connection), and the polling stops as soon as the client disconnects.
 
 Wire format (text/event-stream): `event: <name>`, `id: <n>` (1, 2, ... per stream),
 `data: <one line of JSON>`. Every stream starts with a `status` event and ends with
-`status` (the closed status) then `result`."""
+`status` (the closed status) then `result`, or with an `error` event (Temporal unavailable, or
+the caller's token expired)."""
 from __future__ import annotations
 
 import asyncio
@@ -71,7 +72,10 @@ async def _closed(handle: WorkflowHandle, outcome: Outcome) -> tuple[str, dict]:
 
 
 async def workflow_events(request: Request, handle: WorkflowHandle, *, opening: dict, query: str,
-                          differ: Differ, outcome: Outcome) -> AsyncIterator[bytes]:
+                          differ: Differ, outcome: Outcome, until: float | None = None) -> AsyncIterator[bytes]:
+    """`until`: the caller's token expiry (epoch seconds); the stream ends with an `error` event
+    `token_expired` there, so a revoked or expired grant does not keep reading (reconnect with a
+    fresh token: the stream starts over with the current state)."""
     state = request.app.state
     poll = getattr(state, "events_poll_seconds", EVENTS_POLL_SECONDS)
     heartbeat = getattr(state, "events_heartbeat_seconds", EVENTS_HEARTBEAT_SECONDS)
@@ -89,6 +93,10 @@ async def workflow_events(request: Request, handle: WorkflowHandle, *, opening: 
     try:
         while not closed.done():
             if await request.is_disconnected():
+                return
+            if until is not None and time.time() >= until:
+                yield frame("error", {"error": "token_expired",
+                                      "detail": "the access token expired; reconnect with a new one"})
                 return
             try:
                 progress, error = await handle.query(query, rpc_timeout=QUERY_RPC_TIMEOUT), None

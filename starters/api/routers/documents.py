@@ -188,4 +188,5 @@ async def ingestion_events_stream(request: Request, workflow_id: WorkflowIdPath,
     opening = {"workflow_id": workflow_id, "mission": mission, "status": status_name(desc.status)}
     # 429 when the caller or the mission has its streams open already; the slot is freed as the stream ends
     return EventStream(request.app.state.limits.open_stream(principal.actor, mission, workflow_events(
-        request, handle, opening=opening, query="progress", differ=ingestion_events, outcome=outcome)))
+        request, handle, opening=opening, query="progress", differ=ingestion_events, outcome=outcome,
+        until=principal.expires_at)))
