@@ -61,10 +61,11 @@ async def research(client, settings, query: str):
     return wid, result
 
 
-async def render(client, settings, mission: str, wid: str, fetch: str | None = "pdf", formats=FORMATS):
+async def render(client, settings, mission: str, wid: str, fetch: str | None = "pdf", formats=FORMATS, reuse=False):
     async with research_worker(client, settings):
         return await client.execute_workflow(
-            RenderReportWorkflow.run, RenderReportInput(mission=mission, workflow_id=wid, fetch=fetch, formats=list(formats)),
+            RenderReportWorkflow.run, RenderReportInput(mission=mission, workflow_id=wid, fetch=fetch, formats=list(formats),
+                                                        reuse=reuse),
             id=f"report-{uuid.uuid4().hex[:10]}", task_queue=queues.RESEARCH, search_attributes=for_mission(mission))
 
 
@@ -170,6 +171,21 @@ async def test_report_in_every_format(temporal_env, settings, battery, stored):
     assert re.search(r"[a-z.]\s*<mark>", texts["html"]) and re.search(r"</mark>\s*[A-Za-z]", texts["html"])
     # the stored report.md is the shareable one now (a superset of the persisted summary)
     assert f"# Research report: {md_escape(BATTERY_Q)}" in texts["md"]
+
+
+async def test_a_stored_rendering_is_answered_without_rendering_again(temporal_env, settings, battery, stored):
+    """GET .../report asks for reuse: a format stored before is answered as it is (a completed
+    report does not change); an explicit render writes it anew."""
+    from stratmaster.contracts.reports import report_key
+
+    wid, result = battery
+    marker = b"%PDF-1.4 stored before"
+    await stored.objects.put(MISSION, report_key(result.session_id, "pdf"), marker, "application/pdf")
+    out = await render(temporal_env.client, settings, MISSION, wid, fetch="pdf", formats=["pdf"], reuse=True)
+    assert base64.b64decode(out.content_b64) == marker and out.artifacts[0].size == len(marker)
+    again = await render(temporal_env.client, settings, MISSION, wid, fetch="pdf", formats=["pdf"])
+    fresh = base64.b64decode(again.content_b64)
+    assert fresh != marker and fresh.startswith(b"%PDF") and await stored.objects.get(MISSION, again.artifacts[0].key) == fresh
 
 
 async def test_hostile_document_text_is_inert_in_html_and_markdown(temporal_env, settings, corpus, stored):

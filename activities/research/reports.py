@@ -16,6 +16,7 @@ from temporalio import activity
 from activities.heartbeat import heartbeat
 from activities.research import report_render
 from activities.resources import Resources
+from activities.stores.base import ObjectNotFound, object_prefix
 from activities.stores.tenants import require_mission
 from stratmaster.contracts.reports import (
     CONTENT_TYPES, MAX_CONTENT_BYTES, REPORT_NOT_FOUND, RenderedReport, RenderReportInput, ReportArtifact, report_key,
@@ -42,6 +43,11 @@ def _citations(report: dict) -> list[dict]:
     return [c for c in cites if isinstance(c, dict)]
 
 
+# formats only this activity writes (report.md is also the research's own Markdown, written as it
+# completes): a stored one is this rendering of a report that no longer changes
+REUSABLE = frozenset({"html", "pdf", "docx"})
+
+
 class ReportActivities:
     def __init__(self, resources: Resources):
         self.stores = resources.stores
@@ -58,23 +64,23 @@ class ReportActivities:
         if row["status"] != "completed" or not row["report_json_key"]:
             raise bad_input(f"research {req.workflow_id!r} is {row['status']}: no report (only completed research "
                             "has one)", REPORT_NOT_FOUND)
-        report = json.loads(await self.stores.objects.get(req.mission, row["report_json_key"]))
-        cites = _citations(report)
-        chunk_rows = await self.pool.fetch(
-            "SELECT id::text AS id, text, char_start FROM chunks WHERE tenant_id = $1 AND id = ANY($2::uuid[])",
-            tenant_id, _uuids({c.get("chunk_id") for c in cites}))
-        doc_rows = await self.pool.fetch(
-            "SELECT id::text AS id, title, source FROM documents WHERE tenant_id = $1 AND id = ANY($2::uuid[])",
-            tenant_id, _uuids({c.get("document_id") for c in cites}))
-        doc = report_render.build_report(
-            report, {r["id"]: (r["text"], r["char_start"]) for r in chunk_rows},
-            {r["id"]: (r["title"] or "", _display_source(r["source"])) for r in doc_rows})
-
         formats = list(dict.fromkeys([*req.formats, *([req.fetch] if req.fetch else [])]))
+        stored: dict[str, bytes] = {}
+        for fmt in formats if req.reuse else []:
+            if fmt in REUSABLE:
+                try:
+                    stored[fmt] = await self.stores.objects.get(req.mission, report_key(row["id"], fmt))
+                except ObjectNotFound:
+                    pass
+        doc = await self._document(req.mission, tenant_id, row) if len(stored) < len(formats) else None
         artifacts, content = [], None
         for fmt in formats:
-            data = await asyncio.to_thread(report_render.RENDERERS[fmt], doc)
-            key = await self.stores.objects.put(req.mission, report_key(row["id"], fmt), data, CONTENT_TYPES[fmt])
+            if fmt in stored:
+                data = stored[fmt]
+                key = object_prefix(req.mission) + report_key(row["id"], fmt)
+            else:
+                data = await asyncio.to_thread(report_render.RENDERERS[fmt], doc)
+                key = await self.stores.objects.put(req.mission, report_key(row["id"], fmt), data, CONTENT_TYPES[fmt])
             artifacts.append(ReportArtifact(format=fmt, key=key, size=len(data), sha256=hashlib.sha256(data).hexdigest(),
                                             content_type=CONTENT_TYPES[fmt]))
             if fmt == req.fetch:
@@ -89,6 +95,19 @@ class ReportActivities:
                               artifacts=artifacts, fetch=req.fetch,
                               content_b64=base64.b64encode(content).decode() if content is not None else None,
                               content_omitted=omitted)
+
+    async def _document(self, mission: str, tenant_id, row) -> report_render.ReportDoc:
+        report = json.loads(await self.stores.objects.get(mission, row["report_json_key"]))
+        cites = _citations(report)
+        chunk_rows = await self.pool.fetch(
+            "SELECT id::text AS id, text, char_start FROM chunks WHERE tenant_id = $1 AND id = ANY($2::uuid[])",
+            tenant_id, _uuids({c.get("chunk_id") for c in cites}))
+        doc_rows = await self.pool.fetch(
+            "SELECT id::text AS id, title, source FROM documents WHERE tenant_id = $1 AND id = ANY($2::uuid[])",
+            tenant_id, _uuids({c.get("document_id") for c in cites}))
+        return report_render.build_report(
+            report, {r["id"]: (r["text"], r["char_start"]) for r in chunk_rows},
+            {r["id"]: (r["title"] or "", _display_source(r["source"])) for r in doc_rows})
 
 
 def _display_source(source: str | None) -> str:

@@ -44,6 +44,9 @@ class RenderReportInput(BaseModel):
     formats: Annotated[list[ReportFormat], AfterValidator(_unique)] = Field(
         default_factory=lambda: list(FORMATS), min_length=1, max_length=4)
     fetch: ReportFormat | None = Field(default=None, description="return this format's bytes (rendered if not in formats)")
+    reuse: bool = Field(default=False, description="answer a format this activity rendered and stored before as it is "
+                                                    "(a completed session's report does not change) instead of "
+                                                    "rendering it again")
 
 
 class ReportArtifact(BaseModel):

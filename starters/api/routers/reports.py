@@ -46,8 +46,8 @@ class ReportRenderRequest(StrictBody):
 
 
 async def render(client: Client, mission: str, workflow_id: str, formats: list[ReportFormat],
-                 fetch: ReportFormat | None) -> RenderedReport:
-    req = RenderReportInput(mission=mission, workflow_id=workflow_id, formats=formats, fetch=fetch)
+                 fetch: ReportFormat | None, reuse: bool = False) -> RenderedReport:
+    req = RenderReportInput(mission=mission, workflow_id=workflow_id, formats=formats, fetch=fetch, reuse=reuse)
     try:
         return await client.execute_workflow(
             RENDER_REPORT_WORKFLOW, req, id=report_workflow_id(mission, workflow_id, uuid.uuid4().hex[:8]),
@@ -71,7 +71,8 @@ def _filename(session_id: str, fmt: str) -> str:
             summary="a completed research's report as a file: md, html, pdf (default) or docx (read) "
                     "-> RenderReportWorkflow",
             description="Renders the report (the format is also stored under the mission's artifacts, "
-                        "`research/<session>/report.<format>`) and answers it as an attachment. 404: no completed "
+                        "`research/<session>/report.<format>`; html, pdf and docx already stored there are answered "
+                        "as they are, not rendered again) and answers it as an attachment. 404: no completed "
                         "research by that id in a mission the caller may read; 409: the file is over 1 MB (the "
                         "workflow result's limit; it is stored, fetch it from the object store).",
             response_class=Response,
@@ -86,7 +87,7 @@ async def download_report(request: Request, workflow_id: WorkflowIdPath,
                           fmt: Annotated[ReportFormat, Query(alias="format", description="md | html | pdf | docx")] = "pdf",
                           principal: Principal = Depends(principal_dep), client: Client = Depends(get_temporal)):
     _, _, mission = await describe_for(request, client, principal, workflow_id, READ, RESEARCH_WORKFLOW)
-    out = await render(client, mission, workflow_id, [fmt], fmt)
+    out = await render(client, mission, workflow_id, [fmt], fmt, reuse=True)  # a stored rendering as it is
     if out.content_b64 is None:
         raise ApiError(409, "report_too_large", f"{out.content_omitted or 'the report is too large'}; it is stored "
                                                 f"at {next((a.key for a in out.artifacts if a.format == fmt), '?')}")
