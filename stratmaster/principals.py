@@ -42,17 +42,18 @@ def load_key(settings: Any) -> bytes:
         return configured.get_secret_value().encode()
     path = Path(settings.abs_data_dir) / KEY_FILE
     if path not in _FILE_KEYS:
-        _FILE_KEYS[path] = _read_or_make(path)
+        _FILE_KEYS[path] = read_or_make_key(path)
     return _FILE_KEYS[path]
 
 
-def _read_or_make(path: Path) -> bytes:
+def read_or_make_key(path: Path) -> bytes:
+    """A 32-byte key file, made on first use (atomically: every process agrees on one key)."""
     try:
         return path.read_bytes()
     except FileNotFoundError:
         pass
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{KEY_FILE}.{os.getpid()}.{secrets.token_hex(4)}")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
     tmp.write_bytes(secrets.token_bytes(32))
     os.chmod(tmp, 0o600)
     try:

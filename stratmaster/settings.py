@@ -117,6 +117,9 @@ class Settings(BaseSettings):
     # signs the grants workers verify before privileged steps (stratmaster/principals.py); unset:
     # a key file in the data directory, made on first use (the local stack's processes share it)
     principal_key: SecretStr | None = None
+    # seals secrets kept at rest, e.g. webhook signing secrets (stratmaster/sealing.py); unset: a key
+    # file in the data directory, made on first use
+    secrets_key: SecretStr | None = None
     webhook_timeout_s: float = Field(default=10.0, gt=0)
     webhook_retry_initial_s: float = Field(default=5.0, gt=0)
     webhook_retry_max_interval_s: float = Field(default=3600.0, gt=0)

@@ -325,6 +325,44 @@ async def test_bounded_attempts_then_failed(temporal_env, settings, receiver, mi
     assert len(receiver.at("/never")) == 3
 
 
+async def test_signing_secrets_are_sealed_at_rest(temporal_env, settings, receiver, missions):
+    """The row (and so every backup) holds the secret sealed with the platform key, bound to its
+    endpoint; a secret stored in the clear before is sealed at its next delivery; a sealed value
+    that this key cannot open (a backup restored elsewhere, or moved to another row) is refused."""
+    import asyncpg
+
+    from stratmaster.contracts.webhooks import DeliverInput, WebhookRetry
+
+    client = temporal_env.client
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        async with maintenance_worker(client, wh_settings(settings)):
+            endpoint, secret = await add_endpoint(client, B, receiver.url + "/sealed", ["*"])
+            other, _ = await add_endpoint(client, B, receiver.url + "/other", ["*"])
+            stored = await conn.fetchval("SELECT secret FROM webhook_endpoints WHERE id = $1::uuid", endpoint)
+            assert stored.startswith("enc1:") and secret not in stored and secret.removeprefix("whsec_") not in stored
+
+            async def deliver(endpoint_id: str):
+                ev = event(B)
+                return await client.execute_workflow(
+                    DeliverWebhookWorkflow.run, DeliverInput(mission=B, endpoint_id=endpoint_id, event=ev,
+                                                             retry=WebhookRetry(initial_s=0.2, max_attempts=2)),
+                    id=delivery_workflow_id(ev.id, endpoint_id), task_queue=queues.MAINTENANCE)
+
+            await conn.execute("UPDATE webhook_endpoints SET secret = $2 WHERE id = $1::uuid", endpoint, secret)
+            assert (await deliver(endpoint)).delivered  # stored in the clear (before sealing): still signs...
+            (headers, body, _), = receiver.at("/sealed")
+            check_signature(secret, headers, body)
+            resealed = await conn.fetchval("SELECT secret FROM webhook_endpoints WHERE id = $1::uuid", endpoint)
+            assert resealed.startswith("enc1:") and resealed != stored  # ...and is sealed now
+
+            await conn.execute("UPDATE webhook_endpoints SET secret = $2 WHERE id = $1::uuid", other, resealed)
+            moved = await deliver(other)  # another endpoint's sealed secret does not open here
+            assert not moved.delivered and moved.status == "refused" and receiver.at("/other") == []
+    finally:
+        await conn.close()
+
+
 async def test_private_targets_refused_unless_allowed(temporal_env, settings, receiver, missions):
     client = temporal_env.client
     async with maintenance_worker(client, wh_settings(settings, allow_private=True)):

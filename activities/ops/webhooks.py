@@ -31,7 +31,9 @@ from stratmaster.contracts.webhooks import (
     DeliveryLog, DeliveryRecord, DeliveryStatus, EmitPlan, ListWebhooksInput, RemoveWebhookInput, RemoveWebhookResult,
     WebhookEndpoint, WebhookEvent, WebhookList, WebhookRetry,
 )
+from stratmaster import sealing
 from stratmaster.errors import bad_input, redact
+from stratmaster.sealing import Unsealable, is_sealed
 from stratmaster.settings import Settings
 from stratmaster.addresses import TargetRefused
 from stratmaster.webhooks import (
@@ -84,6 +86,13 @@ class WebhookActivities(ActivityResources):
         return [self.add_webhook, self.list_webhooks, self.remove_webhook, self.list_deliveries, self.plan_event,
                 self.deliver]
 
+    # signing secrets are sealed at rest, bound to their endpoint (stratmaster/sealing.py)
+    def _seal(self, endpoint_id: uuid.UUID, secret: str) -> str:
+        return sealing.seal(sealing.secrets_key(self.settings), secret, f"webhook:{endpoint_id}")
+
+    def _unseal(self, endpoint_id: uuid.UUID, stored: str) -> str:
+        return sealing.unseal(sealing.secrets_key(self.settings), stored, f"webhook:{endpoint_id}")
+
     # ------------------------------------------------------------ management
     @activity.defn(name="webhook_add")
     async def add_webhook(self, req: AddWebhookInput) -> AddWebhookResult:
@@ -112,10 +121,11 @@ class WebhookActivities(ActivityResources):
                 existing = await conn.fetchrow(
                     """INSERT INTO webhook_endpoints (id, tenant_id, url, secret, events, description, created_by)
                        VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING *""",
-                    endpoint_id, tenant_id, req.url, new_secret(), req.events, req.description, req.actor)
+                    endpoint_id, tenant_id, req.url, self._seal(endpoint_id, new_secret()), req.events,
+                    req.description, req.actor)
                 await _audit(conn, req.actor, req.mission, "webhook.add", str(endpoint_id),
                              {"url": req.url, "events": req.events})
-        secret = existing["secret"]
+        secret = self._unseal(endpoint_id, existing["secret"])
         endpoint = _endpoint(existing, req.mission)
         if req.reply_key:
             try:
@@ -220,6 +230,15 @@ class WebhookActivities(ActivityResources):
             raise ApplicationError(f"cannot resolve the webhook host: {exc}", {"attempt": attempt},
                                    type=DELIVERY_FAILED) from None
 
+        try:
+            secret = self._unseal(endpoint_id, row["secret"])
+        except Unsealable as exc:  # a backup restored on a platform with another key
+            await log.write("refused", error=str(exc))
+            raise ApplicationError(f"{exc}: add the endpoint again", {"attempt": attempt}, type=TARGET_REFUSED,
+                                   non_retryable=True) from None
+        if not is_sealed(row["secret"]):  # stored before secrets were sealed: sealed now
+            await pool.execute("UPDATE webhook_endpoints SET secret = $2 WHERE id = $1 AND secret = $3",
+                               endpoint_id, self._seal(endpoint_id, secret), row["secret"])
         url = httpx.URL(row["url"])
         ts = int(time.time())
         headers = {
@@ -228,7 +247,7 @@ class WebhookActivities(ActivityResources):
             "host": url.netloc.decode("ascii"),
             "webhook-id": event.id,
             "webhook-timestamp": str(ts),
-            "webhook-signature": sign(row["secret"], event.id, ts, body),
+            "webhook-signature": sign(secret, event.id, ts, body),
         }
         extensions = {"sni_hostname": url.host} if url.scheme == "https" else {}
         retry_after: float | None = None
