@@ -165,3 +165,24 @@ def test_otel_collector_pipelines_reference_defined_components():
         assert any(c in p["exporters"] for p in pipes) and any(c in p["receivers"] for p in pipes), c
     assert set(cfg["service"]["extensions"]) <= set(cfg["extensions"])
     assert cfg["receivers"]["otlp"]["protocols"]["http"]["endpoint"].endswith(":4318")
+
+
+def test_network_policies_keep_temporal_and_the_stores_to_the_api_and_workers(rendered):
+    """Only this release's API and workers reach Temporal's frontend and the stores; the API takes
+    requests on its port only, the workers only metrics scrapes (kubeconform validated them above)."""
+    policies = {d["metadata"]["name"]: d["spec"] for d in rendered["default"] if d and d["kind"] == "NetworkPolicy"}
+    protected = {n.split("-protect-", 1)[1]: s for n, s in policies.items() if "-protect-" in n}
+    assert {"temporal-frontend", "postgresql", "minio", "opensearch"} <= set(protected)
+    ours = {"app.kubernetes.io/instance", "app.kubernetes.io/name"}
+    for name, spec in protected.items():
+        assert spec["policyTypes"] == ["Ingress"] and len(spec["ingress"]) == 1, name
+        sources = spec["ingress"][0]["from"]
+        assert set(sources[0]["podSelector"]["matchLabels"]) == ours, name
+        assert all("namespaceSelector" not in s and "ipBlock" not in s for s in sources), name
+    assert protected["temporal-frontend"]["ingress"][0]["ports"] == [{"port": 7233, "protocol": "TCP"}]
+    api = next(s for n, s in policies.items() if n.endswith("-api"))
+    assert api["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "api"
+    assert api["ingress"] == [{"ports": [{"port": "http", "protocol": "TCP"}]}]
+    workers = next(s for n, s in policies.items() if n.endswith("-workers"))
+    values = yaml.safe_load((ROOT / "helm/stratmaster/values.yaml").read_text())
+    assert {p["port"] for p in workers["ingress"][0]["ports"]} == {w["metricsPort"] for w in values["workers"].values()}
