@@ -43,8 +43,9 @@ chart=helm/stratmaster
 step "helm lint $chart"
 "$STRATMASTER_HELM" lint "$chart" --strict --kube-version "$K8S_VERSION" || fail "helm lint"
 
-# default values; an existing Secret with autoscaling off; a minimal API-less install
+# default values; an existing Secret with autoscaling off; a minimal API-less install; Temporal over mTLS
 declare -A variants=(
+  [temporal-mtls]="--set temporalTls.existingSecret=stratmaster-temporal-tls"
   [default]=""
   [existing-secret]="--set secret.existingSecret=my-secret --set api.autoscaling.enabled=false --set workers.research.autoscaling.enabled=false"
   [workers-only]="--set api.enabled=false --set workers.ingestion.replicas=4"

@@ -186,3 +186,21 @@ def test_network_policies_keep_temporal_and_the_stores_to_the_api_and_workers(re
     workers = next(s for n, s in policies.items() if n.endswith("-workers"))
     values = yaml.safe_load((ROOT / "helm/stratmaster/values.yaml").read_text())
     assert {p["port"] for p in workers["ingress"][0]["ports"]} == {w["metricsPort"] for w in values["workers"].values()}
+
+
+def test_temporal_mtls_mounts_the_client_certificate_in_every_pod(rendered):
+    """With temporalTls.existingSecret every pod gets the certificate read-only and the settings
+    that make the one client factory connect with it (tests/test_temporal_tls.py: that connection)."""
+    from stratmaster.settings import Settings
+
+    pods = [d["spec"]["template"]["spec"] for d in rendered["temporal-mtls"] if d and d["kind"] == "Deployment"]
+    assert pods
+    for spec in pods:
+        c = spec["containers"][0]
+        env = {e["name"]: e["value"] for e in c.get("env", [])}
+        s = Settings(_env_file=None, **{k.removeprefix("STRATMASTER_").lower(): v for k, v in env.items()})
+        assert s.temporal_tls and str(s.temporal_tls_cert).startswith("/etc/stratmaster/temporal-tls/")
+        assert {"name": "temporal-tls", "mountPath": "/etc/stratmaster/temporal-tls", "readOnly": True} in c["volumeMounts"]
+        volume = next(v for v in spec["volumes"] if v["name"] == "temporal-tls")
+        assert volume["secret"]["secretName"] == "stratmaster-temporal-tls"
+    assert not any("temporal-tls" in str(d) for d in rendered["default"] if d)

@@ -44,3 +44,27 @@ envFrom:
 checksum/config: {{ include (print $.Template.BasePath "/configmap.yaml") . | sha256sum }}
 checksum/secret: {{ include (print $.Template.BasePath "/secret.yaml") . | sha256sum }}
 {{- end -}}
+
+{{/* Temporal mTLS (temporalTls.existingSecret: tls.crt, tls.key, ca.crt) for every pod */}}
+{{- define "stratmaster.temporalTlsEnv" -}}
+{{- if .Values.temporalTls.existingSecret }}
+env:
+  - {name: STRATMASTER_TEMPORAL_TLS, value: "true"}
+  - {name: STRATMASTER_TEMPORAL_TLS_CERT, value: /etc/stratmaster/temporal-tls/tls.crt}
+  - {name: STRATMASTER_TEMPORAL_TLS_KEY, value: /etc/stratmaster/temporal-tls/tls.key}
+  - {name: STRATMASTER_TEMPORAL_TLS_CA, value: /etc/stratmaster/temporal-tls/ca.crt}
+{{- end }}
+{{- end -}}
+
+{{- define "stratmaster.temporalTlsMount" -}}
+{{- if .Values.temporalTls.existingSecret }}
+- {name: temporal-tls, mountPath: /etc/stratmaster/temporal-tls, readOnly: true}
+{{- end }}
+{{- end -}}
+
+{{- define "stratmaster.temporalTlsVolume" -}}
+{{- if .Values.temporalTls.existingSecret }}
+- name: temporal-tls
+  secret: {secretName: {{ .Values.temporalTls.existingSecret }}, defaultMode: 0400}
+{{- end }}
+{{- end -}}
