@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import os
 import uuid
 
 import pytest
@@ -275,10 +276,10 @@ async def test_fair_use_limits_answer_429_with_retry_after(client, settings, wor
             second = await http.get(f"/research/{wid}/events")
             assert second.status_code == 429 and second.headers["Retry-After"] and "event streams" in second.text
         for _ in range(50):  # the server sees the disconnect at its next poll
-            if app.state.limits.open_streams("dev") == 0:
+            if await app.state.limits.open_streams("dev") == 0:
                 break
             await asyncio.sleep(0.1)
-        assert app.state.limits.open_streams("dev") == 0
+        assert await app.state.limits.open_streams("dev") == 0
 
 
 def test_token_buckets_refill_per_caller_and_per_mission():
@@ -310,7 +311,72 @@ def test_token_buckets_refill_per_caller_and_per_mission():
                 with limits.stream("c", "m1"):
                     pass
             assert "mission 'm1'" in err.value.detail
-    assert limits.open_streams("a") == 0
+    assert asyncio.run(limits.open_streams("a")) == 0
+
+
+REDIS_URL = os.environ.get("STRATMASTER_TEST_REDIS_URL")
+
+
+@pytest.mark.skipif(not REDIS_URL, reason="no Redis server (scripts/services/redis.sh starts one)")
+async def test_replicas_share_their_limits_through_redis():
+    """Two API replicas on one real Redis: a caller's burst spent on one is spent on the other, a
+    mission's stream cap counts streams on both, and a slot is free again when its stream ends."""
+    from starters.api.errors import ApiError
+    from starters.api.limits import RedisLimits
+
+    args = dict(per_principal_per_minute=6, per_mission_per_minute=600, burst=2, streams_per_principal=5,
+                streams_per_mission=1)
+    one, two = RedisLimits(REDIS_URL, **args), RedisLimits(REDIS_URL, **args)
+    from starters.api.limits import Limits
+
+    chosen = Limits.from_settings(Settings(_env_file=None, redis_url=REDIS_URL))
+    assert isinstance(chosen, RedisLimits)  # STRATMASTER_REDIS_URL set: the API's limits are shared
+    await chosen.close()
+    actor, mission = f"a-{uuid.uuid4().hex[:8]}", f"m_{uuid.uuid4().hex[:8]}"
+    try:
+        await one.admit(actor, mission)
+        await two.admit(actor, mission)
+        with pytest.raises(ApiError) as err:
+            await one.admit(actor, mission)  # the burst of 2 is used up across both replicas
+        assert err.value.status_code == 429 and 1 <= int(err.value.headers["Retry-After"]) <= 10
+        await two.admit(f"other-{actor}", mission)  # another caller is not affected
+
+        async def events():
+            for i in range(3):
+                yield f"{i}".encode()
+
+        stream = await one.open_stream(actor, mission, events())
+        first = await stream.__anext__()
+        with pytest.raises(ApiError) as err:
+            await two.open_stream(f"other-{actor}", mission, events())  # the mission's one stream is on replica one
+        assert "event streams open" in err.value.detail and first == b"0"
+        assert [c async for c in stream] == [b"1", b"2"]
+        assert await two.open_streams(actor) == 0
+        again = await two.open_stream(f"other-{actor}", mission, events())
+        assert [c async for c in again] == [b"0", b"1", b"2"]
+    finally:
+        await one.close()
+        await two.close()
+
+
+async def test_limits_fail_open_without_redis():
+    """Redis unreachable: requests are admitted and streams open (fair use must not take the API down)."""
+    from starters.api.limits import RedisLimits
+
+    from tests.conftest import free_port
+
+    dead = RedisLimits(f"redis://127.0.0.1:{free_port()}/0", per_principal_per_minute=1, per_mission_per_minute=1,
+                       burst=1, streams_per_principal=1, streams_per_mission=1)
+    try:
+        for _ in range(3):
+            await dead.admit("a", "m")
+
+        async def events():
+            yield b"x"
+
+        assert [c async for c in await dead.open_stream("a", "m", events())] == [b"x"]
+    finally:
+        await dead.close()
 
 
 async def test_dev_mode_is_loopback_only(client, settings):

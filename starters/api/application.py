@@ -38,6 +38,7 @@ def create_app(settings: Settings | None = None, *, verifier: OidcVerifier | Non
         try:
             yield
         finally:
+            await app.state.limits.close()
             if app.state.verifier is not None:
                 await app.state.verifier.aclose()
 

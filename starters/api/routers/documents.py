@@ -77,7 +77,7 @@ async def ingest_documents(request: Request, idempotency_key: IdempotencyKey = N
                            client: Client = Depends(get_temporal)):
     settings: Settings = request.app.state.settings
     mission, principal = access.mission, access.principal
-    request.app.state.limits.charge(principal.actor, mission)
+    await request.app.state.limits.admit(principal.actor, mission)
     ctype = media_type(request)
     limit = settings.max_document_bytes
     if ctype == "multipart/form-data":
@@ -187,6 +187,6 @@ async def ingestion_events_stream(request: Request, workflow_id: WorkflowIdPath,
 
     opening = {"workflow_id": workflow_id, "mission": mission, "status": status_name(desc.status)}
     # 429 when the caller or the mission has its streams open already; the slot is freed as the stream ends
-    return EventStream(request.app.state.limits.open_stream(principal.actor, mission, workflow_events(
+    return EventStream(await request.app.state.limits.open_stream(principal.actor, mission, workflow_events(
         request, handle, opening=opening, query="progress", differ=ingestion_events, outcome=outcome,
         until=principal.expires_at)))

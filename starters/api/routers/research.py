@@ -103,7 +103,7 @@ async def start_research(request: Request, idempotency_key: IdempotencyKey = Non
                          access: MissionAccess = Depends(mission_access(WRITE)),
                          client: Client = Depends(get_temporal)):
     mission = access.mission
-    request.app.state.limits.charge(access.principal.actor, mission)
+    await request.app.state.limits.admit(access.principal.actor, mission)
     body = await read_json(request, RESEARCH_BODY_LIMIT)
     if not isinstance(body, dict):
         raise validation_error(("body",), "expected a JSON object {query: ...}")
@@ -198,6 +198,6 @@ async def research_events_stream(request: Request, workflow_id: WorkflowIdPath,
 
     opening = {"workflow_id": workflow_id, "mission": mission, "status": status_name(desc.status)}
     # 429 when the caller or the mission has its streams open already; the slot is freed as the stream ends
-    return EventStream(request.app.state.limits.open_stream(principal.actor, mission, workflow_events(
+    return EventStream(await request.app.state.limits.open_stream(principal.actor, mission, workflow_events(
         request, handle, opening=opening, query="progress", differ=research_events, outcome=outcome,
         until=principal.expires_at)))
