@@ -76,3 +76,34 @@ def test_unstructured_text_keeps_the_guess():
     assert "Jython: Python implemented in Java." in texts
     structured = [t for _, t in passage_units(text, {"structured": True})]
     assert "Jython: Python implemented in Java." not in structured
+
+
+def test_markdown_reports_its_headings_not_a_hash_in_code():
+    from activities.ingest.converters.text import parse_md
+
+    doc = parse_md(b"# Guide\n\nIntro text.\n\n```\n# not a heading\n```\n\nSetup\n-----\n\nStep one.\n\n## Options\n\nMore.")
+    heads = [(b.kind, doc.text[b.start:b.end]) for b in doc.blocks]
+    assert heads == [("h1", "Guide"), ("h2", "Setup"), ("h2", "Options")]
+    structure = DocumentStructure(doc)
+    assert structure.section(doc.text.index("More.")) == "Guide > Options"
+    meta = structure.for_chunk(doc.text.index("Step one"), len(doc.text))
+    assert meta == {"section": "Guide > Setup"}  # headings, but no definition lists: research may still guess those
+
+
+def test_docx_reports_heading_styles():
+    import io
+
+    import docx
+
+    from activities.ingest.converters.docx import parse_docx
+
+    d = docx.Document()
+    d.add_heading("Annual report", level=1)
+    d.add_paragraph("Annual report figures follow in the sections below.")
+    d.add_heading("Revenue", level=2)
+    d.add_paragraph("Revenue grew 12% in the year.")
+    buf = io.BytesIO()
+    d.save(buf)
+    doc = parse_docx(buf.getvalue())
+    assert [(b.kind, doc.text[b.start:b.end]) for b in doc.blocks] == [("h1", "Annual report"), ("h2", "Revenue")]
+    assert DocumentStructure(doc).section(doc.text.index("Revenue grew")) == "Annual report > Revenue"

@@ -4,8 +4,8 @@ A chunk's metadata gets `section` (the heading path where it starts: "Server Con
 Resource Consumption > Memory") and `terms`: for every definition-list description it overlaps,
 (start, end, term) in the chunk's own offsets, so research reads each sentence of a
 description with the term it describes ("work_mem (integer): The default is four megabytes").
-`structured` says the converter knew the format's structure: research then reads it from here
-and never guesses it from the flattened text.
+`structured` says the converter reports the format's definition lists (HTML): research then reads
+them from here and never guesses them from the flattened text. Markdown and DOCX report headings.
 """
 from __future__ import annotations
 
@@ -49,11 +49,16 @@ def definitions(text: str, blocks: list[Block]) -> list[Definition]:
     return out
 
 
+# formats whose converter reports definition lists: research guesses none from their text
+DEFINITIONS_KNOWN = frozenset({"html"})
+
+
 class DocumentStructure:
     """Definitions and headings of one parsed document, looked up per chunk."""
 
     def __init__(self, parsed: ParsedDocument):
         self.known = parsed.blocks is not None
+        self.definitions_known = parsed.kind in DEFINITIONS_KNOWN
         blocks = parsed.blocks or []
         self.defs = definitions(parsed.text, blocks)
         self._def_starts = [d.start for d in self.defs]
@@ -72,7 +77,7 @@ class DocumentStructure:
     def for_chunk(self, start: int, end: int) -> dict:
         if not self.known:
             return {}
-        meta: dict = {"structured": True}
+        meta: dict = {"structured": True} if self.definitions_known else {}
         section = self.section(start)
         if section:
             meta["section"] = section

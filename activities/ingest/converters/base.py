@@ -79,3 +79,17 @@ def parse_failed(fmt: str, exc: BaseException) -> ApplicationError:
 
 def too_much_text() -> ApplicationError:
     return bad_input(f"extracted text exceeds {MAX_TEXT_CHARS:,} characters", OVERSIZED)
+
+
+def heading_blocks(text: str, headings: list[tuple[int, str]]) -> list[Block]:
+    """Blocks for (level, heading text) in document order, found in the extracted text one after
+    another (so a heading's words earlier in the body are not taken for it)."""
+    blocks, at = [], 0
+    for level, heading in headings:
+        heading = heading.strip()
+        found = text.find(heading, at) if heading else -1
+        if found < 0:
+            continue
+        blocks.append(Block(found, found + len(heading), f"h{min(6, max(1, level))}"))
+        at = found + len(heading)
+    return blocks

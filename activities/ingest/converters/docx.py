@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import io
+import re
 import zipfile
 
 from stratmaster.errors import OVERSIZED, bad_input
 
 from activities.ingest.converters import base
-from activities.ingest.converters.base import ParsedDocument, parse_failed, tidy, too_much_text
+from activities.ingest.converters.base import ParsedDocument, heading_blocks, parse_failed, tidy, too_much_text
 
 MAX_ZIP_ENTRIES = 10_000
 MAX_ZIP_UNCOMPRESSED = 256 * 1024 * 1024  # all parts of a DOCX together, as declared by the zip directory
@@ -90,6 +91,7 @@ def parse_docx(data: bytes) -> ParsedDocument:
     default_name = (default.name or "") if default is not None else ""
     lines: list[str] = []
     heading = None
+    headings: list[tuple[int, str]] = []  # (level, text) of "Heading N" and "Title" paragraphs
     size = 0
     # body order: paragraphs and tables interleaved as in the document
     for block in d.element.body.iterchildren():
@@ -97,10 +99,12 @@ def parse_docx(data: bytes) -> ParsedDocument:
         if tag == "p":
             text = block.text
             if text.strip():
-                if heading is None:
-                    style = styles.get(block.style, default_name) if block.style else default_name
-                    if style.lower().startswith(("heading", "title")):
-                        heading = text.strip()
+                style = (styles.get(block.style, default_name) if block.style else default_name).lower()
+                level = 1 if style == "title" else int(style[8:]) if re.fullmatch(r"heading [1-9]", style) else 0
+                if level:
+                    headings.append((level, text))
+                if heading is None and style.startswith(("heading", "title")):
+                    heading = text.strip()
                 lines.append(text)
                 lines.append("")
                 size += len(text) + 2
@@ -112,4 +116,5 @@ def parse_docx(data: bytes) -> ParsedDocument:
         if size > base.MAX_TEXT_CHARS:
             raise too_much_text()
     title = (d.core_properties.title or "").strip() or heading
-    return ParsedDocument(tidy("\n".join(lines)), "docx", title=title)
+    text = tidy("\n".join(lines))
+    return ParsedDocument(text, "docx", title=title, blocks=heading_blocks(text, headings))

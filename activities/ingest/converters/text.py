@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import re
 
-from activities.ingest.converters.base import ParsedDocument, decode_text, tidy
+from activities.ingest.converters.base import ParsedDocument, decode_text, heading_blocks, tidy
 
 
 def parse_txt(data: bytes) -> ParsedDocument:
@@ -13,6 +13,13 @@ def parse_txt(data: bytes) -> ParsedDocument:
 
 
 def parse_md(data: bytes) -> ParsedDocument:
+    """The text as written; its headings (ATX and setext, as CommonMark reads them: not a `#` line
+    inside a code block) reported as blocks."""
+    from markdown_it import MarkdownIt
+
     text = tidy(decode_text(data))
     m = re.search(r"^#\s+(.+)$", text, flags=re.M)
-    return ParsedDocument(text, "md", title=m.group(1).strip() if m else None)
+    tokens = MarkdownIt("commonmark").parse(text)
+    headings = [(int(t.tag[1]), tokens[i + 1].content) for i, t in enumerate(tokens[:-1])
+                if t.type == "heading_open" and tokens[i + 1].type == "inline"]
+    return ParsedDocument(text, "md", title=m.group(1).strip() if m else None, blocks=heading_blocks(text, headings))
