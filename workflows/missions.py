@@ -32,6 +32,8 @@ with workflow.unsafe.imports_passed_through():
     )
     from stratmaster.errors import BAD_INPUT, NON_RETRYABLE, WORKFLOW_INPUT_ERRORS
     from stratmaster.contracts.missions import MissionConfig
+from workflows.calls import call_activity, cause_text
+from workflows.options import ActivityOptions
 from workflows.webhooks import emit_mission_changed
 
 RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=20),
@@ -39,7 +41,7 @@ RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=time
 # Undo must finish: retry for as long as the schedule-to-close timeout allows.
 UNDO_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30),
                          non_retryable_error_types=[*NON_RETRYABLE])
-SHORT = timedelta(seconds=30)
+SHORT = ActivityOptions(start_to_close_timeout=timedelta(seconds=30), retry_policy=RETRY)
 STEP = timedelta(minutes=2)
 
 STEPS: tuple[tuple[ProvisionStep, Callable[[MissionActivities, StepInput], Awaitable[StepResult]]], ...] = (
@@ -65,24 +67,6 @@ def checked_mission(mission: str) -> str:
         raise ApplicationError(f"invalid mission id {mission!r}: {exc}", type=BAD_INPUT, non_retryable=True) from None
 
 
-def _cause(exc: BaseException) -> str:
-    while isinstance(exc, ActivityError) and exc.cause is not None:
-        exc = exc.cause
-    return str(exc) or type(exc).__name__
-
-
-async def _call(fn, arg, timeout: timedelta = SHORT, **opts):
-    """Run an activity; its ApplicationError fails the workflow as itself (type,
-    message, details) rather than wrapped, so callers see e.g. InvalidCartridge."""
-    try:
-        return await workflow.execute_activity_method(fn, arg, start_to_close_timeout=timeout, retry_policy=RETRY, **opts)
-    except ActivityError as exc:
-        cause = exc.cause
-        if isinstance(cause, ApplicationError):
-            raise ApplicationError(cause.message, *cause.details, type=cause.type, non_retryable=True) from exc
-        raise
-
-
 async def _provision(plan: ActivationPlan, actor: str) -> list[str]:
     """Run the provisioning steps as a saga; returns the steps done."""
     info = workflow.info()
@@ -103,7 +87,7 @@ async def _provision(plan: ActivationPlan, actor: str) -> list[str]:
         return done
     except BaseException as exc:
         workflow.logger.warning("activation failed, undoing",
-                                extra={"mission": plan.mission, "step": current, "error": _cause(exc)})
+                                extra={"mission": plan.mission, "step": current, "error": cause_text(exc)})
         not_undone: list[str] = []
         for name in reversed(to_undo):
             try:
@@ -114,12 +98,12 @@ async def _provision(plan: ActivationPlan, actor: str) -> list[str]:
                 )
             except ActivityError as undo_exc:  # keep undoing the other steps; report this one
                 workflow.logger.error("undo failed", extra={"mission": plan.mission, "step": name,
-                                                            "error": _cause(undo_exc)})
+                                                            "error": cause_text(undo_exc)})
                 not_undone.append(name)
         if not_undone:
             raise ApplicationError(
                 f"{plan.action} of mission {plan.mission} version {plan.version} failed at step {current} "
-                f"({_cause(exc)}) and could not undo: {', '.join(not_undone)}; see the worker log",
+                f"({cause_text(exc)}) and could not undo: {', '.join(not_undone)}; see the worker log",
                 type="UndoFailed", non_retryable=True) from exc
         if is_cancelled_exception(exc):
             raise asyncio.CancelledError(f"{plan.action} of {plan.mission} {plan.version} cancelled; all steps undone") \
@@ -127,7 +111,7 @@ async def _provision(plan: ActivationPlan, actor: str) -> list[str]:
         if isinstance(exc, ApplicationError) or not isinstance(exc, ActivityError):
             raise
         raise ApplicationError(
-            f"{plan.action} of mission {plan.mission} version {plan.version} failed at step {current}: {_cause(exc)}; "
+            f"{plan.action} of mission {plan.mission} version {plan.version} failed at step {current}: {cause_text(exc)}; "
             f"undone: {', '.join(reversed(to_undo))}",
             type=getattr(getattr(exc, "cause", None), "type", None) or "ActivationFailed", non_retryable=True,
         ) from exc
@@ -149,10 +133,10 @@ class ActivateMissionWorkflow:
         if req.cartridge_text is None and req.cartridge is None:
             raise ApplicationError("give cartridge_text or cartridge", type=BAD_INPUT, non_retryable=True)
         self._stage = "validating"
-        validated = await _call(MissionActivities.validate,
-                                ValidateInput(cartridge_text=req.cartridge_text, cartridge=req.cartridge))
+        validated = await call_activity(MissionActivities.validate,
+                                ValidateInput(cartridge_text=req.cartridge_text, cartridge=req.cartridge), SHORT)
         self._stage = "planning"
-        plan = await _call(MissionActivities.plan_activation, PlanActivationInput(validated=validated))
+        plan = await call_activity(MissionActivities.plan_activation, PlanActivationInput(validated=validated), SHORT)
         if plan.unchanged:
             self._stage = "unchanged"
             return ActivationResult(mission=plan.mission, version=plan.version, status="unchanged",
@@ -174,7 +158,7 @@ class RollbackMissionWorkflow:
     @workflow.run
     async def run(self, req: RollbackMissionInput) -> ActivationResult:
         mission = checked_mission(req.mission)
-        plan = await _call(MissionActivities.plan_rollback, PlanRollbackInput(mission=mission, to_version=req.to_version))
+        plan = await call_activity(MissionActivities.plan_rollback, PlanRollbackInput(mission=mission, to_version=req.to_version), SHORT)
         steps = await _provision(plan, req.actor)
         result = ActivationResult(mission=mission, version=plan.version, status="rolled_back",
                                   previous_version=plan.previous_version, steps=steps, sha256=plan.sha256)
@@ -189,10 +173,10 @@ class DeactivateMissionWorkflow:
     @workflow.run
     async def run(self, req: DeactivateMissionInput) -> DeactivationResult:
         mission = checked_mission(req.mission)
-        return await _call(
+        return await call_activity(
             MissionActivities.deactivate,
             DeactivateStep(mission=mission, actor=req.actor, now=workflow.now(), retention_days=req.retention_days,
-                           workflow_id=workflow.info().workflow_id))
+                           workflow_id=workflow.info().workflow_id), SHORT)
 
 
 @workflow.defn(failure_exception_types=WORKFLOW_INPUT_ERRORS)
@@ -202,15 +186,17 @@ class PurgeExpiredMissionsWorkflow:
     @workflow.run
     async def run(self, req: PurgeExpiredInput) -> PurgeResult:
         now = req.now or workflow.now()
-        return await _call(MissionActivities.purge_expired_missions, PurgeExpiredInput(now=now, actor=req.actor, missions=req.missions),
-                           timeout=timedelta(minutes=30), heartbeat_timeout=timedelta(minutes=2))
+        return await call_activity(
+            MissionActivities.purge_expired_missions, PurgeExpiredInput(now=now, actor=req.actor, missions=req.missions),
+            ActivityOptions(start_to_close_timeout=timedelta(minutes=30), heartbeat_timeout=timedelta(minutes=2),
+                            retry_policy=RETRY))
 
 
 @workflow.defn(failure_exception_types=WORKFLOW_INPUT_ERRORS)
 class ListMissionsWorkflow:
     @workflow.run
     async def run(self, req: ListMissionsInput) -> MissionList:
-        return await _call(MissionActivities.list_missions, req)
+        return await call_activity(MissionActivities.list_missions, req, SHORT)
 
 
 @workflow.defn(failure_exception_types=WORKFLOW_INPUT_ERRORS)
@@ -218,7 +204,7 @@ class ShowMissionWorkflow:
     @workflow.run
     async def run(self, req: MissionRef) -> MissionDetail:
         ref = MissionRef(mission=checked_mission(req.mission), version=req.version)
-        return await _call(MissionActivities.show_mission, ref)
+        return await call_activity(MissionActivities.show_mission, ref, SHORT)
 
 
 @workflow.defn(failure_exception_types=WORKFLOW_INPUT_ERRORS)
@@ -228,7 +214,7 @@ class ExportMissionWorkflow:
     @workflow.run
     async def run(self, req: MissionRef) -> ExportResult:
         ref = MissionRef(mission=checked_mission(req.mission), version=req.version)
-        return await _call(MissionActivities.export_mission, ref)
+        return await call_activity(MissionActivities.export_mission, ref, SHORT)
 
 
 @workflow.defn(failure_exception_types=WORKFLOW_INPUT_ERRORS)
@@ -238,7 +224,7 @@ class MissionConfigWorkflow:
     @workflow.run
     async def run(self, req: MissionRef) -> MissionConfig:
         ref = MissionRef(mission=checked_mission(req.mission))
-        return await _call(MissionActivities.effective_config, ref)
+        return await call_activity(MissionActivities.effective_config, ref, SHORT)
 
 
 WORKFLOWS = [ActivateMissionWorkflow, RollbackMissionWorkflow, DeactivateMissionWorkflow, PurgeExpiredMissionsWorkflow,

@@ -41,6 +41,7 @@ with workflow.unsafe.imports_passed_through():
     from stratmaster.errors import NON_RETRYABLE, WORKFLOW_INPUT_ERRORS
     from stratmaster.search_attributes import for_mission
     from workflows.ingestion import IngestDocumentsWorkflow
+from workflows.calls import call_activity, root_cause
 from workflows.options import ActivityOptions
 
 RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), backoff_coefficient=2.0,
@@ -55,23 +56,6 @@ WAIT = ActivityOptions(start_to_close_timeout=timedelta(seconds=30), schedule_to
                       retry_policy=RetryPolicy(initial_interval=timedelta(seconds=2),
                                                maximum_interval=timedelta(seconds=15),
                                                non_retryable_error_types=[*NON_RETRYABLE, *SOURCE_ERRORS]))
-
-
-def _cause(err: BaseException) -> BaseException:
-    while isinstance(err, (ActivityError, ChildWorkflowError)) and err.cause is not None:
-        err = err.cause
-    return err
-
-
-async def _call(fn, arg, opts: ActivityOptions = SHORT):
-    """Run an activity; its ApplicationError fails the workflow as itself (type and message)."""
-    try:
-        return await workflow.execute_activity_method(fn, arg, **opts)
-    except ActivityError as exc:
-        cause = _cause(exc)
-        if isinstance(cause, ApplicationError):
-            raise ApplicationError(cause.message, type=cause.type, non_retryable=True) from None
-        raise
 
 
 @workflow.defn(failure_exception_types=WORKFLOW_INPUT_ERRORS)
@@ -95,8 +79,8 @@ class SourceSyncWorkflow:
         st = req.resume
         if st is None:
             token = info.first_execution_run_id or info.run_id
-            begin = await _call(SourceActivities.sync_begin,
-                                SyncBeginInput(mission=req.mission, source_id=req.source_id, owner=wid, token=token))
+            begin = await call_activity(SourceActivities.sync_begin,
+                                SyncBeginInput(mission=req.mission, source_id=req.source_id, owner=wid, token=token), SHORT)
             if begin.outcome != "started":
                 self._p.phase, self._p.finished = begin.outcome, True
                 return SourceSyncResult(mission=req.mission, source_id=req.source_id, workflow_id=wid,
@@ -114,7 +98,7 @@ class SourceSyncWorkflow:
                 if st.phase == "list":
                     await self._page(req, st)
                 else:
-                    r = await _call(SourceActivities.delete_missing,
+                    r = await call_activity(SourceActivities.delete_missing,
                                     DeleteMissingInput(mission=req.mission, source_id=req.source_id, token=st.token,
                                                        generation=st.generation, listed_total=st.totals.listed,
                                                        limit=req.delete_batch), LONG)
@@ -124,9 +108,9 @@ class SourceSyncWorkflow:
                         st.phase = "done"
                 steps += 1
                 self._show(st)
-            fin = await _call(SourceActivities.sync_finish,
+            fin = await call_activity(SourceActivities.sync_finish,
                               FinishSyncInput(mission=req.mission, source_id=req.source_id, token=st.token,
-                                              workflow_id=wid, status="ok", totals=st.totals))
+                                              workflow_id=wid, status="ok", totals=st.totals), SHORT)
             if fin.recorded:  # exact even when a step was retried after a crash
                 st.totals.deleted, st.totals.documents_deleted = fin.files_deleted, fin.documents_deleted
             self._show(st, "done")
@@ -134,7 +118,7 @@ class SourceSyncWorkflow:
             return SourceSyncResult(mission=req.mission, source_id=req.source_id, workflow_id=wid, outcome="synced",
                                     generation=st.generation, totals=st.totals)
         except (ActivityError, ChildWorkflowError, ApplicationError, asyncio.CancelledError) as exc:
-            cause = _cause(exc)
+            cause = root_cause(exc)
             if isinstance(cause, ApplicationError) and cause.type in (SOURCE_REMOVED, SYNC_SUPERSEDED):
                 # removal (or another sync) took over: not a failure of this pass
                 self._p.phase, self._p.finished = "removed", True
@@ -144,10 +128,10 @@ class SourceSyncWorkflow:
             cancelled = is_cancelled_exception(exc)
             error = None if cancelled else str(getattr(cause, "message", None) or cause)
             try:  # record the end state; shielded so a second cancel cannot interrupt it
-                await asyncio.shield(asyncio.ensure_future(_call(
+                await asyncio.shield(asyncio.ensure_future(call_activity(
                     SourceActivities.sync_finish,
                     FinishSyncInput(mission=req.mission, source_id=req.source_id, token=st.token, workflow_id=wid,
-                                    status="cancelled" if cancelled else "failed", error=error, totals=st.totals))))
+                                    status="cancelled" if cancelled else "failed", error=error, totals=st.totals), SHORT)))
             except (ActivityError, ApplicationError) as cleanup:
                 workflow.logger.warning("could not record the end of sync %s: %s", wid, cleanup)
             self._p.phase, self._p.finished = "cancelled" if cancelled else "failed", True
@@ -156,7 +140,7 @@ class SourceSyncWorkflow:
             raise
 
     async def _page(self, req: SourceSyncInput, st: SyncState) -> None:
-        page: ListPageResult = await _call(
+        page: ListPageResult = await call_activity(
             SourceActivities.list_page,
             ListPageInput(mission=req.mission, source_id=req.source_id, token=st.token, generation=st.generation,
                           page=st.page, cursor=st.cursor, scan_limit=req.scan_limit, page_size=req.page_size), LONG)
@@ -189,7 +173,7 @@ class SourceSyncWorkflow:
                 else:
                     items.append(ApplyItem(path=p.path, status=d.status, document_id=d.document_id, sha256=d.sha256,
                                            reason_type=d.reason_type, reason=d.reason))
-            applied = await _call(SourceActivities.apply_page,
+            applied = await call_activity(SourceActivities.apply_page,
                                   ApplyPageInput(mission=req.mission, source_id=req.source_id, token=st.token,
                                                  batch_id=batch_id, items=items), LONG)
             t.ingested += result.totals.ingested
@@ -208,10 +192,10 @@ class SourceSyncWorkflow:
 class AddSourceWorkflow:
     @workflow.run
     async def run(self, req: AddSourceInput) -> AddSourceResult:
-        result = await _call(SourceActivities.add, req)
-        await _call(SourceActivities.schedule,
+        result = await call_activity(SourceActivities.add, req, SHORT)
+        await call_activity(SourceActivities.schedule,
                     ScheduleSourceInput(mission=req.mission, source_id=req.source.source_id,
-                                        interval_seconds=req.source.interval_seconds))
+                                        interval_seconds=req.source.interval_seconds), SHORT)
         return result
 
 
@@ -221,14 +205,14 @@ class RemoveSourceWorkflow:
     async def run(self, req: RemoveSourceInput) -> RemoveSourceResult:
         state = req.resume
         if state is None:
-            begin = await _call(SourceActivities.remove_begin, req)
-            sched_deleted = await _call(SourceActivities.schedule,
+            begin = await call_activity(SourceActivities.remove_begin, req, SHORT)
+            sched_deleted = await call_activity(SourceActivities.schedule,
                                         ScheduleSourceInput(mission=req.mission, source_id=req.source_id,
-                                                            action="delete"))
+                                                            action="delete"), SHORT)
             if not begin.found:
                 return RemoveSourceResult(mission=req.mission, source_id=req.source_id, status="not_found",
                                           schedule_deleted=sched_deleted)
-            await _call(SourceActivities.wait_idle, RemovePage(mission=req.mission, source_id=req.source_id, limit=1),
+            await call_activity(SourceActivities.wait_idle, RemovePage(mission=req.mission, source_id=req.source_id, limit=1),
                         WAIT)
             state = RemoveState(schedule_deleted=sched_deleted)
         page = RemovePage(mission=req.mission, source_id=req.source_id, limit=req.batch)
@@ -237,13 +221,13 @@ class RemoveSourceWorkflow:
             if calls and (calls >= 500 or workflow.info().is_continue_as_new_suggested()):
                 workflow.continue_as_new(req.model_copy(update={"resume": state}),
                                          search_attributes=for_mission(req.mission))
-            r = await _call(SourceActivities.remove_page, page, LONG)
+            r = await call_activity(SourceActivities.remove_page, page, LONG)
             calls += 1
             state.files += r.files
             state.documents += r.documents
             if not r.more:
                 break
-        done = await _call(SourceActivities.remove_finish, req)
+        done = await call_activity(SourceActivities.remove_finish, req, SHORT)
         return RemoveSourceResult(mission=req.mission, source_id=req.source_id, status="removed",
                                   files_removed=max(done.files, state.files),
                                   documents_deleted=max(done.documents, state.documents),
@@ -254,14 +238,14 @@ class RemoveSourceWorkflow:
 class ListSourcesWorkflow:
     @workflow.run
     async def run(self, req: ListSourcesInput) -> SourceList:
-        return await _call(SourceActivities.list_sources, req)
+        return await call_activity(SourceActivities.list_sources, req, SHORT)
 
 
 @workflow.defn(failure_exception_types=WORKFLOW_INPUT_ERRORS)
 class SourceStatusWorkflow:
     @workflow.run
     async def run(self, req: SourceStatusInput) -> SourceStatus:
-        return await _call(SourceActivities.status, req)
+        return await call_activity(SourceActivities.status, req, SHORT)
 
 
 WORKFLOWS = (SourceSyncWorkflow, AddSourceWorkflow, RemoveSourceWorkflow, ListSourcesWorkflow, SourceStatusWorkflow)

@@ -34,6 +34,7 @@ with workflow.unsafe.imports_passed_through():
     from stratmaster.errors import NON_RETRYABLE, WORKFLOW_INPUT_ERRORS
     from stratmaster.search_attributes import for_mission
     from stratmaster.webhooks import bounded_data, event_id
+from workflows.calls import call_activity
 from workflows.options import ActivityOptions
 
 EMIT_PATCH = "webhooks-emit"
@@ -164,39 +165,28 @@ class DeliverWebhookWorkflow:
 class AddWebhookWorkflow:
     @workflow.run
     async def run(self, req: AddWebhookInput) -> AddWebhookResult:
-        return await _call(WebhookActivities.add_webhook, req)
+        return await call_activity(WebhookActivities.add_webhook, req, QUICK)
 
 
 @workflow.defn(failure_exception_types=WORKFLOW_INPUT_ERRORS)
 class ListWebhooksWorkflow:
     @workflow.run
     async def run(self, req: ListWebhooksInput) -> WebhookList:
-        return await _call(WebhookActivities.list_webhooks, req)
+        return await call_activity(WebhookActivities.list_webhooks, req, QUICK)
 
 
 @workflow.defn(failure_exception_types=WORKFLOW_INPUT_ERRORS)
 class RemoveWebhookWorkflow:
     @workflow.run
     async def run(self, req: RemoveWebhookInput) -> RemoveWebhookResult:
-        return await _call(WebhookActivities.remove_webhook, req)
+        return await call_activity(WebhookActivities.remove_webhook, req, QUICK)
 
 
 @workflow.defn(failure_exception_types=WORKFLOW_INPUT_ERRORS)
 class ListWebhookDeliveriesWorkflow:
     @workflow.run
     async def run(self, req: DeliveriesInput) -> DeliveryLog:
-        return await _call(WebhookActivities.list_deliveries, req)
-
-
-async def _call(fn, arg):
-    """The activity's own error (e.g. BadInput: unknown endpoint) fails the run as itself."""
-    try:
-        return await workflow.execute_activity_method(fn, arg, **QUICK)
-    except ActivityError as exc:
-        if isinstance(exc.cause, ApplicationError):
-            c = exc.cause
-            raise ApplicationError(c.message, *c.details, type=c.type, non_retryable=True) from None
-        raise
+        return await call_activity(WebhookActivities.list_deliveries, req, QUICK)
 
 
 WORKFLOWS = [EmitEventWorkflow, DeliverWebhookWorkflow, AddWebhookWorkflow, ListWebhooksWorkflow,
