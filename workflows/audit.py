@@ -6,12 +6,12 @@ from __future__ import annotations
 from datetime import timedelta
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
+from workflows.options import retry
 
 with workflow.unsafe.imports_passed_through():
     from activities.ops.audit import AuditActivities
     from stratmaster.contracts.audit import AuditEntry, AuditRecorded
-    from stratmaster.errors import NON_RETRYABLE, WORKFLOW_INPUT_ERRORS
+    from stratmaster.errors import WORKFLOW_INPUT_ERRORS
 
 
 @workflow.defn(failure_exception_types=WORKFLOW_INPUT_ERRORS)
@@ -25,6 +25,5 @@ class RecordAuditWorkflow:
             # but not forever: an entry that cannot be stored fails at once (BadInput), and
             # one the database cannot take for a day fails the run, visible in Temporal.
             schedule_to_close_timeout=timedelta(hours=24),
-            retry_policy=RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(minutes=1),
-                                     non_retryable_error_types=NON_RETRYABLE),
+            retry_policy=retry(longest=timedelta(minutes=1)),
         )

@@ -19,7 +19,6 @@ import re
 from datetime import timedelta
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
 from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
@@ -28,12 +27,11 @@ with workflow.unsafe.imports_passed_through():
         BACKUP_ID, BackupInput, BackupProgress, BackupResult, BackupStep, BeginBackupInput, ListBackupsInput,
         ListBackupsResult, PlanInput, WriteManifestInput,
     )
-    from stratmaster.errors import BAD_INPUT, NON_RETRYABLE, WORKFLOW_INPUT_ERRORS
-from workflows.options import ActivityOptions
+    from stratmaster.errors import BAD_INPUT, WORKFLOW_INPUT_ERRORS
+from workflows.options import ActivityOptions, retry
 from workflows.webhooks import emit_backup_finished
 
-RETRY = RetryPolicy(maximum_attempts=5, initial_interval=timedelta(seconds=1), maximum_interval=timedelta(minutes=1),
-                    non_retryable_error_types=[*NON_RETRYABLE, "TargetNotEmpty"])
+RETRY = retry(5, longest=timedelta(minutes=1), also=["TargetNotEmpty"])
 QUICK = ActivityOptions(start_to_close_timeout=timedelta(minutes=2), retry_policy=RETRY)
 # Reads every part / manifest: heartbeats, so a lost worker is noticed within a minute.
 SCAN = ActivityOptions(start_to_close_timeout=timedelta(minutes=30), heartbeat_timeout=timedelta(seconds=60),

@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
+from workflows.options import retry
 
 with workflow.unsafe.imports_passed_through():
     from activities.ops.health import HealthActivities
@@ -20,6 +20,6 @@ class HealthCheckWorkflow:
         services = await workflow.execute_activity_method(
             HealthActivities.check_services, req,
             start_to_close_timeout=timedelta(seconds=60),
-            retry_policy=RetryPolicy(maximum_attempts=2),
+            retry_policy=retry(2),
         )
         return HealthReport(checked_at=workflow.now(), ok=all(s.ok for s in services), services=services)

@@ -21,7 +21,6 @@ import asyncio
 from datetime import timedelta
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflowError, TimeoutError
 
 with workflow.unsafe.imports_passed_through():
@@ -31,18 +30,15 @@ with workflow.unsafe.imports_passed_through():
         IngestDocumentInput, IngestGroupInput, IngestInput, IngestProgress, IngestResult, IngestState, IngestTotals, RecordFailureInput, SliceInput,
         SliceProgress, SliceResult,
     )
-    from stratmaster.errors import NON_RETRYABLE, UNKNOWN_MISSION, WORKFLOW_INPUT_ERRORS
+    from stratmaster.errors import UNKNOWN_MISSION, WORKFLOW_INPUT_ERRORS
     from stratmaster.search_attributes import for_mission
 from workflows.webhooks import emit_ingestion_finished
+from workflows.options import retry
 
-DOCUMENT_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=1), backoff_coefficient=2.0, maximum_interval=timedelta(seconds=30),
-    maximum_attempts=6, non_retryable_error_types=[*NON_RETRYABLE, EMPTY_DOCUMENT],
-)
+DOCUMENT_RETRY = retry(6, longest=timedelta(seconds=30), also=[EMPTY_DOCUMENT])
 # marks histories whose slices group small documents (older ones replay the per-document path)
 GROUPS_PATCH = "ingest-document-groups"
-SMALL_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=20),
-                          maximum_attempts=10, non_retryable_error_types=[*NON_RETRYABLE])
+SMALL_RETRY = retry(10, longest=timedelta(seconds=20))
 
 
 def _failure_reason(err: BaseException) -> tuple[str, str]:

@@ -11,12 +11,12 @@ from __future__ import annotations
 from datetime import timedelta
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
+from workflows.options import retry
 
 with workflow.unsafe.imports_passed_through():
     from activities.llm.usage import LlmUsageActivities
     from stratmaster.contracts.llm_usage import LlmUsageQuery, LlmUsageSummary
-    from stratmaster.errors import NON_RETRYABLE, WORKFLOW_INPUT_ERRORS
+    from stratmaster.errors import WORKFLOW_INPUT_ERRORS
 
 
 @workflow.defn(failure_exception_types=WORKFLOW_INPUT_ERRORS)
@@ -26,5 +26,5 @@ class LlmUsageWorkflow:
         return await workflow.execute_activity_method(
             LlmUsageActivities.usage_summary, req,
             start_to_close_timeout=timedelta(seconds=30),
-            retry_policy=RetryPolicy(maximum_attempts=3, non_retryable_error_types=NON_RETRYABLE),
+            retry_policy=retry(3),
         )

@@ -6,7 +6,6 @@ from __future__ import annotations
 from datetime import timedelta
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
 from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
@@ -18,11 +17,11 @@ with workflow.unsafe.imports_passed_through():
         RetentionInput, RetentionReport,
     )
     from stratmaster import queues
-    from stratmaster.errors import NON_RETRYABLE, WORKFLOW_INPUT_ERRORS
+    from stratmaster.errors import WORKFLOW_INPUT_ERRORS
     from workflows.health import HealthCheckWorkflow
-from workflows.options import ActivityOptions
+from workflows.options import ActivityOptions, retry
 
-RETRY = RetryPolicy(maximum_attempts=3, initial_interval=timedelta(seconds=2), non_retryable_error_types=NON_RETRYABLE)
+RETRY = retry(3, first=timedelta(seconds=2))
 LONG = ActivityOptions(start_to_close_timeout=timedelta(hours=1), heartbeat_timeout=timedelta(minutes=2),
                       retry_policy=RETRY)
 # documents_days: batches per run at most (history stays small; the next scheduled run continues)

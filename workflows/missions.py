@@ -18,7 +18,6 @@ from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_exception
 
 with workflow.unsafe.imports_passed_through():
@@ -30,17 +29,15 @@ with workflow.unsafe.imports_passed_through():
         PlanActivationInput, PlanRollbackInput, ProvisionStep, PurgeExpiredInput, PurgeResult, RollbackMissionInput,
         StepInput, StepResult, UndoInput, ValidateInput,
     )
-    from stratmaster.errors import BAD_INPUT, NON_RETRYABLE, WORKFLOW_INPUT_ERRORS
+    from stratmaster.errors import BAD_INPUT, WORKFLOW_INPUT_ERRORS
     from stratmaster.contracts.missions import MissionConfig
 from workflows.calls import call_activity, cause_text
-from workflows.options import ActivityOptions
+from workflows.options import ActivityOptions, retry
 from workflows.webhooks import emit_mission_changed
 
-RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=20),
-                    maximum_attempts=5, non_retryable_error_types=[*NON_RETRYABLE, CONCURRENT_CHANGE])
+RETRY = retry(5, longest=timedelta(seconds=20), also=[CONCURRENT_CHANGE])
 # Undo must finish: retry for as long as the schedule-to-close timeout allows.
-UNDO_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30),
-                         non_retryable_error_types=[*NON_RETRYABLE])
+UNDO_RETRY = retry(longest=timedelta(seconds=30))
 SHORT = ActivityOptions(start_to_close_timeout=timedelta(seconds=30), retry_policy=RETRY)
 STEP = timedelta(minutes=2)
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 from datetime import timedelta
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
+from workflows.options import retry
 
 with workflow.unsafe.imports_passed_through():
     from activities.research.reports import ReportActivities
@@ -16,8 +16,7 @@ with workflow.unsafe.imports_passed_through():
     from stratmaster.errors import NON_RETRYABLE, WORKFLOW_INPUT_ERRORS
 
 NOT_RETRIED = [*NON_RETRYABLE, REPORT_NOT_FOUND]
-RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=20), maximum_attempts=4,
-                    non_retryable_error_types=NOT_RETRIED)
+RETRY = retry(4, longest=timedelta(seconds=20), also=[REPORT_NOT_FOUND])
 
 
 @workflow.defn(failure_exception_types=WORKFLOW_INPUT_ERRORS)

@@ -12,7 +12,6 @@ import asyncio
 from datetime import timedelta
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_exception
 
 with workflow.unsafe.imports_passed_through():
@@ -25,9 +24,9 @@ with workflow.unsafe.imports_passed_through():
     )
     from stratmaster.errors import NON_RETRYABLE, WORKFLOW_INPUT_ERRORS
 from workflows.webhooks import emit_research_finished
+from workflows.options import retry
 
-RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), backoff_coefficient=2.0, maximum_attempts=4,
-                    non_retryable_error_types=NON_RETRYABLE)
+RETRY = retry(4)
 MAX_EVIDENCE_HITS = 40  # what synthesis reads; retrieve mode returns at least the top_k it was asked for
 
 

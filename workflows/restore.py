@@ -27,7 +27,6 @@ import asyncio
 from datetime import timedelta
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
@@ -37,11 +36,10 @@ with workflow.unsafe.imports_passed_through():
         RestoreProgress, RestoreResult, RestoreStep, ValidateInput, VerifyBackupInput, VerifyBackupResult,
         VerifyProgress, clip,
     )
-    from stratmaster.errors import NON_RETRYABLE, WORKFLOW_INPUT_ERRORS
-from workflows.options import ActivityOptions
+    from stratmaster.errors import WORKFLOW_INPUT_ERRORS
+from workflows.options import ActivityOptions, retry
 
-RETRY = RetryPolicy(maximum_attempts=5, initial_interval=timedelta(seconds=1), maximum_interval=timedelta(minutes=1),
-                    non_retryable_error_types=[*NON_RETRYABLE, "TargetNotEmpty"])
+RETRY = retry(5, longest=timedelta(minutes=1), also=["TargetNotEmpty"])
 QUICK = ActivityOptions(start_to_close_timeout=timedelta(minutes=5), heartbeat_timeout=timedelta(seconds=60),
                        retry_policy=RETRY)
 COPY = ActivityOptions(start_to_close_timeout=timedelta(hours=2), heartbeat_timeout=timedelta(seconds=60),

@@ -25,7 +25,6 @@ import asyncio
 from datetime import timedelta
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflowError, is_cancelled_exception
 
 with workflow.unsafe.imports_passed_through():
@@ -38,24 +37,21 @@ with workflow.unsafe.imports_passed_through():
         SourceStatusInput, SourceSyncInput, SourceSyncProgress, SourceSyncResult, SyncBeginInput, SyncState,
         batch_id_for,
     )
-    from stratmaster.errors import NON_RETRYABLE, WORKFLOW_INPUT_ERRORS
+    from stratmaster.errors import WORKFLOW_INPUT_ERRORS
     from stratmaster.search_attributes import for_mission
     from workflows.ingestion import IngestDocumentsWorkflow
 from workflows.calls import call_activity, root_cause
-from workflows.options import ActivityOptions
+from workflows.options import ActivityOptions, retry
 
-RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), backoff_coefficient=2.0,
-                    maximum_interval=timedelta(seconds=30), maximum_attempts=6,
-                    non_retryable_error_types=[*NON_RETRYABLE, *SOURCE_ERRORS])
+RETRY = retry(6, longest=timedelta(seconds=30), also=SOURCE_ERRORS)
 SHORT = ActivityOptions(start_to_close_timeout=timedelta(seconds=60), retry_policy=RETRY)
 # listing hashes changed files; deleting touches every store: heartbeat, generous deadline
 LONG = ActivityOptions(start_to_close_timeout=timedelta(minutes=30), heartbeat_timeout=timedelta(minutes=2),
                       retry_policy=RETRY)
 # removal waits for a running sync to stop (SyncRunning is retried) for up to an hour
 WAIT = ActivityOptions(start_to_close_timeout=timedelta(seconds=30), schedule_to_close_timeout=timedelta(hours=1),
-                      retry_policy=RetryPolicy(initial_interval=timedelta(seconds=2),
-                                               maximum_interval=timedelta(seconds=15),
-                                               non_retryable_error_types=[*NON_RETRYABLE, *SOURCE_ERRORS]))
+                      retry_policy=retry(first=timedelta(seconds=2), longest=timedelta(seconds=15),
+                                         also=SOURCE_ERRORS))
 
 
 @workflow.defn(failure_exception_types=WORKFLOW_INPUT_ERRORS)

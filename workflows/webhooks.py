@@ -35,11 +35,10 @@ with workflow.unsafe.imports_passed_through():
     from stratmaster.search_attributes import for_mission
     from stratmaster.webhooks import bounded_data, event_id
 from workflows.calls import call_activity
-from workflows.options import ActivityOptions
+from workflows.options import ActivityOptions, retry
 
 EMIT_PATCH = "webhooks-emit"
-QUICK_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30),
-                          maximum_attempts=10, non_retryable_error_types=NON_RETRYABLE)
+QUICK_RETRY = retry(10, longest=timedelta(seconds=30))
 QUICK = ActivityOptions(start_to_close_timeout=timedelta(seconds=30), retry_policy=QUICK_RETRY)
 
 
