@@ -107,3 +107,86 @@ def test_docx_reports_heading_styles():
     doc = parse_docx(buf.getvalue())
     assert [(b.kind, doc.text[b.start:b.end]) for b in doc.blocks] == [("h1", "Annual report"), ("h2", "Revenue")]
     assert DocumentStructure(doc).section(doc.text.index("Revenue grew")) == "Annual report > Revenue"
+
+
+def _old_rules(text: str) -> str:
+    """The converter's whitespace rules before structure was kept (the reference)."""
+    import re
+
+    from activities.ingest.converters.base import tidy
+
+    text = re.sub(r"[ \t\u00a0]+", " ", text)
+    text = re.sub(r" *\| *\n", "\n", text)
+    text = "\n".join(line.strip() for line in text.split("\n"))
+    return tidy(text)
+
+
+def test_marks_never_change_the_text():
+    """Differential: on random documents, the text with structure kept is the text the converter
+    gave before (same words, same line and paragraph breaks), and every block is a span of it."""
+    import random
+
+    from activities.ingest.converters.html import _write
+
+    rng = random.Random(11)
+    tags = ["p", "div", "dl", "dt", "dd", "h2", "span", "b", "li", "ul", "td", "tr", "table", "br"]
+    words = ["x", "y z", " ", "  ", "\t", "\u00a0", "\u3000w", "v\u2009", "\n", "a | b", "q\u2028"]
+
+    def tree(depth: int) -> str:
+        parts = []
+        for _ in range(rng.randint(0, 4)):
+            if depth < 4 and rng.random() < 0.5:
+                t = rng.choice(tags)
+                parts.append(f"<{t}>{tree(depth + 1)}</{t}>")
+            else:
+                parts.append(rng.choice(words))
+        return "".join(parts)
+
+    checked = 0
+    for _ in range(3000):
+        data = tree(0).encode()
+        doc = parse_html(data)
+        assert doc.text == _old_rules(_write(data, marks=False)[0]), data
+        for b in doc.blocks or []:
+            span = doc.text[b.start:b.end]
+            assert span and span == span.strip(), (data, b)
+        checked += doc.blocks is not None
+    assert checked > 2500  # structure kept for almost every document, not dropped to pass
+
+
+def test_terms_stay_in_their_list():
+    """An orphan description in a later list gets no term; after a nested list the outer list's
+    next description is its own term's."""
+    doc = parse_html(b"<dl><dt>password</dt><dd>The secret one.</dd></dl><p>Between.</p>"
+                     b"<dl><dd>An orphan description here.</dd></dl>"
+                     b"<dl><dt>a</dt><dd>First of a. <dl><dt>b</dt><dd>Inner of b.</dd></dl> Second of a.</dd></dl>")
+    from activities.ingest.structure import definitions
+
+    defs = {doc.text[d.start:d.end].split(".")[0]: d.term for d in definitions(doc.text, doc.blocks)}
+    assert defs == {"The secret one": "password", "First of a": "a", "Inner of b": "b"}
+    meta = DocumentStructure(doc).for_chunk(0, len(doc.text))
+    units = dict((t.split(": ", 1)[1], t.split(": ", 1)[0]) for _, t in passage_units(doc.text, meta) if ": " in t)
+    assert units.get("Second of a.") == "a" and "An orphan description here." not in units
+
+
+def test_a_heading_is_found_where_it_is_not_where_it_is_mentioned():
+    from activities.ingest.converters.text import parse_md
+
+    doc = parse_md(b"# Project\n\nContents:\n\n- [Installation](#installation)\n- [License](#license)\n\n"
+                   b"See Installation below.\n\n## Installation\n\npip install it.\n\n## License\n\nMIT licensed.\n")
+    structure = DocumentStructure(doc)
+    assert structure.section(doc.text.index("pip install")) == "Project > Installation"
+    assert structure.section(doc.text.index("See Installation")) == "Project"
+    assert structure.section(doc.text.index("MIT")) == "Project > License"
+
+
+def test_markdown_sections_reach_research():
+    """A Markdown chunk's heading path is read with its hits (not only HTML's)."""
+    from activities.ingest.converters.text import parse_md
+
+    doc = parse_md(b"# Guide\n\n## Setup\n\nRun the installer first.\n")
+    start = doc.text.index("Run")
+    meta = DocumentStructure(doc).for_chunk(start, len(doc.text))
+    hit = with_structure(SearchHit(chunk_id="c", document_id="d", text=doc.text[start:], start=start,
+                                   end=len(doc.text), score=1.0, source="bm25"), meta)
+    assert hit.section == "Guide > Setup" and hit.structured is False

@@ -10,6 +10,7 @@ them from here and never guesses them from the flattened text. Markdown and DOCX
 from __future__ import annotations
 
 import bisect
+from itertools import accumulate
 from dataclasses import dataclass
 
 from activities.ingest.converters.base import Block, ParsedDocument
@@ -31,21 +32,28 @@ def _clean(text: str, limit: int) -> str:
 
 
 def definitions(text: str, blocks: list[Block]) -> list[Definition]:
-    """Each description with the term(s) just before it ("-a, --all" then its description:
-    two terms, one description). A nested list's terms start a new run."""
+    """Each description with the term(s) just before it in its own list ("-a, --all" then its
+    description: two terms, one description). A list's terms never reach another list's
+    descriptions: each list (nested ones too) keeps its own run of terms."""
     out: list[Definition] = []
-    run: list[str] = []
-    last = ""
-    for b in blocks:  # in document order
+    # open lists, innermost last: (end, run of terms, last item kind)
+    frames: list[tuple[int, list[str], list[str]]] = [(len(text) + 1, [], [""])]
+    for b in blocks:  # in document order, an enclosing block before what it holds
+        while len(frames) > 1 and frames[-1][0] <= b.start:
+            frames.pop()
+        if b.kind == "dlist":
+            frames.append((b.end, [], [""]))
+            continue
+        _, run, last = frames[-1]
         if b.kind == "term":
-            if last == "definition":
-                run = []
+            if last[0] == "definition":
+                run.clear()
             run.append(_clean(text[b.start:b.end], MAX_TERM_CHARS))
-            last = "term"
+            last[0] = "term"
         elif b.kind == "definition":
             if run:
                 out.append(Definition(b.start, b.end, _clean(", ".join(run), MAX_TERM_CHARS)))
-            last = "definition"
+            last[0] = "definition"
     return out
 
 
@@ -54,25 +62,31 @@ DEFINITIONS_KNOWN = frozenset({"html"})
 
 
 class DocumentStructure:
-    """Definitions and headings of one parsed document, looked up per chunk."""
+    """Definitions and headings of one parsed document, looked up per chunk (each lookup a binary
+    search and a walk over the few descriptions that can overlap: linear in the document)."""
 
     def __init__(self, parsed: ParsedDocument):
         self.known = parsed.blocks is not None
-        self.definitions_known = parsed.kind in DEFINITIONS_KNOWN
+        self.definitions_known = self.known and parsed.kind in DEFINITIONS_KNOWN
         blocks = parsed.blocks or []
-        self.defs = definitions(parsed.text, blocks)
+        self.defs = definitions(parsed.text, blocks) if self.definitions_known else []
         self._def_starts = [d.start for d in self.defs]
-        # headings in order: (start, level, text)
-        self.heads = [(b.start, int(b.kind[1]), _clean(parsed.text[b.start:b.end], 120))
-                      for b in blocks if b.kind in ("h1", "h2", "h3", "h4", "h5", "h6")]
-        self._head_starts = [h[0] for h in self.heads]
+        self._reach = list(accumulate((d.end for d in self.defs), max))  # furthest end of defs[:i + 1]
+        # the heading path after each heading, built once
+        self._head_starts: list[int] = []
+        self._paths: list[str] = []
+        path: list[tuple[int, str]] = []
+        for b in blocks:
+            if b.kind in ("h1", "h2", "h3", "h4", "h5", "h6"):
+                level = int(b.kind[1])
+                path = [p for p in path if p[0] < level] + [(level, _clean(parsed.text[b.start:b.end], 120))]
+                self._head_starts.append(b.start)
+                self._paths.append(_clean(" > ".join(t for _, t in path), MAX_SECTION_CHARS))
 
     def section(self, offset: int) -> str:
         """The heading path in effect at `offset`."""
-        path: list[tuple[int, str]] = []
-        for _, level, text in self.heads[:bisect.bisect_right(self._head_starts, offset)]:
-            path = [p for p in path if p[0] < level] + [(level, text)]
-        return _clean(" > ".join(t for _, t in path), MAX_SECTION_CHARS)
+        i = bisect.bisect_right(self._head_starts, offset)
+        return self._paths[i - 1] if i else ""
 
     def for_chunk(self, start: int, end: int) -> dict:
         if not self.known:
@@ -81,10 +95,14 @@ class DocumentStructure:
         section = self.section(start)
         if section:
             meta["section"] = section
-        # descriptions overlapping [start, end): nested ones start later, so look back far enough
-        i = bisect.bisect_left(self._def_starts, end)
-        terms = [[max(d.start, start) - start, min(d.end, end) - start, d.term]
-                 for d in self.defs[:i] if d.end > start]
+        # descriptions overlapping [start, end): those starting before `end` whose reach passes `start`
+        terms = []
+        j = bisect.bisect_left(self._def_starts, end) - 1
+        while j >= 0 and self._reach[j] > start:
+            d = self.defs[j]
+            if d.end > start:
+                terms.append([max(d.start, start) - start, min(d.end, end) - start, d.term])
+            j -= 1
         if terms:
-            meta["terms"] = terms
+            meta["terms"] = terms[::-1]
         return meta

@@ -333,11 +333,13 @@ def passage_units(text: str, structure: Mapping | None = None) -> list[tuple[tup
 
 def with_structure(h: SearchHit, meta: Mapping | None) -> SearchHit:
     """The hit with its chunk's structure (metadata written at ingestion) where it has any."""
-    if not meta or not meta.get("structured"):
+    if not meta or not (meta.get("structured") or meta.get("section")):
         return h
     terms = [(int(t[0]), int(t[1]), str(t[2])) for t in meta.get("terms") or []
              if isinstance(t, (list, tuple)) and len(t) == 3]
-    return h.model_copy(update={"structured": True, "terms": terms, "section": meta.get("section")})
+    section = meta.get("section")
+    return h.model_copy(update={"structured": bool(meta.get("structured")), "terms": terms,
+                                "section": section if isinstance(section, str) else None})
 
 
 def passage_lookup(hits: Sequence[SearchHit], stored: Mapping[str, Mapping[tuple[int, int], np.ndarray]]

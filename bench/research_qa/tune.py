@@ -30,17 +30,18 @@ from bench.research_qa.run import reliability, states_gold  # noqa: E402
 NAMES = ["sim", "window", "cover", "passage", "key", "kind", "beside", "retrieval"]
 
 
-def sentence_rows(runs: dict, questions: list[dict], embed):
+def sentence_rows(runs: dict, questions: list[dict], embed, no_structure: bool = False):
     from activities.research.synthesis import claimable, score_sentences, split_hits, with_structure
     from stratmaster.contracts.knowledge import SearchHit
 
     page_of = runs["page_of"]
+    structure = {} if no_structure else runs.get("structure", {})  # --no-structure: the text alone, as before
     rows = []  # (question index, features, label, claimable)
     for qi, q in enumerate(questions):
         r = runs["results"].get(q["id"])
         if r is None:
             continue
-        hits = [with_structure(SearchHit.model_validate(h), runs.get("structure", {}).get(h["chunk_id"]))
+        hits = [with_structure(SearchHit.model_validate(h), structure.get(h["chunk_id"]))
                 for h in r["hits"]]
         sents = split_hits(hits)
         score_sentences(q["question"], sents, embed)
@@ -129,7 +130,8 @@ def load_rows(args, questions, runs, bench_dir: Path):
     from activities.ingest.sentence_encoder import MODEL_ID
     from activities.research.sentence_vectors import UNITS
 
-    cache = bench_dir / f"rows-{args.runs}-{MODEL_ID}-{UNITS}"  # features of another scorer are not these
+    flat = "-flat" if getattr(args, "no_structure", False) else ""
+    cache = bench_dir / f"rows-{args.runs}-{MODEL_ID}-{UNITS}{flat}"  # features of another scorer are not these
     if cache.exists() and not args.refresh:
         return [tuple(r) for r in json.loads(cache.read_text())]
     from activities.ingest.sentence_encoder import get_sentence_encoder
@@ -138,7 +140,7 @@ def load_rows(args, questions, runs, bench_dir: Path):
 
     # research's sentence encoder, with its query prefix (each distinct text embedded once)
     embed = SentenceVectors(max_entries=200_000).for_mission("bench", get_sentence_encoder(Settings(_env_file=None)))
-    rows = sentence_rows(runs, questions, embed)
+    rows = sentence_rows(runs, questions, embed, getattr(args, "no_structure", False))
     cache.write_text(json.dumps(rows))
     return rows
 
@@ -258,7 +260,8 @@ def main(args):
     bench_dir = Path(os.environ.get("STRATMASTER_BENCH_DIR", ROOT / ".data" / "bench-research-qa")).resolve() / args.corpus
     runs = json.loads((bench_dir / args.runs).read_text())
     # never the test split: its questions are only reported
-    questions = [q for q in load_questions(CORPORA[args.corpus], ("train", "dev")) if q["id"] in runs["results"]]
+    questions = [q for q in load_questions(CORPORA[args.corpus], tuple(args.split or ("train", "dev")))
+                 if q["id"] in runs["results"]]
     if args.calibrate_findings:
         return calibrate_findings(runs, questions)
     rows = load_rows(args, questions, runs, bench_dir)
@@ -345,6 +348,9 @@ if __name__ == "__main__":
                     help="fit on the train split of every corpus, choose on dev (the documented procedure)")
     ap.add_argument("--write", metavar="NAME", help="with --splits: write activities/research/rankers/NAME.json")
     ap.add_argument("--bar", type=float, default=0.3, help="the quality bar dev figures are read at")
+    ap.add_argument("--split", action="append", choices=("train", "dev"), help="(one corpus) only these splits")
+    ap.add_argument("--no-structure", action="store_true",
+                    help="replay without the chunks' structure (definition terms): the units as the text alone gives them")
     ap.add_argument("--refresh", action="store_true", help="recompute the sentence features")
     args = ap.parse_args()
     args.corpus = args.corpus or (list(CORPORA) if args.splits else ["pydoc"])

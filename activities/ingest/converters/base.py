@@ -81,13 +81,24 @@ def too_much_text() -> ApplicationError:
     return bad_input(f"extracted text exceeds {MAX_TEXT_CHARS:,} characters", OVERSIZED)
 
 
-def heading_blocks(text: str, headings: list[tuple[int, str]]) -> list[Block]:
-    """Blocks for (level, heading text) in document order, found in the extracted text one after
-    another (so a heading's words earlier in the body are not taken for it)."""
+def heading_blocks(text: str, headings: list[tuple[int, str, int | None]]) -> list[Block]:
+    """Blocks for (level, heading text, line) in document order. With its line number (Markdown:
+    the parser's), a heading is looked up on that line; without (DOCX: a paragraph), as a whole
+    line of its own after the previous heading, so a table of contents or a sentence mentioning
+    it is not taken for it."""
+    starts = [0] + [i + 1 for i, ch in enumerate(text) if ch == "\n"]
     blocks, at = [], 0
-    for level, heading in headings:
+    for level, heading, line in headings:
         heading = heading.strip()
-        found = text.find(heading, at) if heading else -1
+        if not heading:
+            continue
+        if line is not None and 0 <= line < len(starts):
+            lo = starts[line]
+            hi = starts[line + 1] if line + 1 < len(starts) else len(text)
+            found = text.find(heading, lo, hi)
+        else:
+            m = re.compile(rf"^[ \t]*{re.escape(heading)}[ \t]*$", re.M).search(text, at)
+            found = m.start() + len(m.group(0)) - len(m.group(0).lstrip()) if m else -1
         if found < 0:
             continue
         blocks.append(Block(found, found + len(heading), f"h{min(6, max(1, level))}"))

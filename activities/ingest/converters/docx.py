@@ -91,7 +91,7 @@ def parse_docx(data: bytes) -> ParsedDocument:
     default_name = (default.name or "") if default is not None else ""
     lines: list[str] = []
     heading = None
-    headings: list[tuple[int, str]] = []  # (level, text) of "Heading N" and "Title" paragraphs
+    headings: list[tuple[int, str, int | None]] = []  # (level, text, -) of "Heading N" and "Title" paragraphs
     size = 0
     # body order: paragraphs and tables interleaved as in the document
     for block in d.element.body.iterchildren():
@@ -102,7 +102,7 @@ def parse_docx(data: bytes) -> ParsedDocument:
                 style = (styles.get(block.style, default_name) if block.style else default_name).lower()
                 level = 1 if style == "title" else int(style[8:]) if re.fullmatch(r"heading [1-9]", style) else 0
                 if level:
-                    headings.append((level, text))
+                    headings.append((level, text, None))
                 if heading is None and style.startswith(("heading", "title")):
                     heading = text.strip()
                 lines.append(text)

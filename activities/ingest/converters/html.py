@@ -21,39 +21,46 @@ _HTML_BLOCKS = frozenset(("p", "div", "section", "article", "li", "tr", "br", "h
 
 # elements reported as blocks, and the character that marks each; the closing mark is _CLOSE
 _MARKED = {"h1": "\ue001", "h2": "\ue002", "h3": "\ue003", "h4": "\ue004", "h5": "\ue005", "h6": "\ue006",
-           "dt": "\ue007", "dd": "\ue008"}
-_KIND = {v: ("term" if k == "dt" else "definition" if k == "dd" else k) for k, v in _MARKED.items()}
+           "dt": "\ue007", "dd": "\ue008", "dl": "\ue009"}
+_KINDS = {"dt": "term", "dd": "definition", "dl": "dlist"}
+_KIND = {v: _KINDS.get(k, k) for k, v in _MARKED.items()}
 _CLOSE = "\ue000"
-_MARKS = "\ue000-\ue008"
-_PRIVATE = re.compile("[\ue000-\ue008]")  # the document's own private-use characters there are dropped
+_MARKS = "\ue000-\ue009"
+_PRIVATE = re.compile(f"[{_MARKS}]")  # the document's own private-use characters there are dropped
+_LEAD = re.compile(f"^[\\s{_MARKS}]*")
+_TRAIL = re.compile(f"[\\s{_MARKS}]*\\Z")
+_MARKS_LINE = re.compile(f"\\n([{_MARKS}]+)\\n")
+
+
+def _marks(text: str) -> str:
+    return "".join(_PRIVATE.findall(text))
 
 
 def _collapse(pattern: str, repl: str, text: str) -> str:
     """re.sub that keeps the marks inside each match, after the replacement."""
-    return re.sub(pattern, lambda m: repl + "".join(_PRIVATE.findall(m.group(0))), text)
+    return re.sub(pattern, lambda m: repl + _marks(m.group(0)), text)
+
+
+def _strip(text: str) -> str:
+    """text.strip(), the marks in the stripped ends kept (at the ends)."""
+    lead = _LEAD.match(text).group(0)  # type: ignore[union-attr]  # matches the empty string at least
+    rest = text[len(lead):]
+    trail = _TRAIL.search(rest).group(0)  # type: ignore[union-attr]
+    return _marks(lead) + rest[:len(rest) - len(trail)] + _marks(trail)
 
 
 def _normalise(text: str) -> str:
-    """parse_html's whitespace rules and tidy(), on text holding marks."""
+    """The old whitespace rules (runs of blanks, "|" at line ends, line.strip(), blank-line runs,
+    text.strip()) on text holding marks; the marks end up where the removed whitespace was."""
     ws = f"[ \\t\u00a0{_MARKS}]"
     text = _collapse(f"{ws}*[ \\t\u00a0]{ws}*", " ", text)
     text = _collapse(f"[ {_MARKS}]*\\|[ {_MARKS}]*\\n", "\n", text)
-    text = text.replace("\r\n", "\n").replace("\r", "\n").replace("\x00", "")
-    strip = " " + "".join(chr(c) for c in range(0xE000, 0xE009))
-    lines = []
-    for line in text.split("\n"):  # line.strip(), the marks of the stripped ends kept
-        core = line.strip(strip)
-        lead = line[:len(line) - len(line.lstrip(strip))]
-        trail = line[len(lead) + len(core):]
-        lines.append("".join(_PRIVATE.findall(lead)) + core + "".join(_PRIVATE.findall(trail)))
-    text = "\n".join(lines)
-    text = re.sub(f"\\n([{_MARKS}]+)(?=\\n)", r"\1", text)  # a line of marks only is no line
-    text = _collapse(f"\\n(?:[{_MARKS}]*\\n){{2,}}", "\n\n", text)
-    core = text.strip(strip + "\n")  # text.strip(), the marks of the stripped ends kept
-    if not core:
-        return "".join(_PRIVATE.findall(text))
-    at = text.index(core)
-    return "".join(_PRIVATE.findall(text[:at])) + core + "".join(_PRIVATE.findall(text[at + len(core):]))
+    text = "\n".join(_strip(line) for line in text.split("\n"))
+    # a line left with marks only is an empty line: its marks move to the start of the next line
+    while (moved := _MARKS_LINE.sub(lambda m: "\n\n" + m.group(1), text)) != text:
+        text = moved
+    text = re.sub(r"\n{3,}", "\n\n", text)
+    return _strip(text)
 
 
 def _blocks(marked: str) -> tuple[str, list[Block]]:
@@ -116,6 +123,16 @@ def parse_html(data: bytes) -> ParsedDocument:
     """One pass over the tree: dropped elements are skipped, block elements are
     surrounded by newlines and table cells followed by " | " as the text is written
     (editing the tree instead, with insert_before/after, is quadratic in bs4)."""
+    written, title = _write(data, marks=True)
+    text, blocks = _blocks(_normalise(written))
+    if text != tidy(text):  # the marks disturbed the layout somewhere: the text wins, its structure unknown
+        return ParsedDocument(tidy(text), "html", title=title)
+    return ParsedDocument(text, "html", title=title, blocks=blocks)
+
+
+def _write(data: bytes, marks: bool) -> tuple[str, str | None]:
+    """The document's text as written by the walk (before whitespace rules), and its title;
+    `marks`: with the structure marks (without: what the text is made of, for a check)."""
     from bs4 import BeautifulSoup, CData, NavigableString, Tag
 
     kinds = (NavigableString, CData)  # what get_text() keeps: no comments, scripts, doctypes
@@ -139,9 +156,10 @@ def parse_html(data: bytes) -> ParsedDocument:
                 continue  # the first <title> is the title, not text
             if name == "h1" and h1 is None:
                 h1 = " ".join(t for t in (s.strip() for s in _html_strings(node, kinds)) if t)
-            if name in _MARKED:
-                out.append("\n" + _MARKED[name])
-                stack.append((iter(node.contents), _CLOSE + "\n"))
+            if marks and name in _MARKED:
+                nl = "\n" if name in _HTML_BLOCKS else ""  # a <dl> itself is no block: its items are
+                out.append(nl + _MARKED[name])
+                stack.append((iter(node.contents), _CLOSE + nl))
             elif name in _HTML_BLOCKS:
                 out.append("\n")
                 stack.append((iter(node.contents), "\n"))
@@ -149,7 +167,4 @@ def parse_html(data: bytes) -> ParsedDocument:
                 stack.append((iter(node.contents), " | " if name in ("td", "th") else None))
         elif type(node) in kinds:
             out.append(_PRIVATE.sub("", node))
-    text, blocks = _blocks(_normalise("".join(out)))
-    if text != tidy(text):  # the marks disturbed the layout somewhere: the text wins, without structure
-        text, blocks = tidy(text), []
-    return ParsedDocument(text, "html", title=title or h1 or None, blocks=blocks)
+    return "".join(out), title or h1 or None

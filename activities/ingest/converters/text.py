@@ -20,6 +20,6 @@ def parse_md(data: bytes) -> ParsedDocument:
     text = tidy(decode_text(data))
     m = re.search(r"^#\s+(.+)$", text, flags=re.M)
     tokens = MarkdownIt("commonmark").parse(text)
-    headings = [(int(t.tag[1]), tokens[i + 1].content) for i, t in enumerate(tokens[:-1])
+    headings = [(int(t.tag[1]), tokens[i + 1].content, t.map[0] if t.map else None) for i, t in enumerate(tokens[:-1])
                 if t.type == "heading_open" and tokens[i + 1].type == "inline"]
     return ParsedDocument(text, "md", title=m.group(1).strip() if m else None, blocks=heading_blocks(text, headings))
