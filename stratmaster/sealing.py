@@ -3,8 +3,9 @@
 What a database row or a backup holds is `enc1:<base64 nonce + AES-256-GCM ciphertext>`, bound to
 what it belongs to (the associated data, e.g. "webhook:<endpoint id>"), so a sealed value copied
 to another row does not open there. The key: STRATMASTER_SECRETS_KEY (production: a Kubernetes
-Secret given to the workers that use it; 32 bytes as base64, or any passphrase, stretched with
-HKDF), else `<data_dir>/secrets.key`, made on first use (the local stack's processes share it).
+Secret given to the workers that use it: 32 random bytes as base64, anything else is refused; the
+chart generates one and keeps it across upgrades), else `<data_dir>/secrets.key`, made on first use
+(the local stack's processes share it).
 A value without the prefix was stored before sealing existed: it is read as is and sealed again
 by its owner. Restoring a backup on a platform with another key leaves its sealed values
 unreadable: the owners re-create them (a webhook endpoint is added again)."""
@@ -17,9 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from stratmaster.principals import read_or_make_key
 
@@ -34,19 +33,24 @@ class Unsealable(ValueError):
 
 def secrets_key(settings: Any) -> bytes:
     configured = getattr(settings, "secrets_key", None)
-    if configured is not None and configured.get_secret_value():
-        text = configured.get_secret_value()
-        try:
-            raw = base64.b64decode(text, validate=True)
-            if len(raw) == 32:
-                return raw
-        except binascii.Error:
-            pass
-        return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"stratmaster secrets key").derive(text.encode())
+    if configured is not None and configured.get_secret_value().strip():
+        return parse_key(configured.get_secret_value())
     path = Path(settings.abs_data_dir) / KEY_FILE
     if path not in _KEYS:
         _KEYS[path] = read_or_make_key(path)
     return _KEYS[path]
+
+
+def parse_key(text: str) -> bytes:
+    """A configured key: 32 random bytes as base64 (`openssl rand -base64 32`), nothing weaker."""
+    try:
+        raw = base64.b64decode(text.strip(), validate=True)
+    except binascii.Error:
+        raw = b""
+    if len(raw) != 32:
+        raise ValueError("STRATMASTER_SECRETS_KEY must be 32 random bytes as base64 (`openssl rand -base64 32`); "
+                         "a passphrase or a placeholder would seal every secret under a guessable key")
+    return raw
 
 
 def is_sealed(value: str) -> bool:

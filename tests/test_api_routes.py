@@ -354,6 +354,26 @@ async def test_replicas_share_their_limits_through_redis():
         assert await two.open_streams(actor) == 0
         again = await two.open_stream(f"other-{actor}", mission, events())
         assert [c async for c in again] == [b"0", b"1", b"2"]
+
+        # a client that disconnects: Starlette cancels the response's task group mid-stream
+        import anyio
+
+        async def endless():
+            yield b"0"
+            await anyio.sleep(3600)
+            yield b"never"
+
+        held_stream = await one.open_stream(actor, mission, endless())
+        async with anyio.create_task_group() as tg:
+            async def consume():
+                async for _ in held_stream:
+                    pass
+
+            tg.start_soon(consume)
+            await anyio.sleep(0.3)
+            assert await two.open_streams(actor) == 1
+            tg.cancel_scope.cancel()
+        assert await two.open_streams(actor) == 0  # freed at once, not when the lease ends
     finally:
         await one.close()
         await two.close()

@@ -175,10 +175,14 @@ def test_network_policies_keep_temporal_and_the_stores_to_the_api_and_workers(re
     assert {"temporal-frontend", "postgresql", "minio", "opensearch"} <= set(protected)
     ours = {"app.kubernetes.io/instance", "app.kubernetes.io/name"}
     for name, spec in protected.items():
-        assert spec["policyTypes"] == ["Ingress"] and len(spec["ingress"]) == 1, name
-        sources = spec["ingress"][0]["from"]
-        assert set(sources[0]["podSelector"]["matchLabels"]) == ours, name
-        assert all("namespaceSelector" not in s and "ipBlock" not in s for s in sources), name
+        assert spec["policyTypes"] == ["Ingress"], name
+        clients, *peers = spec["ingress"]
+        assert set(clients["from"][0]["podSelector"]["matchLabels"]) == ours and len(clients["from"]) == 1, name
+        for rule in peers:  # the service's own pods, on every port (replication, membership)
+            assert "ports" not in rule and all(set(s) == {"podSelector"} for s in rule["from"]), name
+    # OpenSearch's nodes reach each other on the transport port, not only on 9200
+    assert protected["opensearch"]["ingress"][1] == {"from": [{"podSelector": {"matchLabels": {
+        "app.kubernetes.io/name": "opensearch"}}}]}
     assert protected["temporal-frontend"]["ingress"][0]["ports"] == [{"port": 7233, "protocol": "TCP"}]
     api = next(s for n, s in policies.items() if n.endswith("-api"))
     assert api["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "api"

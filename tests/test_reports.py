@@ -178,11 +178,20 @@ async def test_a_stored_rendering_is_answered_without_rendering_again(temporal_e
     report does not change); an explicit render writes it anew."""
     from stratmaster.contracts.reports import report_key
 
+    from activities.research.report_render import RENDERER_VERSION
+
     wid, result = battery
     marker = b"%PDF-1.4 stored before"
-    await stored.objects.put(MISSION, report_key(result.session_id, "pdf"), marker, "application/pdf")
+    key = report_key(result.session_id, "pdf")
+    await stored.objects.put(MISSION, key, marker, "application/pdf")
+    await stored.objects.put(MISSION, key + ".renderer", RENDERER_VERSION.encode(), "text/plain")
     out = await render(temporal_env.client, settings, MISSION, wid, fetch="pdf", formats=["pdf"], reuse=True)
     assert base64.b64decode(out.content_b64) == marker and out.artifacts[0].size == len(marker)
+    # rendered by an older renderer (or by nobody known): rendered again, even when asked to reuse
+    await stored.objects.put(MISSION, key + ".renderer", b"0", "text/plain")
+    older = await render(temporal_env.client, settings, MISSION, wid, fetch="pdf", formats=["pdf"], reuse=True)
+    assert base64.b64decode(older.content_b64) != marker
+    await stored.objects.put(MISSION, key, marker, "application/pdf")
     again = await render(temporal_env.client, settings, MISSION, wid, fetch="pdf", formats=["pdf"])
     fresh = base64.b64decode(again.content_b64)
     assert fresh != marker and fresh.startswith(b"%PDF") and await stored.objects.get(MISSION, again.artifacts[0].key) == fresh

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import os
 import hashlib
 import hmac
 import json
@@ -491,3 +492,18 @@ async def test_next_address_when_the_first_cannot_be_reached(settings, receiver,
     assert out.status == "delivered" and out.status_code == 200
     (h, b, _), = receiver.at("/multi")
     assert check_signature(added.secret, h, b)["data"]["mission"] == A
+
+
+@pytest.mark.parametrize("value", ["change-me", "a long passphrase nobody will guess", base64.b64encode(b"k" * 16).decode()])
+def test_a_weak_or_malformed_secrets_key_is_refused(value):
+    from stratmaster.sealing import parse_key
+
+    with pytest.raises(ValueError, match="32 random bytes"):
+        parse_key(value)
+
+
+def test_a_secrets_key_from_a_file_with_its_newline_is_read():
+    from stratmaster.sealing import parse_key
+
+    key = os.urandom(32)
+    assert parse_key(base64.b64encode(key).decode() + "\n") == key

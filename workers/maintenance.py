@@ -5,6 +5,7 @@ from activities.ops.backup import BackupActivities
 from activities.ops.health import HealthActivities
 from activities.ops.maintenance import MaintenanceActivities
 from activities.ops.webhooks import WebhookActivities
+from stratmaster import sealing
 from activities.resources import Resources
 from stratmaster.settings import Settings
 from workers.audit import api_support
@@ -23,6 +24,7 @@ async def build(settings: Settings, stores=None) -> QueueSpec:
     backup = BackupActivities(resources)
     maintenance = MaintenanceActivities(resources)
     analytics = AnalyticsActivities(resources)
+    sealing.secrets_key(settings)  # a malformed STRATMASTER_SECRETS_KEY fails the start, not each delivery
     webhooks = WebhookActivities(resources)  # events -> signed deliveries (workflows/webhooks.py)
     api = api_support(resources)  # RecordAuditWorkflow: audit_log rows for the API
 

@@ -48,9 +48,12 @@ def load_ranker(name: str) -> Ranker:
         known = ", ".join(sorted(p.stem for p in RANKERS.glob("*.json")))
         raise ValueError(f"answer ranker {name!r} is not one of: {known}")
     d = json.loads(path.read_text(encoding="utf-8"))
+    weights = {k: float(v) for k, v in d["weights"].items()}
     a, b, c = (float(x) for x in d["calibration"])
-    return Ranker(d["name"], {k: float(v) for k, v in d["weights"].items()}, float(d["bias"]), (a, b, c),
-                  d.get("provenance", {}))
+    numbers = [*weights.values(), float(d["bias"]), a, b, c]
+    if d.get("name") != name or set(weights) != set(d.get("features", [])) or not all(map(math.isfinite, numbers)):
+        raise ValueError(f"answer ranker {name!r}: its file does not hold that ranker with finite weights for its features")
+    return Ranker(name, weights, float(d["bias"]), (a, b, c), d.get("provenance", {}))
 
 
 def use_ranker(name: str) -> Ranker:

@@ -11,6 +11,10 @@ chunk, checked to hold the quote verbatim at its offsets).
 """
 from __future__ import annotations
 
+# bumped whenever a renderer's output changes (escaping, layout): a stored rendering of an older
+# version is rendered again rather than answered (activities/research/reports.py)
+RENDERER_VERSION = "1"
+
 import html
 import io
 import re

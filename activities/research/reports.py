@@ -68,8 +68,10 @@ class ReportActivities:
         stored: dict[str, bytes] = {}
         for fmt in formats if req.reuse else []:
             if fmt in REUSABLE:
-                try:
-                    stored[fmt] = await self.stores.objects.get(req.mission, report_key(row["id"], fmt))
+                try:  # only a rendering by this renderer version
+                    made_by = await self.stores.objects.get(req.mission, _version_key(row["id"], fmt))
+                    if made_by.decode() == report_render.RENDERER_VERSION:
+                        stored[fmt] = await self.stores.objects.get(req.mission, report_key(row["id"], fmt))
                 except ObjectNotFound:
                     pass
         doc = await self._document(req.mission, tenant_id, row) if len(stored) < len(formats) else None
@@ -81,6 +83,9 @@ class ReportActivities:
             else:
                 data = await asyncio.to_thread(report_render.RENDERERS[fmt], doc)
                 key = await self.stores.objects.put(req.mission, report_key(row["id"], fmt), data, CONTENT_TYPES[fmt])
+                if fmt in REUSABLE:
+                    await self.stores.objects.put(req.mission, _version_key(row["id"], fmt),
+                                                  report_render.RENDERER_VERSION.encode(), "text/plain")
             artifacts.append(ReportArtifact(format=fmt, key=key, size=len(data), sha256=hashlib.sha256(data).hexdigest(),
                                             content_type=CONTENT_TYPES[fmt]))
             if fmt == req.fetch:
@@ -108,6 +113,10 @@ class ReportActivities:
         return report_render.build_report(
             report, {r["id"]: (r["text"], r["char_start"]) for r in chunk_rows},
             {r["id"]: (r["title"] or "", _display_source(r["source"])) for r in doc_rows})
+
+
+def _version_key(session_id: str, fmt: str) -> str:
+    return report_key(session_id, fmt) + ".renderer"
 
 
 def _display_source(source: str | None) -> str:

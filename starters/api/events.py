@@ -74,8 +74,8 @@ async def _closed(handle: WorkflowHandle, outcome: Outcome) -> tuple[str, dict]:
 async def workflow_events(request: Request, handle: WorkflowHandle, *, opening: dict, query: str,
                           differ: Differ, outcome: Outcome, until: float | None = None) -> AsyncIterator[bytes]:
     """`until`: the caller's token expiry (epoch seconds); the stream ends with an `error` event
-    `token_expired` there, so a revoked or expired grant does not keep reading (reconnect with a
-    fresh token: the stream starts over with the current state)."""
+    `token_expired` there, so an expired grant does not keep reading (reconnect with a
+    fresh token: the stream starts over with the current state, and the roles are checked again)."""
     state = request.app.state
     poll = getattr(state, "events_poll_seconds", EVENTS_POLL_SECONDS)
     heartbeat = getattr(state, "events_heartbeat_seconds", EVENTS_HEARTBEAT_SECONDS)
@@ -116,6 +116,9 @@ async def workflow_events(request: Request, handle: WorkflowHandle, *, opening: 
                 yield HEARTBEAT
                 last_sent = time.monotonic()
             await asyncio.wait({closed}, timeout=poll)
+        if until is not None and time.time() >= until:  # it closed during the last wait: still not after expiry
+            yield frame("error", {"error": "token_expired", "detail": "the access token expired; reconnect with a new one"})
+            return
         try:
             status, body = closed.result()
         except Exception as exc:  # Temporal went away mid-stream: end with an error event

@@ -19,6 +19,8 @@ import uuid
 from dataclasses import dataclass
 from typing import AsyncIterator, Callable, Iterator
 
+import anyio
+
 from starters.api.errors import ApiError
 
 log = logging.getLogger("stratmaster.api")
@@ -170,7 +172,7 @@ _RENEW = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 for i = 1, 2 do
-  redis.call('ZADD', KEYS[i], 'XX', now + tonumber(ARGV[2]), ARGV[1])
+  redis.call('ZADD', KEYS[i], now + tonumber(ARGV[2]), ARGV[1])
   redis.call('PEXPIRE', KEYS[i], math.ceil(tonumber(ARGV[2]) * 2000))
 end
 return 0
@@ -180,7 +182,7 @@ return 0
 class RedisLimits:
     """The same fair use as Limits, shared by every API replica through Redis."""
 
-    PREFIX = "sm:rl:"
+    PREFIX = "sm:rl:{fair}:"  # one hash tag: a script's two keys are in one slot on Redis Cluster
     LEASE_S = 60.0  # a stream renews its slot at least every LEASE_S / 3 (it sends a heartbeat every 15 s)
 
     def __init__(self, url: str, *, per_principal_per_minute: float, per_mission_per_minute: float, burst: float,
@@ -232,14 +234,16 @@ class RedisLimits:
                     renewed = time.monotonic()
                 yield chunk
         finally:
-            with contextlib.suppress(Exception):
+            # shielded: a client that disconnects cancels the response task, and the slot must be
+            # freed all the same (else it holds until its lease ends)
+            with anyio.CancelScope(shield=True), anyio.move_on_after(2), contextlib.suppress(Exception):
                 await self.redis.zrem(keys[0], slot)
                 await self.redis.zrem(keys[1], slot)
 
     async def open_streams(self, actor: str) -> int:
-        key = self._keys("s", actor, "")[0]
-        await self.redis.zremrangebyscore(key, "-inf", time.time())
-        return int(await self.redis.zcard(key))
+        """Streams `actor` holds (leases not yet ended; read only)."""
+        (now, _), key = await self.redis.time(), self._keys("s", actor, "")[0]
+        return int(await self.redis.zcount(key, f"({now}", "+inf"))
 
     async def close(self) -> None:
         await self.redis.aclose()
