@@ -11,10 +11,6 @@ chunk, checked to hold the quote verbatim at its offsets).
 """
 from __future__ import annotations
 
-# bumped whenever a renderer's output changes (escaping, layout): a stored rendering of an older
-# version is rendered again rather than answered (activities/research/reports.py)
-RENDERER_VERSION = "1"
-
 import html
 import io
 import re
@@ -22,6 +18,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from functools import lru_cache
 from pathlib import Path
+
+
+# bumped whenever a renderer's output changes (escaping, layout): a stored rendering of an older
+# version is rendered again rather than answered (activities/research/reports.py)
+RENDERER_VERSION = "1"
 
 CONTEXT_CHARS = 240  # at most this much context on either side of a quote
 MAX_QUOTE_CHARS = 1200
