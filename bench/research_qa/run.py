@@ -302,6 +302,7 @@ async def main(args, corpus: Corpus) -> dict:
         report = {"corpus": {"name": corpus.name, "title": corpus.title, "kind": corpus.kind, "pages": len(pages),
                              "chunks": chunks, "ingest_s": round(ingest_s, 1)},
                   "min_confidence": args.min_confidence, "llm": bool(args.llm), "questions": len(questions),
+                  "ranker": settings.answer_ranker,
                   "splits": {}}
         for split in ("all",) + SPLITS:
             qs = [q for q in questions if split == "all" or q.get("split") == split]
@@ -351,7 +352,7 @@ def record(report: dict, args) -> None:
     """Keep this corpus's figures in results.json (one entry per corpus and LLM setting) and
     rewrite results.md from it: the bench's one results file, with date, command and machine."""
     data = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
-    key = f"{report['corpus']['name']}{'-llm' if args.llm else ''}"
+    key = f"{report['corpus']['name']}{'-llm' if args.llm else ''} @ {report['ranker']}"
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else platform.processor()
     data[key] = {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
@@ -372,7 +373,8 @@ def render_md(data: dict) -> str:
         out += [f"## {c['title']} ({key})", "",
                 f"{r['date']} · `{r['command']}` · {r['machine']}  ",
                 f"{c['kind']}; {c['pages']} pages, {c['chunks']} chunks, ingested in {c['ingest_s']} s; "
-                f"bar {r['min_confidence']}, LLM {'on' if r['llm'] else 'off'}", "",
+                f"bar {r['min_confidence']}, LLM {'on' if r['llm'] else 'off'}, answer ranker "
+                f"`{r.get('ranker', 'answer-ranker-1')}`", "",
                 "| split | questions | answer@1 | answer@3 | abstention | false abstention | ECE | citation precision | latency p50 / p95 ms |",
                 "|---|---|---|---|---|---|---|---|---|"]
         for split, m in r["splits"].items():

@@ -130,8 +130,11 @@ def load_rows(args, questions, runs, bench_dir: Path):
     from activities.ingest.sentence_encoder import MODEL_ID
     from activities.research.sentence_vectors import UNITS
 
+    import hashlib
+
     flat = "-flat" if getattr(args, "no_structure", False) else ""
-    cache = bench_dir / f"rows-{args.runs}-{MODEL_ID}-{UNITS}{flat}"  # features of another scorer are not these
+    which = hashlib.sha256(" ".join(q["id"] for q in questions).encode()).hexdigest()[:10]  # rows are per question list
+    cache = bench_dir / f"rows-{args.runs}-{MODEL_ID}-{UNITS}{flat}-{which}"  # features of another scorer are not these
     if cache.exists() and not args.refresh:
         return [tuple(r) for r in json.loads(cache.read_text())]
     from activities.ingest.sentence_encoder import get_sentence_encoder
