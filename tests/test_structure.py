@@ -190,3 +190,15 @@ def test_markdown_sections_reach_research():
     hit = with_structure(SearchHit(chunk_id="c", document_id="d", text=doc.text[start:], start=start,
                                    end=len(doc.text), score=1.0, source="bm25"), meta)
     assert hit.section == "Guide > Setup" and hit.structured is False
+
+
+def test_a_description_holding_only_a_list_keeps_its_term():
+    """<dd> whose whole text is a nested <dl> (a table of contents): the outer term describes it,
+    the nested list's terms describe their own descriptions."""
+    from activities.ingest.structure import definitions
+
+    doc = parse_html(b"<dl><dt>17. Installation</dt><dd><dl><dt>17.1. Short Version</dt>"
+                     b"<dd>Build and install in four commands.</dd></dl></dd></dl>")
+    terms = {doc.text[d.start:d.end]: d.term for d in definitions(doc.text, doc.blocks)}
+    assert terms["Build and install in four commands."] == "17.1. Short Version"
+    assert "17. Installation" in terms.values()

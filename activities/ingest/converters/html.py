@@ -66,33 +66,35 @@ def _normalise(text: str) -> str:
 def _blocks(marked: str) -> tuple[str, list[Block]]:
     """The text without marks, and the marked elements as spans of it (whitespace trimmed)."""
     out: list[str] = []
-    blocks: list[Block] = []
-    opened: list[tuple[str, int]] = []
-    n = 0
+    blocks: list[tuple[int, Block]] = []  # (the order it opened in, the block)
+    opened: list[tuple[str, int, int]] = []
+    n = seq = 0
     for part in re.split(f"([{_MARKS}])", marked):
         if not part:
             continue
         if part == _CLOSE:
             if opened:
-                kind, start = opened.pop()
-                blocks.append(Block(start, n, kind))
+                kind, start, order = opened.pop()
+                blocks.append((order, Block(start, n, kind)))
         elif part in _KIND:
-            opened.append((_KIND[part], n))
+            opened.append((_KIND[part], n, seq))
+            seq += 1
         else:
             out.append(part)
             n += len(part)
     text = "".join(out)
     trimmed = []
-    for b in blocks:
+    for order, b in blocks:
         start, end = b.start, b.end
         while start < end and text[start].isspace():
             start += 1
         while end > start and text[end - 1].isspace():
             end -= 1
         if end > start:
-            trimmed.append(Block(start, end, b.kind))
-    trimmed.sort(key=lambda b: (b.start, -b.end))
-    return text, trimmed
+            trimmed.append((order, Block(start, end, b.kind)))
+    # document order; of two blocks on one span (a <dd> holding only a <dl>), the outer first
+    trimmed.sort(key=lambda ob: (ob[1].start, -ob[1].end, ob[0]))
+    return text, [b for _, b in trimmed]
 
 
 def _html_dropped(tag) -> bool:
