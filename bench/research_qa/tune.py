@@ -202,9 +202,10 @@ def fit_on_splits(args) -> None:
     def dev_report(p):
         out = {}
         for name in args.corpus:
-            dev_rows = [(qi, i, bool(y[i]), True) for i, qi in enumerate(qidx)
-                        if corpus_of[qi] == name and split_of[qi] == "dev"]
-            out[name] = evaluate(dev_rows, questions, lambda i: p[i], args.bar)
+            mine = [qi for qi in range(len(questions)) if corpus_of[qi] == name and split_of[qi] == "dev"]
+            local = {qi: k for k, qi in enumerate(mine)}  # evaluate() counts over the questions it is given
+            dev_rows = [(local[qi], i, bool(y[i]), True) for i, qi in enumerate(qidx) if qi in local]
+            out[name] = evaluate(dev_rows, [questions[qi] for qi in mine], lambda i: p[i], args.bar)
         return out
 
     best = None
