@@ -80,9 +80,9 @@ async def main(args) -> None:
         await apply_migrations(pg.dsn)
         settings = Settings(_env_file=None, data_dir=tmp / "data", database_url=pg.dsn, postgres_port=pg.port)
         client = env.client
+        for m in (A, B):  # (with workers of its own)
+            await ingest_corpus(client, settings, m)
         async with run_workers(client, settings, [queues.MISSIONS, queues.MAINTENANCE, queues.INGESTION, queues.RESEARCH]):
-            for m in (A, B):
-                await ingest_corpus(client, settings, m)
             port = free_port()
             api_env = dict(os.environ, STRATMASTER_DATA_DIR=str(tmp / "data"), STRATMASTER_DATABASE_URL=pg.dsn,
                            STRATMASTER_TEMPORAL_ADDRESS=client.service_client.config.target_host,
@@ -135,6 +135,15 @@ async def main(args) -> None:
     report(args, quiet, flood, counts, dupes)
 
 
+def limits() -> str:
+    from stratmaster.settings import Settings
+
+    s = Settings(_env_file=None)
+    return (f"{s.api_starts_per_minute:g} starts/min per principal, {s.api_mission_starts_per_minute:g} per mission, "
+            f"burst {s.api_starts_burst:g}; {s.api_streams_per_principal} streams per principal, "
+            f"{s.api_streams_per_mission} per mission")
+
+
 def num(row: dict | None, key: str) -> float:
     try:
         return float(row[key]) if row else float("nan")
@@ -159,7 +168,8 @@ def report(args, quiet: dict, flood: dict, counts: dict, dupes: int) -> None:
         f"{' '.join(sys.argv[1:])}` · {platform.system()} {platform.machine()}, {os.cpu_count()} cores, {cpu}", "",
         f"{args.analysts} analysts of mission B ask questions one at a time (POST research ?wait=30), "
         f"{args.seconds} s quiet, then {args.seconds} s while {args.flooders} principals of mission A start research "
-        "and ingestions and open event streams without pause. The API, the workers and Locust share the machine.", "",
+        "and ingestions and open event streams without pause. The API, the workers and Locust share the machine. "
+        f"Fair-use limits: {limits()}.", "",
         "| | B research requests | B failures | B p50 ms | B p95 ms |", "|---|---|---|---|---|",
         f"| quiet | {int(num(qb, 'Request Count'))} | {int(num(qb, 'Failure Count'))} | {num(qb, '50%'):.0f} | {num(qb, '95%'):.0f} |",
         f"| flood | {int(num(fb, 'Request Count'))} | {int(num(fb, 'Failure Count'))} | {num(fb, '50%'):.0f} | {num(fb, '95%'):.0f} |",
