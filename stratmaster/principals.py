@@ -40,7 +40,12 @@ def load_key(settings: Any) -> bytes:
     configured = getattr(settings, "principal_key", None)
     if configured is not None and configured.get_secret_value():
         return configured.get_secret_value().encode()
-    path = Path(settings.abs_data_dir) / KEY_FILE
+    return data_dir_key(settings, KEY_FILE)
+
+
+def data_dir_key(settings: Any, name: str) -> bytes:
+    """The key file `name` in the data directory, made on first use, read once per process."""
+    path = Path(settings.abs_data_dir) / name
     if path not in _FILE_KEYS:
         _FILE_KEYS[path] = read_or_make_key(path)
     return _FILE_KEYS[path]

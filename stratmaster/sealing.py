@@ -14,17 +14,15 @@ from __future__ import annotations
 import base64
 import binascii
 import os
-from pathlib import Path
 from typing import Any
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from stratmaster.principals import read_or_make_key
+from stratmaster.principals import data_dir_key
 
 PREFIX = "enc1:"
 KEY_FILE = "secrets.key"
-_KEYS: dict[Path, bytes] = {}
 
 
 class Unsealable(ValueError):
@@ -35,10 +33,7 @@ def secrets_key(settings: Any) -> bytes:
     configured = getattr(settings, "secrets_key", None)
     if configured is not None and configured.get_secret_value().strip():
         return parse_key(configured.get_secret_value())
-    path = Path(settings.abs_data_dir) / KEY_FILE
-    if path not in _KEYS:
-        _KEYS[path] = read_or_make_key(path)
-    return _KEYS[path]
+    return data_dir_key(settings, KEY_FILE)
 
 
 def parse_key(text: str) -> bytes:

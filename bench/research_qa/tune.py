@@ -148,6 +148,20 @@ def load_rows(args, questions, runs, bench_dir: Path):
     return rows
 
 
+def question_margins(z, qidx, mask):
+    """Each sentence's logit minus its question's best (0 for the top sentence), and which
+    sentences are their question's top three (what become findings), over the rows in `mask`."""
+    import numpy as np
+
+    m = np.zeros(len(z))
+    top = np.zeros(len(z), dtype=bool)
+    for qi in set(qidx[mask]):
+        idx = np.where((qidx == qi) & mask)[0]
+        m[idx] = z[idx] - z[idx].max()
+        top[idx[np.argsort(-z[idx])[:3]]] = True
+    return m, top
+
+
 def fit_on_splits(args) -> None:
     """The documented procedure: fit the ranker and its calibration on the train split of every
     corpus given, choose the regularisation on the dev split, never read the test split; with
@@ -182,13 +196,7 @@ def fit_on_splits(args) -> None:
     documents = WEIGHTS.get("documents", 0.5)  # no sentence row informs it: kept as set
 
     def top3_margins(z, mask):
-        m = np.zeros(len(z))
-        top = np.zeros(len(z), dtype=bool)
-        for qi in set(qidx[mask]):
-            idx = np.where((qidx == qi) & mask)[0]
-            m[idx] = z[idx] - z[idx].max()
-            top[idx[np.argsort(-z[idx])[:3]]] = True
-        return m, top
+        return question_margins(z, qidx, mask)
 
     def fit(c):
         ranker = LogisticRegression(C=c, class_weight="balanced", max_iter=5000).fit(X[train], y[train])
@@ -301,14 +309,7 @@ def main(args):
         return w, b, z
 
     def margins(z, mask):
-        """Each sentence's logit minus its question's best (0 for the top sentence)."""
-        m = np.zeros(len(z))
-        top = np.zeros(len(z), dtype=bool)
-        for qi in set(qidx[mask]):
-            idx = np.where((qidx == qi) & mask)[0]
-            m[idx] = z[idx] - z[idx].max()
-            top[idx[np.argsort(-z[idx])[:3]]] = True
-        return m, top
+        return question_margins(z, qidx, mask)
 
     def calibrate(z, m, top):
         """Platt scaling of (logit, margin) on each question's top 3: what become findings."""
