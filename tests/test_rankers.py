@@ -44,3 +44,16 @@ def test_use_ranker_switches_the_scores(tmp_path, monkeypatch):
         monkeypatch.setattr(confidence, "RANKERS", RANKERS)
         use_ranker(confidence.DEFAULT_RANKER)
     assert confidence.probability(factors) == before
+
+
+async def test_the_research_worker_uses_the_configured_ranker(settings):
+    """STRATMASTER_ANSWER_RANKER reaches research: the worker's start loads it."""
+    import workers.research
+
+    spec = await workers.research.build(settings.model_copy(update={"answer_ranker": "answer-ranker-2"}))
+    try:
+        assert confidence.RANKER.name == "answer-ranker-2" and confidence.BIAS == load_ranker("answer-ranker-2").bias
+    finally:
+        if spec.close:
+            await spec.close()
+        use_ranker(confidence.DEFAULT_RANKER)

@@ -507,3 +507,19 @@ def test_a_secrets_key_from_a_file_with_its_newline_is_read():
 
     key = os.urandom(32)
     assert parse_key(base64.b64encode(key).decode() + "\n") == key
+
+
+def test_a_configured_secrets_key_is_the_key_and_no_file_is_made(tmp_path):
+    from pydantic import SecretStr
+
+    from stratmaster.sealing import KEY_FILE, secrets_key, seal, unseal
+    from stratmaster.settings import Settings
+
+    key = os.urandom(32)
+    s = Settings(_env_file=None, data_dir=tmp_path, secrets_key=SecretStr(base64.b64encode(key).decode()))
+    assert secrets_key(s) == key and not (tmp_path / KEY_FILE).exists()
+    other = Settings(_env_file=None, data_dir=tmp_path / "other")  # no key configured: its own file's key
+    sealed = seal(secrets_key(s), "whsec_x", "webhook:e1")
+    assert unseal(key, sealed, "webhook:e1") == "whsec_x"
+    with pytest.raises(ValueError):
+        unseal(secrets_key(other), sealed, "webhook:e1")
