@@ -26,7 +26,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import Replayer
 
 from activities.ingest.entities import document_entity
-from activities.ingest.sources import walk_directory
+from activities.ingest.source_walk import walk_directory
 from stratmaster import principals, queues
 from stratmaster.contracts.ingestion import DocumentRef, IngestInput, workflow_id_for
 from stratmaster.contracts.sources import (
@@ -688,7 +688,7 @@ def test_directory_walk_pages_resume_after_the_cursor(tmp_path):
 def test_a_directory_source_never_follows_a_link_swapped_in_after_the_listing(tmp_path):
     from temporalio.exceptions import ApplicationError
 
-    from activities.ingest.sources import read_beneath, sha256_beneath
+    from activities.ingest.source_walk import read_beneath, sha256_beneath
 
     root = tmp_path / "src"
     (root / "sub").mkdir(parents=True)
@@ -733,7 +733,7 @@ def test_a_directory_source_never_follows_a_link_swapped_in_after_the_listing(tm
 def test_s3_profiles_are_bound_and_endpoints_checked():
     from temporalio.exceptions import ApplicationError
 
-    from activities.ingest.sources import check_endpoint, profile_for
+    from activities.ingest.source_s3 import check_endpoint, profile_for
 
     def spec(endpoint="s3.example.com", bucket="data", prefix=""):
         return S3Spec(endpoint=endpoint, bucket=bucket, prefix=prefix, credentials_profile="team")
@@ -762,7 +762,7 @@ def test_s3_clients_follow_no_redirect_and_stay_few():
     import http.server
     import threading
 
-    from activities.ingest import sources
+    from activities.ingest import source_s3
 
     hits: list[str] = []
 
@@ -781,25 +781,25 @@ def test_s3_clients_follow_no_redirect_and_stay_few():
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         import urllib3
-        pool = sources._NoRedirects(retries=urllib3.Retry(total=1, redirect=False))
+        pool = source_s3._NoRedirects(retries=urllib3.Retry(total=1, redirect=False))
         r = pool.request("GET", f"http://127.0.0.1:{server.server_port}/bucket/object")
         assert r.status == 307 and hits == ["/bucket/object"]  # returned as is, never followed
     finally:
         server.shutdown()
     env = {"STRATMASTER_S3_PROFILE_TEAM_ACCESS_KEY": "a", "STRATMASTER_S3_PROFILE_TEAM_SECRET_KEY": "s",
            "STRATMASTER_S3_PROFILE_TEAM_MISSIONS": "*"}
-    old = dict(sources._CLIENTS)
+    old = dict(source_s3._CLIENTS)
     try:
         os.environ.update(env)
-        for i in range(sources.MAX_CLIENTS + 10):
-            asyncio.run(sources.s3_client(S3Spec(endpoint=f"127.0.0.{i % 200 + 1}:{9000 + i}", bucket="data",
+        for i in range(source_s3.MAX_CLIENTS + 10):
+            asyncio.run(source_s3.s3_client(S3Spec(endpoint=f"127.0.0.{i % 200 + 1}:{9000 + i}", bucket="data",
                                                  credentials_profile="team"), "alpha", allow_private=True))
-        assert len(sources._CLIENTS) == sources.MAX_CLIENTS
+        assert len(source_s3._CLIENTS) == source_s3.MAX_CLIENTS
     finally:
         for k in env:
             os.environ.pop(k, None)
-        sources._CLIENTS.clear()
-        sources._CLIENTS.update(old)
+        source_s3._CLIENTS.clear()
+        source_s3._CLIENTS.update(old)
 
 
 # ---------------------------------------------------------------- long paths

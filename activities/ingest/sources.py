@@ -26,207 +26,48 @@ recorded as `replaced_document_id` in the same statement that points the row at 
 new version, and deleted afterwards, so a crash in between leaves a to-do, never an
 orphan; every step is idempotent (retries and resumed runs change nothing twice).
 
-S3 credentials: a source names a profile; `resolve_profile` reads it from the
-worker's environment (STRATMASTER_S3_PROFILE_<NAME>_ACCESS_KEY / _SECRET_KEY,
-optional _ENDPOINT pinning the endpoint). The ingestion activity reads S3 objects
-through `read_source_object` with the same resolution.
+This module holds the activities (the `sources` rows: definitions, the sync lease) and
+`read_source_object`, through which the ingestion activity reads a source's file. The
+source kinds and the manifest live beside it:
+  source_walk.py      directory sources: the walker, hashing and reads (never following a link);
+  source_s3.py        S3 sources: credentials profiles, the client cache, listing, bounded reads;
+  source_manifest.py  the manifest's SQL (source_files) and the deletion of documents it drops.
 """
 from __future__ import annotations
 
 import asyncio
-import errno
-import hashlib
 import json
-import logging
 import os
 import posixpath
-import re
-import stat
 import uuid
-from collections import OrderedDict
-from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Any, Callable, Literal, TypeVar
+from typing import Any, Literal
 
 import asyncpg
-import urllib3
-from pydantic import TypeAdapter
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.heartbeat import heartbeat, keep_alive
-from activities.ops.retention import DOCUMENT_COLUMNS, purge_document
+from activities.ingest import source_manifest
+from activities.ingest.source_manifest import source_ref, spec_of
+from activities.ingest.source_s3 import list_bucket, read_object, s3_call, s3_client
+from activities.ingest.source_walk import Entry, check_root, read_beneath, sha256_beneath, walk_directory
 from activities.resources import Resources
 from activities.stores.tenants import require_mission
 from stratmaster import principals, schedules
-from stratmaster.addresses import TargetRefused, resolve_host
-from stratmaster.contracts.ingestion import EMPTY_DOCUMENT, DocumentRef, SourceObjectRef
+from stratmaster.contracts.ingestion import EMPTY_DOCUMENT, SourceObjectRef
 from stratmaster.contracts.sources import (
-    FORBIDDEN, PLATFORM_ADMIN, SOURCE_BATCH_PREFIX, SOURCE_EMPTY, SOURCE_EXISTS, SOURCE_REMOVED, SOURCE_UNAVAILABLE,
-    SYNC_RUNNING, SYNC_SUPERSEDED, UNKNOWN_SOURCE, AddSourceInput, AddSourceResult, ApplyPageInput, ApplyPageResult,
-    DeleteMissingInput, DeleteMissingResult, DirectorySpec, FinishSyncInput, FinishSyncResult, ListPageInput, ListPageResult,
-    ListSourcesInput, ManifestEntry, PendingFile, RemoveBegin, RemovePage, RemovePageResult, RemoveSourceInput,
-    S3Spec, ScheduleSourceInput, SourceList, SourceSpec, SourceStatus, SourceStatusInput, SourceSummary, SyncBeginInput,
+    FORBIDDEN, PLATFORM_ADMIN, SOURCE_EMPTY, SOURCE_EXISTS, SOURCE_REMOVED, SOURCE_UNAVAILABLE, SYNC_RUNNING,
+    SYNC_SUPERSEDED, UNKNOWN_SOURCE, AddSourceInput, AddSourceResult, ApplyPageInput, ApplyPageResult,
+    DeleteMissingInput, DeleteMissingResult, DirectorySpec, FinishSyncInput, FinishSyncResult, ListPageInput,
+    ListPageResult, ListSourcesInput, PendingFile, RemoveBegin, RemovePage, RemovePageResult, RemoveSourceInput,
+    S3Spec, ScheduleSourceInput, SourceList, SourceStatus, SourceStatusInput, SourceSummary, SyncBeginInput,
     SyncBeginResult, SyncTotals, batch_id_for, schedule_id_for, sync_workflow_id,
 )
-from stratmaster.errors import BAD_INPUT, NON_RETRYABLE, OVERSIZED, UNKNOWN_MISSION, bad_input, redact
+from stratmaster.errors import BAD_INPUT, NON_RETRYABLE, UNKNOWN_MISSION, bad_input, redact
 
-log = logging.getLogger("stratmaster.sources")
-
-T = TypeVar("T")
-SKIP_NAMES = {".DS_Store", "Thumbs.db"}  # besides every hidden name (leading '.')
-MAX_PATH_CHARS = 4000  # a directory source's root and a file's path in it, together
-MAX_REL_PATH_CHARS = 1024  # a file's path in its source (SourceObjectRef.key)
-MAX_SKIPPED_KEYS = 10_000  # S3 keys in a row a listing page may pass over
-MAX_PAGE_BYTES = 256 * 1024
-HEARTBEAT_EVERY_S = 10.0  # a page's pending references stay far below Temporal's 2 MB payload limit
+MAX_PAGE_BYTES = 256 * 1024  # a page's pending references stay far below Temporal's 2 MB payload limit
 # a failed file is tried again only when it changes; other failures (timeouts) every pass
 PERMANENT_FAILURES = {*NON_RETRYABLE, EMPTY_DOCUMENT}
-_SPEC = TypeAdapter(SourceSpec)
-_HASH_BLOCK = 1 << 20
-
-
-# ---------------------------------------------------------------- S3 credentials and client
-@dataclass(frozen=True)
-class S3Credentials:
-    access_key: str
-    secret_key: str
-    endpoint: str | None  # the only endpoint the profile may be used with (None: any public one)
-    missions: frozenset[str]  # the missions that may name the profile ("*": every mission)
-    locations: tuple[str, ...]  # "bucket" or "bucket/prefix/" it may read (empty: any)
-
-
-def profile_env(name: str) -> str:
-    return f"STRATMASTER_S3_PROFILE_{name.upper()}_"
-
-
-def _csv(value: str | None) -> list[str]:
-    return [v.strip() for v in (value or "").split(",") if v.strip()]
-
-
-def resolve_profile(name: str, environ=None) -> S3Credentials | None:
-    """The profile as configured on this worker, or None when it is not (incomplete)."""
-    env = os.environ if environ is None else environ
-    base = profile_env(name)
-    access, secret = env.get(base + "ACCESS_KEY"), env.get(base + "SECRET_KEY")
-    if not access or not secret:
-        return None
-    return S3Credentials(access, secret, env.get(base + "ENDPOINT") or None, frozenset(_csv(env.get(base + "MISSIONS"))),
-                         tuple(_csv(env.get(base + "BUCKETS"))))
-
-
-def _location_allowed(allowed: tuple[str, ...], spec: S3Spec) -> bool:
-    if not allowed:
-        return True
-    for entry in allowed:
-        bucket, _, prefix = entry.partition("/")
-        if bucket == spec.bucket and spec.prefix.startswith(prefix.rstrip("/") + "/" if prefix else ""):
-            return True
-    return False
-
-
-def profile_for(spec: S3Spec, mission: str, environ=None) -> S3Credentials:
-    """The credentials `mission` may use for `spec`: the profile must be configured, bound to the
-    mission (…_MISSIONS), allow the bucket/prefix (…_BUCKETS) and, when pinned, the endpoint
-    (…_ENDPOINT). Every refusal reads the same: which of these failed, or where a profile is
-    pinned, is nothing a mission should learn about another's configuration."""
-    creds = resolve_profile(spec.credentials_profile, environ)
-    if (creds is None or not ({mission, "*"} & creds.missions) or not _location_allowed(creds.locations, spec)
-            or (creds.endpoint is not None and creds.endpoint != spec.endpoint)):
-        base = profile_env("<name>")
-        raise bad_input(
-            f"credentials profile {spec.credentials_profile!r} is not available to mission {mission!r} for this "
-            f"endpoint and bucket (the operator configures a profile on the ingestion workers: {base}ACCESS_KEY and "
-            f"_SECRET_KEY, bound to missions by _MISSIONS, to buckets by _BUCKETS, to one endpoint by _ENDPOINT)",
-            SOURCE_UNAVAILABLE)
-    return creds
-
-
-async def check_endpoint(spec: S3Spec, creds: S3Credentials, allow_private: bool) -> None:
-    """The endpoint a mission named must be a public address (stratmaster/addresses.py, the policy
-    webhooks use), unless the operator pinned the profile to it or allows private endpoints
-    (STRATMASTER_S3_ALLOW_PRIVATE): a source is no way to reach the platform's own network."""
-    if creds.endpoint is not None or allow_private:
-        return
-    host, _, port = spec.endpoint.partition(":")  # host[:port] (S3Spec's form)
-    try:
-        await resolve_host(host, int(port or (443 if spec.secure else 80)), False,
-                           "S3 sources reach public endpoints, or one the credentials profile is pinned to "
-                           "(STRATMASTER_S3_PROFILE_<NAME>_ENDPOINT)")
-    except TargetRefused as exc:
-        raise bad_input(f"endpoint {spec.endpoint} refused: {exc}", SOURCE_UNAVAILABLE) from None
-    except OSError:
-        raise bad_input(f"endpoint {spec.endpoint} does not resolve", SOURCE_UNAVAILABLE) from None
-
-
-class _NoRedirects(urllib3.PoolManager):
-    """A PoolManager that never follows a redirect (urllib3 follows them by default, and minio
-    does not turn that off): a 3xx goes back to minio as the error it is, so an S3 server cannot
-    send an object read on to another host."""
-
-    def urlopen(self, method, url, redirect=True, **kw):  # type: ignore[override]
-        return super().urlopen(method, url, redirect=False, **kw)
-
-
-_CLIENTS: OrderedDict[tuple, Any] = OrderedDict()
-MAX_CLIENTS = 32  # per worker; least recently used goes first
-
-
-async def s3_client(spec: S3Spec, mission: str, allow_private: bool = False):
-    """A minio client for the mission's source (cached per endpoint and credentials, at most
-    MAX_CLIENTS), after the profile and endpoint checks; short timeouts, few retries (the
-    activity's own retry policy does the rest), no redirects."""
-    from minio import Minio
-
-    creds = profile_for(spec, mission)
-    await check_endpoint(spec, creds, allow_private)
-    key = (spec.endpoint, spec.secure, spec.region, creds.access_key,
-           hashlib.sha256(creds.secret_key.encode()).hexdigest())
-    client = _CLIENTS.get(key)
-    if client is None:
-        http = _NoRedirects(
-            timeout=urllib3.Timeout(connect=10, read=120), maxsize=4,
-            retries=urllib3.Retry(total=3, redirect=False, backoff_factor=0.5, status_forcelist=[500, 502, 503, 504]))
-        client = Minio(spec.endpoint, access_key=creds.access_key, secret_key=creds.secret_key, secure=spec.secure,
-                       region=spec.region, http_client=http)
-        _CLIENTS[key] = client
-        while len(_CLIENTS) > MAX_CLIENTS:
-            _CLIENTS.popitem(last=False)
-    else:
-        _CLIENTS.move_to_end(key)
-    return client
-
-
-_S3_UNUSABLE = {"AccessDenied", "NoSuchBucket", "InvalidAccessKeyId", "SignatureDoesNotMatch", "AllAccessDisabled",
-                "InvalidBucketName", "AuthorizationHeaderMalformed", "PermanentRedirect"}
-_S3_CODE = re.compile(r"[A-Za-z]{1,64}")
-
-
-def _code(exc) -> str:
-    """An S3 error code as shown to the mission: a word, else 'an unrecognised error' (the server's
-    own text is never echoed: it may be anything the endpoint chose to answer)."""
-    code = getattr(exc, "code", None) or ""
-    return code if _S3_CODE.fullmatch(code) else "an unrecognised error"
-
-
-async def _s3(fn: Callable[[], T], what: str) -> T:
-    """Run a blocking minio call in a thread; S3 refusals become SourceUnavailable (not
-    retried), transport trouble a retryable error. Messages are summaries: the error code
-    or the kind of failure, never the endpoint's answer or the connection's details."""
-    from minio.error import S3Error
-
-    try:
-        return await asyncio.to_thread(fn)
-    except S3Error as exc:
-        if exc.code in _S3_UNUSABLE:
-            raise bad_input(f"{what}: the endpoint refused ({exc.code})", SOURCE_UNAVAILABLE) from None
-        raise ApplicationError(f"{what}: the endpoint answered {_code(exc)}", type="S3Error") from None
-    except ApplicationError:
-        raise
-    except Exception as exc:  # urllib3 MaxRetryError, connection refused, a redirect, a non-S3 answer, ...
-        log.warning("S3 call failed: %s", redact(f"{what}: {type(exc).__name__}: {exc}")[:1000])
-        raise ApplicationError(f"{what}: the endpoint could not be used ({type(exc).__name__})",
-                               type="S3Unreachable") from None
 
 
 async def read_source_object(pool: asyncpg.Pool, mission: str, ref: SourceObjectRef, limit: int,
@@ -235,222 +76,17 @@ async def read_source_object(pool: asyncpg.Pool, mission: str, ref: SourceObject
     activity: an S3 object, or a file below a directory source's root (read without following
     any link, and only if it is the file the listing saw). A missing object or source, or one
     over `limit`, fails the document (non-retryable); an unreachable endpoint is retried."""
-    from minio.error import S3Error
-
     tenant = await require_mission(pool, mission)
     row = await pool.fetchrow("SELECT kind, spec FROM sources WHERE tenant_id = $1 AND source_id = $2",
                               tenant, ref.source_id)
     if row is None:
         raise bad_input(f"mission {mission!r} has no source {ref.source_id!r}", BAD_INPUT)
-    spec = _spec(row)
+    spec = spec_of(row)
     if isinstance(spec, DirectorySpec):
         check_root(spec.path)
         data = await asyncio.to_thread(read_beneath, spec.path, ref.key, ref.file_id, limit)
         return posixpath.basename(ref.key) or "file", data
-    client = await s3_client(spec, mission, allow_private)
-    name = spec.prefix + ref.key
-    shown = f"{spec.bucket}/{name}"
-
-    def fetch() -> bytes:
-        try:
-            st = client.stat_object(spec.bucket, name)
-        except S3Error as exc:
-            if exc.code in ("NoSuchKey", "NoSuchObject"):
-                raise bad_input(f"object {shown!r} is no longer in source {ref.source_id!r}", BAD_INPUT) from None
-            raise
-        if (st.size or 0) > limit:
-            raise bad_input(f"{shown}: {st.size} bytes is over the limit of {limit} bytes "
-                            "(STRATMASTER_MAX_DOCUMENT_BYTES)", OVERSIZED)
-        resp = client.get_object(spec.bucket, name)
-        try:
-            data = resp.read(limit + 1)  # never more than the limit in memory, whatever HEAD said
-        finally:
-            resp.close()
-            resp.release_conn()
-        if len(data) > limit:
-            raise bad_input(f"{shown}: over the limit of {limit} bytes (STRATMASTER_MAX_DOCUMENT_BYTES)", OVERSIZED)
-        return data
-
-    return posixpath.basename(name) or "object", await _s3(fetch, f"source {ref.source_id}")
-
-
-# ---------------------------------------------------------------- listing
-@dataclass
-class Entry:
-    path: str  # relative, '/'-separated
-    size: int
-    mtime_ns: int | None = None
-    etag: str | None = None
-    file_id: str | None = None  # directories: "device:inode" as listed (a read checks it is the same file)
-
-
-_O_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-_O_FILE = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK  # O_NONBLOCK: a FIFO never blocks the open
-
-
-def check_root(root: str) -> None:
-    """A directory source's root must still be the real path it was registered as: a link swapped
-    in for it (or for a parent) since then is refused, not followed. Checked at every sync and read."""
-    if os.path.realpath(root) != root:
-        raise bad_input(f"directory {root} now resolves through a symbolic link; sources read real paths only",
-                        SOURCE_UNAVAILABLE)
-
-
-def open_beneath(root: str, rel: str) -> int:
-    """A descriptor of the regular file `rel` below `root`, opened one component at a time relative
-    to its parent's descriptor with O_NOFOLLOW: a symbolic link anywhere below the root (one
-    swapped in after the listing, say) is refused, never followed."""
-    parts = rel.split("/")
-    if any(part in ("", ".", "..") for part in parts):
-        raise bad_input(f"{rel!r} is not a plain relative path", BAD_INPUT)
-    fd = os.open(root, _O_DIR)
-    try:
-        for part in parts[:-1]:
-            nxt = os.open(part, _O_DIR, dir_fd=fd)
-            os.close(fd)
-            fd = nxt
-        f = os.open(parts[-1], _O_FILE, dir_fd=fd)
-    except OSError as exc:
-        if exc.errno in (errno.ELOOP, errno.ENOTDIR, errno.EMLINK):
-            raise bad_input(f"{rel}: is or passes through a symbolic link; not read", BAD_INPUT) from None
-        raise
-    finally:
-        os.close(fd)
-    if not stat.S_ISREG(os.fstat(f).st_mode):
-        os.close(f)
-        raise bad_input(f"{rel}: not a regular file", BAD_INPUT)
-    return f
-
-
-def _same_file(rel: str, fd: int, file_id: str | None) -> os.stat_result:
-    st = os.fstat(fd)
-    if file_id is not None and f"{st.st_dev}:{st.st_ino}" != file_id:
-        raise bad_input(f"{rel}: not the file the listing saw (replaced since); the next sync reads it", BAD_INPUT)
-    return st
-
-
-def read_beneath(root: str, rel: str, file_id: str | None, limit: int) -> bytes:
-    """The bytes of `rel` below `root` (open_beneath), if it is the listed file and within `limit`."""
-    try:
-        fd = open_beneath(root, rel)
-    except FileNotFoundError:
-        raise bad_input(f"{rel}: no longer in the directory", BAD_INPUT) from None
-    except OSError as exc:
-        raise bad_input(f"{rel}: cannot read: {exc.strerror or exc}", SOURCE_UNAVAILABLE) from None
-    with os.fdopen(fd, "rb") as fh:
-        st = _same_file(rel, fd, file_id)
-        if st.st_size > limit:
-            raise bad_input(f"{rel}: {st.st_size} bytes is over the limit of {limit} bytes "
-                            "(STRATMASTER_MAX_DOCUMENT_BYTES)", OVERSIZED)
-        data = fh.read(limit + 1)
-    if len(data) > limit:
-        raise bad_input(f"{rel}: over the limit of {limit} bytes (STRATMASTER_MAX_DOCUMENT_BYTES)", OVERSIZED)
-    return data
-
-
-def walk_directory(root: str, after: str | None, limit: int) -> list[Entry]:
-    """Up to `limit` regular files below `root`, strictly after `after`, in path order
-    (component by component, so a page never re-walks what earlier pages covered:
-    directories wholly before the cursor are not entered). Hidden names, symbolic links
-    and names that are not UTF-8 are skipped. Every directory is opened relative to its
-    parent's descriptor without following links, so a folder swapped for a link while the
-    walk runs is never entered."""
-    after_parts = tuple(after.split("/")) if after else None
-    out: list[Entry] = []
-
-    def visit(dir_fd: int, parts: tuple[str, ...]) -> None:
-        try:
-            with os.scandir(dir_fd) as it:
-                entries = sorted(it, key=lambda e: e.name)
-        except OSError as exc:
-            # never treat an unreadable directory as empty: that would delete its files' documents
-            shown = "/".join((root, *parts))
-            raise bad_input(f"{shown}: cannot list: {exc.strerror or exc}", SOURCE_UNAVAILABLE) from None
-        for e in entries:
-            if len(out) >= limit:
-                return
-            if e.name.startswith(".") or e.name in SKIP_NAMES:
-                continue
-            try:
-                e.name.encode("utf-8")
-            except UnicodeEncodeError:
-                continue
-            p = parts + (e.name,)
-            try:
-                st = os.stat(e.name, dir_fd=dir_fd, follow_symlinks=False)
-                if stat.S_ISDIR(st.st_mode):
-                    if after_parts is not None and p < after_parts and after_parts[:len(p)] != p:
-                        continue  # everything below sorts before the cursor
-                    try:
-                        sub = os.open(e.name, _O_DIR, dir_fd=dir_fd)
-                    except OSError as exc:
-                        if exc.errno in (errno.ELOOP, errno.ENOTDIR):
-                            continue  # swapped for a link (or a file) since the listing: not entered
-                        raise
-                    try:
-                        visit(sub, p)
-                    finally:
-                        os.close(sub)
-                elif stat.S_ISREG(st.st_mode):
-                    if after_parts is not None and p <= after_parts:
-                        continue
-                    rel = "/".join(p)
-                    if len(rel) > MAX_REL_PATH_CHARS or len(root) + 1 + len(rel) > MAX_PATH_CHARS:
-                        continue
-                    out.append(Entry(rel, st.st_size, mtime_ns=st.st_mtime_ns, file_id=f"{st.st_dev}:{st.st_ino}"))
-            except FileNotFoundError:
-                continue  # removed while listing: its files are gone
-
-    check_root(root)
-    try:
-        fd = os.open(root, _O_DIR)
-    except OSError:
-        raise bad_input(f"directory {root} does not exist on this worker (or is not a directory)",
-                        SOURCE_UNAVAILABLE) from None
-    try:
-        visit(fd, ())
-    finally:
-        os.close(fd)
-    return out
-
-
-def list_bucket(client, spec: S3Spec, after: str | None, limit: int) -> list[Entry]:
-    """Up to `limit` objects under the prefix, keys strictly after `after` (S3's own
-    StartAfter: the listing resumes server-side, it is never re-read from the start)."""
-    out: list[Entry] = []
-    start = spec.prefix + after if after else None
-    skipped = 0
-    for obj in client.list_objects(spec.bucket, prefix=spec.prefix or None, recursive=True, start_after=start):
-        name = obj.object_name
-        if obj.is_dir or not name or name.endswith("/") or "\x00" in name or not name.startswith(spec.prefix) \
-                or not (0 < len(name) - len(spec.prefix) <= 1024):
-            skipped += 1
-            if skipped > MAX_SKIPPED_KEYS:  # a listing of nothing usable must not run on without end
-                raise bad_input(f"over {MAX_SKIPPED_KEYS} unusable keys in a row under the prefix (folders, "
-                                "names over 1024 characters)", SOURCE_UNAVAILABLE)
-            continue
-        skipped = 0
-        rel = name[len(spec.prefix):]
-        out.append(Entry(rel, int(obj.size or 0), etag=(obj.etag or "").strip('"')))
-        if len(out) >= limit:
-            break
-    return out
-
-
-def sha256_beneath(root: str, rel: str, file_id: str | None) -> str:
-    """sha256 of the file `rel` below `root`, opened like read_beneath (no links, the listed file)."""
-    h = hashlib.sha256()
-    with os.fdopen(open_beneath(root, rel), "rb") as fh:
-        _same_file(rel, fh.fileno(), file_id)
-        while block := fh.read(_HASH_BLOCK):
-            h.update(block)
-    return h.hexdigest()
-
-
-def source_ref(source_id: str, path: str, size: int | None = None, file_id: str | None = None) -> DocumentRef:
-    """How ingestion reads a source's file: by the source's id and the file's path in it (the worker
-    looks the source up in the mission's own rows: no path or endpoint travels in the workflow)."""
-    return DocumentRef(source_object=SourceObjectRef(source_id=source_id, key=path, size=size, file_id=file_id))
+    return await read_object(await s3_client(spec, mission, allow_private), spec, ref, limit)
 
 
 def _op_key(suffix: str) -> str | None:
@@ -465,14 +101,6 @@ async def _audit(conn, actor: str, mission: str, action: str, target: str, detai
         """INSERT INTO audit_log (actor, mission, action, target, detail, op_key) VALUES ($1, $2, $3, $4, $5::jsonb, $6)
            ON CONFLICT (op_key) WHERE op_key IS NOT NULL DO NOTHING""",
         actor, mission, action, target, json.dumps(detail, default=str), op_key)
-
-
-def _spec(row) -> DirectorySpec | S3Spec:
-    return _SPEC.validate_python(json.loads(row["spec"]) if isinstance(row["spec"], str) else row["spec"])
-
-
-def _uuid(value) -> uuid.UUID | None:
-    return None if value is None else (value if isinstance(value, uuid.UUID) else uuid.UUID(str(value)))
 
 
 # ---------------------------------------------------------------- activities
@@ -525,64 +153,6 @@ class SourceActivities:
             raise
         return desc.status == WorkflowExecutionStatus.RUNNING
 
-    async def _drop_document(self, conn, tenant, mission: str, source_id: str, doc_id, path: str, why: str) -> bool:
-        """Delete a document from every store unless another manifest row (of any of the
-        mission's sources) still refers to it, or it was not created by a source sync."""
-        doc_id = _uuid(doc_id)
-        if doc_id is None:
-            return False
-        doc = await conn.fetchrow(f"SELECT {DOCUMENT_COLUMNS}, batch_id FROM documents WHERE id = $1 AND tenant_id = $2",
-                                  doc_id, tenant)
-        if doc is None:
-            return False  # already gone (a previous attempt, retention)
-        if not (doc["batch_id"] or "").startswith(SOURCE_BATCH_PREFIX):
-            return False  # ingested outside the sources (by hand, the API): not ours to delete
-        still = await conn.fetchval(
-            """SELECT 1 FROM source_files WHERE tenant_id = $1 AND document_id = $2
-                 AND NOT (source_id = $3 AND path = $4) LIMIT 1""", tenant, doc_id, source_id, path)
-        if still:
-            return False
-        heartbeat({"deleting": str(doc_id)})
-
-        async def count(c) -> None:  # in the document row's transaction: counted once, whatever retries
-            await c.execute("""UPDATE sources SET pass_documents_deleted = pass_documents_deleted + 1
-                               WHERE tenant_id = $1 AND source_id = $2""", tenant, source_id)
-
-        await purge_document(
-            self.stores, conn, mission, doc, actor=f"source:{source_id}", action="source.document_deleted",
-            detail={"source_id": source_id, "path": path, "why": why},
-            op_key=f"source-document/{doc_id}/{doc['created_at'].isoformat()}", also=count)
-        return True
-
-    @staticmethod
-    async def _delete_row(conn, tenant, source_id: str, path: str, before_generation: int | None = None) -> bool:
-        """Delete a manifest row and count it for the pass, in one transaction."""
-        async with conn.transaction():
-            gone = await conn.execute(
-                """DELETE FROM source_files WHERE tenant_id = $1 AND source_id = $2 AND path = $3
-                     AND ($4::bigint IS NULL OR seen_generation < $4)""", tenant, source_id, path, before_generation)
-            if gone == "DELETE 0":
-                return False
-            await conn.execute("""UPDATE sources SET pass_files_deleted = pass_files_deleted + 1
-                                  WHERE tenant_id = $1 AND source_id = $2""", tenant, source_id)
-        return True
-
-    async def _cleanup_replaced(self, conn, tenant, mission: str, source_id: str, paths: list[str] | None) -> int:
-        """Delete the older versions recorded in replaced_document_id (of `paths`, or all)."""
-        rows = await conn.fetch(
-            """SELECT path, replaced_document_id FROM source_files
-               WHERE tenant_id = $1 AND source_id = $2 AND replaced_document_id IS NOT NULL
-                 AND ($3::text[] IS NULL OR path = ANY($3::text[]))""", tenant, source_id, paths)
-        deleted = 0
-        for r in rows:
-            deleted += await self._drop_document(conn, tenant, mission, source_id, r["replaced_document_id"],
-                                                 r["path"], "replaced")
-            await conn.execute(
-                """UPDATE source_files SET replaced_document_id = NULL
-                   WHERE tenant_id = $1 AND source_id = $2 AND path = $3 AND replaced_document_id = $4""",
-                tenant, source_id, r["path"], r["replaced_document_id"])
-        return deleted
-
     # ------------------------------------------------------------ add / schedule / remove
     @activity.defn(name="source_add")
     async def add(self, req: AddSourceInput) -> AddSourceResult:
@@ -623,7 +193,7 @@ class SourceActivities:
                     raise bad_input(f"bucket {spec.bucket!r} does not exist at {spec.endpoint}", SOURCE_UNAVAILABLE)
                 for _ in client.list_objects(spec.bucket, prefix=spec.prefix or None, recursive=True):
                     break
-            await _s3(probe, f"source {d.source_id} ({spec.location()})")
+            await s3_call(probe, f"source {d.source_id} ({spec.location()})")
 
         wanted = spec.model_dump(mode="json")
         status: Literal["created", "updated", "unchanged"]
@@ -637,7 +207,7 @@ class SourceActivities:
                                     SOURCE_EXISTS)
                 if json.loads(row["spec"]) != wanted:
                     raise bad_input(f"mission {req.mission!r} already has a source {d.source_id!r} with a different "
-                                    f"definition ({_spec(row).location()}); remove it first", SOURCE_EXISTS)
+                                    f"definition ({spec_of(row).location()}); remove it first", SOURCE_EXISTS)
                 status = "unchanged"
                 if row["interval_seconds"] != d.interval_seconds:
                     status = "updated"
@@ -702,9 +272,9 @@ class SourceActivities:
                 tenant, req.source_id, req.limit)
             for r in rows:
                 for doc in (r["replaced_document_id"], r["document_id"]):
-                    out.documents += await self._drop_document(conn, tenant, req.mission, req.source_id, doc,
+                    out.documents += await source_manifest.drop_document(self.stores, conn, tenant, req.mission, req.source_id, doc,
                                                                r["path"], "source removed")
-                out.files += await self._delete_row(conn, tenant, req.source_id, r["path"])
+                out.files += await source_manifest.delete_row(conn, tenant, req.source_id, r["path"])
         out.more = len(rows) == req.limit
         return out
 
@@ -720,7 +290,7 @@ class SourceActivities:
                 return RemovePageResult()
             done = RemovePageResult(files=row["pass_files_deleted"], documents=row["pass_documents_deleted"])
             await _audit(conn, req.actor, req.mission, "source.remove", req.source_id,
-                         {"kind": row["kind"], "location": _spec(row).location(), "files": done.files,
+                         {"kind": row["kind"], "location": spec_of(row).location(), "files": done.files,
                           "documents_deleted": done.documents}, _op_key("audit"))
         return done
 
@@ -767,21 +337,17 @@ class SourceActivities:
         Returns the pending files' document references (at most `page_size`)."""
         tenant = await require_mission(self.pool, req.mission)
         async with self.pool.acquire() as conn, conn.transaction():
-            spec = _spec(await self._lease(conn, tenant, req.source_id, req.token))
+            spec = spec_of(await self._lease(conn, tenant, req.source_id, req.token))
         heartbeat({"page": req.page, "stage": "list"})
         async with keep_alive({"stage": "list"}):
             if isinstance(spec, DirectorySpec):
                 entries = await asyncio.to_thread(walk_directory, spec.path, req.cursor, req.scan_limit)
             else:
                 client = await s3_client(spec, req.mission, self.settings.s3_allow_private)
-                entries = await _s3(lambda: list_bucket(client, spec, req.cursor, req.scan_limit),
+                entries = await s3_call(lambda: list_bucket(client, spec, req.cursor, req.scan_limit),
                                     f"source {req.source_id} ({spec.location()})")
-        manifest = {r["path"]: r for r in await self.pool.fetch(
-            """SELECT f.path, f.size_bytes, f.mtime_ns, f.etag, f.sha256, f.status, f.reason_type, f.added_generation,
-                      (d.id IS NOT NULL AND d.status = 'indexed') AS doc_ok
-               FROM source_files f LEFT JOIN documents d ON d.id = f.document_id AND d.tenant_id = f.tenant_id
-               WHERE f.tenant_id = $1 AND f.source_id = $2 AND f.path = ANY($3::text[])""",
-            tenant, req.source_id, [e.path for e in entries])}
+        async with self.pool.acquire() as conn:
+            manifest = await source_manifest.manifest_rows(conn, tenant, req.source_id, [e.path for e in entries])
         batch_id = batch_id_for(req.source_id, req.generation, req.page)
         unchanged: list[str] = []
         touched: list[tuple] = []
@@ -826,35 +392,12 @@ class SourceActivities:
 
         async with self.pool.acquire() as conn, conn.transaction():
             await self._lease(conn, tenant, req.source_id, req.token)
-            if unchanged:
-                await conn.execute(
-                    """UPDATE source_files SET seen_generation = $3
-                       WHERE tenant_id = $1 AND source_id = $2 AND path = ANY($4::text[])""",
-                    tenant, req.source_id, req.generation, unchanged)
-            if touched:
-                await conn.executemany(
-                    """UPDATE source_files SET size_bytes = $4, mtime_ns = $5, seen_generation = $3, updated_at = NOW()
-                       WHERE tenant_id = $1 AND source_id = $2 AND path = $6""",
-                    [(tenant, req.source_id, req.generation, size, mtime, path) for path, size, mtime in touched])
-            if pending:
-                await conn.executemany(
-                    """INSERT INTO source_files (tenant_id, source_id, path, size_bytes, mtime_ns, etag, sha256, status,
-                                                 batch_id, seen_generation, added_generation)
-                       VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8, $9, $9)
-                       ON CONFLICT (tenant_id, source_id, path) DO UPDATE SET
-                           size_bytes = EXCLUDED.size_bytes, mtime_ns = EXCLUDED.mtime_ns, etag = EXCLUDED.etag,
-                           sha256 = EXCLUDED.sha256, status = 'pending', reason_type = NULL, reason = NULL,
-                           batch_id = EXCLUDED.batch_id, seen_generation = EXCLUDED.seen_generation,
-                           updated_at = NOW()""",
-                    [(tenant, req.source_id, e.path, e.size, e.mtime_ns, e.etag, sha, batch_id, req.generation)
-                     for e, sha, _new in pending])
-
-        def ref(e: Entry) -> DocumentRef:
-            return source_ref(req.source_id, e.path, e.size, e.file_id)
+            await source_manifest.record_page(conn, tenant, req.source_id, req.generation, batch_id, unchanged, touched,
+                                              pending)
 
         return ListPageResult(next_cursor=next_cursor, done=done, listed=examined, unchanged=len(unchanged),
                               touched=len(touched),
-                              pending=[PendingFile(path=e.path, ref=ref(e), new=new) for e, _sha, new in pending])
+                              pending=[PendingFile(path=e.path, ref=source_ref(req.source_id, e.path, e.size, e.file_id), new=new) for e, _sha, new in pending])
 
     @activity.defn(name="source_apply_page")
     async def apply_page(self, req: ApplyPageInput) -> ApplyPageResult:
@@ -865,76 +408,13 @@ class SourceActivities:
         paths = [i.path for i in req.items]
         async with self.pool.acquire() as conn:
             # an older to-do of these rows first: the column holds one
-            out.documents_deleted += await self._cleanup_replaced(conn, tenant, req.mission, req.source_id, paths)
+            out.documents_deleted += await source_manifest.cleanup_replaced(self.stores, conn, tenant, req.mission, req.source_id, paths)
             async with conn.transaction():
-                spec = _spec(await self._lease(conn, tenant, req.source_id, req.token, allow_removing=True))
-                rows = {r["path"]: r for r in await conn.fetch(
-                    """SELECT path, status, batch_id, document_id, sha256 FROM source_files
-                       WHERE tenant_id = $1 AND source_id = $2 AND path = ANY($3::text[]) FOR UPDATE""",
-                    tenant, req.source_id, paths)}
-                for item in req.items:
-                    r = rows.get(item.path)
-                    if r is None or r["status"] != "pending" or r["batch_id"] != req.batch_id:
-                        continue
-                    old = r["document_id"]
-                    if item.status in ("ingested", "duplicate") and item.document_id:
-                        new = uuid.UUID(item.document_id)
-                        await conn.execute(
-                            """UPDATE source_files SET status = 'indexed', document_id = $4,
-                                   replaced_document_id = $5, sha256 = COALESCE($6, sha256), reason_type = NULL,
-                                   reason = NULL, indexed_at = NOW(), updated_at = NOW()
-                               WHERE tenant_id = $1 AND source_id = $2 AND path = $3""",
-                            tenant, req.source_id, item.path, new, old if old and old != new else None, item.sha256)
-                        out.indexed += 1
-                    elif item.status == "failed":
-                        # the file changed into something that does not ingest: its old version goes too
-                        # (the index never serves content the source no longer has)
-                        await conn.execute(
-                            """UPDATE source_files SET status = 'failed', document_id = NULL, replaced_document_id = $4,
-                                   reason_type = $5, reason = $6, updated_at = NOW()
-                               WHERE tenant_id = $1 AND source_id = $2 AND path = $3""",
-                            tenant, req.source_id, item.path, old, item.reason_type or "Failed",
-                            redact(item.reason or "")[:4000])
-                        out.failed += 1
-                    elif (found := await self._outcome(conn, tenant, spec, req.source_id, req.batch_id, item.path,
-                                                       r["sha256"])) is not None:
-                        # no usable result in the payload (a label clipped alike): PostgreSQL has the outcome
-                        status, doc, reason_type, reason = found
-                        await conn.execute(
-                            """UPDATE source_files SET status = $4, document_id = $5, replaced_document_id = $6,
-                                   reason_type = $7, reason = $8, updated_at = NOW(),
-                                   indexed_at = CASE WHEN $4 = 'indexed' THEN NOW() ELSE indexed_at END
-                               WHERE tenant_id = $1 AND source_id = $2 AND path = $3""",
-                            tenant, req.source_id, item.path, status, doc, old if old and old != doc else None,
-                            reason_type, reason)
-                        out.indexed += status == "indexed"
-                        out.failed += status == "failed"
-                    else:  # no result: stays pending, tried again next pass
-                        await conn.execute(
-                            """UPDATE source_files SET reason_type = 'NoResult', updated_at = NOW(),
-                                   reason = 'the ingestion returned no result for this file; tried again next sync'
-                               WHERE tenant_id = $1 AND source_id = $2 AND path = $3""",
-                            tenant, req.source_id, item.path)
-            out.documents_deleted += await self._cleanup_replaced(conn, tenant, req.mission, req.source_id, paths)
+                await self._lease(conn, tenant, req.source_id, req.token, allow_removing=True)
+                out.indexed, out.failed = await source_manifest.record_outcomes(conn, tenant, req.source_id,
+                                                                                req.batch_id, req.items)
+            out.documents_deleted += await source_manifest.cleanup_replaced(self.stores, conn, tenant, req.mission, req.source_id, paths)
         return out
-
-    @staticmethod
-    async def _outcome(conn, tenant, spec, source_id: str, batch_id: str, path: str, sha: str | None):
-        """(status, document id, reason type, reason) of a file of `batch_id` from PostgreSQL:
-        its ingestion_failures row, or (directories: the hash is known) its document."""
-        label = source_ref(source_id, path).label
-        failure = await conn.fetchrow(
-            "SELECT reason_type, reason FROM ingestion_failures WHERE tenant_id = $1 AND batch_id = $2 AND source = $3",
-            tenant, batch_id, label[:2000])
-        if failure is not None:
-            return "failed", None, failure["reason_type"], failure["reason"]
-        if sha:
-            doc = await conn.fetchval(
-                "SELECT id FROM documents WHERE tenant_id = $1 AND sha256 = $2 AND status = 'indexed'",
-                tenant, sha.strip())
-            if doc is not None:
-                return "indexed", doc, None, None
-        return None
 
     @activity.defn(name="source_delete_missing")
     async def delete_missing(self, req: DeleteMissingInput) -> DeleteMissingResult:
@@ -961,11 +441,11 @@ class SourceActivities:
                    ORDER BY path LIMIT $4""", tenant, req.source_id, req.generation, req.limit)
             for r in rows:
                 if r["replaced_document_id"] is not None:
-                    out.documents += await self._cleanup_replaced(conn, tenant, req.mission, req.source_id, [r["path"]])
+                    out.documents += await source_manifest.cleanup_replaced(self.stores, conn, tenant, req.mission, req.source_id, [r["path"]])
                 if r["seen_generation"] < req.generation:
-                    out.documents += await self._drop_document(conn, tenant, req.mission, req.source_id,
+                    out.documents += await source_manifest.drop_document(self.stores, conn, tenant, req.mission, req.source_id,
                                                                r["document_id"], r["path"], "deleted from the source")
-                    out.files += await self._delete_row(conn, tenant, req.source_id, r["path"], req.generation)
+                    out.files += await source_manifest.delete_row(conn, tenant, req.source_id, r["path"], req.generation)
         out.more = len(rows) == req.limit
         return out
 
@@ -1003,7 +483,7 @@ class SourceActivities:
         for r in rows:
             totals = r["last_sync_totals"]
             out.append(SourceSummary(
-                source_id=r["source_id"], kind=r["kind"], location=_spec(r).location(),
+                source_id=r["source_id"], kind=r["kind"], location=spec_of(r).location(),
                 interval_seconds=r["interval_seconds"], status=r["status"], created_by=r["created_by"],
                 created_at=r["created_at"], schedule_id=schedule_id_for(mission, r["source_id"]),
                 syncing=r["sync_owner"], last_sync_status=r["last_sync_status"], last_sync_at=r["last_sync_at"],
@@ -1024,21 +504,9 @@ class SourceActivities:
         found = await self._summaries(tenant, req.mission, req.source_id)
         if not found:
             raise bad_input(f"mission {req.mission!r} has no source {req.source_id!r}", UNKNOWN_SOURCE)
-        matching = await self.pool.fetchval(
-            """SELECT count(*) FROM source_files WHERE tenant_id = $1 AND source_id = $2
-                 AND ($3::text IS NULL OR status = $3)""", tenant, req.source_id, req.status)
-        rows = await self.pool.fetch(
-            """SELECT path, status, size_bytes, mtime_ns, etag, sha256, document_id, reason_type, reason, updated_at,
-                      indexed_at
-               FROM source_files WHERE tenant_id = $1 AND source_id = $2 AND ($3::text IS NULL OR status = $3)
-               ORDER BY (status = 'failed') DESC, (status = 'pending') DESC, path OFFSET $4 LIMIT $5""",
-            tenant, req.source_id, req.status, req.offset, req.limit)
-        files = [ManifestEntry(
-            path=r["path"], status=r["status"], size_bytes=r["size_bytes"],
-            mtime=datetime.fromtimestamp(r["mtime_ns"] / 1e9, tz=timezone.utc) if r["mtime_ns"] is not None else None,
-            etag=r["etag"], sha256=r["sha256"].strip() if r["sha256"] else None,
-            document_id=str(r["document_id"]) if r["document_id"] else None, reason_type=r["reason_type"],
-            reason=r["reason"], updated_at=r["updated_at"], indexed_at=r["indexed_at"]) for r in rows]
+        async with self.pool.acquire() as conn:
+            matching, files = await source_manifest.manifest_page(conn, tenant, req.source_id, req.status, req.offset,
+                                                                  req.limit)
         return SourceStatus(mission=req.mission, source=found[0], files=files, matching=matching, offset=req.offset,
                             limit=req.limit)
 

@@ -121,7 +121,7 @@ async def purge_document(stores, conn: asyncpg.Connection, mission: str, doc, *,
     its audit row (`action` by `actor`, `detail` added to the document's own facts;
     `op_key` makes the audit row once-only however often a retry runs it). The
     one document-deletion path: retention (below) and source syncs
-    (activities/ingest/sources.py: deleted or replaced files) both call it. `doc` holds
+    (activities/ingest/source_manifest.py: deleted or replaced files) both call it. `doc` holds
     DOCUMENT_COLUMNS; `also(conn)`, when given, runs in the row's transaction (a
     caller's bookkeeping that must count each deletion exactly once)."""
     doc_id = str(doc["id"])
