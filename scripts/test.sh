@@ -12,6 +12,8 @@ if [ "${1:-}" = "--unit" ]; then
   shift
   exec python -m pytest -m unit -q "$@"
 fi
+# the browser the analyst page's end-to-end tests drive (Debian's chromium)
+bash scripts/install_chromium.sh
 # Stop whatever the service scripts started, also when one of them fails.
 source scripts/lib/services.sh
 trap svc_stop_all EXIT

@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Final, Literal
@@ -98,6 +99,25 @@ class Principal:
 
 
 DEV_PRINCIPAL = Principal(subject="dev", username="dev", roles=frozenset({PLATFORM_ADMIN}), dev=True)
+
+
+# Dev mode only: the roles to act with instead of platform-admin (comma-separated, e.g.
+# "mission:demo:reader"), so the page and tests can be tried as a reader or writer. It can only
+# narrow: every dev-mode caller is the platform admin already. Ignored in OIDC mode.
+DEV_ROLES_HEADER = "X-StratMaster-Dev-Roles"
+_DEV_ROLE = re.compile(r"^(platform-admin|mission:[a-z][a-z0-9_]{1,47}:(reader|writer|admin))$")
+
+
+def dev_principal(roles_header: str | None) -> Principal:
+    """The dev-mode caller: the platform admin, or the roles the header names (400 on a bad one)."""
+    if roles_header is None:
+        return DEV_PRINCIPAL
+    roles = [r.strip() for r in roles_header.split(",") if r.strip()]
+    bad = [r for r in roles if not _DEV_ROLE.fullmatch(r)]
+    if bad or len(roles) > 20:
+        raise HTTPException(400, detail=f"{DEV_ROLES_HEADER}: roles are platform-admin or mission:<id>:"
+                                        f"reader|writer|admin, at most 20 (got {bad[:1] or len(roles)})")
+    return Principal(subject="dev", username="dev", roles=frozenset(roles), dev=True)
 
 
 def is_loopback(host: str | None) -> bool:
@@ -321,7 +341,7 @@ async def authenticate(request: Request) -> Principal:
         refusal = dev_request_refusal(request)
         if refusal:
             raise refusal
-        principal = DEV_PRINCIPAL
+        principal = dev_principal(request.headers.get(DEV_ROLES_HEADER))
     else:
         auth = request.headers.get("authorization", "")
         scheme, _, token = auth.partition(" ")

@@ -135,6 +135,12 @@ class Settings(BaseSettings):
     keycloak_url: str | None = None
     keycloak_realm: str = "stratmaster"
     keycloak_audience: str = "stratmaster-api"
+    # The analyst page (/ui/, starters/web): its built files (None: starters/web/dist in the checkout),
+    # the public Keycloak client it signs in with (authorization code + PKCE), and the Keycloak URL as
+    # browsers reach it when that differs from keycloak_url (the API's own, e.g. a cluster address).
+    web_dist: Path | None = None
+    web_client_id: str = "stratmaster-page"
+    web_keycloak_url: str | None = None
 
     # Observability
     metrics_port_base: int = 9464

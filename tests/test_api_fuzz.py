@@ -245,12 +245,36 @@ class IdleRemoveSource:
         await workflow.wait_condition(lambda: False)
 
 
+# The library reads (research-tasks): empty, and every document "not found".
+
+@workflow.defn(name="ListDocumentsWorkflow")
+class StandInListDocuments:
+    @workflow.run
+    async def run(self, req: dict) -> dict:
+        return {"mission": req["mission"], "total": 0, "offset": req.get("offset", 0), "documents": []}
+
+
+@workflow.defn(name="DocumentExcerptWorkflow")
+class StandInExcerpt:
+    @workflow.run
+    async def run(self, req: dict) -> None:
+        raise ApplicationError("stand-in: no document", type="DocumentNotFound", non_retryable=True)
+
+
+@workflow.defn(name="ListResearchWorkflow")
+class StandInListResearch:
+    @workflow.run
+    async def run(self, req: dict) -> dict:
+        return {"mission": req["mission"], "total": 0, "offset": req.get("offset", 0), "runs": []}
+
+
+LIBRARY_STAND_INS = [StandInListDocuments, StandInExcerpt, StandInListResearch]
 SOURCE_STAND_INS = [StandInAddSource, StandInListSources, StandInSourceStatus, IdleSourceSync, IdleRemoveSource]
 
 
 @contextlib.asynccontextmanager
 async def idle_workers(client):
-    async with Worker(client, task_queue=queues.RESEARCH, workflows=[IdleResearch, StandInRenderReport],
+    async with Worker(client, task_queue=queues.RESEARCH, workflows=[IdleResearch, StandInRenderReport, *LIBRARY_STAND_INS],
                       workflow_runner=UnsandboxedWorkflowRunner()), \
             Worker(client, task_queue=queues.INGESTION, workflows=[IdleIngest, *SOURCE_STAND_INS],
                    workflow_runner=UnsandboxedWorkflowRunner()):

@@ -1,14 +1,17 @@
-"""research-tasks: ResearchWorkflow and its activities (stores, PostgreSQL, embedder, LLM)."""
+"""research-tasks: ResearchWorkflow and its activities (stores, PostgreSQL, embedder, LLM); shareable
+reports; the library reads (a mission's documents, excerpts, research history)."""
 from __future__ import annotations
 
 import asyncio
 
 from activities.research.activities import ResearchActivities
 from activities.research.confidence import use_ranker
+from activities.research.library import LibraryActivities
 from activities.research.reports import ReportActivities
 from activities.resources import Resources
 from stratmaster.settings import Settings
 from workers.registry import QueueSpec
+from workflows.library import WORKFLOWS as LIBRARY_WORKFLOWS
 from workflows.reports import RenderReportWorkflow
 from workflows.research import ResearchWorkflow
 
@@ -21,15 +24,16 @@ async def build(settings: Settings) -> QueueSpec:
     await asyncio.to_thread(resources.sentence_encoder.embed, ["warm up"])
     acts = ResearchActivities(resources)
     reports = ReportActivities(resources)  # shareable reports: RenderReportWorkflow
+    library = LibraryActivities(resources)  # documents, excerpts and history for the page and the API
 
     async def close() -> None:
         await acts.cache.close()
         await resources.close()
 
     return QueueSpec(
-        workflows=[ResearchWorkflow, RenderReportWorkflow],
+        workflows=[ResearchWorkflow, RenderReportWorkflow, *LIBRARY_WORKFLOWS],
         activities=[acts.start_session, acts.cache_lookup, acts.plan, acts.retrieve, acts.synthesise, acts.persist,
-                    acts.cache_store, acts.finish_session, reports.render_report],
+                    acts.cache_store, acts.finish_session, reports.render_report, *library.all()],
         close=close,
         extra={"research": acts, "resources": resources},
     )

@@ -21,7 +21,7 @@ from stratmaster.settings import Settings, get_settings
 
 # starters/api/routers/<name>.py, each exposing `router`: a new area is its module plus its name here.
 ROUTERS = ("health", "missions", "documents", "research", "reports", "workflows", "operations", "usage", "sources",
-           "webhooks")
+           "webhooks", "library", "web")
 
 
 def create_app(settings: Settings | None = None, *, verifier: OidcVerifier | None = None) -> FastAPI:

@@ -49,6 +49,9 @@ REMOVE_WEBHOOK_WORKFLOW = "RemoveWebhookWorkflow"
 WEBHOOK_DELIVERIES_WORKFLOW = "ListWebhookDeliveriesWorkflow"
 DELIVER_WEBHOOK_WORKFLOW = "DeliverWebhookWorkflow"
 RENDER_REPORT_WORKFLOW = "RenderReportWorkflow"
+LIST_DOCUMENTS_WORKFLOW = "ListDocumentsWorkflow"
+DOCUMENT_EXCERPT_WORKFLOW = "DocumentExcerptWorkflow"
+LIST_RESEARCH_WORKFLOW = "ListResearchWorkflow"
 # operations on the platform's data: their progress and results (object keys, checks, restore
 # reports) are the operator's, even when the workflow carries the mission it touched
 OPERATOR_WORKFLOWS = frozenset({BACKUP_WORKFLOW, LIST_BACKUPS_WORKFLOW, VERIFY_BACKUP_WORKFLOW, RESTORE_WORKFLOW,
