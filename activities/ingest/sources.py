@@ -397,7 +397,8 @@ class SourceActivities:
 
         return ListPageResult(next_cursor=next_cursor, done=done, listed=examined, unchanged=len(unchanged),
                               touched=len(touched),
-                              pending=[PendingFile(path=e.path, ref=source_ref(req.source_id, e.path, e.size, e.file_id), new=new) for e, _sha, new in pending])
+                              pending=[PendingFile(path=e.path, ref=source_ref(req.source_id, e.path, e.size, e.file_id),
+                                                   new=new) for e, _sha, new in pending])
 
     @activity.defn(name="source_apply_page")
     async def apply_page(self, req: ApplyPageInput) -> ApplyPageResult:
