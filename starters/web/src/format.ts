@@ -44,3 +44,15 @@ export function href(mission: string, view = "", workflowId?: string): string {
   if (workflowId) return `${base}/r/${encodeURIComponent(workflowId)}`;
   return view ? `${base}/${view}` : base;
 }
+
+/** A document's source as a person names it: an upload's file name without the "inline:" mark. */
+export function sourceName(source: string): string {
+  return source.startsWith("inline:") ? source.slice("inline:".length) : source;
+}
+
+/** A failure's reason without the file name it repeats ("a.bin: unsupported type" -> "unsupported type"). */
+export function reasonText(source: string, reason?: string | null): string {
+  const name = sourceName(source);
+  const text = reason ?? "failed";
+  return text.startsWith(`${name}: `) ? text.slice(name.length + 2) : text;
+}

@@ -5,6 +5,7 @@ import "./style.css";
 
 async function start() {
   const root = document.getElementById("app")!;
+  root.textContent = ""; // the loading line: Preact renders beside what it did not create
   try {
     await loadConfig();
     render((await signedIn()) ? <App /> : <SignIn />, root);

@@ -1,5 +1,5 @@
 // Ask the mission's documents a question: POST /missions/{m}/research, then its run's page.
-import { useRef, useState } from "preact/hooks";
+import { useEffect, useRef, useState } from "preact/hooks";
 import { ApiError, postJson } from "../api";
 import { href } from "../format";
 
@@ -8,6 +8,7 @@ export function Ask({ mission, canWrite }: { mission: string; canWrite: boolean 
   const [busy, setBusy] = useState(false);
   const [error, setError] = useState<string | null>(null);
   const box = useRef<HTMLTextAreaElement>(null);
+  useEffect(() => box.current?.focus(), [mission, canWrite]); // the question box is where one starts
 
   if (!canWrite) {
     return (
@@ -50,7 +51,6 @@ export function Ask({ mission, canWrite }: { mission: string; canWrite: boolean 
           if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) submit(e);
         }}
         placeholder="What market share does Voltaris hold?"
-        autoFocus
       />
       <div class="row">
         <button type="submit" disabled={busy}>

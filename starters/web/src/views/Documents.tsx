@@ -4,7 +4,7 @@
 import { useEffect, useState } from "preact/hooks";
 import { api, ApiError, stream } from "../api";
 import { authHeaders } from "../auth";
-import { bytes, when } from "../format";
+import { bytes, reasonText, sourceName, when } from "../format";
 import type { DocumentListing, ManifestEntry, SourceSummary } from "../types";
 
 interface Upload {
@@ -117,7 +117,7 @@ export function Documents({ mission, canWrite }: { mission: string; canWrite: bo
                     {u.result.failed.length > 0 && (
                       <>
                         , {u.result.failed.length} failed:{" "}
-                        {u.result.failed.map((f) => `${f.source} (${f.reason ?? "failed"})`).join("; ")}
+                        {u.result.failed.map((f) => `${sourceName(f.source)} (${reasonText(f.source, f.reason)})`).join("; ")}
                       </>
                     )}
                   </span>
@@ -154,8 +154,8 @@ export function Documents({ mission, canWrite }: { mission: string; canWrite: bo
               {listing.documents.map((d) => (
                 <tr key={d.document_id}>
                   <td>
-                    {d.title || d.source}
-                    {d.title && d.title !== d.source && <div class="sub">{d.source}</div>}
+                    {d.title || sourceName(d.source)}
+                    {d.title && <div class="sub">{sourceName(d.source)}</div>}
                   </td>
                   <td>{d.content_type}</td>
                   <td>{bytes(d.size_bytes)}</td>
@@ -174,7 +174,7 @@ export function Documents({ mission, canWrite }: { mission: string; canWrite: bo
           <ul class="failures" data-testid="failures">
             {listing.failures.map((f) => (
               <li key={`${f.batch_id}:${f.source}`}>
-                <strong>{f.source}</strong>: {f.reason} <span class="sub">({f.reason_type}, {when(f.created_at)})</span>
+                <strong>{sourceName(f.source)}</strong>: {reasonText(f.source, f.reason)} <span class="sub">({f.reason_type}, {when(f.created_at)})</span>
               </li>
             ))}
           </ul>

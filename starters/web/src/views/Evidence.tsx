@@ -3,6 +3,7 @@
 // highlighted and scrolled into view.
 import { useEffect, useRef, useState } from "preact/hooks";
 import { api, ApiError } from "../api";
+import { sourceName } from "../format";
 import type { Citation, Excerpt } from "../types";
 
 interface Props {
@@ -40,7 +41,7 @@ export function Evidence({ mission, citation, number, onClose }: Props) {
     return () => window.removeEventListener("keydown", onKey);
   }, [onClose]);
 
-  const title = citation.title || excerpt?.title || excerpt?.source || citation.document_id;
+  const title = citation.title || excerpt?.title || (excerpt && sourceName(excerpt.source)) || citation.document_id;
   let body = null;
   if (excerpt) {
     const a = excerpt.start - excerpt.text_start;
@@ -50,7 +51,7 @@ export function Evidence({ mission, citation, number, onClose }: Props) {
     body = (
       <>
         <p class="evidence-meta">
-          {excerpt.source} · characters {excerpt.start.toLocaleString()}–{excerpt.end.toLocaleString()} of{" "}
+          {sourceName(excerpt.source)} · characters {excerpt.start.toLocaleString()}–{excerpt.end.toLocaleString()} of{" "}
           {excerpt.char_count.toLocaleString()}
           {matches ? (
             <span class="badge ok"> the quote is the stored text</span>

@@ -48,9 +48,10 @@ function Cites(props: { list: Citation[]; numbers: CitationNumbers; open: OpenCi
   );
 }
 
-function AnswerText({ answer, numbers, open }: { answer: Answer; numbers: CitationNumbers; open: OpenCitation }) {
+function AnswerText(props: { answer: Answer; numbers: CitationNumbers; open: OpenCitation; testid?: string }) {
+  const { answer, numbers, open } = props;
   return (
-    <p class="answer-text" data-testid="answer">
+    <p class="answer-text" data-testid={props.testid}>
       {answer.sentences.map((s, i) => (
         <span class="sentence" key={i}>
           {s.text} <Cites list={s.citations} numbers={numbers} open={open} />{" "}
@@ -120,7 +121,8 @@ export function Result({ result, open }: { result: ResearchResult; open: OpenCit
   const numbers = new CitationNumbers();
   const outcome = result.outcome ?? "answered";
   const abstained = outcome === "insufficient_evidence";
-  const parts = result.subanswers.filter((a) => a.sentences.length > 0 || a.text === "");
+  // the parts of a compound question, when one says something the whole answer does not
+  const parts = result.subanswers.some((a) => a.text !== (result.answer?.text ?? "")) ? result.subanswers : [];
   return (
     <div class="result" data-testid="result">
       <p class={`outcome ${outcome}`} data-testid="outcome">
@@ -145,7 +147,7 @@ export function Result({ result, open }: { result: ResearchResult; open: OpenCit
       ) : (
         result.answer && (
           <Section title="Answer">
-            <AnswerText answer={result.answer} numbers={numbers} open={open} />
+            <AnswerText answer={result.answer} numbers={numbers} open={open} testid="answer" />
           </Section>
         )
       )}
@@ -157,7 +159,7 @@ export function Result({ result, open }: { result: ResearchResult; open: OpenCit
                 <dt>{a.question}</dt>
                 <dd>
                   {a.sentences.length ? (
-                    <AnswerText answer={a} numbers={numbers} open={open} />
+                    <AnswerText answer={a} numbers={numbers} open={open} testid="part-answer" />
                   ) : (
                     <em>The documents do not say.</em>
                   )}
