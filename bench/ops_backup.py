@@ -17,6 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import tests.ops_support as ops  # noqa: E402
 from activities.ops.backup import BackupActivities  # noqa: E402
+from activities.ops.restore import RestoreActivities  # noqa: E402
 from activities.resources import Resources  # noqa: E402
 from activities.stores.factory import build_stores  # noqa: E402
 from stratmaster.migrations import apply_migrations  # noqa: E402
@@ -45,6 +46,7 @@ async def run(docs: int, chunks: int) -> None:
         await ops.seed_mission(settings, stores, mission, docs=docs, chunks_per_doc=chunks, sessions=5)
         seed_s = time.perf_counter() - t0
         acts = BackupActivities(Resources(settings, stores=stores))
+        restore = RestoreActivities(acts.resources)
         await acts.begin_backup(BeginBackupInput(backup_id="bench-1"))
         plan = await acts.plan_backup(PlanInput(backup_id="bench-1", scope="mission", mission=mission))
         step = BackupStep(backup_id="bench-1", mission=mission, tenant_id=plan.missions[0].tenant_id)
@@ -58,24 +60,24 @@ async def run(docs: int, chunks: int) -> None:
         total = result.total_bytes
 
         t0 = time.perf_counter()
-        validated = await acts.validate_backup(ValidateInput(backup_id="bench-1"))
+        validated = await restore.validate_backup(ValidateInput(backup_id="bench-1"))
         validate_s = time.perf_counter() - t0
 
         await ops.wipe_mission(settings, stores, mission)
         rstep = RestoreStep(backup_id="bench-1", source_mission=mission, target_mission=mission,
                             manifest_sha256=validated.manifest_sha256)
         t0 = time.perf_counter()
-        await acts.prepare_restore_target(rstep)
+        await restore.prepare_restore_target(rstep)
         parts = {}
 
         async def timed(name, coro):
             t = time.perf_counter()
             await coro
             parts[name] = time.perf_counter() - t
-        await asyncio.gather(timed("postgres", acts.restore_postgres_mission(rstep)),
-                             timed("vectors", acts.restore_vectors(rstep)),
-                             timed("fulltext", acts.restore_fulltext(rstep)), timed("graph", acts.restore_graph(rstep)),
-                             timed("objects", acts.restore_objects(rstep)))
+        await asyncio.gather(timed("postgres", restore.restore_postgres_mission(rstep)),
+                             timed("vectors", restore.restore_vectors(rstep)),
+                             timed("fulltext", restore.restore_fulltext(rstep)), timed("graph", restore.restore_graph(rstep)),
+                             timed("objects", restore.restore_objects(rstep)))
         restore_s = time.perf_counter() - t0
         n = docs * chunks
         assert await stores.vectors.count(mission) == n

@@ -218,6 +218,7 @@ async def test_system_dump_restores_into_an_empty_database(settings, stores, pos
     """Disaster recovery path: pg_restore of the system dump into a fresh database
     (a scratch one here, so the shared test database is not clobbered)."""
     from activities.ops.backup import BackupActivities
+    from activities.ops.restore import RestoreActivities
     from stratmaster.contracts.maintenance import BackupStep, RestoreStep
 
     await seed_mission(settings, stores, new_mission(), docs=1, sessions=1)
@@ -235,7 +236,7 @@ async def test_system_dump_restores_into_an_empty_database(settings, stores, pos
         await conn.execute(f"CREATE DATABASE {scratch}")
         want = {t: await conn.fetchval(f"SELECT COUNT(*) FROM {t}") for t in ("tenants", "documents", "chunks", "claims")}
     scratch_url = settings.database_url.rsplit("/", 1)[0] + "/" + scratch
-    target = BackupActivities(Resources(settings.model_copy(update={"database_url": scratch_url}), stores=stores))
+    target = RestoreActivities(Resources(settings.model_copy(update={"database_url": scratch_url}), stores=stores))
     try:
         await target.restore_postgres_system(RestoreStep(backup_id=backup_id, source_mission="", target_mission=""))
         sconn = await asyncpg.connect(scratch_url)

@@ -14,6 +14,7 @@ from temporalio.testing import ActivityEnvironment
 
 import activities.heartbeat as heartbeat_mod
 from activities.ops.backup import BackupActivities
+from activities.ops.restore import RestoreActivities
 from activities.ops.pg_dumps import client_bindir
 from activities.ops.retention import retention_section
 from activities.resources import Resources
@@ -233,7 +234,7 @@ async def test_backup_results_stay_small_whatever_the_number_of_missions(setting
         assert listed.backups[0].mission_count == n and len(listed.backups[0].missions) == 20
         assert len(listed.model_dump_json()) < 16 * 1024
         raw = await objects.get_system("backups/many-1/manifest.json")
-        page = await acts.backup_missions(MissionsPageInput(
+        page = await RestoreActivities(acts.resources).backup_missions(MissionsPageInput(
             backup_id="many-1", manifest_sha256=hashlib.sha256(raw).hexdigest(), after="many_00010", limit=25))
         assert [m.name for m in page.missions][:2] == ["many_00011", "many_00012"] and len(page.missions) == 25
         assert page.more

@@ -2,7 +2,7 @@
 
 Restore validates the WHOLE backup first -- the manifest's names against what the
 backup code writes, every artefact's size and sha256, and every PostgreSQL row
-against its mission (activities/ops/backup.py validate_backup) -- then checks every
+against its mission (activities/ops/restore.py validate_backup) -- then checks every
 target is empty (or wipes it with `replace`), and only then writes. Later steps
 carry the validated manifest's sha256 and refuse any other manifest.
 
@@ -31,6 +31,8 @@ from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from activities.ops.backup import BackupActivities
+    from activities.ops.restore import RestoreActivities
+    from activities.ops.restore_drill import DrillActivities
     from stratmaster.contracts.maintenance import (
         MAX_DETAIL, MAX_PROBLEMS, CountInput, DropDrillInput, ListBackupsInput, MissionsPageInput, RestoreInput,
         RestoreProgress, RestoreResult, RestoreStep, ValidateInput, VerifyBackupInput, VerifyBackupResult,
@@ -45,8 +47,8 @@ QUICK = ActivityOptions(start_to_close_timeout=timedelta(minutes=5), heartbeat_t
 COPY = ActivityOptions(start_to_close_timeout=timedelta(hours=2), heartbeat_timeout=timedelta(seconds=60),
                       retry_policy=RETRY)
 
-STORE_RESTORES = (BackupActivities.restore_vectors, BackupActivities.restore_fulltext,
-                  BackupActivities.restore_graph, BackupActivities.restore_objects)
+STORE_RESTORES = (RestoreActivities.restore_vectors, RestoreActivities.restore_fulltext,
+                  RestoreActivities.restore_graph, RestoreActivities.restore_objects)
 
 
 def _message(exc: ActivityError) -> str:
@@ -57,7 +59,7 @@ async def restore_mission(step: RestoreStep, *, postgres: bool = True) -> dict[s
     """PostgreSQL rows and every store for one mission, in parallel; merged counts."""
     calls = [workflow.execute_activity_method(m, step, **COPY) for m in STORE_RESTORES]
     if postgres:
-        calls.insert(0, workflow.execute_activity_method(BackupActivities.restore_postgres_mission, step, **COPY))
+        calls.insert(0, workflow.execute_activity_method(RestoreActivities.restore_postgres_mission, step, **COPY))
     counts: dict[str, int] = {}
     for r in await asyncio.gather(*calls):
         counts.update(r.counts)
@@ -76,7 +78,7 @@ class RestoreWorkflow:
         if p is None:
             # refuses corrupt, incomplete or crafted backups (and rows clashing with other missions) before any write
             v = await workflow.execute_activity_method(
-                BackupActivities.validate_backup, ValidateInput(backup_id=req.backup_id, mission=req.mission, live=True,
+                RestoreActivities.validate_backup, ValidateInput(backup_id=req.backup_id, mission=req.mission, live=True,
                                                                 full_database=req.full_database), **COPY)
             p = RestoreProgress(manifest_sha256=v.manifest_sha256)
         pages = 0
@@ -84,13 +86,13 @@ class RestoreWorkflow:
             if p.phase == "system":
                 # the whole database from pg_dump (refuses a database with missions unless replace)
                 await workflow.execute_activity_method(
-                    BackupActivities.restore_postgres_system,
+                    RestoreActivities.restore_postgres_system,
                     RestoreStep(backup_id=req.backup_id, source_mission="", target_mission="", replace=req.replace,
                                 manifest_sha256=p.manifest_sha256), **COPY)
                 p = p.model_copy(update={"phase": "load", "after": None})
             else:
                 page = await workflow.execute_activity_method(
-                    BackupActivities.backup_missions,
+                    RestoreActivities.backup_missions,
                     MissionsPageInput(backup_id=req.backup_id, manifest_sha256=p.manifest_sha256, after=p.after,
                                       limit=req.page_size, mission=req.mission), **QUICK)
                 steps = [RestoreStep(backup_id=req.backup_id, source_mission=m.name, target_mission=m.name,
@@ -98,7 +100,7 @@ class RestoreWorkflow:
                 if p.phase == "prepare":
                     # every target checked (or wiped with replace) before anything is written
                     await asyncio.gather(*[workflow.execute_activity_method(
-                        BackupActivities.prepare_restore_target, s, **QUICK) for s in steps])
+                        RestoreActivities.prepare_restore_target, s, **QUICK) for s in steps])
                 else:
                     results = await asyncio.gather(*[restore_mission(s, postgres=not req.full_database) for s in steps])
                     missions, counts = list(p.missions), dict(p.counts)
@@ -145,14 +147,14 @@ class VerifyBackupWorkflow:
                 backup_id = listed.backups[0].backup_id
             try:
                 v = await workflow.execute_activity_method(
-                    BackupActivities.validate_backup, ValidateInput(backup_id=backup_id), **COPY)
+                    RestoreActivities.validate_backup, ValidateInput(backup_id=backup_id), **COPY)
             except ActivityError as exc:
                 return VerifyBackupResult(backup_id=backup_id, ok=False, checksums_ok=False, drill_missions=[],
                                           expected={}, restored={}, problems=[_message(exc)], problems_total=1)
             problems: list[str] = []
             if v.scope == "system":
                 try:
-                    await workflow.execute_activity_method(BackupActivities.check_pg_dump,
+                    await workflow.execute_activity_method(DrillActivities.check_pg_dump,
                                                            ValidateInput(backup_id=backup_id), **COPY)
                 except ActivityError as exc:
                     problems.append(_message(exc))
@@ -163,7 +165,7 @@ class VerifyBackupWorkflow:
         pages = 0
         while True:
             page = await workflow.execute_activity_method(
-                BackupActivities.backup_missions,
+                RestoreActivities.backup_missions,
                 MissionsPageInput(backup_id=p.backup_id, manifest_sha256=p.manifest_sha256, after=p.after,
                                   limit=req.page_size), **QUICK)
             found: list[str] = []
@@ -175,13 +177,13 @@ class VerifyBackupWorkflow:
                                    scratch_schema=schema, manifest_sha256=p.manifest_sha256)
                 async with gate:
                     try:
-                        await workflow.execute_activity_method(BackupActivities.prepare_restore_target, step, **QUICK)
+                        await workflow.execute_activity_method(RestoreActivities.prepare_restore_target, step, **QUICK)
                         await restore_mission(step)
                         # Count independently of what the restore activities reported.
                         pg, st = await asyncio.gather(
-                            workflow.execute_activity_method(BackupActivities.count_postgres_rows, CountInput(
+                            workflow.execute_activity_method(DrillActivities.count_postgres_rows, CountInput(
                                 mission=drill, pg_mission=mission, scratch_schema=schema), **QUICK),
-                            workflow.execute_activity_method(BackupActivities.count_store_records,
+                            workflow.execute_activity_method(DrillActivities.count_store_records,
                                                              CountInput(mission=drill), **QUICK))
                         restored[mission] = {**pg.counts, **st.counts}
                         for key, want in sorted(expected.items()):
@@ -192,7 +194,7 @@ class VerifyBackupWorkflow:
                         found.append(f"{mission}: drill failed: {_message(exc)}")
                     finally:
                         await workflow.execute_activity_method(
-                            BackupActivities.drop_drill, DropDrillInput(mission=drill, scratch_schema=schema), **QUICK)
+                            DrillActivities.drop_drill, DropDrillInput(mission=drill, scratch_schema=schema), **QUICK)
 
             await asyncio.gather(*[drill_one(p, p.index + j, m.name, m.counts) for j, m in enumerate(page.missions)])
             drills, expected_detail, restored_detail = list(p.drill_missions), dict(p.expected), dict(p.restored)

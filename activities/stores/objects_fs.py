@@ -22,7 +22,7 @@ from stratmaster.errors import bad_input
 AREAS = ("documents", "artifacts", "embeddings")
 
 
-# One key rule for every adapter and for backup/restore (activities/ops/backup.py),
+# One key rule for every adapter and for backup/restore (activities/ops/backup.py, restore.py),
 # so a key is either writable, readable, backed up and restorable everywhere or
 # refused everywhere. The limits keep the bucket name `tenants/<mission>/<key>`
 # (mission <= 48 chars) under S3's 1024 bytes and every segment under MinIO's and
