@@ -26,7 +26,8 @@ import asyncpg
 
 from activities.stores.postgres import create_pool
 from stratmaster.contracts.common import check_mission
-from stratmaster.contracts.missions import Cartridge, MissionConfig, default_cartridge
+from stratmaster.contracts.cartridge import Cartridge, default_cartridge
+from stratmaster.contracts.missions import MissionConfig
 from stratmaster.settings import Settings
 
 DEFAULT_TTL_SECONDS = 2.0

@@ -19,12 +19,13 @@ from temporalio.exceptions import ApplicationError
 
 from activities.heartbeat import heartbeat
 from activities.resources import ActivityResources, Resources
+from stratmaster.contracts.cartridge import Cartridge, cartridge_yaml, same_cartridge, stored_digest
+from stratmaster.contracts.cartridge_validation import format_problems, validate_cartridge
 from stratmaster.contracts.common import check_mission
 from stratmaster.contracts.missions import (
-    ActivationPlan, Cartridge, DeactivateStep, DeactivationResult, ExportResult, HistoryEntry, ListMissionsInput,
-    MissionDetail, MissionList, MissionRef, MissionSummary, PlanActivationInput, PlanRollbackInput, PurgeExpiredInput,
-    PurgeResult, StepInput, StepResult, UndoInput, ValidatedCartridge, ValidateInput, cartridge_yaml, format_problems,
-    same_cartridge, stored_digest, validate_cartridge,
+    ActivationPlan, DeactivateStep, DeactivationResult, ExportResult, HistoryEntry, ListMissionsInput, MissionDetail,
+    MissionList, MissionRef, MissionSummary, PlanActivationInput, PlanRollbackInput, PurgeExpiredInput, PurgeResult,
+    StepInput, StepResult, UndoInput, ValidatedCartridge, ValidateInput,
 )
 from stratmaster.errors import BAD_INPUT, INVALID_CARTRIDGE, UNKNOWN_MISSION, bad_input
 from activities.mission_config import MissionConfigReader

@@ -60,7 +60,8 @@ def _execute(workflow_run, arg, workflow_id: str, mission: str | None = None, ti
 
 
 def _activate(file: Path, source: str):
-    from stratmaster.contracts.missions import ActivateMissionInput, validate_cartridge
+    from stratmaster.contracts.cartridge_validation import validate_cartridge
+    from stratmaster.contracts.missions import ActivateMissionInput
     from stratmaster.workflow_ids import activate_workflow_id
     from workflows.missions import ActivateMissionWorkflow
 
@@ -81,7 +82,7 @@ def _activate(file: Path, source: str):
 @friendly
 def validate(file: Path = typer.Argument(..., help="cartridge (.yaml/.yml/.json)")) -> None:
     """Check a cartridge and list every problem (no server needed)."""
-    from stratmaster.contracts.missions import validate_cartridge
+    from stratmaster.contracts.cartridge_validation import validate_cartridge
 
     result = validate_cartridge(_read(file))
     c, sha256 = result.cartridge, result.sha256

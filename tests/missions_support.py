@@ -14,7 +14,8 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
 from stratmaster import queues
-from stratmaster.contracts.missions import ActivateMissionInput, ActivationResult, validate_cartridge
+from stratmaster.contracts.cartridge_validation import validate_cartridge
+from stratmaster.contracts.missions import ActivateMissionInput, ActivationResult
 from stratmaster.search_attributes import for_mission
 from stratmaster.settings import Settings
 from tests.conftest import pg_connect, queue_worker

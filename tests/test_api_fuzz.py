@@ -282,7 +282,7 @@ async def idle_workers(client):
 
 
 # POST /missions takes a cartridge: its semantic rules (semantic versions, RE2 patterns,
-# unique entity names, owners) go beyond JSON Schema and its models (contracts/missions.py)
+# unique entity names, owners) go beyond JSON Schema and its models (contracts/cartridge.py)
 # coerce like pydantic's lax mode, so "schema-valid => accepted" and "schema-invalid =>
 # refused" cannot hold for it; every other check runs on it, both run everywhere else.
 CONFIG = """

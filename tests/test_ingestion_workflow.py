@@ -260,7 +260,7 @@ async def test_cartridge_entity_types_reach_the_graph(settings):
 
     import workers.ingestion
     from stratmaster.contracts.ingestion import IngestDocumentInput
-    from stratmaster.contracts.missions import EntityType, default_cartridge
+    from stratmaster.contracts.cartridge import EntityType, default_cartridge
 
     s = ingestion_settings(settings)
     mission = await new_mission(s)

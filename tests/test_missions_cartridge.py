@@ -9,7 +9,8 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from stratmaster.contracts.missions import Cartridge, validate_cartridge
+from stratmaster.contracts.cartridge import Cartridge
+from stratmaster.contracts.cartridge_validation import validate_cartridge
 from tests.missions_support import DEMO, INVALID, cartridge_dict, cartridge_text, mission_worker, new_mission, pg_state
 
 
@@ -76,7 +77,7 @@ def test_catastrophic_pattern_runs_in_linear_time():
     import subprocess
     import sys
     code = (
-        "from stratmaster.contracts.missions import validate_cartridge\n"
+        "from stratmaster.contracts.cartridge_validation import validate_cartridge\n"
         "from tests.missions_support import cartridge_dict\n"
         "from activities.ingest.entities import extract_from_text\n"
         "d = cartridge_dict('re2_time')\n"

@@ -15,8 +15,9 @@ from activities.stores.base import ObjectNotFound
 from activities.stores.tenants import require_mission
 from stratmaster import queues
 from stratmaster.contracts.knowledge import Chunk, Entity, Relation
+from stratmaster.contracts.cartridge_validation import validate_cartridge
 from stratmaster.contracts.missions import (
-    DeactivateMissionInput, DeactivateStep, MissionRef, PlanRollbackInput, RollbackMissionInput, validate_cartridge,
+    DeactivateMissionInput, DeactivateStep, MissionRef, PlanRollbackInput, RollbackMissionInput,
 )
 from tests.conftest import pg_connect
 from tests.missions_support import activate, cartridge_dict, cartridge_text, mission_worker, new_mission

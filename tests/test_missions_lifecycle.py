@@ -17,10 +17,8 @@ from activities.missions import MissionActivities, cartridge_key
 from activities.resources import Resources
 from activities.stores.tenants import require_mission
 from stratmaster import queues
-from stratmaster.contracts.missions import (
-    DeactivateMissionInput, MissionRef, PurgeExpiredInput, RollbackMissionInput,
-    validate_cartridge,
-)
+from stratmaster.contracts.cartridge_validation import validate_cartridge
+from stratmaster.contracts.missions import DeactivateMissionInput, MissionRef, PurgeExpiredInput, RollbackMissionInput
 from activities.mission_config import MissionConfigReader
 from tests.conftest import pg_connect
 from tests.missions_support import (
@@ -248,7 +246,7 @@ async def test_a_version_stored_before_a_schema_addition_stays_the_same_version(
     (not "already exists with different content") and the export passes its checksum."""
     import asyncpg
 
-    from stratmaster.contracts.missions import stored_digest
+    from stratmaster.contracts.cartridge import stored_digest
 
     mission = new_mission()
     text = cartridge_text(mission)

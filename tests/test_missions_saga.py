@@ -148,7 +148,8 @@ async def test_cancellation_also_undoes(client, settings):
 async def test_stale_plan_cannot_overwrite_a_concurrent_activation(client, settings):
     """Two activations racing: the one whose plan went stale fails its compare-and-set
     and its undo removes only its own version, never the mission's data."""
-    from stratmaster.contracts.missions import PlanActivationInput, UndoInput, ValidatedCartridge, validate_cartridge
+    from stratmaster.contracts.cartridge_validation import validate_cartridge
+    from stratmaster.contracts.missions import PlanActivationInput, UndoInput, ValidatedCartridge
 
     queue = _queue()
     mission = new_mission()

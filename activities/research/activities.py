@@ -35,7 +35,7 @@ from activities.research.synthesis import (
     passage_units, unit_vectors, verify_citation, with_contradictions, with_structure,
 )
 from stratmaster.contracts.knowledge import SearchHit
-from stratmaster.contracts.missions import Cartridge
+from stratmaster.contracts.cartridge import Cartridge
 from stratmaster.contracts.research import (
     Answer, CacheLookupInput, CacheLookupResult, CacheStoreInput, Citation, Claim, FinishInput, PersistInput, PersistOutput, Plan, PlanInput, RetrieveInput, RetrieveOutput,
     SessionInfo, SessionInput, Synthesis, SynthesiseInput,

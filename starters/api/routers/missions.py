@@ -35,9 +35,11 @@ from starters.api.temporal_ops import (
 from starters.failures import failure_message, failure_type
 from starters.auth import PLATFORM_ADMIN, READ, Principal
 from stratmaster import queues
+from stratmaster.contracts.cartridge import Cartridge
+from stratmaster.contracts.cartridge_validation import validate_cartridge
 from stratmaster.contracts.missions import (
-    ActivateMissionInput, Cartridge, DeactivateMissionInput, ExportResult, HistoryEntry, MissionDetail, MissionRef,
-    MissionSummary, RollbackMissionInput, validate_cartridge,
+    ActivateMissionInput, DeactivateMissionInput, ExportResult, HistoryEntry, MissionDetail, MissionRef, MissionSummary,
+    RollbackMissionInput,
 )
 from stratmaster.errors import UNKNOWN_MISSION
 from stratmaster.search_attributes import for_mission
