@@ -146,13 +146,14 @@ async def wait_workflow(api: httpx.AsyncClient, workflow_id: str, timeout: float
 
 
 @contextlib.asynccontextmanager
-async def served(app):
-    """The app on a real uvicorn server on 127.0.0.1 (in this event loop, beside the workers)."""
+async def served(app, port: int | None = None):
+    """The app on a real uvicorn server on 127.0.0.1 (in this event loop, beside the workers),
+    on a free port unless told which."""
     import uvicorn
 
     from tests.conftest import free_port
 
-    port = free_port()
+    port = port or free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
     task = asyncio.create_task(server.serve())
     while not server.started:

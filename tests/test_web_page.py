@@ -20,7 +20,7 @@ from temporalio.client import WorkflowExecutionStatus
 
 from starters.api.routers.web import DEFAULT_DIST
 from stratmaster import queues
-from tests.api_support import cartridge, dev, make_app, run_workers, served, wait_closed
+from tests.api_support import api_client, cartridge, dev, ensure_mission, make_app, run_workers, served, wait_closed
 from tests.research_support import CORPUS
 
 pytestmark = [pytest.mark.timeout(900), pytest.mark.servers]
@@ -224,3 +224,46 @@ async def test_the_policy_refuses_an_injected_script(client, settings, browser):
             return getComputedStyle(d).width;
         }""")
         assert styled != "123px"  # no inline style attributes either
+
+
+KEYCLOAK = os.environ.get("STRATMASTER_TEST_KEYCLOAK_URL")
+PAGE_TEST_PORT = 18080
+
+
+@pytest.mark.keycloak
+@pytest.mark.skipif(not KEYCLOAK and os.environ.get("CI") != "true", reason="needs Keycloak (scripts/services/keycloak.sh)")
+async def test_sign_in_with_keycloak_authorization_code_and_pkce(client, settings, workers, browser):
+    """OIDC mode, the real Keycloak: the page sends the user to Keycloak's login form (code flow,
+    PKCE S256, client stratmaster-page), comes back with a code, and calls the API with the
+    user's access token: the reader of mission demo sees it, read-only."""
+    assert KEYCLOAK, "STRATMASTER_TEST_KEYCLOAK_URL is not set under CI: scripts/services/keycloak.sh did not run"
+    async with api_client(make_app(dev(settings), client)) as api:
+        await ensure_mission(api, client, "demo")
+    oidc = settings.model_copy(update={"auth_mode": "oidc", "keycloak_url": KEYCLOAK})
+    # the port the realm's stratmaster-page client lists as a web origin for tests (CORS on the token call)
+    async with served(make_app(oidc, client), port=PAGE_TEST_PORT) as url:
+        context = await browser.new_context()
+        page = await context.new_page()
+        refused: list[str] = []
+        page.on("console", lambda m: refused.append(m.text) if "Content Security Policy" in m.text else None)
+        authorize: list[str] = []
+        page.on("request", lambda r: authorize.append(r.url) if "/protocol/openid-connect/auth" in r.url else None)
+        await page.goto(f"{url}/ui/")
+        await page.get_by_role("button", name="Sign in").click()
+        await page.wait_for_selector("#kc-form-login")
+        assert "code_challenge_method=S256" in authorize[0] and "client_id=stratmaster-page" in authorize[0]
+        await page.fill("#username", "demo-reader")
+        await page.fill("#password", "reader123")
+        await page.click("#kc-login")
+        try:
+            await page.get_by_test_id("missions").wait_for(timeout=30_000)
+        except Exception:
+            await shot(page, "signin-failed")
+            raise
+        assert "code=" not in page.url  # the code is consumed and dropped from the address
+        assert await page.get_by_test_id("who").inner_text() == "demo-reader"
+        await page.get_by_role("link", name="demo", exact=False).first.click()
+        await page.get_by_test_id("read-only").wait_for()
+        assert "read" in await page.get_by_test_id("who").inner_text()
+        assert refused == [], refused
+        await context.close()
