@@ -20,7 +20,8 @@ import pytest_asyncio
 from temporalio.client import WorkflowFailureError
 from typer.testing import CliRunner
 
-from activities.research.report_render import quote_context, sentence_spans
+from activities.research.report_render.model import quote_context
+from activities.research.synthesis import sentence_spans
 from activities.stores.factory import build_stores
 from stratmaster import queues
 from stratmaster.contracts.reports import FORMATS, RenderReportInput
@@ -159,7 +160,7 @@ async def test_report_in_every_format(temporal_env, settings, battery, stored):
         assert f"Confidence {result.answer.confidence:.2f}" in body and "Contradictions" in body
         for cl in result.claims:
             assert f"Confidence {cl.confidence:.2f}" in body
-    from activities.research.report_render import md as md_escape
+    from activities.research.report_render.to_markdown import md as md_escape
     for q in quotes:
         assert f"<mark>{norm(q)}</mark>".replace("'", "&#x27;") in texts["html"] or \
             f"<mark>{norm(q)}</mark>".replace("'", "&#x27;").replace('"', "&quot;") in texts["html"], q

@@ -26,6 +26,7 @@ from activities.research.answer import build_answer, combine_answers, part_findi
 from activities.research.gates import apply_gates, gates_from
 from activities.research import cache as research_cache
 from activities.research.planning import content_terms, deterministic_plan
+from activities.research.report_render.to_markdown import render_summary
 from activities.research.retrieval import Retriever
 from activities.research.sentence_vectors import SentenceVectors, pack, unpack
 from activities.resources import Resources
@@ -469,7 +470,7 @@ class ResearchActivities:
             "closest_evidence": [c.model_dump(mode="json") for c in syn.closest_evidence],
             "sources": [h.model_dump(mode="json", exclude={"text"}) for h in req.hits],
         }
-        md_full = await self.stores.objects.put(req.mission, md_key, render_markdown(report, syn).encode(), "text/markdown")
+        md_full = await self.stores.objects.put(req.mission, md_key, render_summary(report, syn).encode(), "text/markdown")
         json_full = await self.stores.objects.put(req.mission, json_key, json.dumps(report, indent=2).encode(), "application/json")
         async with self.pool.acquire() as conn, conn.transaction():
             await conn.execute("DELETE FROM claims WHERE session_id = $1", sid)
@@ -558,71 +559,6 @@ def _cache_metric(outcome: str) -> None:
             "stratmaster_research_cache", "research answer cache lookups by outcome").add(1, {"outcome": outcome})
     except RuntimeError:  # outside an activity (tests calling the method directly)
         pass
-
-
-def _cite(x: Citation) -> str:
-    where = x.url or f"document `{x.document_id}` chunk `{x.chunk_id}`"
-    return f"\"{x.quote}\" — {x.title or ''} {where} [{x.start}:{x.end}]"
-
-
-def _claim_md(c: Claim, heading: str) -> list[str]:
-    flag = f" — **flagged: {c.flag_reason}**" if c.flagged else ""
-    lines = [f"### {heading} {c.text}", "", f"Confidence: **{c.confidence:.2f}**{flag}", ""]
-    if c.below_bar_reason:
-        lines += [f"Below the bar: {c.below_bar_reason}", ""]
-    lines.append("Supporting evidence:")
-    lines += [f"- {_cite(x)}" for x in c.supporting]
-    if c.contradicting:
-        lines += ["", "Contradicting evidence:"]
-        lines += [f"- {_cite(x)}" for x in c.contradicting]
-    return lines + [""]
-
-
-OUTCOME_TEXT = {
-    "answered": "answered from the mission's documents",
-    "contested": "answered, but contested: more findings are contradicted than this mission's quality bar allows",
-    "insufficient_evidence": "insufficient evidence: the documents do not say (no finding clears this mission's quality bar)",
-}
-
-
-def render_markdown(report: dict, syn: Synthesis) -> str:
-    g = syn.gates
-    lines = [f"# Research: {report['query']}", "",
-             f"- mission: `{report['mission']}`  session: `{report['session_id']}`",
-             f"- outcome: **{syn.outcome}** — {OUTCOME_TEXT[syn.outcome]}",
-             f"- planner: {report['planner']}; synthesiser: {report['synthesiser']}",
-             f"- quality bar: min_confidence {g.min_confidence:g}, min_sources {g.min_sources}, "
-             f"min_retrieval_score {g.min_retrieval_score:g}, max_contradiction_ratio {g.max_contradiction_ratio:g}"]
-    lines += [f"- note: {n}" for n in report.get("notes", [])]
-    lines += ["", "## Answer", ""]
-    if syn.answer and syn.answer.sentences:
-        for s in syn.answer.sentences:
-            lines.append(f"> {s.text}")
-            lines += [f"> — {_cite(x)}" for x in s.citations]
-            lines.append("")
-        lines.append(f"Confidence: **{syn.answer.confidence:.2f}**")
-    else:
-        lines.append("_The documents do not say: no finding clears this mission's quality bar._")
-    lines += ["", "## Sub-questions", ""]
-    subs = {a.question: a for a in syn.subanswers if a}
-    for i, q in enumerate(report["subquestions"], start=1):
-        a = subs.get(q)
-        lines.append(f"{i}. {q}" + (f" — {a.text}" if a and a.text else (" — _not answered by the documents_" if a else "")))
-    if report.get("discarded_subquestions"):
-        lines += ["", "Discarded (not about the question): " + "; ".join(report["discarded_subquestions"])]
-    lines += ["", "## Findings", ""]
-    if not syn.claims:
-        lines.append("_No finding clears this mission's quality bar._")
-    for c in syn.claims:
-        lines += _claim_md(c, f"{c.ordinal + 1}.")
-    if syn.closest_evidence:
-        lines += ["", "## Closest evidence (not an answer)", ""]
-        lines += [f"- {_cite(x)}" for x in syn.closest_evidence]
-    if syn.below_bar:
-        lines += ["", "## Below this mission's quality bar", ""]
-        for c in syn.below_bar:
-            lines += _claim_md(c, "-")
-    return "\n".join(lines) + "\n"
 
 
 def _workflow_id() -> str | None:

@@ -1,7 +1,7 @@
 """Shareable research reports (research worker): render a completed session's
 stored report (report.json) with the cited chunks' context to Markdown, HTML, PDF
-and DOCX (activities/research/report_render.py), and store them beside it under the
-mission's prefix. The session is looked up by workflow id *within the mission*: a
+and DOCX (the activities/research/report_render/ package), and store them beside it
+under the mission's prefix. The session is looked up by workflow id *within the mission*: a
 research of another mission is "not found", exactly like one that does not exist."""
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from temporalio import activity
 
 from activities.heartbeat import heartbeat
 from activities.research import report_render
+from activities.research.report_render.model import ReportDoc, build_report
 from activities.resources import Resources
 from activities.stores.base import ObjectNotFound, object_prefix
 from activities.stores.tenants import require_mission
@@ -101,7 +102,7 @@ class ReportActivities:
                               content_b64=base64.b64encode(content).decode() if content is not None else None,
                               content_omitted=omitted)
 
-    async def _document(self, mission: str, tenant_id, row) -> report_render.ReportDoc:
+    async def _document(self, mission: str, tenant_id, row) -> ReportDoc:
         report = json.loads(await self.stores.objects.get(mission, row["report_json_key"]))
         cites = _citations(report)
         chunk_rows = await self.pool.fetch(
@@ -110,7 +111,7 @@ class ReportActivities:
         doc_rows = await self.pool.fetch(
             "SELECT id::text AS id, title, source FROM documents WHERE tenant_id = $1 AND id = ANY($2::uuid[])",
             tenant_id, _uuids({c.get("document_id") for c in cites}))
-        return report_render.build_report(
+        return build_report(
             report, {r["id"]: (r["text"], r["char_start"]) for r in chunk_rows},
             {r["id"]: (r["title"] or "", _display_source(r["source"])) for r in doc_rows})
 
