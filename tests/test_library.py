@@ -160,7 +160,13 @@ async def test_me_and_the_dev_roles_header(client, settings):
     app = make_app(dev(settings), client)
     async with api_client(app) as api:
         r = await api.get("/me")
-        assert r.json() == {"username": "dev", "roles": ["platform-admin"], "platform_admin": True, "dev": True}
+        assert r.json() == {"username": "dev", "roles": ["platform-admin"], "platform_admin": True, "dev": True,
+                            "mission": None, "permissions": None}
+        r = await api.get("/me", params={"mission": "demo"}, headers={ROLES: "mission:demo:writer"})
+        assert r.json()["permissions"] == ["read", "write"] and r.json()["mission"] == "demo"
+        r = await api.get("/me", params={"mission": "other"}, headers={ROLES: "mission:demo:writer"})
+        assert r.json()["permissions"] == []
+        assert (await api.get("/me", params={"mission": "../x"})).status_code == 422
         r = await api.get("/me", headers={ROLES: "mission:demo:reader, mission:x_y:writer"})
         assert r.json()["roles"] == ["mission:demo:reader", "mission:x_y:writer"] and not r.json()["platform_admin"]
         for bad in ("root", "mission:Demo:reader", "mission:demo:owner", ",".join(["platform-admin"] * 21)):

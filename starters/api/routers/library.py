@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime, timedelta
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Path, Query
 from pydantic import BaseModel, Field
@@ -22,6 +22,7 @@ from starters.auth import PLATFORM_ADMIN, READ, Principal
 from starters.failures import failure_message, failure_type
 from stratmaster import queues
 from stratmaster.contracts import library as lib
+from stratmaster.contracts.common import MISSION_ID_PATTERN
 from stratmaster.errors import BAD_INPUT, UNKNOWN_MISSION
 from stratmaster.search_attributes import MISSION_SA, for_mission
 
@@ -51,6 +52,10 @@ class Me(BaseModel):
     roles: list[str]
     platform_admin: bool
     dev: bool = Field(description="the API runs in dev mode (no tokens, loopback only)")
+    mission: str | None = None
+    permissions: list[Literal["admin", "read", "write"]] | None = Field(
+        default=None, description="with ?mission=: what the caller may do there, by the API's own rule "
+                                  "(whether the mission exists is not checked)")
 
 
 async def _execute(client: Client, workflow: str, arg, *, prefix: str, mission: str, result_type, what: str):
@@ -72,9 +77,12 @@ async def _execute(client: Client, workflow: str, arg, *, prefix: str, mission: 
 
 @router.get("/me", summary="the caller: name and roles as the API sees them", response_model=Me,
             responses=error_responses(*AUTH_ERRORS))
-async def me(principal: Principal = Depends(principal_dep)):
+async def me(principal: Principal = Depends(principal_dep),
+             mission: Annotated[str | None, Query(pattern=MISSION_ID_PATTERN, description="a mission id")] = None):
+    # no Temporal call: the page shows what the caller may do at once, from the same rule every route applies
     return Me(username=principal.actor, roles=sorted(principal.roles)[:200],
-              platform_admin=PLATFORM_ADMIN in principal.roles, dev=principal.dev)
+              platform_admin=PLATFORM_ADMIN in principal.roles, dev=principal.dev, mission=mission,
+              permissions=sorted(principal.permissions(mission)) if mission else None)
 
 
 @router.get("/missions/{mission}/documents",

@@ -47,27 +47,27 @@ export function App() {
   const [error, setError] = useState<string | null>(null);
   const [as, setAs] = useState(devRoles());
 
+  const fail = (e: unknown) => setError(e instanceof ApiError ? e.message : String(e));
   useEffect(() => {
     setError(null);
-    Promise.all([api<Me>("/me"), api<{ missions: MissionSummary[] }>("/missions")])
-      .then(([m, list]) => {
-        setMe(m);
-        setMissions(list.missions);
-      })
-      .catch((e: unknown) => setError(e instanceof ApiError ? e.message : String(e)));
+    api<{ missions: MissionSummary[] }>("/missions")
+      .then((list) => setMissions(list.missions))
+      .catch(fail);
   }, [as]);
 
+  // who the caller is and what they may do in this mission: no workflow behind it, so the
+  // mission's views render at once; the mission's own record follows (and says if it is gone)
   useEffect(() => {
+    setMe(null);
     setMission(null);
-    if (!route.mission) return;
-    api<MissionView>(`/missions/${encodeURIComponent(route.mission)}`)
-      .then(setMission)
-      .catch((e: unknown) => setError(e instanceof ApiError ? e.message : String(e)));
+    const q = route.mission ? `?mission=${encodeURIComponent(route.mission)}` : "";
+    api<Me>(`/me${q}`).then(setMe).catch(fail);
+    if (route.mission) api<MissionView>(`/missions/${encodeURIComponent(route.mission)}`).then(setMission).catch(fail);
   }, [route.mission, as]);
 
   if (error && error.includes("token") && !isDev()) return <SignIn error={error} />;
   const m = route.mission;
-  const perms = new Set(mission?.permissions ?? []);
+  const perms = new Set(me?.permissions ?? []);
   const tabs: [string, string, Route["view"][]][] = [
     ["Ask", "", ["ask", "run"]],
     ["History", "history", ["history"]],
@@ -105,7 +105,7 @@ export function App() {
         {me && (
           <span class="who" data-testid="who">
             {me.username}
-            {m && mission ? ` · ${[...perms].sort().join(", ") || "no access"}` : ""}
+            {m && me.permissions ? ` · ${[...perms].sort().join(", ") || "no access"}` : ""}
           </span>
         )}
         {isDev() && (
@@ -140,6 +140,13 @@ export function App() {
               {label}
             </a>
           ))}
+          {mission && (
+            <span class="mission-meta">
+              {mission.name || mission.mission}
+              {mission.active_version ? ` · cartridge ${mission.active_version}` : ""}
+              {mission.status !== "active" ? ` · ${mission.status}` : ""}
+            </span>
+          )}
         </nav>
       )}
       <main id="main" tabIndex={-1}>
@@ -152,10 +159,10 @@ export function App() {
           </p>
         )}
         {!m && <Missions missions={missions} />}
-        {m && mission && route.view === "ask" && <Ask mission={m} canWrite={perms.has("write")} />}
-        {m && mission && route.view === "run" && route.workflowId && <Run mission={m} workflowId={route.workflowId} />}
-        {m && mission && route.view === "history" && <History mission={m} />}
-        {m && mission && route.view === "documents" && <Documents mission={m} canWrite={perms.has("write")} />}
+        {m && me && route.view === "ask" && <Ask mission={m} canWrite={perms.has("write")} />}
+        {m && me && route.view === "run" && route.workflowId && <Run mission={m} workflowId={route.workflowId} />}
+        {m && me && route.view === "history" && <History mission={m} />}
+        {m && me && route.view === "documents" && <Documents mission={m} canWrite={perms.has("write")} />}
       </main>
     </>
   );

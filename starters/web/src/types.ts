@@ -81,6 +81,8 @@ export interface Me {
   roles: string[];
   platform_admin: boolean;
   dev: boolean;
+  mission?: string | null;
+  permissions?: ("read" | "write" | "admin")[] | null;
 }
 
 export interface DocumentEntry {
