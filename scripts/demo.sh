@@ -27,5 +27,7 @@ echo
 echo "== A question the documents cannot answer =="
 stratmaster research start "$UNANSWERABLE" -m demo
 echo
-echo "The stack is still up: Temporal Web UI at http://127.0.0.1:${STRATMASTER_TEMPORAL_UI_PORT:-8233}," \
-     "API docs at http://127.0.0.1:${STRATMASTER_API_PORT:-8080}/docs. Stop it with: stratmaster dev down"
+echo "The stack is still up. The analyst page: http://127.0.0.1:${STRATMASTER_API_PORT:-8080}/ui/#/m/demo" \
+     "(ask, watch it work, click a citation to its span). Temporal Web UI at" \
+     "http://127.0.0.1:${STRATMASTER_TEMPORAL_UI_PORT:-8233}, API docs at" \
+     "http://127.0.0.1:${STRATMASTER_API_PORT:-8080}/docs. Stop it with: stratmaster dev down"
