@@ -104,6 +104,7 @@ async def test_an_analyst_asks_reads_and_checks_a_citation(client, settings, wor
         await page.goto(f"{url}/ui/")
         await page.get_by_role("link", name=mission).click()
         await page.get_by_role("link", name="Documents").click()
+        assert await page.get_by_test_id("mission-meta").inner_text() == f"API test {mission} · cartridge 1.0.0"
         docs = [tmp_path / name for name in CORPUS]
         for p, text in zip(docs, CORPUS.values()):
             p.write_text(text)
@@ -113,9 +114,18 @@ async def test_an_analyst_asks_reads_and_checks_a_citation(client, settings, wor
         upload = page.get_by_test_id("upload")
         await upload.filter(has_text="indexed").wait_for(timeout=180_000)
         assert f"{len(CORPUS)} indexed" in await upload.inner_text()
-        assert "junk.bin" in await upload.inner_text()  # with the API's reason
+        assert "junk.bin (unsupported type" in await upload.inner_text()  # with the API's reason
+        # and by drag and drop: a file dropped on the zone, as the browser hands it over
+        await page.get_by_test_id("dropzone").evaluate("""zone => {
+            const dt = new DataTransfer();
+            dt.items.add(new File(['Dropped notes: the XR-7 ships in 2027.'], 'dropped-notes.txt', {type: 'text/plain'}));
+            zone.dispatchEvent(new DragEvent('dragover', {dataTransfer: dt, bubbles: true, cancelable: true}));
+            zone.dispatchEvent(new DragEvent('drop', {dataTransfer: dt, bubbles: true, cancelable: true}));
+        }""")
+        await upload.filter(has_text="dropped-notes.txt").filter(has_text="1 indexed").wait_for(timeout=120_000)
+        await page.get_by_test_id("documents").locator("tr", has_text="dropped-notes.txt").wait_for()
         await page.get_by_test_id("documents").wait_for()
-        assert await page.get_by_test_id("documents").locator("tbody tr").count() == len(CORPUS)
+        assert await page.get_by_test_id("documents").locator("tbody tr").count() == len(CORPUS) + 1
         assert "junk.bin" in await page.get_by_test_id("failures").inner_text()
         assert await axe_violations(page) == []
         await shot(page, "documents")

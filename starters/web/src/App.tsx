@@ -141,10 +141,10 @@ export function App() {
             </a>
           ))}
           {mission && (
-            <span class="mission-meta">
-              {mission.name || mission.mission}
-              {mission.active_version ? ` · cartridge ${mission.active_version}` : ""}
-              {mission.status !== "active" ? ` · ${mission.status}` : ""}
+            <span class="mission-meta" data-testid="mission-meta">
+              {mission.summary.name || mission.summary.mission}
+              {mission.summary.active_version ? ` · cartridge ${mission.summary.active_version}` : ""}
+              {mission.summary.status !== "active" ? ` · ${mission.summary.status}` : ""}
             </span>
           )}
         </nav>

@@ -72,7 +72,9 @@ export interface MissionSummary {
   active_version?: string | null;
 }
 
-export interface MissionView extends MissionSummary {
+export interface MissionView {
+  summary: MissionSummary;
+  versions: string[];
   permissions: ("read" | "write" | "admin")[];
 }
 
