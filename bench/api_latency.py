@@ -24,7 +24,7 @@ from stratmaster.local_postgres import LocalPostgres  # noqa: E402
 from stratmaster.local_temporal import start_local_env  # noqa: E402
 from stratmaster.settings import Settings  # noqa: E402
 from tests.api_support import api_client, cartridge, make_app, run_workers, terminate_quietly, wait_closed  # noqa: E402
-from tests.conftest import free_port  # noqa: E402
+from tests.support.ports import free_port  # noqa: E402
 
 
 def pct(xs: list[float], p: float) -> float:

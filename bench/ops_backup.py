@@ -31,7 +31,7 @@ from stratmaster.settings import Settings  # noqa: E402
 async def run(docs: int, chunks: int) -> None:
     from datetime import datetime, timezone
 
-    from tests.conftest import free_port
+    from tests.support.ports import free_port
 
     ops.DIM = 384
     tmp = Path(tempfile.mkdtemp(prefix="bench-ops-"))

@@ -27,8 +27,9 @@ from stratmaster.local_postgres import LocalPostgres  # noqa: E402
 from stratmaster.local_temporal import start_local_env  # noqa: E402
 from stratmaster.search_attributes import for_mission  # noqa: E402
 from stratmaster.settings import Settings  # noqa: E402
-from tests.conftest import free_port, queue_worker  # noqa: E402
 from tests.research_support import activate_mission, ingest_corpus, research_worker  # noqa: E402
+from tests.support.ports import free_port  # noqa: E402
+from tests.support.workers import queue_worker  # noqa: E402
 from workers.registry import WORKFLOW_RUNNER  # noqa: E402
 from workflows.research import ResearchWorkflow  # noqa: E402
 

@@ -120,7 +120,7 @@ async def main(args) -> dict:
     from stratmaster.local_temporal import start_local_env
     from stratmaster.search_attributes import for_mission
     from stratmaster.settings import Settings
-    from tests.conftest import free_port
+    from tests.support.ports import free_port
     from tests.ingestion_support import worker_env
     from tests.missions_support import activate, cartridge_text
     from tests.research_support import CORPUS

@@ -14,7 +14,8 @@ from temporalio.service import RPCError
 
 from starters.api import create_app, get_temporal
 from stratmaster.settings import Settings
-from tests.conftest import pg_connect, queue_worker
+from tests.support.postgres import pg_connect
+from tests.support.workers import queue_worker
 
 LOOPBACK = ("127.0.0.1", 50123)
 
@@ -55,7 +56,7 @@ async def api_client(app, *, peer=LOOPBACK, base_url: str = "http://127.0.0.1", 
 @contextlib.asynccontextmanager
 async def run_workers(client: Client, settings: Settings, queue_names: list[str],
                       stand_ins: dict[str, list[type]] | None = None):
-    """Real workers for the given queues, in-process (tests/conftest.py: queue_worker).
+    """Real workers for the given queues, in-process (tests/support/workers.py: queue_worker).
     stand_ins: queue -> workflow classes replacing the real workflows of the same name
     (e.g. idle ones, so that what a fuzzer starts does nothing)."""
     async with contextlib.AsyncExitStack() as stack:
@@ -151,7 +152,7 @@ async def served(app, port: int | None = None):
     on a free port unless told which."""
     import uvicorn
 
-    from tests.conftest import free_port
+    from tests.support.ports import free_port
 
     port = port or free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))

@@ -12,7 +12,8 @@ from temporalio.client import Client
 from activities.stores.tenants import ensure_tenant
 from stratmaster import queues
 from stratmaster.settings import Settings
-from tests.conftest import pg_connect, queue_worker
+from tests.support.postgres import pg_connect
+from tests.support.workers import queue_worker
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples" / "docs"
 # small enough that the oversized test document stays small
@@ -24,7 +25,7 @@ def ingestion_settings(settings: Settings) -> Settings:
 
 
 def ingestion_worker(client: Client, settings: Settings, **options):
-    """The real ingestion worker polling ingestion-tasks in-process (tests/conftest.py: queue_worker)."""
+    """The real ingestion worker polling ingestion-tasks in-process (tests/support/workers.py: queue_worker)."""
     return queue_worker(client, settings, queues.INGESTION, **options)
 
 

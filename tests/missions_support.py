@@ -18,7 +18,8 @@ from stratmaster.contracts.cartridge_validation import validate_cartridge
 from stratmaster.contracts.missions import ActivateMissionInput, ActivationResult
 from stratmaster.search_attributes import for_mission
 from stratmaster.settings import Settings
-from tests.conftest import pg_connect, queue_worker
+from tests.support.postgres import pg_connect
+from tests.support.workers import queue_worker
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "samples" / "cartridges" / "demo.yaml"

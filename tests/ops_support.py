@@ -13,7 +13,8 @@ from activities.stores.tenants import ensure_tenant
 from stratmaster import queues
 from stratmaster.contracts.knowledge import Chunk, Entity, Relation
 from stratmaster.settings import Settings
-from tests.conftest import pg_connect, queue_worker
+from tests.support.postgres import pg_connect
+from tests.support.workers import queue_worker
 
 DIM = 16
 WORDS = ("supply chain resilience pricing power market share churn retention onboarding latency "

@@ -15,7 +15,8 @@ from activities.research.activities import ResearchActivities
 from stratmaster import queues
 from stratmaster.contracts.research import RetrieveInput, RetrieveOutput
 from stratmaster.settings import Settings
-from tests.conftest import activity_name, pg_connect, queue_worker
+from tests.support.postgres import pg_connect
+from tests.support.workers import activity_name, queue_worker
 
 CORPUS: dict[str, str] = {
     "xr7-lab-report.md": (

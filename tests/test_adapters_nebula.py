@@ -25,7 +25,7 @@ from activities.stores.graph_nebula import (
 from stratmaster.contracts.knowledge import Entity, Relation
 from stratmaster.errors import BAD_INPUT
 from stratmaster.settings import Settings
-from tests.conftest import free_port
+from tests.support.ports import free_port
 
 INJECTION = 'x"}) DETACH DELETE v //'
 

@@ -13,7 +13,7 @@ from activities.stores.factory import build_stores, health_probes
 from activities.stores.fulltext_opensearch import TEMPLATE_NAME, TEMPLATE_PATH, OpenSearchIndex
 from stratmaster.settings import Settings
 from tests.adapters_support import OPENSEARCH_ENV, require_server
-from tests.conftest import free_port
+from tests.support.ports import free_port
 from tests.stores_support import corpus_chunks, make_chunk, new_mission
 
 pytestmark = pytest.mark.opensearch

@@ -21,11 +21,11 @@ from temporalio.exceptions import ApplicationError
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
 from stratmaster import queues
-from tests.conftest import workflow_name
+from tests.support.workers import workflow_name
 from tests.api_support import (
     api_client, dev, ensure_mission, make_app, unlimited, run_workers, served, terminate_quietly,
 )
-from tests.conftest import free_port
+from tests.support.ports import free_port
 
 MISSION = "demo"  # the OpenAPI example of every {mission}: examples reach a real mission
 SCHEMATHESIS = Path(sys.executable).with_name("schemathesis")

@@ -383,7 +383,7 @@ async def test_limits_fail_open_without_redis():
     """Redis unreachable: requests are admitted and streams open (fair use must not take the API down)."""
     from starters.api.limits import RedisLimits
 
-    from tests.conftest import free_port
+    from tests.support.ports import free_port
 
     dead = RedisLimits(f"redis://127.0.0.1:{free_port()}/0", per_principal_per_minute=1, per_mission_per_minute=1,
                        burst=1, streams_per_principal=1, streams_per_mission=1)
@@ -454,7 +454,7 @@ def test_uvicorn_serves_on_loopback_and_refuses_dev_mode_elsewhere(tmp_path):
 
     import httpx
 
-    from tests.conftest import free_port
+    from tests.support.ports import free_port
 
     def launch(host: str, port: int, **env):
         e = dict(os.environ, STRATMASTER_DATA_DIR=str(tmp_path))

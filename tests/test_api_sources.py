@@ -19,7 +19,7 @@ from tests.api_support import (
     StubVerifier, api_client, audit_rows, cartridge, make_app, run_workers, stub_oidc, token, wait_workflow,
 )
 from tests.ingestion_support import write_small_docs
-from tests.conftest import pg_connect
+from tests.support.postgres import pg_connect
 
 pytestmark = pytest.mark.timeout(600)
 

@@ -11,7 +11,7 @@ import time
 import pytest
 
 from stratmaster.local_postgres import port_in_use
-from tests.conftest import _HANDED_OUT, _ephemeral_floor, free_port
+from tests.support.ports import _HANDED_OUT, _ephemeral_floor, free_port
 
 
 pytestmark = pytest.mark.servers  # starts servers of its own: not in the fast lane

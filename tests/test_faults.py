@@ -35,7 +35,8 @@ from stratmaster.local_postgres import LocalPostgres
 from stratmaster.local_temporal import dev_server_args
 from stratmaster.search_attributes import for_mission
 from stratmaster.settings import Settings
-from tests.conftest import free_port, pg_connect
+from tests.support.ports import free_port
+from tests.support.postgres import pg_connect
 from tests.ingestion_support import new_mission, store_counts, worker_env, write_small_docs
 from workflows.ingestion import IngestDocumentsWorkflow
 from workflows.research import ResearchWorkflow

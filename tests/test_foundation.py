@@ -19,7 +19,7 @@ from stratmaster.errors import ServiceUnavailable
 from stratmaster.local_postgres import LocalPostgres
 from stratmaster.settings import Settings
 from stratmaster.temporal_client import connect
-from tests.conftest import free_port
+from tests.support.ports import free_port
 from workflows.health import HealthCheckWorkflow
 
 
@@ -106,7 +106,7 @@ async def test_workflows_run_sandboxed_and_the_tests_check_every_call(temporal_e
     tests' runner re-imports every workflow module, so a clock read in one fails its tests."""
     from temporalio.worker import Worker
 
-    from tests.conftest import STRICT_RUNNER
+    from tests.support.workers import STRICT_RUNNER
     from tests.sandbox_probe import ClockReader
     from workers.registry import WORKFLOW_RUNNER
 

@@ -20,7 +20,7 @@ from stratmaster.principals import path_ref
 from stratmaster import queues
 from stratmaster.contracts.ingestion import IngestInput, workflow_id_for
 from stratmaster.search_attributes import for_mission
-from tests.conftest import free_port
+from tests.support.ports import free_port
 from tests.ingestion_support import new_mission, store_counts, worker_env, write_small_docs
 from workflows.ingestion import IngestDocumentsWorkflow
 

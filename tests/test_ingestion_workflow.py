@@ -25,7 +25,7 @@ from tests.ingestion_support import (
     write_small_docs,
 )
 from workflows.ingestion import IngestDocumentsWorkflow, IngestSliceWorkflow
-from tests.conftest import pg_connect
+from tests.support.postgres import pg_connect
 
 pytestmark = pytest.mark.timeout(300)
 

@@ -19,7 +19,7 @@ from stratmaster.contracts.cartridge_validation import validate_cartridge
 from stratmaster.contracts.missions import (
     DeactivateMissionInput, DeactivateStep, MissionRef, PlanRollbackInput, RollbackMissionInput,
 )
-from tests.conftest import pg_connect
+from tests.support.postgres import pg_connect
 from tests.missions_support import activate, cartridge_dict, cartridge_text, mission_worker, new_mission
 from workflows.missions import (
     DeactivateMissionWorkflow, ExportMissionWorkflow, MissionConfigWorkflow, RollbackMissionWorkflow,

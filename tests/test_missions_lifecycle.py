@@ -20,7 +20,7 @@ from stratmaster import queues
 from stratmaster.contracts.cartridge_validation import validate_cartridge
 from stratmaster.contracts.missions import DeactivateMissionInput, MissionRef, PurgeExpiredInput, RollbackMissionInput
 from activities.mission_config import MissionConfigReader
-from tests.conftest import pg_connect
+from tests.support.postgres import pg_connect
 from tests.missions_support import (
     activate, cartridge_text, mission_worker, namespace_state, new_mission, pg_state, replay, start_activation,
 )

@@ -24,7 +24,7 @@ from temporalio.worker import Worker
 from activities.ops.health import HealthActivities
 from activities.resources import Resources
 from stratmaster.contracts.health import HealthCheckInput
-from tests.conftest import free_port
+from tests.support.ports import free_port
 from tests.deploy_support import ROOT
 from workflows.health import HealthCheckWorkflow
 

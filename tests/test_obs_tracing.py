@@ -118,7 +118,7 @@ def test_worker_process_exports_spans_over_otlp(temporal_env, settings, tmp_path
 
     srv = HTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=srv.serve_forever, daemon=True).start()
-    from tests.conftest import free_port
+    from tests.support.ports import free_port
 
     metrics_port = free_port()
     env = dict(os.environ, STRATMASTER_TEMPORAL_ADDRESS=temporal_env.client.service_client.config.target_host,

@@ -22,7 +22,7 @@ from tests.ops_support import (
 )
 from workflows.backup import BackupWorkflow, workflow_id_for
 from workflows.restore import RestoreWorkflow, VerifyBackupWorkflow
-from tests.conftest import pg_connect
+from tests.support.postgres import pg_connect
 
 QUERIES = ["supply chain resilience", "pricing margin forecast", "audit compliance carbon"]
 

@@ -17,7 +17,8 @@ from activities.stores.factory import build_stores
 from stratmaster import queues
 from stratmaster.contracts.maintenance import BackupInput, RestoreInput, VerifyBackupInput
 from stratmaster.search_attributes import for_mission
-from tests.conftest import pg_connect, queue_worker
+from tests.support.postgres import pg_connect
+from tests.support.workers import queue_worker
 from tests.ops_support import maintenance_worker, new_mission, store_counts, wipe_mission
 from workflows.backup import BackupWorkflow, workflow_id_for
 from workflows.restore import RestoreWorkflow, VerifyBackupWorkflow

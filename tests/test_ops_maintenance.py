@@ -9,7 +9,8 @@ import uuid
 
 from stratmaster import queues
 from stratmaster.contracts.maintenance import BackupInput, MaintenanceInput
-from tests.conftest import pg_connect, queue_worker
+from tests.support.postgres import pg_connect
+from tests.support.workers import queue_worker
 from tests.ops_support import maintenance_worker, new_mission, replay_histories, seed_mission
 from workflows.backup import BackupWorkflow, workflow_id_for
 from workflows.maintenance import MaintenanceWorkflow

@@ -33,7 +33,7 @@ from tests.ops_support import (
 )
 from workflows.backup import BackupWorkflow, workflow_id_for
 from workflows.restore import RestoreWorkflow, VerifyBackupWorkflow
-from tests.conftest import pg_connect
+from tests.support.postgres import pg_connect
 
 
 async def _backup(client, mission: str, **kw):

@@ -27,7 +27,7 @@ from tests.missions_support import activate, cartridge_text, mission_worker, new
 from tests.ops_support import maintenance_worker, replay_histories
 from workflows.ingestion import IngestDocumentsWorkflow
 from workflows.maintenance import MaintenanceWorkflow
-from tests.conftest import pg_connect
+from tests.support.postgres import pg_connect
 
 pytestmark = pytest.mark.timeout(300)
 

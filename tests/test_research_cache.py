@@ -20,7 +20,7 @@ from stratmaster import queues
 from stratmaster.contracts.ingestion import DocumentRef
 from stratmaster.contracts.research import ResearchInput, ResearchResult
 from stratmaster.search_attributes import for_mission
-from tests.conftest import pg_connect
+from tests.support.postgres import pg_connect
 from tests.research_support import activate_mission, ingest_corpus, ingest_documents, research_worker
 from workflows.research import ResearchWorkflow
 
@@ -126,7 +126,7 @@ async def test_an_unreachable_cache_is_a_miss_not_a_failure(backend):
     reports False, never an error that would fail the research."""
     from activities.research.activities import ResearchActivities
     from stratmaster.contracts.research import CacheLookupInput, CacheStoreInput
-    from tests.conftest import free_port
+    from tests.support.ports import free_port
 
     settings, mission, base = backend
     dead = settings.model_copy(update={"redis_url": f"redis://:pw@127.0.0.1:{free_port()}/0"})
@@ -161,7 +161,7 @@ async def test_hits_and_misses_are_counted_on_the_worker_metrics(temporal_env, b
     from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
     from temporalio.worker import Worker
 
-    from tests.conftest import free_port
+    from tests.support.ports import free_port
 
     _, mission, acts = backend
     port, queue = free_port(), f"cache-metrics-{uuid.uuid4().hex[:6]}"
@@ -189,7 +189,7 @@ async def test_research_finished_is_emitted_only_when_an_endpoint_takes_it(clien
 
     from stratmaster.contracts.webhooks import emit_workflow_id
     from stratmaster.webhooks import event_id
-    from tests.conftest import pg_connect
+    from tests.support.postgres import pg_connect
 
     _, mission, _ = backend
     query = "Which chemistry does the XR-7 battery use?"

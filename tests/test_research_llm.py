@@ -26,7 +26,7 @@ from stratmaster.settings import Settings
 from tests.llm_support import llm_settings  # noqa: F401  (fixture)
 from tests.research_support import CORPUS, activate_mission, document_texts, ingest_corpus, research_worker
 from workflows.research import ResearchWorkflow
-from tests.conftest import pg_connect
+from tests.support.postgres import pg_connect
 
 MISSION = f"rl_{uuid.uuid4().hex[:8]}"
 QUERY = "How much capacity does the XR-7 battery retain after 1000 charge cycles?"

@@ -23,7 +23,7 @@ from stratmaster.contracts.research import ResearchInput, workflow_id_for
 from stratmaster.search_attributes import for_mission
 from tests.research_support import ingest_documents, research_worker
 from workflows.research import ResearchWorkflow
-from tests.conftest import pg_connect
+from tests.support.postgres import pg_connect
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples" / "docs"
 DEMO_Q = "What market share does Voltaris hold and how fast is the energy storage market growing?"

@@ -94,7 +94,7 @@ async def test_searxng_json_contract(searxng_stub):
 
 
 async def test_searxng_unreachable_is_service_unavailable():
-    from tests.conftest import free_port
+    from tests.support.ports import free_port
 
     with pytest.raises(ServiceUnavailable, match="SearxNG unreachable"):
         await search_web(f"http://127.0.0.1:{free_port()}", "q")

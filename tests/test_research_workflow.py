@@ -25,7 +25,7 @@ from stratmaster.local_temporal import temporal_binary
 from stratmaster.search_attributes import for_mission
 from tests.research_support import CORPUS, SlowRetrieve, document_texts, ingest_corpus, research_worker
 from workflows.research import ResearchWorkflow
-from tests.conftest import pg_connect
+from tests.support.postgres import pg_connect
 
 MISSION = f"rs_{uuid.uuid4().hex[:8]}"
 BATTERY_Q = "How much capacity does the XR-7 battery retain after 1000 charge cycles, and does cold weather reduce its range?"

@@ -36,7 +36,8 @@ from stratmaster.contracts.sources import (
     sync_workflow_id,
 )
 from stratmaster.search_attributes import for_mission
-from tests.conftest import pg_connect, queue_worker
+from tests.support.postgres import pg_connect
+from tests.support.workers import queue_worker
 from tests.adapters_support import MINIO_ENV, require_server
 from tests.ingestion_support import (
     TEST_MAX_BYTES, ingestion_settings, ingestion_worker, new_mission, store_counts, worker_env, write_small_docs,

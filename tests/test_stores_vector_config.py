@@ -19,7 +19,7 @@ from activities.stores.base import collection_name
 from activities.stores.vectors_pgvector import PgVectorStore
 from activities.stores.vectors_qdrant import QdrantVectorStore
 from tests.adapters_support import OPENSEARCH_ENV, require_server
-from tests.conftest import pg_connect
+from tests.support.postgres import pg_connect
 from tests.stores_support import fake_vector, make_chunk
 from tests.missions_support import activate, cartridge_text, mission_worker, new_mission, replay, start_activation
 

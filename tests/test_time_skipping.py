@@ -22,7 +22,7 @@ from activities.stores.tenants import ensure_tenant
 from stratmaster import queues
 from activities.ops.webhooks import delivery_retry
 from stratmaster.contracts.webhooks import DeliverInput, delivery_workflow_id
-from tests.conftest import queue_worker
+from tests.support.workers import queue_worker
 from tests.test_webhooks import add_endpoint, deliveries, event, receiver  # noqa: F401 - receiver: the fixture
 from workflows.webhooks import DeliverWebhookWorkflow
 

@@ -14,7 +14,7 @@ from temporalio.client import WorkflowFailureError
 from stratmaster import queues
 from stratmaster.contracts.audit import AuditEntry
 from stratmaster.contracts.ingestion import MAX_LISTED_FAILURES, DocumentRef, IngestInput, workflow_id_for
-from tests.conftest import pg_connect
+from tests.support.postgres import pg_connect
 from tests.api_support import run_workers
 from tests.ingestion_support import ingestion_settings, new_mission
 from workflows.audit import RecordAuditWorkflow
@@ -135,7 +135,7 @@ def test_urls_in_errors_lose_their_password(text, shown):
 async def test_unreachable_database_error_does_not_carry_the_password():
     from activities.stores.postgres import create_pool
     from stratmaster.errors import ServiceUnavailable
-    from tests.conftest import free_port
+    from tests.support.ports import free_port
 
     with pytest.raises(ServiceUnavailable) as info:
         await create_pool(f"postgresql://app:TopSecret42@127.0.0.1:{free_port()}/x")

@@ -71,7 +71,7 @@ async def main(args) -> None:
     from stratmaster.search_attributes import for_mission
     from stratmaster.principals import path_ref
     from stratmaster.settings import Settings
-    from tests.conftest import free_port
+    from tests.support.ports import free_port
     from workflows.ingestion import IngestDocumentsWorkflow
 
     work = Path(tempfile.mkdtemp(prefix="stratmaster-bench-ingest-"))

@@ -217,7 +217,7 @@ async def main(args, corpus: Corpus) -> dict:
     from stratmaster.principals import path_ref
     from stratmaster.search_attributes import for_mission
     from stratmaster.settings import Settings
-    from tests.conftest import free_port
+    from tests.support.ports import free_port
     from workflows.ingestion import IngestDocumentsWorkflow
     from workflows.missions import ActivateMissionWorkflow
     from workflows.research import ResearchWorkflow

@@ -205,7 +205,7 @@ async def main(args) -> dict:
     from stratmaster.local_postgres import LocalPostgres
     from stratmaster.local_temporal import start_local_env
     from stratmaster.settings import Settings
-    from tests.conftest import free_port
+    from tests.support.ports import free_port
     from workflows.research import ResearchWorkflow
 
     bench_dir = Path(os.environ.get("STRATMASTER_BENCH_DIR", ROOT / ".data" / "bench-retrieval")).resolve()
