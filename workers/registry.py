@@ -23,7 +23,7 @@ from stratmaster.settings import Settings
 # are imported once per process instead of once per workflow run (7-8 ms of a 25 ms
 # retrieve-only run on the dev server; they hold constants only at module level). The sandbox
 # checks clock, randomness and I/O calls made through modules imported inside it, so the tests
-# run every workflow under the strict default sandbox (tests/conftest.py: STRICT_RUNNER, and
+# run every workflow under the strict default sandbox (tests/support/workers.py: STRICT_RUNNER, and
 # the replay tests), where such a call in a workflow fails the test.
 WORKFLOW_RUNNER = SandboxedWorkflowRunner(restrictions=SandboxRestrictions.default.with_passthrough_modules("workflows"))
 
@@ -57,7 +57,7 @@ async def build(queue: str, settings: Settings, **options: Any) -> QueueSpec:
 @asynccontextmanager
 async def serving(client: Client, task_queue: str, spec: QueueSpec, **worker_options: Any) -> AsyncIterator[QueueSpec]:
     """Run `spec` on `task_queue` until the block exits, then close its resources: how
-    `python -m workers` runs a queue, and how the tests do (tests/conftest.py: queue_worker)."""
+    `python -m workers` runs a queue, and how the tests do (tests/support/workers.py: queue_worker)."""
     try:
         worker_options.setdefault("workflow_runner", WORKFLOW_RUNNER)
         async with Worker(client, task_queue=task_queue, workflows=spec.workflows, activities=spec.activities,

@@ -91,7 +91,7 @@ async def main(args) -> None:
     from stratmaster.migrations import apply_migrations
     from stratmaster.settings import Settings
     from tests.api_support import run_workers
-    from tests.conftest import free_port
+    from tests.support.ports import free_port
     from tests.research_support import ingest_corpus
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-page-"))
