@@ -1,7 +1,7 @@
 """API latency through the ASGI app (dev mode) against a real Temporal dev server,
 a throwaway PostgreSQL and the real missions + maintenance workers in-process:
 p50/p95 per route, and the cost of a workflow round-trip relative to a bare route.
-(The seeds' target: API p95 < 500 ms.)
+(The seeds' target: API p95 < 500 ms.) Writes bench/results/api_latency.md.
 
     python bench/api_latency.py [--n 200]
 """
@@ -25,6 +25,7 @@ from stratmaster.local_temporal import start_local_env  # noqa: E402
 from stratmaster.settings import Settings  # noqa: E402
 from tests.api_support import api_client, cartridge, make_app, run_workers, terminate_quietly, wait_closed  # noqa: E402
 from tests.support.ports import free_port  # noqa: E402
+from bench.results import recorded  # noqa: E402
 
 
 def pct(xs: list[float], p: float) -> float:
@@ -89,4 +90,6 @@ async def run(n: int) -> None:
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=200)
-    asyncio.run(run(ap.parse_args().n))
+    args = ap.parse_args()
+    with recorded(__file__, "API latency"):
+        asyncio.run(run(args.n))

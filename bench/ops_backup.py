@@ -1,6 +1,7 @@
 """Backup / validate / restore figures for one mission on the embedded stores and
 a throwaway local PostgreSQL: seconds, artefact bytes, MB/s, restore/backup ratio.
 Fake 384-d vectors (no model). Activities are called directly (no Temporal).
+Writes bench/results/ops_backup.md.
 
     python bench/ops_backup.py [--docs 100] [--chunks 10]
 """
@@ -26,6 +27,7 @@ from stratmaster.contracts.maintenance import (  # noqa: E402
 )
 from stratmaster.local_postgres import LocalPostgres  # noqa: E402
 from stratmaster.settings import Settings  # noqa: E402
+from bench.results import recorded  # noqa: E402
 
 
 async def run(docs: int, chunks: int) -> None:
@@ -101,7 +103,8 @@ def main() -> None:
     ap.add_argument("--docs", type=int, default=100)
     ap.add_argument("--chunks", type=int, default=10)
     args = ap.parse_args()
-    asyncio.run(run(args.docs, args.chunks))
+    with recorded(__file__, "Backup and restore"):
+        asyncio.run(run(args.docs, args.chunks))
 
 
 if __name__ == "__main__":

@@ -3,7 +3,8 @@ workflow and through the API (`POST /missions/{m}/research?wait=...`), against a
 throwaway Temporal dev server, a throwaway PostgreSQL (the embedded default cache
 backend) and the real ingestion and research workers in-process, on the research
 test corpus. Prints p50/p95 of a full run (cache refresh) and of a cache hit, and
-the hit/miss ratio of latencies. (The seeds' target: cache hits < 50 ms.)
+the hit/miss ratio of latencies (written to bench/results/research_cache.md). (The seeds' target:
+cache hits < 50 ms.)
 
     python bench/research_cache.py [--n 50]
 """
@@ -32,6 +33,7 @@ from tests.support.ports import free_port  # noqa: E402
 from tests.support.workers import queue_worker  # noqa: E402
 from workers.registry import WORKFLOW_RUNNER  # noqa: E402
 from workflows.research import ResearchWorkflow  # noqa: E402
+from bench.results import recorded  # noqa: E402
 
 QUESTION = "How much capacity does the XR-7 battery keep after 1000 cycles?"
 
@@ -79,7 +81,7 @@ async def main(n: int) -> None:
                     assert cached, "expected a cache hit"
                     hits.append(ms)
                 api = await api_hits(client, settings, mission, n)
-            print(f"research answer cache, PostgreSQL backend, research test corpus; `python bench/research_cache.py --n {n}`")
+            print("research answer cache, PostgreSQL backend, research test corpus")
             print(line("full run (cache=refresh), workflow", full))
             print(line("cache hit, workflow", hits))
             if api:
@@ -112,4 +114,6 @@ async def api_hits(client, settings, mission: str, n: int) -> list[float]:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--n", type=int, default=50)
-    asyncio.run(main(parser.parse_args().n))
+    args = parser.parse_args()
+    with recorded(__file__, "Research answer cache"):
+        asyncio.run(main(args.n))

@@ -19,6 +19,7 @@ questions:
     server and this process spent meanwhile;
   - --missions missions activated and ingested (the research test corpus each), retrieve-only
     research round-robin over them, and the RSS of this process and of PostgreSQL.
+Writes bench/results/research_scale.md (one section per command line).
 """
 from __future__ import annotations
 
@@ -308,9 +309,6 @@ async def main(args) -> dict:
             if s.close:
                 await s.close()
         print(json.dumps(out, indent=2))
-        results = ROOT / "bench" / "results"
-        results.mkdir(parents=True, exist_ok=True)
-        (results / "research_scale.json").write_text(json.dumps(out, indent=2))
         return out
     finally:
         if ingestion_worker is not None:
@@ -328,4 +326,8 @@ if __name__ == "__main__":
     ap.add_argument("--idle-rounds", type=int, default=5, help="times each question runs idle")
     ap.add_argument("--ingest-pages", type=int, default=80, help="pages written while research runs")
     ap.add_argument("--missions", type=int, default=50)
-    asyncio.run(main(ap.parse_args()))
+    args = ap.parse_args()
+    from bench.results import recorded
+
+    with recorded(__file__, "Research at scale"):
+        asyncio.run(main(args))

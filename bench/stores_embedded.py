@@ -1,7 +1,7 @@
 """Embedded store figures: Qdrant local mode's per-operation open cost against
 collection size (the price of sharing a mission between worker processes), and
 the embedded BM25 engines' index/search throughput (Tantivy, the default, and SQLite FTS5).
-Fake 384-d vectors; no model.
+Fake 384-d vectors; no model. Writes bench/results/stores_embedded.md.
 
     python bench/stores_embedded.py [--sizes 1000,5000,20000]
 """
@@ -20,6 +20,7 @@ from activities.stores.fulltext_sqlite import SqliteFullTextIndex  # noqa: E402
 from activities.stores.fulltext_tantivy import TantivyFullTextIndex  # noqa: E402
 from activities.stores.vectors_qdrant import QdrantVectorStore  # noqa: E402
 from tests.stores_support import fake_vector, make_chunk  # noqa: E402
+from bench.results import recorded  # noqa: E402
 
 WORDS = ("market share growth electric vehicle battery supply chain policy europe asia regulation "
          "pricing demand forecast competitor strategy risk").split()
@@ -87,4 +88,5 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    with recorded(__file__, "Embedded stores"):
+        asyncio.run(main())

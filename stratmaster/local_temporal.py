@@ -24,12 +24,11 @@ def temporal_binary() -> Path:
 
 
 # The server reads each history shard's task queues at most 20 times a second by default:
-# a workflow or activity task then waits up to 50 ms before it is handed to a worker (a
-# trivial workflow took 50 ms end to end on the dev server, 12 ms with these; bench
-# figures in docs/performance.md). The dev server runs one shard, so the limit is the whole server's.
-# A task queue has 4 partitions, and a task written to one no worker is polling is forwarded
-# to the root partition at most 10 times a second by default: past that rate tasks waited in
-# the partition's backlog (one in ten workflows took 60-100 ms instead of 15).
+# a workflow or activity task then waits up to 1/20 s before it is handed to a worker, which
+# dominates a trivial workflow's time (docs/performance.md). The dev server runs one shard, so
+# the limit is the whole server's. A task written to a task queue partition no worker is
+# polling is forwarded to the root partition at most 10 times a second by default: past that
+# rate tasks wait in the partition's backlog.
 DISPATCH_TUNING: tuple[str, ...] = tuple(
     arg for key in ("history.transferProcessorMaxPollRPS", "history.timerProcessorMaxPollRPS",
                     "history.visibilityProcessorMaxPollRPS", "matching.forwarderMaxRatePerSecond")

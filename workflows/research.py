@@ -67,7 +67,7 @@ class ResearchWorkflow:
                 look: CacheLookupResult
                 if workflow.patched("research-cache-lookup-local"):
                     # a local activity: no workflow task of its own, so a hit is answered within the
-                    # first one (a scheduled activity costs a task dispatch, 30-50 ms on the dev server)
+                    # first one (a scheduled activity costs a task dispatch and a second workflow task)
                     look = await workflow.execute_local_activity_method(
                         ResearchActivities.cache_lookup, lookup,
                         start_to_close_timeout=timedelta(seconds=30), retry_policy=RETRY)
@@ -87,7 +87,7 @@ class ResearchWorkflow:
                                                       f"{look.similarity:.2f}; documents and cartridge unchanged)"],
                         "timings_ms": {"total": self._ms(started)}})
                     # webhooks (patched: older histories skip it); a hit whose mission has no endpoint for
-                    # the event starts no event workflow (a child start and a workflow task: ~95 ms)
+                    # the event starts no event workflow (it would cost a child start and a workflow task)
                     if look.subscribed or not workflow.patched("research-hit-emits-if-subscribed"):
                         await emit_research_finished(cached)
                     return cached
@@ -123,9 +123,9 @@ class ResearchWorkflow:
                                     use_graph=req.use_graph, use_web=req.use_web, candidates=max(50, req.top_k * 5))
                 out: RetrieveOutput
                 if not req.use_web and workflow.patched("research-retrieve-local"):
-                    # the mission's own stores answer in tens of ms: a local activity runs within the
-                    # current workflow task instead of costing a task dispatch and a second workflow
-                    # task (~25-50 ms each on the dev server); web search can be slow and heartbeats,
+                    # the mission's own stores answer fast: a local activity runs within the current
+                    # workflow task instead of costing a task dispatch and a second workflow task,
+                    # each about as long as the retrieval itself; web search can be slow and heartbeats,
                     # so it stays a scheduled activity
                     out = await workflow.execute_local_activity_method(
                         ResearchActivities.retrieve, inp, start_to_close_timeout=timedelta(seconds=60),

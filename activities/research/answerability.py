@@ -13,8 +13,8 @@
              a CamelCase or ALL-CAPS name, a figure, a word English hardly uses) within
              three words of one of the question's terms: what an answer to "which ..." adds,
              where it adds it ("the Timsort algorithm", "a ported version called UniCurses").
-             A new name anywhere in the sentence (the feature before) ranked worse:
-             cross-validated top-3 0.761 with it, 0.873 with this (bench/research_qa/README.md)
+             A new name anywhere in the sentence ranks worse, cross-validated on the
+             research QA bench's sentences (bench/research_qa/tune.py)
   kind     : the sentence has what the question asks for (a figure for "how many",
              the word "default" for "what is the default ...": 1; missing: 0; no
              expectation: 0.5)

@@ -392,7 +392,7 @@ def score_sentences(query: str, sents: list[Sentence], embed: Embed | None) -> n
     weights = question_weights(query)
     vecs = None
     # Every sentence with a predecessor is also read with it (reading only short sentences so
-    # lost 4 of 71 answers on bench/research_qa). The pair is the sum of the two sentences'
+    # lost answers on bench/research_qa). The pair is the sum of the two sentences'
     # vectors rather than an embedding of their concatenation: each distinct text is embedded
     # once (the predecessor is usually a sentence of the same hit), half the model time.
     windowed = [i for i, s in enumerate(sents) if s.context]

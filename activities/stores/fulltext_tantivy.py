@@ -1,9 +1,9 @@
 """BM25 full-text index on Tantivy (the embedded default; OpenSearch in production).
 
 One index directory per mission at <data_dir>/fulltext-tantivy/<mission>/. Tantivy skips
-whole posting blocks that cannot reach the top k (block-max WAND): at 100k chunks a query
-takes ~1 ms where SQLite FTS5, which scores every chunk an OR query matches, took ~55
-(bench/stores_embedded.py, docs/performance.md).
+whole posting blocks that cannot reach the top k (block-max WAND), where SQLite FTS5 scores
+every chunk an OR query matches: at 100k chunks that is tens of times faster
+(bench/results/stores_embedded.md).
 
 Processes share an index the way Tantivy allows: any number of readers, one writer at a
 time. A write takes the index's writer lock (in this process a per-mission lock first;

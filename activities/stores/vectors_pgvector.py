@@ -38,7 +38,7 @@ SCHEMA = "vectors"
 _BATCH = 512
 # candidates an HNSW search keeps: at least twice the rows asked for (an HNSW scan returns at
 # most ef_search rows; at pgvector's default 40 the Cranfield bench's dense recall@100 fell
-# from 0.74 to 0.61)
+# well below exact search's)
 _EF_SEARCH = 200
 SESSION_SETTINGS = {"hnsw.ef_search": str(_EF_SEARCH), "enable_seqscan": "off"}
 _MAX_M = 100  # pgvector's bounds for the HNSW graph degree
@@ -117,8 +117,8 @@ class PgVectorStore:
                     # Connection defaults (the pool's RESET ALL on release keeps them; a SET in `init`
                     # would be reset after the first use): ef_search, and no sequential scans. pgvector
                     # costs an HNSW scan by ef_search, and at ef_search 200 the planner chose a seq scan
-                    # and sort for missions under ~15k chunks, computing every row's distance: 20-55 ms
-                    # at 5k chunks where the index answers in 2-5 ms (and ~100 ms at 10k). This pool
+                    # and sort for missions under ~15k chunks, computing every row's distance: several
+                    # times slower than the index (bench/results/research_scale.md). This pool
                     # only reaches the missions' vector tables, whose other reads go by an index too.
                     self._pool = await asyncpg.create_pool(
                         self.dsn, min_size=1, max_size=self.pool_max_size, init=self._init_connection, timeout=10,

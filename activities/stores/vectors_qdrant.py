@@ -11,8 +11,8 @@ So every operation runs under a per-mission cross-process lock (fcntl.flock on
 <data_dir>/qdrant/.locks/<mission>.lock, waited on with a deadline; an asyncio
 lock per mission in front keeps one process's coroutines from tying up threads
 waiting on it). Conceptually each operation opens the client, works, closes it.
-Because opening reloads every point of the mission (seconds at 20k points, see
-bench/stores_embedded.py), the opened client is kept between operations with
+Because opening reloads every point of the mission (seconds for a large mission:
+bench/results/stores_embedded.md), the opened client is kept between operations with
 Qdrant's own directory lock released, and is only reused while the mission's
 generation stamp (<mission>.gen next to the lock, rewritten by every write and
 by drop) is the one it saw: another process's write makes the next operation

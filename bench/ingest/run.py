@@ -10,7 +10,7 @@ SQLite FTS5, SQLite graph, PostgreSQL, object store). Then it embeds what
 ingestion embeds with the same embedder alone: the very same chunk texts and
 their sentences (research's sentence vectors, stored with the chunks). Prints
 chunks/s for both, the ratio (the orchestration + storage overhead), the chunk
-texts alone for scale, and peak RSS of this process.
+texts alone for scale, and peak RSS of this process; writes bench/ingest/results.md.
 """
 from __future__ import annotations
 
@@ -178,4 +178,8 @@ if __name__ == "__main__":
     ap.add_argument("--slices", type=int, default=2, help="concurrent child workflows")
     ap.add_argument("--doc-concurrency", type=int, default=2)
     ap.add_argument("--keep", action="store_true", help="keep the temp dir")
-    asyncio.run(main(ap.parse_args()))
+    args = ap.parse_args()
+    from bench.results import recorded
+
+    with recorded(__file__, "Ingestion throughput"):
+        asyncio.run(main(args))

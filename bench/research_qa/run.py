@@ -32,7 +32,6 @@ import asyncio
 import json
 import math
 import os
-import platform
 import random
 import re
 import statistics
@@ -40,7 +39,6 @@ import sys
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timezone
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -49,6 +47,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 from bench.research_qa.corpora import CORPORA, Corpus, load_questions  # noqa: E402
+from bench import results  # noqa: E402
 
 SPLITS = ("train", "dev", "test")
 RESULTS = Path(__file__).with_name("results.json")
@@ -353,11 +352,7 @@ def record(report: dict, args) -> None:
     rewrite results.md from it: the bench's one results file, with date, command and machine."""
     data = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
     key = f"{report['corpus']['name']}{'-llm' if args.llm else ''} @ {report['ranker']}"
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else platform.processor()
-    data[key] = {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-                 "command": "python bench/research_qa/run.py " + " ".join(sys.argv[1:]),
-                 "machine": f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores, {cpu}",
+    data[key] = {"date": results.now(), "command": results.command(__file__), "machine": results.machine(),
                  **report}
     RESULTS.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
     RESULTS.with_suffix(".md").write_text(render_md(data))

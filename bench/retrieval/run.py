@@ -11,7 +11,7 @@
 3. Latency of the retrieval step: direct (Retriever.retrieve) vs through
    ResearchWorkflow in retrieve-only mode (`mode: "retrieve"`, the query as the
    only sub-question) on a real Temporal dev server, p50/p95 side by side.
-Results are printed and written to bench/results/retrieval.json.
+Results are printed and written to bench/retrieval/results.md (one section per command line).
 """
 from __future__ import annotations
 
@@ -310,10 +310,6 @@ async def main(args) -> dict:
         out = {"corpus": info, "quality": quality, "latency_ms": lat, "best": best,
                "queries": len(judged), "latency_queries": len(lat_queries)}
         print(f"\nbest by nDCG@10: {best}")
-        results = ROOT / "bench" / "results"
-        results.mkdir(parents=True, exist_ok=True)
-        name = f"retrieval-latency-{info.get('mission_chunks', info['chunks'])}.json" if args.skip_quality else "retrieval.json"
-        (results / name).write_text(json.dumps(out, indent=2))
         await pool.close()
         await stores.close()
         return out
@@ -328,4 +324,8 @@ if __name__ == "__main__":
     parser.add_argument("--skip-quality", action="store_true", help="latency only")
     parser.add_argument("--pad", type=int, default=0,
                         help="grow the mission by this many synthetic chunks first (latency at scale; with --skip-quality)")
-    asyncio.run(main(parser.parse_args()))
+    args = parser.parse_args()
+    from bench.results import recorded
+
+    with recorded(__file__, "Retrieval (Cranfield)"):
+        asyncio.run(main(args))

@@ -17,12 +17,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import tempfile
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 
 import httpx
@@ -31,6 +30,8 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from bench import results  # noqa: E402
 
 MISSION = "bench_page"
 QUESTIONS = [
@@ -134,8 +135,6 @@ async def main(args) -> None:
 
 def report(args, measured: list[dict]) -> None:
     first, rows = measured[0], measured[1:]
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
 
     def stats(key: str) -> str:
         values = sorted(r[key] for r in rows if r[key] is not None)
@@ -143,10 +142,6 @@ def report(args, measured: list[dict]) -> None:
 
     meaningful = max(r["meaningful_ms"] for r in rows)
     lines = [
-        "# The analyst page: results", "",
-        "Written by `bench/web_page/run.py` (do not edit by hand).", "",
-        f"{datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} · `python bench/web_page/run.py "
-        f"{' '.join(sys.argv[1:])}` · {platform.system()} {platform.machine()}, {os.cpu_count()} cores, {cpu}", "",
         f"{len(rows)} runs after one not counted (the API process's first calls), each in a new browser context "
         "(nothing cached), Chromium headless on the same machine as the API and the workers.", "",
         "| | median ms | worst ms |", "|---|---|---|",
@@ -158,8 +153,8 @@ def report(args, measured: list[dict]) -> None:
         f"The run not counted (a new API process's first requests, its first Temporal calls): first contentful "
         f"paint {first['fcp_ms']:.0f} ms, meaningful {first['meaningful_ms']:.0f} ms.", "",
     ]
-    (HERE / "results.md").write_text("\n".join(lines))
     print("\n".join(lines))
+    print(f"(written to {results.write(__file__, 'The analyst page', lines)})")
 
 
 if __name__ == "__main__":

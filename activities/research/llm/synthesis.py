@@ -293,8 +293,8 @@ def verify_claims(mission: str, query: str, answer: str, hits: Sequence[SearchHi
     A claim's confidence is its best quote's, scored as the extractive path scores it:
     the evidence unit holding the quote (with the sentence before it) against every
     sentence of `ranked_hits` (all the run retrieved; the model saw only `hits`). Ranked
-    against the model's few hits alone, its pick was always near the top: with the
-    bundled model, answer@1 fell below the deterministic path's (0.833 vs 0.867)."""
+    against the model's few hits alone, its pick was always near the top, so the bundled
+    model's answer@1 fell below the deterministic path's."""
     parsed = parse_claims(answer)
     if parsed is None:
         return None
