@@ -38,83 +38,37 @@ if not SCHEMATHESIS.exists():
     pytest.skip("needs schemathesis (pip install -e .[dev])", allow_module_level=True)
 
 
-# Stand-ins that do nothing until terminated (workflow classes must be module-level).
+def idle_workflow(name: str, *, query: str | None = None, answer: str | None = None, done: bool = False) -> type:
+    """A stand-in registered as workflow type `name` that does nothing until terminated (or, with
+    `done`, completes at once); `query`, when given, answers `answer`. The class is made here
+    but bound at module level (`Idle<name>`), as the SDK requires of a workflow class, and runs
+    unsandboxed."""
+    cls_name = f"Idle{name}"
 
-@workflow.defn(name="BackupWorkflow", sandboxed=False)
-class IdleBackupWorkflow:
-    @workflow.run
     async def run(self, req: dict) -> None:
-        await workflow.wait_condition(lambda: False)
+        if not done:
+            await workflow.wait_condition(lambda: False)
 
-    @workflow.query
-    def stage(self) -> str:
-        return "idle"
+    def answer_query(self) -> str | None:
+        return answer
 
-
-@workflow.defn(name="RestoreWorkflow", sandboxed=False)
-class IdleRestoreWorkflow:
-    @workflow.run
-    async def run(self, req: dict) -> None:
-        await workflow.wait_condition(lambda: False)
-
-    @workflow.query
-    def stage(self) -> str:
-        return "idle"
+    run.__qualname__ = f"{cls_name}.run"  # the SDK refuses a run method of a local class
+    namespace: dict = {"__module__": __name__, "run": workflow.run(run)}
+    if query:
+        answer_query.__name__, answer_query.__qualname__ = query, f"{cls_name}.{query}"
+        namespace[query] = workflow.query(name=query)(answer_query)
+    cls = workflow.defn(name=name, sandboxed=False)(type(cls_name, (), namespace))
+    globals()[cls_name] = cls
+    return cls
 
 
-@workflow.defn(name="VerifyBackupWorkflow", sandboxed=False)
-class IdleVerifyBackupWorkflow:
-    @workflow.run
-    async def run(self, req: dict) -> None:
-        await workflow.wait_condition(lambda: False)
-
-    @workflow.query
-    def stage(self) -> str:
-        return "idle"
-
-
-@workflow.defn(name="MaintenanceWorkflow", sandboxed=False)
-class IdleMaintenanceWorkflow:
-    @workflow.run
-    async def run(self, req: dict) -> None:
-        await workflow.wait_condition(lambda: False)
-
-    @workflow.query
-    def stage(self) -> str:
-        return "idle"
-
-
-@workflow.defn(name="AnalyticsExportWorkflow", sandboxed=False)
-class IdleAnalyticsExportWorkflow:
-    @workflow.run
-    async def run(self, req: dict) -> None:
-        await workflow.wait_condition(lambda: False)
-
-    @workflow.query
-    def stage(self) -> str:
-        return "idle"
-
-
-@workflow.defn(name="RollbackMissionWorkflow", sandboxed=False)
-class IdleRollbackMissionWorkflow:
-    @workflow.run
-    async def run(self, req: dict) -> None:
-        await workflow.wait_condition(lambda: False)
-
-    @workflow.query
-    def stage(self) -> str:
-        return "idle"
-
-
-@workflow.defn(name="DeactivateMissionWorkflow", sandboxed=False)
-class IdleDeactivateMissionWorkflow:
-    @workflow.run
-    async def run(self, req: dict) -> None:
-        await workflow.wait_condition(lambda: False)
-
-    @workflow.query
-    def stage(self) -> str:
-        return "idle"
+# Stand-ins for the long and destructive operations: they idle until the test terminates them.
+IDLE_OPERATIONS = {
+    queues.MAINTENANCE: [idle_workflow(n, query="stage", answer="idle") for n in (
+        "BackupWorkflow", "RestoreWorkflow", "VerifyBackupWorkflow", "MaintenanceWorkflow", "AnalyticsExportWorkflow")],
+    queues.MISSIONS: [idle_workflow(n, query="stage", answer="idle")
+                      for n in ("RollbackMissionWorkflow", "DeactivateMissionWorkflow")],
+}
 
 
 @workflow.defn(name="AddWebhookWorkflow", sandboxed=False)
@@ -144,9 +98,8 @@ class StandInDeliverWebhookWorkflow:
 # purge, roll back or deactivate anything for real, nor register or call webhooks (the
 # lookups, audit, health and the webhook lists stay real).
 STAND_INS = {
-    queues.MAINTENANCE: [IdleBackupWorkflow, IdleRestoreWorkflow, IdleVerifyBackupWorkflow, IdleMaintenanceWorkflow,
-                         IdleAnalyticsExportWorkflow, StandInAddWebhookWorkflow, StandInDeliverWebhookWorkflow],
-    queues.MISSIONS: [IdleRollbackMissionWorkflow, IdleDeactivateMissionWorkflow],
+    queues.MAINTENANCE: [*IDLE_OPERATIONS[queues.MAINTENANCE], StandInAddWebhookWorkflow, StandInDeliverWebhookWorkflow],
+    queues.MISSIONS: IDLE_OPERATIONS[queues.MISSIONS],
 }
 STAND_IN_TYPES = sorted(workflow_name(w) for ws in STAND_INS.values() for w in ws)
 
@@ -157,32 +110,12 @@ async def workers(temporal_env, settings):
         yield
 
 
-@workflow.defn(name="ResearchWorkflow")
-class IdleResearch:
-    """Stands in for the research worker: the runs the fuzzer starts complete at once
-    (POST ...?wait= answers at once, nothing really runs); a status request of one still
-    running answers its progress query at once instead of waiting out the query timeout."""
-
-    @workflow.run
-    async def run(self, req: dict) -> None:
-        return None
-
-    @workflow.query
-    def progress(self) -> None:
-        return None
-
-
-@workflow.defn(name="IngestDocumentsWorkflow")
-class IdleIngest:
-    """As IdleResearch: completes at once (an event stream of it ends at once)."""
-
-    @workflow.run
-    async def run(self, req: dict) -> None:
-        return None
-
-    @workflow.query
-    def progress(self) -> None:
-        return None
+# Stand in for the research and ingestion workers: the runs the fuzzer starts complete at once
+# (POST ...?wait= answers at once, an event stream of one ends at once, nothing really runs); a
+# status request of one still running answers its progress query at once instead of waiting out
+# the query timeout.
+IdleResearch = idle_workflow("ResearchWorkflow", query="progress", done=True)
+IdleIngest = idle_workflow("IngestDocumentsWorkflow", query="progress", done=True)
 
 
 @workflow.defn(name="RenderReportWorkflow")
@@ -227,22 +160,8 @@ class StandInSourceStatus:
                 "limit": req.get("limit", 100)}
 
 
-@workflow.defn(name="SourceSyncWorkflow")
-class IdleSourceSync:
-    @workflow.run
-    async def run(self, req: dict) -> None:
-        await workflow.wait_condition(lambda: False)
-
-    @workflow.query
-    def progress(self) -> None:
-        return None
-
-
-@workflow.defn(name="RemoveSourceWorkflow")
-class IdleRemoveSource:
-    @workflow.run
-    async def run(self, req: dict) -> None:
-        await workflow.wait_condition(lambda: False)
+IdleSourceSync = idle_workflow("SourceSyncWorkflow", query="progress")
+IdleRemoveSource = idle_workflow("RemoveSourceWorkflow")
 
 
 # The library reads (research-tasks): empty, and every document "not found".
