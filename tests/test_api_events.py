@@ -29,6 +29,7 @@ from tests.api_support import (
 )
 from tests.ingestion_support import ingestion_worker, write_small_docs
 from tests.research_support import CORPUS, research_worker
+from tests.support.waiting import until
 
 pytestmark = pytest.mark.timeout(900)
 QUESTION = "How much capacity does the XR-7 battery retain after 1000 charge cycles?"
@@ -89,8 +90,9 @@ async def test_ingestion_and_research_stream_their_progress(client, settings, wo
         r = await http.post(f"/missions/{mission}/documents", files=files)
         assert r.status_code == 202, r.text
         ingest = r.json()["workflow_id"]
-        reading = asyncio.create_task(read_events(http, f"/ingestions/{ingest}/events"))
-        await asyncio.sleep(1.0)
+        opened: list[str] = []
+        reading = asyncio.create_task(read_events(http, f"/ingestions/{ingest}/events", raw=opened))
+        await until(lambda: opened, "the ingestion's event stream opened")
         async with ingestion_worker(client, settings):
             events = await asyncio.wait_for(reading, 300)
         check_framing(events)
@@ -111,8 +113,9 @@ async def test_ingestion_and_research_stream_their_progress(client, settings, wo
         r = await http.post(f"/missions/{mission}/research", json={"query": QUESTION})
         assert r.status_code == 202, r.text
         research = r.json()["workflow_id"]
-        reading = asyncio.create_task(read_events(http, f"/research/{research}/events"))
-        await asyncio.sleep(1.0)
+        opened = []
+        reading = asyncio.create_task(read_events(http, f"/research/{research}/events", raw=opened))
+        await until(lambda: opened, "the research's event stream opened")
         async with research_worker(client, settings):
             events = await asyncio.wait_for(reading, 300)
             check_framing(events)
