@@ -34,7 +34,8 @@ def unlimited(settings: Settings) -> Settings:
     """`settings` without the API's fair-use limits (a fuzzer sends thousands of valid requests)."""
     return settings.model_copy(update={"api_starts_per_minute": 1e9, "api_mission_starts_per_minute": 1e9,
                                        "api_starts_burst": 1e9, "api_streams_per_principal": 1_000_000,
-                                       "api_streams_per_mission": 1_000_000})
+                                       "api_streams_per_mission": 1_000_000, "api_mission_running_research": 0,
+                                       "api_mission_running_ingestions": 0})
 
 
 def make_app(settings: Settings, client: Client, **kwargs):

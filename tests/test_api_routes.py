@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
+import time
 import uuid
 
 import pytest
@@ -280,6 +281,40 @@ async def test_fair_use_limits_answer_429_with_retry_after(client, settings, wor
                 break
             await asyncio.sleep(0.1)
         assert await app.state.limits.open_streams("dev") == 0
+
+
+async def test_work_in_flight_is_capped_per_mission(client, settings, workers, started):
+    """Past its cap of running research runs (Temporal's count, so every API replica sees it), a
+    mission's next start is 429 with Retry-After and nothing starts; another mission is not held
+    back; a run that ends frees its place."""
+    import httpx
+
+    capped = dev(settings).model_copy(update={"api_mission_running_research": 2})
+    other = f"api_inflight_{uuid.uuid4().hex[:6]}"
+    app = make_app(capped, client)
+    async with served(app) as url, httpx.AsyncClient(base_url=url, timeout=30) as http:
+        await ensure_mission(http, client, MISSION)
+        await ensure_mission(http, client, other)
+        base = len(started)
+
+        async def start(mission: str) -> httpx.Response:
+            r = await http.post(f"/missions/{mission}/research", json={"query": f"in flight {uuid.uuid4().hex}"})
+            if r.status_code == 202:
+                started.append(r.json()["workflow_id"])
+            return r
+
+        codes = [(await start(MISSION)).status_code for _ in range(3)]
+        assert codes == [202, 202, 429], codes  # (no research worker here: both stay running)
+        r = await start(MISSION)
+        assert r.status_code == 429 and r.headers["Retry-After"] == "2" and "2 research runs running" in r.text
+        assert len(started) == base + 2
+        assert (await start(other)).status_code == 202  # another mission is not held back
+        await client.get_workflow_handle(started[base]).terminate(reason="in-flight test")
+        deadline = time.monotonic() + 20
+        while (r := await start(MISSION)).status_code == 429:  # once visibility has the run closed
+            assert time.monotonic() < deadline, r.text
+            await asyncio.sleep(0.3)
+        assert r.status_code == 202
 
 
 def test_token_buckets_refill_per_caller_and_per_mission():

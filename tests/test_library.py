@@ -102,7 +102,7 @@ async def test_documents_excerpts_and_history(client, settings, workers):
         assert citations, result
         for c in citations:
             r = await api.get(f"/missions/{mission}/documents/{c['document_id']}/excerpt",
-                              params={"start": c["start"], "end": c["end"], "context": 200})
+                              params={"start": c["start"], "length": c["end"] - c["start"], "context": 200})
             assert r.status_code == 200, r.text
             ex = r.json()
             text = ex["text"]
@@ -111,19 +111,19 @@ async def test_documents_excerpts_and_history(client, settings, workers):
             assert ex["source"].removeprefix("inline:") in CORPUS and ex["char_count"] >= ex["text_end"]
             # the other mission does not have it: not found, like a document that does not exist
             r = await api.get(f"/missions/{other}/documents/{c['document_id']}/excerpt",
-                              params={"start": c["start"], "end": c["end"]})
+                              params={"start": c["start"], "length": c["end"] - c["start"]})
             assert r.status_code == 404 and r.json()["error"] == "document_not_found", r.text
         doc = citations[0]["document_id"]
-        for params in ({"start": 10, "end": 5}, {"start": 0, "end": 30_000}, {"start": -1, "end": 3},
-                       {"start": 0, "end": 5, "context": 9_999}):
+        for params in ({"start": 10, "length": -5}, {"start": 0, "length": 30_000}, {"start": -1, "length": 3},
+                       {"start": 0, "length": 5, "context": 9_999}):
             r = await api.get(f"/missions/{mission}/documents/{doc}/excerpt", params=params)
             assert r.status_code == 422, (params, r.text)
         r = await api.get(f"/missions/{mission}/documents/not-a-uuid/excerpt")
         assert r.status_code == 422
-        r = await api.get(f"/missions/{mission}/documents/{uuid.uuid4()}/excerpt", params={"start": 0, "end": 1})
+        r = await api.get(f"/missions/{mission}/documents/{uuid.uuid4()}/excerpt", params={"start": 0, "length": 1})
         assert r.status_code == 404 and r.json()["error"] == "document_not_found"
-        r = await api.get(f"/missions/{mission}/documents/{doc}/excerpt", params={"start": 10**9, "end": 10**9})
-        assert r.status_code == 422 and "after the document's end" in r.text
+        r = await api.get(f"/missions/{mission}/documents/{doc}/excerpt", params={"start": 10**9, "length": 0})
+        assert r.status_code == 409 and r.json()["error"] == "span_outside_document", r.text
 
         r = await api.get(f"/missions/{mission}/research")
         assert r.status_code == 200, r.text
@@ -142,7 +142,7 @@ async def test_documents_excerpts_and_history(client, settings, workers):
         assert r.status_code == 403, r.text
         outsider = {ROLES: f"mission:{other}:admin"}
         for path in (f"/missions/{mission}/documents", f"/missions/{mission}/research",
-                     f"/missions/{mission}/documents/{doc}/excerpt?start=0&end=1"):
+                     f"/missions/{mission}/documents/{doc}/excerpt?start=0&length=1"):
             assert (await api.get(path, headers=outsider)).status_code == 403, path  # as every mission route
 
     # a plain Temporal client: the worker checks the mission of the document itself

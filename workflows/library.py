@@ -9,14 +9,14 @@ from temporalio import workflow
 with workflow.unsafe.imports_passed_through():
     from activities.research.library import LibraryActivities
     from stratmaster.contracts.library import (
-        DOCUMENT_NOT_FOUND, DocumentList, Excerpt, ExcerptInput, ListDocumentsInput, ListResearchInput, ResearchList,
+        DOCUMENT_NOT_FOUND, SPAN_OUTSIDE, DocumentList, Excerpt, ExcerptInput, ListDocumentsInput, ListResearchInput, ResearchList,
     )
     from stratmaster.errors import WORKFLOW_INPUT_ERRORS
 from workflows.calls import call_activity
 from workflows.options import ActivityOptions, retry
 
 READ = ActivityOptions(start_to_close_timeout=timedelta(seconds=20),
-                       retry_policy=retry(4, longest=timedelta(seconds=5), also=[DOCUMENT_NOT_FOUND]))
+                       retry_policy=retry(4, longest=timedelta(seconds=5), also=[DOCUMENT_NOT_FOUND, SPAN_OUTSIDE]))
 
 
 @workflow.defn(failure_exception_types=WORKFLOW_INPUT_ERRORS)

@@ -11,7 +11,7 @@ from temporalio import activity
 from activities.resources import Resources
 from activities.stores.tenants import require_mission
 from stratmaster.contracts.library import (
-    DOCUMENT_NOT_FOUND, MAX_SPAN, DocumentEntry, DocumentList, Excerpt, ExcerptInput, IngestionFailureEntry,
+    DOCUMENT_NOT_FOUND, MAX_SPAN, SPAN_OUTSIDE, DocumentEntry, DocumentList, Excerpt, ExcerptInput, IngestionFailureEntry,
     ListDocumentsInput, ListResearchInput, ResearchEntry, ResearchList,
 )
 from stratmaster.errors import bad_input
@@ -76,8 +76,8 @@ class LibraryActivities:
             uuid.UUID(req.document_id), tenant)
         if doc is None:
             raise bad_input(f"mission {req.mission!r} has no document {req.document_id}", DOCUMENT_NOT_FOUND)
-        if req.start > doc["char_count"]:
-            raise bad_input(f"the span starts after the document's end ({doc['char_count']} characters)")
+        if req.end > doc["char_count"]:
+            raise bad_input(f"the span ends after the document's end ({doc['char_count']} characters)", SPAN_OUTSIDE)
         lo, hi = max(0, req.start - req.context), min(doc["char_count"], req.end + req.context)
         rows = await self.pool.fetch(
             """SELECT char_start, char_end, text FROM chunks

@@ -12,6 +12,7 @@ from prometheus_client import CollectorRegistry
 from starters.api.audit import AuditMiddleware
 from starters.api.deps import MissionDirectoryCache
 from starters.api.errors import error_responses, install_error_handlers
+from starters.api.inflight import InFlight
 from starters.api.limits import Limits
 from starters.api.metrics import MetricsMiddleware
 from starters.api.openapi import finish_openapi
@@ -55,6 +56,7 @@ def create_app(settings: Settings | None = None, *, verifier: OidcVerifier | Non
     app.state.temporal_lock = asyncio.Lock()
     app.state.missions = MissionDirectoryCache()
     app.state.limits = Limits.from_settings(settings)
+    app.state.inflight = InFlight.from_settings(settings)
     app.state.health_cache = {}
     app.state.ready_cache = None
     app.state.registry = CollectorRegistry()

@@ -19,6 +19,7 @@ MAX_SPAN = 20_000
 MAX_CONTEXT = 4_000
 UUID_PATTERN = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
 DOCUMENT_NOT_FOUND = "DocumentNotFound"
+SPAN_OUTSIDE = "SpanOutsideDocument"  # the document is shorter than the span (it changed since the citation)
 
 Short = Annotated[str, clipped(500)]
 

@@ -117,6 +117,7 @@ async def ingest_documents(request: Request, idempotency_key: IdempotencyKey = N
                         "by {'object_key'}")
     batch_id = req.batch_id = (idempotent_suffix(mission, idempotency_key) if idempotency_key
                                else req.resolved_batch_id())
+    await request.app.state.inflight.admit(client, mission, INGEST_WORKFLOW, "ingestions")
     started = await start_workflow(client, INGEST_WORKFLOW, req, workflow_id=workflow_id_for(mission, batch_id),
                                    task_queue=queues.INGESTION, mission=mission, idempotent=bool(idempotency_key),
                                    attach_running=True)

@@ -67,6 +67,8 @@ async def _execute(client: Client, workflow: str, arg, *, prefix: str, mission: 
         kind, message = failure_type(exc), failure_message(exc, root=True)
         if kind == lib.DOCUMENT_NOT_FOUND:
             raise ApiError(404, "document_not_found", message) from None
+        if kind == lib.SPAN_OUTSIDE:
+            raise ApiError(409, "span_outside_document", message) from None
         if kind == UNKNOWN_MISSION:
             raise ApiError(404, "unknown_mission", message) from None
         if kind == BAD_INPUT:
@@ -104,20 +106,19 @@ async def list_documents(access: MissionAccess = Depends(mission_access(READ)), 
 
 
 @router.get("/missions/{mission}/documents/{document_id}/excerpt",
-            summary="the document's stored text around a span (a citation's start and end), with the span's "
-                    "offsets in it (read) -> DocumentExcerptWorkflow",
+            summary="the document's stored text around a span (a citation's start, and end - start as length), with "
+                    "the span's offsets in it (read) -> DocumentExcerptWorkflow; 409 when the document is shorter",
             response_model=lib.Excerpt, responses=error_responses(*AUTH_ERRORS, 404, 422, 503))
 async def document_excerpt(document_id: DocumentPath, access: MissionAccess = Depends(mission_access(READ)),
                            client: Client = Depends(get_temporal),
-                           start: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
-                           end: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
+                           start: Annotated[int, Query(ge=0, le=2**31 - 1, description="the span's first character")] = 0,
+                           length: Annotated[int, Query(ge=0, le=lib.MAX_SPAN,
+                                                        description="the span's characters (a citation's end - start)")] = 0,
                            context: Annotated[int, Query(ge=0, le=lib.MAX_CONTEXT,
                                                          description="characters either side")] = 1200):
-    if end < start or end - start > lib.MAX_SPAN:
-        raise validation_error(("query", "end"), f"end must be >= start and at most {lib.MAX_SPAN} after it")
     mission = access.mission
     return await _execute(client, DOCUMENT_EXCERPT_WORKFLOW, lib.ExcerptInput(
-        mission=mission, document_id=document_id, start=start, end=end, context=context),
+        mission=mission, document_id=document_id, start=start, end=start + length, context=context),
         prefix="excerpt", mission=mission, result_type=lib.Excerpt, what="the excerpt")
 
 

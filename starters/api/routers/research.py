@@ -110,6 +110,7 @@ async def start_research(request: Request, idempotency_key: IdempotencyKey = Non
     parse_model(ResearchRequest, body)  # the API's rules (no unknown fields)
     req = parse_model(ResearchInput, body, mission=mission)
     suffix = idempotent_suffix(mission, idempotency_key) if idempotency_key else uuid.uuid4().hex[:20]
+    await request.app.state.inflight.admit(client, mission, RESEARCH_WORKFLOW, "research runs")
     started = await start_workflow(client, RESEARCH_WORKFLOW, req, workflow_id=f"research-{mission}-{suffix}",
                                    task_queue=queues.RESEARCH, mission=mission, idempotent=bool(idempotency_key))
     audit(request, target=started.workflow_id, query=req.query[:500])

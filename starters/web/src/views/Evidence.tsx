@@ -22,7 +22,7 @@ export function Evidence({ mission, citation, number, onClose }: Props) {
   useEffect(() => {
     setExcerpt(null);
     setError(null);
-    const q = new URLSearchParams({ start: String(citation.start), end: String(citation.end) });
+    const q = new URLSearchParams({ start: String(citation.start), length: String(citation.end - citation.start) });
     api<Excerpt>(`/missions/${encodeURIComponent(mission)}/documents/${citation.document_id}/excerpt?${q}`)
       .then(setExcerpt)
       .catch((e: unknown) => setError(e instanceof ApiError ? e.message : String(e)));
