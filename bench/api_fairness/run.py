@@ -21,7 +21,6 @@ import asyncio
 import csv
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -34,6 +33,8 @@ import httpx
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 sys.path.insert(0, str(ROOT))
+
+from bench import results  # noqa: E402
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 A, B = "fair_flood", "fair_quiet"
@@ -141,7 +142,8 @@ def limits() -> str:
     s = Settings(_env_file=None)
     return (f"{s.api_starts_per_minute:g} starts/min per principal, {s.api_mission_starts_per_minute:g} per mission, "
             f"burst {s.api_starts_burst:g}; {s.api_streams_per_principal} streams per principal, "
-            f"{s.api_streams_per_mission} per mission")
+            f"{s.api_streams_per_mission} per mission; at most {s.api_mission_running_research} research runs and "
+            f"{s.api_mission_running_ingestions} ingestions running per mission")
 
 
 def num(row: dict | None, key: str) -> float:
@@ -159,13 +161,7 @@ def report(args, quiet: dict, flood: dict, counts: dict, dupes: int) -> None:
                for k in ("research", "ingest", "stream")}
     for k in accepted:
         accepted[k] -= refused[k]
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
-    lines = [
-        "# API fairness under load: results", "",
-        "Written by `bench/api_fairness/run.py` (do not edit by hand).", "",
-        f"{datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} · `python bench/api_fairness/run.py "
-        f"{' '.join(sys.argv[1:])}` · {platform.system()} {platform.machine()}, {os.cpu_count()} cores, {cpu}", "",
+    body = [
         f"{args.analysts} analysts of mission B ask questions one at a time (POST research ?wait=30), "
         f"{args.seconds} s quiet, then {args.seconds} s while {args.flooders} principals of mission A start research "
         "and ingestions and open event streams without pause. The API, the workers and Locust share the machine. "
@@ -180,8 +176,9 @@ def report(args, quiet: dict, flood: dict, counts: dict, dupes: int) -> None:
             f"{m}: " + ", ".join(f"{n} {s}" for s, n in sorted(c.items())) for m, c in counts.items()) +
         f". Chunks stored twice: {dupes}.", "",
     ]
-    (HERE / "results.md").write_text("\n".join(lines))
-    print("\n".join(lines))
+    path = results.write(__file__, "API fairness under load", body)
+    print("\n".join(body))
+    print(f"(written to {path})")
 
 
 if __name__ == "__main__":

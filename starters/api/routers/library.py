@@ -78,7 +78,7 @@ async def _execute(client: Client, workflow: str, arg, *, prefix: str, mission: 
 
 
 @router.get("/me", summary="the caller: name and roles as the API sees them", response_model=Me,
-            responses=error_responses(*AUTH_ERRORS))
+            responses=error_responses(*AUTH_ERRORS, 422))
 async def me(principal: Principal = Depends(principal_dep),
              mission: Annotated[str | None, Query(pattern=MISSION_ID_PATTERN, description="a mission id")] = None):
     # no Temporal call: the page shows what the caller may do at once, from the same rule every route applies
