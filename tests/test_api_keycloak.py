@@ -42,10 +42,10 @@ async def password_token(user: str, client_id: str = "stratmaster-cli") -> str:
     return r.json()["access_token"]
 
 
-async def service_token() -> str:
+async def service_token(client_id: str = "stratmaster-api", secret: str = "dev-only-stratmaster-api-secret") -> str:
     async with httpx.AsyncClient(timeout=30) as h:
-        r = await h.post(TOKEN_URL, data={"grant_type": "client_credentials", "client_id": "stratmaster-api",
-                                          "client_secret": "dev-only-stratmaster-api-secret"})
+        r = await h.post(TOKEN_URL, data={"grant_type": "client_credentials", "client_id": client_id,
+                                          "client_secret": secret})
     assert r.status_code == 200, r.text
     return r.json()["access_token"]
 
@@ -185,6 +185,34 @@ async def test_platform_admin_and_service_account(api, client, settings, tokens,
     assert {mission, MISSION} <= set(listed)
     rows = await audit_rows(settings, wid)
     assert rows[0]["actor"] == "service-account-stratmaster-api" and rows[0]["action"] == "mission.activate"
+
+
+async def test_a_service_key_is_scoped_to_its_mission_and_role(api, client, settings, started):
+    """A service (a CI job) holds a Keycloak client of its own (svc-demo-ci: client credentials, the
+    role mission:demo:writer, 5-minute tokens): its token starts research in demo and nothing
+    elsewhere, every use audited under its service account; a wrong secret gets no token."""
+    token = await service_token("svc-demo-ci", "dev-only-svc-demo-ci-secret")
+    claims = jwt.decode(token, options={"verify_signature": False})
+    assert claims["exp"] - claims["iat"] == 300 and "stratmaster-api" in (
+        claims["aud"] if isinstance(claims["aud"], list) else [claims["aud"]])
+    svc = bearer(token)
+    r = await api.get(f"/missions/{MISSION}", headers=svc)
+    assert r.status_code == 200 and r.json()["permissions"] == ["read", "write"]
+    r = await api.post(f"/missions/{MISSION}/research", json={"query": "from CI"}, headers=svc)
+    assert r.status_code == 202, r.text
+    wid = r.json()["workflow_id"]
+    started.append(wid)
+    assert (await api.post("/missions", json=cartridge("api_kc_svc"), headers=svc)).status_code == 403
+    assert (await api.get("/missions/other", headers=svc)).status_code == 403
+    assert (await api.post(f"/missions/{MISSION}/webhooks", json={"url": "https://example.org/h"},
+                           headers=svc)).status_code == 403  # admin, not writer
+    rows = await audit_rows(settings, wid)
+    assert (rows[0]["actor"], rows[0]["action"], rows[0]["status"]) == ("service-account-svc-demo-ci",
+                                                                         "research.start", 202)
+    async with httpx.AsyncClient(timeout=30) as h:  # a rotated (here: wrong) secret gets nothing
+        r = await h.post(TOKEN_URL, data={"grant_type": "client_credentials", "client_id": "svc-demo-ci",
+                                          "client_secret": "the-old-secret"})
+    assert r.status_code == 401
 
 
 async def test_detailed_health_is_for_platform_admins(api, tokens):
