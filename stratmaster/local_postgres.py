@@ -11,7 +11,7 @@ import shutil
 import socket
 import subprocess
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from stratmaster.errors import ServiceUnavailable
@@ -40,6 +40,10 @@ class LocalPostgres:
     host: str = "127.0.0.1"
     user: str = "stratmaster"
     database: str = "stratmaster"
+    # extra server settings (`-c name=value`, e.g. ssl=on) and a pg_hba.conf to use instead of
+    # initdb's: what a test of TLS-only connections needs; the dev stack uses neither
+    server_settings: dict[str, str] = field(default_factory=dict)
+    hba: str | None = None
 
     @property
     def dsn(self) -> str:
@@ -94,6 +98,12 @@ class LocalPostgres:
         if self._as_root:
             shutil.chown(sockdir, "postgres", "postgres")
         opts = f"-p {self.port} -c listen_addresses={self.host} -k {sockdir} -c fsync=off -c max_connections=200"
+        opts += "".join(f" -c {name}={value}" for name, value in self.server_settings.items())
+        if self.hba is not None:
+            hba = self.data_dir / "pg_hba.conf"
+            hba.write_text(self.hba)
+            if self._as_root:
+                shutil.chown(hba, "postgres", "postgres")
         res = self._run([str(pg_bindir() / "pg_ctl"), "-D", str(self.data_dir), "-l",
                          str(self.data_dir / "server.log"), "-o", opts, "-w", "-t", str(int(timeout)), "start"])
         if res.returncode != 0:

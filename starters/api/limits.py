@@ -92,9 +92,7 @@ class Limits:
         (nothing is spent then, so a refused request costs the caller nothing but the wait)."""
         with self._lock:
             own, shared = self.principals.wait_for(actor), self.missions.wait_for(mission)
-            if own > 0 or shared > 0:
-                who = "your" if own > 0 else f"mission {mission!r}'s"
-                raise too_many(f"{who} rate of requests that start work is used up", max(own, shared))
+            refuse_start(own, shared, mission)
             self.principals.spend(actor)
             self.missions.spend(mission)
 
@@ -104,9 +102,9 @@ class Limits:
         keys = (f"p:{actor}", f"m:{mission}")
         with self._lock:
             if self._streams.get(keys[0], 0) >= self.streams_per_principal:
-                raise too_many(f"you have {self.streams_per_principal} event streams open already", 5)
+                raise streams_full(self.streams_per_principal, None)
             if self._streams.get(keys[1], 0) >= self.streams_per_mission:
-                raise too_many(f"mission {mission!r} has {self.streams_per_mission} event streams open already", 5)
+                raise streams_full(self.streams_per_mission, mission)
             for k in keys:
                 self._streams[k] = self._streams.get(k, 0) + 1
         try:
@@ -206,9 +204,7 @@ class RedisLimits:
         except Exception as exc:  # noqa: BLE001 - fail open: fair use must not take the API down with Redis
             log.warning("rate limits unavailable (Redis): admitted", extra={"error": f"{type(exc).__name__}: {exc}"})
             return
-        if own > 0 or shared > 0:
-            who = "your" if own > 0 else f"mission {mission!r}'s"
-            raise too_many(f"{who} rate of requests that start work is used up", max(own, shared))
+        refuse_start(own, shared, mission)
 
     async def open_stream(self, actor: str, mission: str, events: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
         keys, slot = self._keys("s", actor, mission), uuid.uuid4().hex
@@ -219,9 +215,9 @@ class RedisLimits:
             log.warning("stream caps unavailable (Redis): opened", extra={"error": f"{type(exc).__name__}: {exc}"})
             return events
         if full == 1:
-            raise too_many(f"you have {self.streams_per_principal} event streams open already", 5)
+            raise streams_full(self.streams_per_principal, None)
         if full == 2:
-            raise too_many(f"mission {mission!r} has {self.streams_per_mission} event streams open already", 5)
+            raise streams_full(self.streams_per_mission, mission)
         return self._leased(keys, slot, events)
 
     async def _leased(self, keys: list[str], slot: str, events: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
@@ -247,6 +243,19 @@ class RedisLimits:
 
     async def close(self) -> None:
         await self.redis.aclose()
+
+
+def refuse_start(own_wait: float, mission_wait: float, mission: str) -> None:
+    """429 when the caller's (or else the mission's) bucket has no token for `*_wait` seconds."""
+    if own_wait > 0 or mission_wait > 0:
+        who = "your" if own_wait > 0 else f"mission {mission!r}'s"
+        raise too_many(f"{who} rate of requests that start work is used up", max(own_wait, mission_wait))
+
+
+def streams_full(cap: int, mission: str | None) -> ApiError:
+    """The caller's (mission None) or the mission's event streams are all open."""
+    who = "you have" if mission is None else f"mission {mission!r} has"
+    return too_many(f"{who} {cap} event streams open already", 5)
 
 
 def too_many(message: str, retry_after: float) -> ApiError:
