@@ -9,6 +9,7 @@ import base64
 import os
 import time
 import uuid
+from datetime import datetime, timezone
 
 import pytest
 from temporalio.client import WorkflowExecutionStatus
@@ -259,6 +260,7 @@ async def test_fair_use_limits_answer_429_with_retry_after(client, settings, wor
     tight = dev(settings).model_copy(update={"api_starts_burst": 3, "api_starts_per_minute": 6,
                                              "api_streams_per_principal": 1})
     app = make_app(tight, client)
+    since = datetime.now(timezone.utc)
     async with served(app) as url, httpx.AsyncClient(base_url=url, timeout=httpx.Timeout(30, read=60)) as http:
         await ensure_mission(http, client, MISSION)
         codes = []
@@ -269,6 +271,25 @@ async def test_fair_use_limits_answer_429_with_retry_after(client, settings, wor
                 started.append(r.json()["workflow_id"])
         assert codes == [202, 202, 202, 429], codes
         assert int(r.headers["Retry-After"]) >= 1 and r.json()["error"] == "rate_limited"
+        # a flood of refusals is not a flood of audit workflows: the first is recorded, the rest
+        # counted into the next one recorded (after the window)
+        for _ in range(5):
+            assert (await http.post(f"/missions/{MISSION}/research", json={"query": "flood"})).status_code == 429
+        from starters.api import audit as audit_module
+
+        audit_module.REFUSALS_WINDOW_S = 0.0
+        try:
+            assert (await http.post(f"/missions/{MISSION}/research", json={"query": "flood"})).status_code == 429
+        finally:
+            audit_module.REFUSALS_WINDOW_S = 60.0
+        deadline = time.monotonic() + 30
+        while True:  # (the audit workflows write their rows a moment later)
+            rows = [row for row in await audit_rows(settings, actor="dev", since=since, expect=0)
+                    if row["action"] == "research.start" and row["status"] == 429]
+            if len(rows) >= 2 or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.2)
+        assert [row["detail"].get("refused_unrecorded") for row in rows] == [None, 5], rows
         wid = started[0]
         async with http.stream("GET", f"/research/{wid}/events") as first:
             assert first.status_code == 200

@@ -60,7 +60,7 @@ async def frames(until: float | None, limit: int) -> list[bytes]:
                               is_disconnected=lambda: asyncio.sleep(0, result=False))
     out = []
     stream = workflow_events(request, Running(), opening={"status": "running"}, query="progress",
-                             differ=lambda seen, p: [("progress", p)], outcome=None, until=until)
+                             differ=lambda seen, p: [("progress", p)], outcome=None, mission="m", until=until)
     async for f in stream:
         out.append(f)
         if len(out) >= limit:
@@ -78,3 +78,14 @@ async def test_a_stream_ends_when_the_token_expires():
 async def test_a_stream_without_expiry_keeps_streaming():
     out = await frames(until=None, limit=20)
     assert len(out) == 20 and not any(b"token_expired" in f for f in out)
+
+
+def test_a_missions_streams_share_a_budget_of_progress_queries():
+    from starters.api.events import poll_interval
+
+    state = SimpleNamespace(settings=SimpleNamespace(api_mission_stream_queries_per_s=4.0),
+                            streams_by_mission={"flood": 20, "quiet": 1})
+    assert poll_interval(state, "flood") == 5.0  # 20 streams, 4 queries a second between them
+    assert poll_interval(state, "quiet") == 0.5  # another mission's stream polls as usual
+    assert poll_interval(SimpleNamespace(settings=SimpleNamespace(api_mission_stream_queries_per_s=0),
+                                         streams_by_mission={"flood": 20}), "flood") == 0.5  # 0: no budget

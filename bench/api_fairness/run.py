@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import csv
 import json
 import os
@@ -58,6 +59,94 @@ def locust(host: str, seconds: int, users: int, classes: list[str], prefix: Path
         return {row["Name"]: row for row in csv.DictReader(f)}
 
 
+async def where_time_went(client, mission: str, since: datetime) -> dict[str, float]:
+    """Medians over `mission`'s research runs started since `since`: the whole run, and how much of
+    it workflow tasks and activities spent queued (scheduled to started) and running."""
+    import statistics
+
+    from temporalio.api.enums.v1 import EventType
+
+    parts: dict[str, list[float]] = {}
+    async for wf in client.list_workflows(f"Mission = '{mission}' AND WorkflowType = 'ResearchWorkflow' "
+                                          f"AND StartTime >= '{since.isoformat()}'"):
+        history = await client.get_workflow_handle(wf.id, run_id=wf.run_id).fetch_history()
+        at = {e.event_id: e.event_time.ToMilliseconds() for e in history.events}
+        sums = dict.fromkeys(("workflow tasks queued", "workflow tasks running", "activities queued",
+                              "activities running"), 0.0)
+        for e in history.events:
+            if e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_STARTED:
+                sums["workflow tasks queued"] += at[e.event_id] - at[e.workflow_task_started_event_attributes
+                                                                    .scheduled_event_id]
+            elif e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED:
+                sums["workflow tasks running"] += at[e.event_id] - at[e.workflow_task_completed_event_attributes
+                                                                     .started_event_id]
+            elif e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED:
+                sums["activities queued"] += at[e.event_id] - at[e.activity_task_started_event_attributes
+                                                                .scheduled_event_id]
+            elif e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED:
+                sums["activities running"] += at[e.event_id] - at[e.activity_task_completed_event_attributes
+                                                                 .started_event_id]
+        sums["whole run"] = at[history.events[-1].event_id] - at[history.events[0].event_id]
+        for k, v in sums.items():
+            parts.setdefault(k, []).append(v)
+    return {k: statistics.median(v) for k, v in parts.items()}
+
+
+def _label(cmdline: list[str]) -> str:
+    text = " ".join(cmdline)
+    if "--queue" in cmdline:
+        return "worker " + cmdline[cmdline.index("--queue") + 1]
+    for needle, name in (("serve.py", "API"), ("locust", "Locust"), ("temporal", "Temporal server"),
+                         ("postgres", "PostgreSQL"), ("api_fairness/run.py", "this bench")):
+        if needle in text:
+            return name
+    return "other"
+
+
+def cpu_seconds() -> dict[str, float]:
+    """CPU seconds (user + system) used so far, by kind of process (from /proc)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[str, float] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            cmdline = (stat.parent / "cmdline").read_bytes().decode(errors="replace").split("\0")
+        except OSError:
+            continue
+        label = _label([c for c in cmdline if c] or ["?"])
+        out[label] = out.get(label, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
+@contextlib.asynccontextmanager
+async def worker_processes(client, env: dict, names: list[str]):
+    """`python -m workers --queue <q>` for each queue, ready once each polls its queue."""
+    from temporalio.api.enums.v1 import TaskQueueType
+    from temporalio.api.taskqueue.v1 import TaskQueue
+    from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
+
+    procs = [subprocess.Popen([sys.executable, "-m", "workers", "--queue", q], env=env, cwd=ROOT) for q in names]
+    try:
+        for q in names:
+            for _ in range(600):
+                r = await client.workflow_service.describe_task_queue(DescribeTaskQueueRequest(
+                    namespace=client.namespace, task_queue=TaskQueue(name=q),
+                    task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW))
+                if r.pollers:
+                    break
+                if any(p.poll() is not None for p in procs):
+                    raise RuntimeError(f"a worker process exited while starting (queue {q})")
+                await asyncio.sleep(0.2)
+            else:
+                raise RuntimeError(f"no worker polls {q}")
+        yield
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            p.wait(30)
+
+
 async def main(args) -> None:
     from temporalio.client import WorkflowExecutionStatus
 
@@ -66,7 +155,6 @@ async def main(args) -> None:
     from stratmaster.local_temporal import start_local_env
     from stratmaster.migrations import apply_migrations
     from stratmaster.settings import Settings
-    from tests.api_support import run_workers
     from tests.support.ports import free_port
     from tests.research_support import ingest_corpus
 
@@ -83,11 +171,15 @@ async def main(args) -> None:
         client = env.client
         for m in (A, B):  # (with workers of its own)
             await ingest_corpus(client, settings, m)
-        async with run_workers(client, settings, [queues.MISSIONS, queues.MAINTENANCE, queues.INGESTION, queues.RESEARCH]):
+        stack_env = dict(os.environ, STRATMASTER_DATA_DIR=str(tmp / "data"), STRATMASTER_DATABASE_URL=pg.dsn,
+                         STRATMASTER_TEMPORAL_ADDRESS=client.service_client.config.target_host,
+                         STRATMASTER_METRICS_PORT_BASE=str(free_port()))
+        # one worker process per queue, as the dev stack and production run them (in-process workers
+        # would share one event loop, which no deployment does)
+        async with worker_processes(client, stack_env, [queues.MISSIONS, queues.MAINTENANCE, queues.INGESTION,
+                                                        queues.RESEARCH]):
             port = free_port()
-            api_env = dict(os.environ, STRATMASTER_DATA_DIR=str(tmp / "data"), STRATMASTER_DATABASE_URL=pg.dsn,
-                           STRATMASTER_TEMPORAL_ADDRESS=client.service_client.config.target_host,
-                           STRATMASTER_AUTH_MODE="oidc", STRATMASTER_KEYCLOAK_URL="http://127.0.0.1:9",
+            api_env = dict(stack_env, STRATMASTER_AUTH_MODE="oidc", STRATMASTER_KEYCLOAK_URL="http://127.0.0.1:9",
                            STRATMASTER_BIND_HOST="127.0.0.1")
             api = subprocess.Popen([sys.executable, str(HERE / "serve.py"), str(port)], env=api_env, cwd=ROOT)
             host = f"http://127.0.0.1:{port}"
@@ -99,13 +191,21 @@ async def main(args) -> None:
                     except httpx.TransportError:
                         pass
                     await asyncio.sleep(0.1)
+                # warm-up, not measured: each new worker process loads its models on its first run
+                for m in (B, A):
+                    for q in QUESTIONS:
+                        await http.post(f"/missions/{m}/research?wait=30", json={"query": q, "cache": "off"},
+                                        headers={"Authorization": f"Bearer warmup:mission:{m}:writer"}, timeout=60)
             run = asyncio.to_thread
             since = datetime.now(timezone.utc)
             print(f"quiet: {args.analysts} analysts of {B} for {args.seconds} s", file=sys.stderr)
             quiet = await run(locust, host, args.seconds, args.analysts, ["Analyst"], tmp / "quiet", args.analysts)
             print(f"flood: the same, and {args.flooders} flooders of {A}", file=sys.stderr)
+            before = cpu_seconds()
+            flood_started = datetime.now(timezone.utc)
             flood = await run(locust, host, args.seconds, args.analysts + args.flooders, ["Analyst", "Flooder"],
                               tmp / "flood", args.analysts)
+            flood_cpu = {k: v - before.get(k, 0.0) for k, v in cpu_seconds().items()}
             # nothing lost or duplicated: everything started closes completed
             counts: dict[str, dict[str, int]] = {}
             deadline = time.monotonic() + 900
@@ -121,6 +221,7 @@ async def main(args) -> None:
             pool = settings.database_url
             import asyncpg
 
+            waits = await where_time_went(client, B, flood_started)
             conn = await asyncpg.connect(pool)
             try:
                 dupes = await conn.fetchval(
@@ -133,7 +234,7 @@ async def main(args) -> None:
             api.wait(10)
         await env.shutdown()
         pg.stop()
-    report(args, quiet, flood, counts, dupes)
+    report(args, quiet, flood, counts, dupes, flood_cpu, waits)
 
 
 def limits() -> str:
@@ -153,7 +254,8 @@ def num(row: dict | None, key: str) -> float:
         return float("nan")
 
 
-def report(args, quiet: dict, flood: dict, counts: dict, dupes: int) -> None:
+def report(args, quiet: dict, flood: dict, counts: dict, dupes: int, flood_cpu: dict[str, float],
+           waits: dict[str, float]) -> None:
     qb, fb = quiet.get("B research"), flood.get("B research")
     ratio = num(fb, "95%") / num(qb, "95%")
     accepted = {k: int(num(flood.get(f"A {k}"), "Request Count")) for k in ("research", "ingest", "stream")}
@@ -175,6 +277,12 @@ def report(args, quiet: dict, flood: dict, counts: dict, dupes: int) -> None:
         "Workflows after the run (every one started closed): " + "; ".join(
             f"{m}: " + ", ".join(f"{n} {s}" for s, n in sorted(c.items())) for m, c in counts.items()) +
         f". Chunks stored twice: {dupes}.", "",
+        f"CPU seconds during the flood ({args.seconds} s on {os.cpu_count()} cores), by process:", "",
+        "| process | CPU s |", "|---|---|",
+        *[f"| {k} | {v:.1f} |" for k, v in sorted(flood_cpu.items(), key=lambda kv: -kv[1]) if v >= 0.5], "",
+        "Where B's research runs of the flood spent their time (medians over the runs, ms; from their "
+        "histories):", "",
+        "| part | ms |", "|---|---|", *[f"| {k} | {v:.0f} |" for k, v in waits.items()], "",
     ]
     path = results.write(__file__, "API fairness under load", body)
     print("\n".join(body))

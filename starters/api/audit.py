@@ -1,8 +1,16 @@
 """The audit trail of the API: every authenticated write request (accepted or
-refused) becomes an audit_log row through RecordAuditWorkflow (maintenance-tasks)."""
+refused) becomes an audit_log row through RecordAuditWorkflow (maintenance-tasks).
+
+Fair-use refusals (429) are the one exception: a flood must not make the platform run a
+workflow for each request it turns away. The first 429 of a caller for an action in a
+mission is recorded at once; the ones that follow within a minute are only counted, and the
+next 429 recorded for that caller, mission and action carries the count
+(`detail.refused_unrecorded`). A flood costs at most one row a minute per caller, mission and
+action; every 429 is also in the request metrics (`http_requests_total`)."""
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from datetime import datetime, timezone
 
@@ -18,6 +26,8 @@ from stratmaster.search_attributes import for_mission
 log = logging.getLogger("stratmaster.api")
 
 WRITE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
+REFUSALS_WINDOW_S = 60.0
+MAX_REFUSAL_KEYS = 50_000
 
 
 def audit(request, *, mission: str | None = None, target: str | None = None, **detail) -> None:
@@ -39,6 +49,20 @@ class AuditMiddleware:
 
     def __init__(self, app):
         self.app = app
+        # (actor, mission, action) -> (when its last 429 was recorded, 429s since not recorded)
+        self._refusals: dict[tuple, tuple[float, int]] = {}
+
+    def _refusal_recorded(self, key: tuple) -> int | None:
+        """For a 429: None when it is only counted, else the count of unrecorded ones before it."""
+        now = time.monotonic()
+        last, unrecorded = self._refusals.get(key, (None, 0))
+        if last is not None and now - last < REFUSALS_WINDOW_S:
+            self._refusals[key] = (last, unrecorded + 1)
+            return None
+        if len(self._refusals) >= MAX_REFUSAL_KEYS:  # keep memory bounded: forget quiet callers
+            self._refusals = {k: v for k, v in self._refusals.items() if now - v[0] < REFUSALS_WINDOW_S}
+        self._refusals[key] = (now, 0)
+        return unrecorded
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http" or scope["method"] not in WRITE_METHODS:
@@ -68,13 +92,22 @@ class AuditMiddleware:
             return
         request = Request(scope)
         request_id = uuid.uuid4().hex
+        # the route's name ("research.start", ...), or method and path for unmatched requests
+        action = getattr(scope.get("route"), "name", None) or f"{scope['method']} {scope.get('path')}"
+        mission = state.get("audit_mission") or (scope.get("path_params") or {}).get("mission")
+        extra: dict = {}
+        if status == 429:
+            unrecorded = self._refusal_recorded((principal.actor, mission, action))
+            if unrecorded is None:
+                return
+            if unrecorded:
+                extra["refused_unrecorded"] = unrecorded
         entry = AuditEntry(
-            request_id=request_id, actor=principal.actor, at=arrived, status=status,
-            # the route's name ("research.start", ...), or method and path for unmatched requests
-            action=getattr(scope.get("route"), "name", None) or f"{scope['method']} {scope.get('path')}",
+            request_id=request_id, actor=principal.actor, at=arrived, status=status, action=action,
             mission=state.get("audit_mission"), target=state.get("audit_target"),
             detail={"method": scope["method"], "path": scope.get("path"), "client_id": principal.client_id,
-                    "request_header_id": request.headers.get("x-request-id"), **(state.get("audit_detail") or {})},
+                    "request_header_id": request.headers.get("x-request-id"), **(state.get("audit_detail") or {}),
+                    **extra},
         )
         try:
             client = await resolve_temporal(request)

@@ -3,6 +3,11 @@ EVENTS_POLL_SECONDS, only changes emitted, a `result` event at the end (the fina
 result, or the failure), comment heartbeats while nothing changes (proxies keep the
 connection), and the polling stops as soon as the client disconnects.
 
+Each progress query is work for Temporal and for a worker, so a mission's open streams share a
+budget of queries a second (`api_mission_stream_queries_per_s`, per API replica): with many
+streams open, each polls less often. The result never waits for a poll: it comes from a long
+poll on the workflow's close.
+
 Wire format (text/event-stream): `event: <name>`, `id: <n>` (1, 2, ... per stream),
 `data: <one line of JSON>`. Every stream starts with a `status` event and ends with
 `status` (the closed status) then `result`, or with an `error` event (Temporal unavailable, or
@@ -18,9 +23,9 @@ from typing import Any, AsyncIterator, Awaitable, Callable
 from fastapi import Request
 from fastapi.encoders import jsonable_encoder
 from starlette.responses import StreamingResponse
-from temporalio.client import WorkflowFailureError, WorkflowHandle
+from temporalio.client import WorkflowHandle
 
-from starters.api.temporal_ops import QUERY_RPC_TIMEOUT, status_name
+from starters.api.temporal_ops import QUERY_RPC_TIMEOUT, outcome_when_closed, status_name
 
 log = logging.getLogger("stratmaster.api")
 
@@ -30,8 +35,9 @@ HEARTBEAT = b": keep-alive\n\n"
 
 # (state kept between polls, the progress query's answer) -> events to emit
 Differ = Callable[[dict, Any], list[tuple[str, Any]]]
-# (handle, closed description) -> the `result` event's data
-Outcome = Callable[[WorkflowHandle, Any], Awaitable[dict]]
+# (handle, closed description, its outcome as fetched by the wait: {"result"} or {"error"}, None when
+# the wait failed) -> the `result` event's data
+Outcome = Callable[[WorkflowHandle, Any, dict | None], Awaitable[dict]]
 
 
 class EventStream(StreamingResponse):
@@ -62,24 +68,34 @@ def sse_frame(event: str, data: Any, event_id: int) -> bytes:
     return f"event: {event}\nid: {event_id}\ndata: {payload}\n\n".encode()
 
 
-async def _closed(handle: WorkflowHandle, outcome: Outcome) -> tuple[str, dict]:
-    try:
-        await handle.result()  # long-polls the history; follows continue-as-new
-    except WorkflowFailureError:
-        pass
-    desc = await handle.describe()
-    return status_name(desc.status), await outcome(handle, desc)
+async def _closed(handle: WorkflowHandle, outcome: Outcome, root: bool, known: Any = None) -> tuple[str, dict]:
+    """Wait for the close with one history long poll (it follows continue-as-new) and build the
+    result from that same answer; `known`: the description, when the workflow was closed already."""
+    fetched = await outcome_when_closed(handle, root=root)
+    desc = known if known is not None else await handle.describe()
+    return status_name(desc.status), await outcome(handle, desc, fetched)
+
+
+def poll_interval(state, mission: str) -> float:
+    """Seconds between progress queries of one stream of `mission`, its streams sharing the budget."""
+    poll = getattr(state, "events_poll_seconds", EVENTS_POLL_SECONDS)
+    budget = getattr(getattr(state, "settings", None), "api_mission_stream_queries_per_s", 0) or 0
+    open_here = getattr(state, "streams_by_mission", {}).get(mission, 1)
+    return max(poll, open_here / budget) if budget > 0 else poll
 
 
 async def workflow_events(request: Request, handle: WorkflowHandle, *, opening: dict, query: str,
-                          differ: Differ, outcome: Outcome, until: float | None = None) -> AsyncIterator[bytes]:
+                          differ: Differ, outcome: Outcome, mission: str, root: bool = True,
+                          closed_desc: Any = None, until: float | None = None) -> AsyncIterator[bytes]:
     """`until`: the caller's token expiry (epoch seconds); the stream ends with an `error` event
     `token_expired` there, so an expired grant does not keep reading (reconnect with a
     fresh token: the stream starts over with the current state, and the roles are checked again)."""
     state = request.app.state
-    poll = getattr(state, "events_poll_seconds", EVENTS_POLL_SECONDS)
     heartbeat = getattr(state, "events_heartbeat_seconds", EVENTS_HEARTBEAT_SECONDS)
     seq = 0
+    if not hasattr(state, "streams_by_mission"):
+        state.streams_by_mission = {}
+    streams = state.streams_by_mission
 
     def frame(event: str, data: Any) -> bytes:
         nonlocal seq
@@ -88,10 +104,14 @@ async def workflow_events(request: Request, handle: WorkflowHandle, *, opening: 
 
     yield frame("status", opening)
     last_sent = time.monotonic()
-    closed = asyncio.ensure_future(_closed(handle, outcome))
+    closed = asyncio.ensure_future(_closed(handle, outcome, root, closed_desc))
     seen: dict = {}
+    streams[mission] = streams.get(mission, 0) + 1
+    # a workflow closed already has nothing to poll: a query of it would make a worker replay its
+    # whole history, only to be told what the result says anyway
+    polling = closed_desc is None and opening.get("status") == "running"
     try:
-        while not closed.done():
+        while polling and not closed.done():
             if await request.is_disconnected():
                 return
             if until is not None and time.time() >= until:
@@ -115,12 +135,13 @@ async def workflow_events(request: Request, handle: WorkflowHandle, *, opening: 
             if time.monotonic() - last_sent >= heartbeat:
                 yield HEARTBEAT
                 last_sent = time.monotonic()
-            await asyncio.wait({closed}, timeout=poll)
+            await asyncio.wait({closed}, timeout=poll_interval(state, mission))
         if until is not None and time.time() >= until:  # it closed during the last wait: still not after expiry
-            yield frame("error", {"error": "token_expired", "detail": "the access token expired; reconnect with a new one"})
+            yield frame("error", {"error": "token_expired",
+                                  "detail": "the access token expired; reconnect with a new one"})
             return
         try:
-            status, body = closed.result()
+            status, body = await closed
         except Exception as exc:  # Temporal went away mid-stream: end with an error event
             log.error("event stream ended without a result", extra={"error": f"{type(exc).__name__}: {exc}"})
             yield frame("error", {"error": "unavailable", "detail": "Temporal is unavailable; try again later"})
@@ -129,6 +150,11 @@ async def workflow_events(request: Request, handle: WorkflowHandle, *, opening: 
         yield frame("result", body)
     finally:
         closed.cancel()
+        left = streams.get(mission, 1) - 1
+        if left > 0:
+            streams[mission] = left
+        else:
+            streams.pop(mission, None)
 
 
 def changed(seen: dict, key: str, value: Any) -> bool:

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, HTTPException, Request
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from temporalio.client import Client, WorkflowHandle
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
 
 from starters.api.audit import audit
 from starters.api.bodies import (
@@ -182,12 +182,13 @@ async def ingestion_events_stream(request: Request, workflow_id: WorkflowIdPath,
                                   client: Client = Depends(get_temporal)):
     handle, desc, mission = await describe_for(request, client, principal, workflow_id, READ, INGEST_WORKFLOW)
 
-    async def outcome(h: WorkflowHandle, closed) -> dict:
+    async def outcome(h: WorkflowHandle, closed, fetched: dict | None) -> dict:
         return {"workflow_id": workflow_id, "mission": mission, "status": status_name(closed.status),
-                **await closed_outcome(h, closed.status)}
+                **(fetched if fetched is not None else await closed_outcome(h, closed.status))}
 
     opening = {"workflow_id": workflow_id, "mission": mission, "status": status_name(desc.status)}
     # 429 when the caller or the mission has its streams open already; the slot is freed as the stream ends
     return EventStream(await request.app.state.limits.open_stream(principal.actor, mission, workflow_events(
         request, handle, opening=opening, query="progress", differ=ingestion_events, outcome=outcome,
+        mission=mission, closed_desc=None if desc.status == WorkflowExecutionStatus.RUNNING else desc,
         until=principal.expires_at)))

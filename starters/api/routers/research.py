@@ -194,11 +194,13 @@ async def research_events_stream(request: Request, workflow_id: WorkflowIdPath,
                                  client: Client = Depends(get_temporal)):
     handle, desc, mission = await describe_for(request, client, principal, workflow_id, READ, RESEARCH_WORKFLOW)
 
-    async def outcome(h: WorkflowHandle, closed) -> dict:
-        return ResearchStatus.model_validate(await research_status_body(h, closed, mission)).model_dump(mode="json")
+    async def outcome(h: WorkflowHandle, closed, fetched: dict | None) -> dict:
+        return ResearchStatus.model_validate(await research_status_body(h, closed, mission, fetched)).model_dump(
+            mode="json")
 
     opening = {"workflow_id": workflow_id, "mission": mission, "status": status_name(desc.status)}
     # 429 when the caller or the mission has its streams open already; the slot is freed as the stream ends
     return EventStream(await request.app.state.limits.open_stream(principal.actor, mission, workflow_events(
         request, handle, opening=opening, query="progress", differ=research_events, outcome=outcome,
+        mission=mission, root=False, closed_desc=None if desc.status == WorkflowExecutionStatus.RUNNING else desc,
         until=principal.expires_at)))
