@@ -3,10 +3,10 @@ against the API served by uvicorn in dev mode with the real missions, ingestion 
 research workers. A writer drops documents and sees the ingestion's result (a refused file
 with the API's reason), asks by keyboard only, sees the progress stream and the answer,
 opens a citation at its highlighted span (the stored text) and closes it, reopens the run
-from the history and downloads its report; a reader gets no upload and no ask form; a
-caller without access sees the API's own reason. No script runs that the page's
-Content-Security-Policy would refuse, and axe-core finds no serious or critical
-accessibility violation on the answer, the documents and the history. Screenshots go to
+from the history and downloads its report, and asks what the documents do not say; a reader
+gets no upload and no ask form; a caller without access sees the API's own reason. No script
+runs that the page's Content-Security-Policy would refuse, and axe-core finds no serious or
+critical accessibility violation on the answer, an abstention, the documents and the history. Screenshots go to
 STRATMASTER_SCREENSHOTS (default .data/screenshots) to be looked at."""
 from __future__ import annotations
 
@@ -185,6 +185,18 @@ async def test_an_analyst_asks_reads_and_checks_a_citation(client, settings, wor
         await page.get_by_role("link", name=QUESTION).click()
         await page.get_by_test_id("answer").wait_for()
         assert await page.get_by_test_id("answer").inner_text() == answer
+
+        # a question the documents cannot answer: said plainly, with what came closest
+        await page.get_by_role("link", name="Ask").click()
+        await page.wait_for_selector("#question:focus")
+        await page.keyboard.type("What is the capital of Peru?")
+        await page.keyboard.press("Control+Enter")
+        await page.get_by_test_id("result").wait_for(timeout=120_000)
+        assert await page.get_by_test_id("outcome").inner_text() == "The documents do not say"
+        assert await page.get_by_role("heading", name="The documents do not say").count() == 1
+        assert await page.get_by_test_id("answer").count() == 0
+        assert await axe_violations(page) == []
+        await shot(page, "abstention")
 
         # a reader: no upload, no ask form, the answer still readable
         await page.get_by_test_id("view-as").select_option(f"mission:{mission}:reader")
