@@ -118,8 +118,6 @@ class Settings(BaseSettings):
     # progress queries a second shared by a mission's open event streams (per API replica; 0: each
     # stream polls every 0.5 s): many streams poll less often, the result still arrives at once
     api_mission_stream_queries_per_s: float = Field(default=4.0, ge=0)
-    # activities one research worker runs at once (CPU-bound scoring: about one per core)
-    research_max_concurrent_activities: int = Field(default=8, ge=1, le=256)
     # S3 sources: an endpoint a mission names must be public, unless its credentials profile is
     # pinned to it (STRATMASTER_S3_PROFILE_<NAME>_ENDPOINT) or this allows private ones
     s3_allow_private: bool = False

@@ -546,3 +546,32 @@ def test_uvicorn_serves_on_loopback_and_refuses_dev_mode_elsewhere(tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+async def test_in_flight_caps_come_from_the_settings_per_kind():
+    """Each kind's cap is its own setting (a fake count: no server); 0 means no cap."""
+    from starters.api.errors import ApiError
+    from starters.api.inflight import InFlight
+
+    class Counting:
+        def __init__(self, running: int):
+            self.running, self.queries = running, []
+
+        async def count_workflows(self, query: str):
+            self.queries.append(query)
+            return type("Count", (), {"count": self.running})()
+
+    caps = InFlight.from_settings(Settings(_env_file=None, api_mission_running_research=3,
+                                           api_mission_running_ingestions=1))
+    fake = Counting(running=1)
+    await caps.admit(fake, "m", "ResearchWorkflow", "research runs")  # 1 running, cap 3
+    with pytest.raises(ApiError) as err:
+        await caps.admit(fake, "m", "IngestDocumentsWorkflow", "ingestions")  # 1 running, cap 1
+    assert err.value.status_code == 429 and "1 ingestions running" in str(err.value.detail)
+    assert fake.queries[1] == ("WorkflowType = 'IngestDocumentsWorkflow' AND ExecutionStatus = 'Running' "
+                               "AND Mission = 'm'")
+    await caps.admit(fake, "m", "ResearchWorkflow", "research runs")  # counted up locally: 2 of 3
+    with pytest.raises(ApiError):
+        await caps.admit(fake, "m", "ResearchWorkflow", "research runs")  # 3 of 3
+    uncapped = InFlight.from_settings(Settings(_env_file=None, api_mission_running_ingestions=0))
+    await uncapped.admit(Counting(running=10**6), "m", "IngestDocumentsWorkflow", "ingestions")

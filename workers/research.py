@@ -35,8 +35,5 @@ async def build(settings: Settings) -> QueueSpec:
         activities=[acts.start_session, acts.cache_lookup, acts.plan, acts.retrieve, acts.synthesise, acts.persist,
                     acts.cache_store, acts.finish_session, reports.render_report, *library.all()],
         close=close,
-        # few at once, taken fairly by mission from the queue: another mission's next activity waits
-        # for one slot to free, not behind a flood's share of the cores (tests/test_fairness.py)
-        max_concurrent_activities=settings.research_max_concurrent_activities,
         extra={"research": acts, "resources": resources},
     )

@@ -18,7 +18,7 @@ from typing import Callable
 from temporalio.client import Client
 
 from starters.api.limits import too_many
-from stratmaster.search_attributes import MISSION_SA
+from starters.api.temporal_ops import running_of_mission
 
 log = logging.getLogger("stratmaster.api")
 
@@ -51,10 +51,8 @@ class InFlight:
         key, now = (mission, workflow_type), self.clock()
         count = self._counts.get(key)
         if count is None or now - count.read_at >= self.ttl:
-            try:  # the mission id is [a-z0-9_] (checked by the route): nothing to quote
-                found = await client.count_workflows(
-                    f"WorkflowType = '{workflow_type}' AND ExecutionStatus = 'Running' "
-                    f"AND {MISSION_SA.name} = '{mission}'")
+            try:
+                found = await client.count_workflows(running_of_mission(workflow_type, mission))
             except Exception as exc:  # noqa: BLE001 - fail open, as the rate limits do without Redis
                 log.warning("in-flight count unavailable: admitted", extra={"error": f"{type(exc).__name__}: {exc}"})
                 return

@@ -66,6 +66,12 @@ OPERATION_TIMEOUT = timedelta(hours=6)  # backups, restores, verification, maint
 ANALYTICS_TIMEOUT = timedelta(hours=1)
 
 
+def running_of_mission(workflow_type: str, mission: str) -> str:
+    """The visibility query for `mission`'s running workflows of a type (a mission id is
+    [a-z0-9_], checked by every route: nothing to quote)."""
+    return f"WorkflowType = '{workflow_type}' AND ExecutionStatus = 'Running' AND {MISSION_SA.name} = '{mission}'"
+
+
 class WorkflowStarted(BaseModel):
     workflow_id: str
     run_id: str | None

@@ -24,10 +24,15 @@ SPAN_OUTSIDE = "SpanOutsideDocument"  # the document is shorter than the span (i
 Short = Annotated[str, clipped(500)]
 
 
-class ListDocumentsInput(BaseModel):
+class MissionPage(BaseModel):
+    """A page of one of a mission's listings."""
     mission: MissionId
     offset: int = Field(default=0, ge=0, le=1_000_000_000)
     limit: int = Field(default=50, ge=0, le=MAX_PAGE)
+
+
+class ListDocumentsInput(MissionPage):
+    pass
 
 
 class DocumentEntry(BaseModel):
@@ -82,10 +87,8 @@ class Excerpt(BaseModel):
     end: int
 
 
-class ListResearchInput(BaseModel):
-    mission: MissionId
-    offset: int = Field(default=0, ge=0, le=1_000_000_000)
-    limit: int = Field(default=50, ge=0, le=MAX_PAGE)
+class ListResearchInput(MissionPage):
+    pass
 
 
 class ResearchEntry(BaseModel):

@@ -16,7 +16,7 @@ from temporalio.client import Client, WorkflowFailureError
 from starters.api.deps import MissionAccess, get_temporal, mission_access, principal_dep
 from starters.api.errors import AUTH_ERRORS, ApiError, error_responses, validation_error
 from starters.api.temporal_ops import (
-    DOCUMENT_EXCERPT_WORKFLOW, INGEST_WORKFLOW, LIST_DOCUMENTS_WORKFLOW, LIST_RESEARCH_WORKFLOW,
+    DOCUMENT_EXCERPT_WORKFLOW, INGEST_WORKFLOW, LIST_DOCUMENTS_WORKFLOW, LIST_RESEARCH_WORKFLOW, running_of_mission,
 )
 from starters.auth import PLATFORM_ADMIN, READ, Principal
 from starters.failures import failure_message, failure_type
@@ -24,7 +24,7 @@ from stratmaster import queues
 from stratmaster.contracts import library as lib
 from stratmaster.contracts.common import MISSION_ID_PATTERN
 from stratmaster.errors import BAD_INPUT, UNKNOWN_MISSION
-from stratmaster.search_attributes import MISSION_SA, for_mission
+from stratmaster.search_attributes import for_mission
 
 router = APIRouter(tags=["library"])
 
@@ -98,9 +98,7 @@ async def list_documents(access: MissionAccess = Depends(mission_access(READ)), 
         mission=mission, offset=offset, limit=limit), prefix="documents", mission=mission,
         result_type=lib.DocumentList, what="the document listing")
     running: list[RunningIngestion] = []
-    query = (f"WorkflowType = '{INGEST_WORKFLOW}' AND ExecutionStatus = 'Running' "
-             f"AND {MISSION_SA.name} = '{mission}'")  # the mission id is [a-z0-9_]: nothing to quote
-    async for wf in client.list_workflows(query, limit=MAX_RUNNING_LISTED):
+    async for wf in client.list_workflows(running_of_mission(INGEST_WORKFLOW, mission), limit=MAX_RUNNING_LISTED):
         running.append(RunningIngestion(workflow_id=wf.id, start_time=wf.start_time))
     return DocumentListing(**listed.model_dump(), ingesting=running)
 
