@@ -18,13 +18,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import csv
 import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -36,6 +34,7 @@ ROOT = HERE.parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench import results  # noqa: E402
+from bench.local_stack import api_process, local_stack, worker_processes  # noqa: E402
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 A, B = "fair_flood", "fair_quiet"
@@ -59,33 +58,40 @@ def locust(host: str, seconds: int, users: int, classes: list[str], prefix: Path
         return {row["Name"]: row for row in csv.DictReader(f)}
 
 
+def _spans() -> dict:
+    """Event type -> (what it ends, its attributes, the event it measures from)."""
+    from temporalio.api.enums.v1 import EventType
+
+    return {
+        EventType.EVENT_TYPE_WORKFLOW_TASK_STARTED: ("workflow tasks queued", "workflow_task_started_event_attributes",
+                                                     "scheduled_event_id"),
+        EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED: ("workflow tasks running",
+                                                       "workflow_task_completed_event_attributes", "started_event_id"),
+        EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED: ("activities queued", "activity_task_started_event_attributes",
+                                                     "scheduled_event_id"),
+        EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED: ("activities running",
+                                                       "activity_task_completed_event_attributes", "started_event_id"),
+    }
+
+
+_SPANS = _spans()
+
+
 async def where_time_went(client, mission: str, since: datetime) -> dict[str, float]:
     """Medians over `mission`'s research runs started since `since`: the whole run, and how much of
     it workflow tasks and activities spent queued (scheduled to started) and running."""
     import statistics
-
-    from temporalio.api.enums.v1 import EventType
 
     parts: dict[str, list[float]] = {}
     async for wf in client.list_workflows(f"Mission = '{mission}' AND WorkflowType = 'ResearchWorkflow' "
                                           f"AND StartTime >= '{since.isoformat()}'"):
         history = await client.get_workflow_handle(wf.id, run_id=wf.run_id).fetch_history()
         at = {e.event_id: e.event_time.ToMilliseconds() for e in history.events}
-        sums = dict.fromkeys(("workflow tasks queued", "workflow tasks running", "activities queued",
-                              "activities running"), 0.0)
+        sums = dict.fromkeys((label for label, _, _ in _SPANS.values()), 0.0)
         for e in history.events:
-            if e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_STARTED:
-                sums["workflow tasks queued"] += at[e.event_id] - at[e.workflow_task_started_event_attributes
-                                                                    .scheduled_event_id]
-            elif e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED:
-                sums["workflow tasks running"] += at[e.event_id] - at[e.workflow_task_completed_event_attributes
-                                                                     .started_event_id]
-            elif e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED:
-                sums["activities queued"] += at[e.event_id] - at[e.activity_task_started_event_attributes
-                                                                .scheduled_event_id]
-            elif e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED:
-                sums["activities running"] += at[e.event_id] - at[e.activity_task_completed_event_attributes
-                                                                 .started_event_id]
+            if e.event_type in _SPANS:
+                label, attributes, since_field = _SPANS[e.event_type]
+                sums[label] += at[e.event_id] - at[getattr(getattr(e, attributes), since_field)]
         sums["whole run"] = at[history.events[-1].event_id] - at[history.events[0].event_id]
         for k, v in sums.items():
             parts.setdefault(k, []).append(v)
@@ -118,79 +124,26 @@ def cpu_seconds() -> dict[str, float]:
     return out
 
 
-@contextlib.asynccontextmanager
-async def worker_processes(client, env: dict, names: list[str]):
-    """`python -m workers --queue <q>` for each queue, ready once each polls its queue."""
-    from temporalio.api.enums.v1 import TaskQueueType
-    from temporalio.api.taskqueue.v1 import TaskQueue
-    from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
-
-    procs = [subprocess.Popen([sys.executable, "-m", "workers", "--queue", q], env=env, cwd=ROOT) for q in names]
-    try:
-        for q in names:
-            for _ in range(600):
-                r = await client.workflow_service.describe_task_queue(DescribeTaskQueueRequest(
-                    namespace=client.namespace, task_queue=TaskQueue(name=q),
-                    task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW))
-                if r.pollers:
-                    break
-                if any(p.poll() is not None for p in procs):
-                    raise RuntimeError(f"a worker process exited while starting (queue {q})")
-                await asyncio.sleep(0.2)
-            else:
-                raise RuntimeError(f"no worker polls {q}")
-        yield
-    finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            p.wait(30)
-
-
 async def main(args) -> None:
+    import asyncpg
     from temporalio.client import WorkflowExecutionStatus
 
     from stratmaster import queues
-    from stratmaster.local_postgres import LocalPostgres
-    from stratmaster.local_temporal import start_local_env
-    from stratmaster.migrations import apply_migrations
-    from stratmaster.settings import Settings
     from tests.support.ports import free_port
-    from tests.research_support import ingest_corpus
 
     if not LOCUST.exists():
         sys.exit(f"{LOCUST} is missing: run `bash bench/api_fairness/install.sh`")
-    tmp = Path(tempfile.mkdtemp(prefix="bench-fair-"))
-    pg = LocalPostgres(data_dir=tmp / "pg", port=free_port())
-    pg.start()
-    env = await start_local_env()
-    api = None
-    try:
-        await apply_migrations(pg.dsn)
-        settings = Settings(_env_file=None, data_dir=tmp / "data", database_url=pg.dsn, postgres_port=pg.port)
-        client = env.client
-        for m in (A, B):  # (with workers of its own)
-            await ingest_corpus(client, settings, m)
-        stack_env = dict(os.environ, STRATMASTER_DATA_DIR=str(tmp / "data"), STRATMASTER_DATABASE_URL=pg.dsn,
-                         STRATMASTER_TEMPORAL_ADDRESS=client.service_client.config.target_host,
-                         STRATMASTER_METRICS_PORT_BASE=str(free_port()))
+    async with local_stack("bench-fair-", [A, B]) as stack:
+        client, tmp = stack.client, stack.tmp
+        env = dict(stack.env, STRATMASTER_METRICS_PORT_BASE=str(free_port()))
         # one worker process per queue, as the dev stack and production run them (in-process workers
         # would share one event loop, which no deployment does)
-        async with worker_processes(client, stack_env, [queues.MISSIONS, queues.MAINTENANCE, queues.INGESTION,
-                                                        queues.RESEARCH]):
-            port = free_port()
-            api_env = dict(stack_env, STRATMASTER_AUTH_MODE="oidc", STRATMASTER_KEYCLOAK_URL="http://127.0.0.1:9",
-                           STRATMASTER_BIND_HOST="127.0.0.1")
-            api = subprocess.Popen([sys.executable, str(HERE / "serve.py"), str(port)], env=api_env, cwd=ROOT)
-            host = f"http://127.0.0.1:{port}"
+        async with worker_processes(client, env, [queues.MISSIONS, queues.MAINTENANCE, queues.INGESTION,
+                                                  queues.RESEARCH]), \
+                api_process(lambda port: [sys.executable, str(HERE / "serve.py"), str(port)],
+                            dict(env, STRATMASTER_AUTH_MODE="oidc", STRATMASTER_KEYCLOAK_URL="http://127.0.0.1:9",
+                                 STRATMASTER_BIND_HOST="127.0.0.1")) as host:
             async with httpx.AsyncClient(base_url=host) as http:
-                for _ in range(200):
-                    try:
-                        if (await http.get("/healthz")).status_code == 200:
-                            break
-                    except httpx.TransportError:
-                        pass
-                    await asyncio.sleep(0.1)
                 # warm-up, not measured: each new worker process loads its models on its first run
                 for m in (B, A):
                     for q in QUESTIONS:
@@ -218,24 +171,13 @@ async def main(args) -> None:
                 if not any(c.get("running") for c in counts.values()) or time.monotonic() > deadline:
                     break
                 await asyncio.sleep(5)
-            pool = settings.database_url
-            import asyncpg
-
             waits = await where_time_went(client, B, flood_started)
-            conn = await asyncpg.connect(pool)
+            conn = await asyncpg.connect(stack.settings.database_url)
             try:
-                dupes = await conn.fetchval(
-                    "SELECT count(*) - count(DISTINCT (document_id, ordinal)) FROM chunks")
+                dupes = await conn.fetchval("SELECT count(*) - count(DISTINCT (document_id, ordinal)) FROM chunks")
             finally:
                 await conn.close()
-    finally:
-        if api is not None:
-            api.terminate()
-            api.wait(10)
-        await env.shutdown()
-        pg.stop()
     report(args, quiet, flood, counts, dupes, flood_cpu, waits)
-
 
 def limits() -> str:
     from stratmaster.settings import Settings

@@ -18,9 +18,7 @@ import argparse
 import asyncio
 import os
 import statistics
-import subprocess
 import sys
-import tempfile
 from datetime import datetime
 from pathlib import Path
 
@@ -32,6 +30,7 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from bench import results  # noqa: E402
+from bench.local_stack import api_process, local_stack  # noqa: E402
 
 MISSION = "bench_page"
 QUESTIONS = [
@@ -87,51 +86,17 @@ async def measure(url: str, runs: int) -> list[dict]:
 
 async def main(args) -> None:
     from stratmaster import queues
-    from stratmaster.local_postgres import LocalPostgres
-    from stratmaster.local_temporal import start_local_env
-    from stratmaster.migrations import apply_migrations
-    from stratmaster.settings import Settings
     from tests.api_support import run_workers
-    from tests.support.ports import free_port
-    from tests.research_support import ingest_corpus
 
-    tmp = Path(tempfile.mkdtemp(prefix="bench-page-"))
-    pg = LocalPostgres(data_dir=tmp / "pg", port=free_port())
-    pg.start()
-    env = await start_local_env()
-    api = None
-    try:
-        await apply_migrations(pg.dsn)
-        settings = Settings(_env_file=None, data_dir=tmp / "data", database_url=pg.dsn, postgres_port=pg.port)
-        client = env.client
-        await ingest_corpus(client, settings, MISSION)
-        async with run_workers(client, settings, [queues.MISSIONS, queues.MAINTENANCE, queues.INGESTION,
-                                                  queues.RESEARCH]):
-            port = free_port()
-            api_env = dict(os.environ, STRATMASTER_DATA_DIR=str(tmp / "data"), STRATMASTER_DATABASE_URL=pg.dsn,
-                           STRATMASTER_TEMPORAL_ADDRESS=client.service_client.config.target_host,
-                           STRATMASTER_AUTH_MODE="dev", STRATMASTER_BIND_HOST="127.0.0.1")
-            api = subprocess.Popen([sys.executable, "-m", "uvicorn", "--factory", "starters.api.application:create_app",
-                                    "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
-                                   env=api_env, cwd=ROOT)
-            url = f"http://127.0.0.1:{port}"
-            async with httpx.AsyncClient(base_url=url) as http:
-                for _ in range(300):
-                    try:
-                        if (await http.get("/healthz")).status_code == 200:
-                            break
-                    except httpx.TransportError:
-                        pass
-                    await asyncio.sleep(0.1)
-            rows = await measure(url, args.runs)
-    finally:
-        if api is not None:
-            api.terminate()
-            api.wait(10)
-        await env.shutdown()
-        pg.stop()
+    async with local_stack("bench-page-", [MISSION]) as stack, \
+            run_workers(stack.client, stack.settings, [queues.MISSIONS, queues.MAINTENANCE, queues.INGESTION,
+                                                       queues.RESEARCH]), \
+            api_process(lambda port: [sys.executable, "-m", "uvicorn", "--factory",
+                                      "starters.api.application:create_app", "--host", "127.0.0.1", "--port",
+                                      str(port), "--log-level", "warning"],
+                        dict(stack.env, STRATMASTER_AUTH_MODE="dev", STRATMASTER_BIND_HOST="127.0.0.1")) as url:
+        rows = await measure(url, args.runs)
     report(args, rows)
-
 
 def report(args, measured: list[dict]) -> None:
     first, rows = measured[0], measured[1:]
